@@ -1,0 +1,53 @@
+"""Digests: ``algorithm:hex``, validated at the edge (OCI image spec, descriptor.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from hawser.errors import InvalidArgument, Unimplemented
+
+_DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
+_ENCODED = {"sha256": re.compile(r"^[a-f0-9]{64}$"), "sha512": re.compile(r"^[a-f0-9]{128}$")}
+
+
+class Digest(str):
+    """A validated digest string. Only sha256 and sha512 are accepted."""
+
+    __slots__ = ()
+
+    def __new__(cls, value: str) -> Digest:
+        if isinstance(value, Digest):
+            return value
+        if not isinstance(value, str) or not _DIGEST.match(value):
+            raise InvalidArgument(f"invalid digest {value!r}: expected algorithm:hex")
+        algorithm, encoded = value.split(":", 1)
+        pattern = _ENCODED.get(algorithm)
+        if pattern is None:
+            raise Unimplemented(
+                f"unsupported digest algorithm {algorithm!r} in {value!r}",
+                hint="hawser verifies sha256 and sha512 digests",
+            )
+        if not pattern.match(encoded):
+            raise InvalidArgument(f"invalid {algorithm} digest {value!r}: wrong length or not lowercase hex")
+        return super().__new__(cls, value)
+
+    @property
+    def algorithm(self) -> str:
+        return self.split(":", 1)[0]
+
+    @property
+    def encoded(self) -> str:
+        return self.split(":", 1)[1]
+
+    def hasher(self) -> hashlib._Hash:
+        """A fresh hash object of this digest's algorithm."""
+        return hashlib.new(self.algorithm)
+
+    @classmethod
+    def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
+        return cls(f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}")
+
+    @classmethod
+    def from_hasher(cls, hasher: hashlib._Hash) -> Digest:
+        return cls(f"{hasher.name}:{hasher.hexdigest()}")
