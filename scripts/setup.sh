@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up a Debian 12 machine (as root) to run and test hawser. Idempotent.
+#   - Debian packages: the real components hawser drives and tests against
+#   - a virtualenv in .venv with hawser installed (editable) and the test tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+    runc conmon containernetworking-plugins catatonit   # runtime, monitor, CNI, pid-namespace holder
+    docker-registry busybox-static                      # a local registry and a userland for test images
+    iproute2 iptables attr                              # netns/veth, portmap rules, xattr inspection
+    python3 python3-venv ca-certificates
+)
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian's python3 (3.11 on Debian 12) builds the venv, whatever else is on PATH.
+PYTHON=/usr/bin/python3
+[[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
+stamp=".venv/.hawser-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    echo "setup: installing hawser and its Python dependencies into .venv"
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+    echo "$want" > "$stamp"
+fi

@@ -1,0 +1,40 @@
+"""What every command gets: the effective config and, on demand, the store."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hawser.config import Config
+    from hawser.images import ImageStore
+
+
+class CliContext:
+    def __init__(self, *, config_path: str | None, root: str | None, state: str | None,
+                 registry_config_dir: str | None, snapshotter: str | None, debug: bool, **_: Any) -> None:
+        self._config_path = config_path
+        self._overrides = {"root": root, "state": state, "snapshotter": snapshotter}
+        self._registry_config_dir = registry_config_dir
+        self.debug = debug
+        self._config: Config | None = None
+        self._store: ImageStore | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            from dataclasses import replace
+
+            from hawser.config import load_config
+
+            config = load_config(self._config_path).with_overrides(**self._overrides)
+            if self._registry_config_dir:
+                config = replace(config, registry=replace(config.registry, config_path=self._registry_config_dir))
+            self._config = config
+        return self._config
+
+    def store(self) -> ImageStore:
+        if self._store is None:
+            from hawser.images import ImageStore
+
+            self._store = ImageStore.open(self.config)
+        return self._store

@@ -1,0 +1,97 @@
+"""Pull: resolve a reference, choose the platform's manifest, fetch and unpack.
+
+Order matters for crash safety.  A lease is taken first, so GC leaves alone
+everything the pull writes while it runs.  Blobs are recorded after they are
+on disk; the manifest (carrying GC references to config and layers) after the
+layers; the image record last, once everything it points at exists.  Only
+then is the lease dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from hawser.errors import InvalidArgument
+from hawser.images._labels import config_labels, index_labels, manifest_labels
+from hawser.images._progress import ProgressSink, PullMessage
+from hawser.images._unpack import LayerPipeline, store_small_blob
+from hawser.oci import (
+    Descriptor,
+    Platform,
+    Reference,
+    media,
+    parse_config,
+    parse_index,
+    parse_manifest,
+)
+from hawser.registry import RegistryClient, select_platform
+
+
+@dataclass(frozen=True, slots=True)
+class PullOptions:
+    platform: Platform | None = None
+    plain_http: bool = False
+
+
+class RegistrySource:
+    """A BlobSource reading one repository of a registry."""
+
+    def __init__(self, client: RegistryClient, ref: Reference) -> None:
+        self._client = client
+        self._ref = ref
+
+    def describe(self) -> str:
+        return self._ref.name
+
+    @contextmanager
+    def open_blob(self, desc: Descriptor, *, offset: int = 0) -> Iterator[Iterable[bytes]]:
+        with self._client.fetch_blob(self._ref, desc, offset=offset) as stream:
+            yield stream
+
+
+def pull_into(store: ImageStoreLike, client: RegistryClient, ref: Reference, options: PullOptions,
+              progress: ProgressSink, lease: str) -> Descriptor:
+    """Fetch ``ref`` into the store under ``lease``; returns the image's root descriptor."""
+    resolved = client.resolve(ref)
+    root = resolved.descriptor
+    progress(PullMessage(f"resolved {ref} to {root.digest}"))
+    wanted = options.platform or Platform.host()
+    index_desc: Descriptor | None = None
+    index_data = b""
+    if root.media_type in media.INDEXES:
+        index_desc, index_data = root, resolved.data
+        manifest_desc = select_platform(parse_index(index_data, root.media_type), wanted)
+        manifest_data = client.fetch_manifest(ref, manifest_desc)
+        progress(PullMessage(f"platform {wanted}: manifest {manifest_desc.digest}"))
+    elif root.media_type in media.MANIFESTS:
+        manifest_desc, manifest_data = root, resolved.data
+    else:
+        raise InvalidArgument(f"{ref}: unsupported manifest media type {root.media_type!r}")
+    manifest = parse_manifest(manifest_data, manifest_desc.media_type)
+    if manifest.config.media_type not in media.CONFIGS:
+        raise InvalidArgument(f"{ref}: config media type {manifest.config.media_type!r} is not an image config",
+                              hint="this is an artifact, not a container image")
+    config_data = client.fetch_blob_bytes(ref, manifest.config)
+    config = parse_config(config_data)
+    if index_desc is None and options.platform is not None and not options.platform.matches(config.platform):
+        raise InvalidArgument(f"{ref} is for {config.platform}, not {options.platform}")
+
+    pipeline = LayerPipeline(
+        content=store.content, metadata=store.metadata, snapshotter=store.snapshotter,
+        source=RegistrySource(client, ref), lease=lease, locks_dir=store.locks_dir, namespace=store.namespace,
+        max_concurrent=store.config.registry.max_concurrent_downloads, progress=progress,
+    )
+    top = pipeline.run(manifest, config)
+    store_small_blob(store.content, store.metadata, lease, manifest.config, config_data,
+                     config_labels(store.snapshotter.name, top), store.namespace)
+    store_small_blob(store.content, store.metadata, lease, manifest_desc, manifest_data,
+                     manifest_labels(manifest), store.namespace)
+    if index_desc is not None:
+        store_small_blob(store.content, store.metadata, lease, index_desc, index_data,
+                         index_labels([manifest_desc]), store.namespace)
+    return root
+
+
+from hawser.images._store import ImageStore as ImageStoreLike  # noqa: E402  (cycle: type only)

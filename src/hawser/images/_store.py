@@ -1,0 +1,297 @@
+"""ImageStore: the image half of hawser's library API, over one root.
+
+It composes the content store, the metadata database and a snapshotter, and
+is what the CLI (and later the daemon) calls.  Several processes may open one
+root at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from hawser.config import Config
+from hawser.content import ContentStore, LocalStore
+from hawser.errors import InvalidArgument, NotFound
+from hawser.images._progress import ProgressSink, PullMessage, discard
+from hawser.metadata import LABEL_REF_CONTENT, LABEL_REF_SNAPSHOT, GCReport, Metadata, collect
+from hawser.oci import (
+    Descriptor,
+    Digest,
+    ImageConfig,
+    Manifest,
+    Platform,
+    Reference,
+    media,
+    parse_config,
+    parse_index,
+    parse_manifest,
+    parse_reference,
+)
+from hawser.snapshots import Snapshotter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NAMESPACE = "default"
+LEASE_OWNER_PID = "hawser.io/lease.owner-pid"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSummary:
+    name: str
+    target: Descriptor
+    image_id: Digest | None
+    size: int
+    created: str
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDetail:
+    name: str
+    target: Descriptor
+    manifest_digest: Digest
+    manifest: Manifest
+    config_digest: Digest
+    config: ImageConfig
+    chain_ids: tuple[Digest, ...]
+    size: int
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "Name": self.name,
+            "Id": str(self.config_digest),
+            "Target": self.target.to_json(),
+            "ManifestDigest": str(self.manifest_digest),
+            "Platform": str(c.platform),
+            "Created": c.created,
+            "Author": c.author,
+            "Size": self.size,
+            "Config": {
+                "User": c.user, "Env": list(c.env), "Entrypoint": list(c.entrypoint), "Cmd": list(c.cmd),
+                "WorkingDir": c.working_dir, "Labels": dict(c.labels), "StopSignal": c.stop_signal,
+                "ExposedPorts": list(c.exposed_ports), "Volumes": list(c.volumes),
+            },
+            "RootFS": {
+                "Layers": [layer.to_json() for layer in self.manifest.layers],
+                "DiffIDs": [str(d) for d in c.diff_ids],
+                "ChainIDs": [str(d) for d in self.chain_ids],
+            },
+            "Labels": self.labels,
+        }
+
+
+class ImageStore:
+    def __init__(self, *, config: Config, content: ContentStore, metadata: Metadata, snapshotter: Snapshotter,
+                 namespace: str = DEFAULT_NAMESPACE) -> None:
+        self.config = config
+        self.content = content
+        self.metadata = metadata
+        self.snapshotter = snapshotter
+        self.namespace = namespace
+        self.locks_dir = os.path.join(config.state, "locks")
+
+    @classmethod
+    def open(cls, config: Config) -> ImageStore:
+        from hawser.snapshots import new_snapshotter, overlay_supported
+
+        for path in (config.root, config.state):
+            os.makedirs(path, mode=0o711, exist_ok=True)
+        name = config.snapshotter
+        snap_root = os.path.join(config.root, "snapshots")
+        if name == "overlayfs" and not overlay_supported(snap_root):
+            log.warning("overlayfs is not usable under %s; using the native snapshotter", config.root)
+            name = "native"
+        return cls(
+            config=config,
+            content=LocalStore(os.path.join(config.root, "content")),
+            metadata=Metadata(os.path.join(config.root, "metadata.db")),
+            snapshotter=new_snapshotter(name, os.path.join(snap_root, name)),
+        )
+
+    def close(self) -> None:
+        self.metadata.close()
+
+    # --- leases --------------------------------------------------------------
+
+    @contextmanager
+    def lease(self) -> Iterator[str]:
+        """A lease protecting what an operation writes; dropped when it ends.
+
+        If the process dies, the lease names its pid, so GC knows it is dead
+        without waiting for the expiry."""
+        lease = self.metadata.create_lease(
+            ttl=self.config.gc.pull_lease_ttl, labels={LEASE_OWNER_PID: _pid_token(os.getpid())})
+        try:
+            yield lease
+        finally:
+            self.metadata.delete_lease(lease)
+
+    # --- pull / import ---------------------------------------------------------
+
+    def pull(self, ref_text: str, *, platform: Platform | None = None, plain_http: bool = False,
+             progress: ProgressSink = discard, credentials: Any = None) -> ImageSummary:
+        from hawser.images._pull import PullOptions, pull_into
+        from hawser.registry import RegistryClient, RegistryOptions
+
+        ref = parse_reference(ref_text)
+        registry = self.config.registry
+        client = RegistryClient(RegistryOptions(
+            config_dir=registry.config_path, plain_http=plain_http, stall_timeout=registry.stall_timeout,
+            max_retries=registry.max_retries, docker_config=os.path.expanduser(registry.docker_config),
+            credentials=credentials,
+        ))
+        try:
+            with self.lease() as lease:
+                root = pull_into(self, client, ref, PullOptions(platform=platform, plain_http=plain_http),
+                                 progress, lease)
+                self._put_image(str(ref), root)
+        finally:
+            client.close()
+        progress(PullMessage(f"stored {ref} ({root.digest})"))
+        return self.summary(str(ref))
+
+    def import_archive(self, path: str, *, name: str | None = None, platform: Platform | None = None,
+                       progress: ProgressSink = discard) -> list[ImageSummary]:
+        from hawser.images._import import import_layout
+
+        with self.lease() as lease:
+            named = import_layout(self, path, name=name, platform=platform or Platform.host(),
+                                  progress=progress, lease=lease)
+            for image_name, root in named:
+                self._put_image(image_name, root)
+        return [self.summary(n) for n, _ in named]
+
+    def _put_image(self, name: str, target: Descriptor) -> None:
+        self.metadata.put_image(name, target, {}, namespace=self.namespace)
+
+    # --- queries ---------------------------------------------------------------
+
+    def resolve_name(self, text: str) -> str:
+        """The stored image name for what a user typed: a full or short
+        reference, or an image ID (config digest) or a unique prefix of one."""
+        names = {img.name for img in self.metadata.list_images(namespace=self.namespace)}
+        if text in names:
+            return text
+        try:
+            ref = str(parse_reference(text))
+            if ref in names:
+                return ref
+        except InvalidArgument:
+            pass
+        prefix = text.removeprefix("sha256:")
+        if len(prefix) >= 4 and all(c in "0123456789abcdef" for c in prefix):
+            matches = [n for n in names if str(self.summary(n).image_id or "").removeprefix("sha256:")
+                       .startswith(prefix)]
+            if len(set(str(self.summary(n).image_id) for n in matches)) == 1:
+                return sorted(matches)[0]
+            if matches:
+                raise InvalidArgument(f"image ID prefix {text!r} is ambiguous", hint="give more characters")
+        raise NotFound(f"image {text!r} not found", hint="`hawser images` lists the images; `hawser pull` fetches one")
+
+    def list_images(self) -> list[ImageSummary]:
+        return [self.summary(img.name) for img in self.metadata.list_images(namespace=self.namespace)]
+
+    def summary(self, name: str) -> ImageSummary:
+        record = self.metadata.get_image(name, namespace=self.namespace)
+        try:
+            detail = self.inspect(name)
+        except (NotFound, InvalidArgument):
+            return ImageSummary(name, record.target, None, record.target.size, "", record.updated_at)
+        return ImageSummary(name, record.target, detail.config_digest, detail.size, detail.config.created,
+                            record.updated_at)
+
+    def inspect(self, name: str, platform: Platform | None = None) -> ImageDetail:
+        from hawser.images._chain import chain_ids
+
+        record = self.metadata.get_image(name, namespace=self.namespace)
+        manifest_desc = self._platform_manifest(record.target, platform or Platform.host())
+        manifest = parse_manifest(self.content.read_all(manifest_desc.digest, limit=manifest_desc.size or None),
+                                  manifest_desc.media_type)
+        config = parse_config(self.content.read_all(manifest.config.digest))
+        size = manifest_desc.size + manifest.config.size + sum(layer.size for layer in manifest.layers)
+        if record.target.digest != manifest_desc.digest:
+            size += record.target.size
+        return ImageDetail(
+            name=name, target=record.target, manifest_digest=manifest_desc.digest, manifest=manifest,
+            config_digest=manifest.config.digest, config=config, chain_ids=tuple(chain_ids(config.diff_ids)),
+            size=size, labels=dict(record.labels),
+        )
+
+    def _platform_manifest(self, target: Descriptor, platform: Platform) -> Descriptor:
+        if target.media_type not in media.INDEXES:
+            return target
+        index = parse_index(self.content.read_all(target.digest), target.media_type)
+        stored = [d for d in index.manifests if self._has_blob(d.digest)]
+        for desc in stored:
+            if desc.platform is None or platform.matches(desc.platform):
+                return desc
+        if stored:
+            return stored[0]
+        raise NotFound(f"no manifest of {target.digest} is stored")
+
+    def _has_blob(self, digest: Digest) -> bool:
+        try:
+            self.content.info(digest)
+            return True
+        except NotFound:
+            return False
+
+    # --- removal, usage, GC ---------------------------------------------------------
+
+    def remove(self, names: Sequence[str], *, prune: bool = True) -> list[str]:
+        removed = []
+        for text in names:
+            name = self.resolve_name(text)
+            self.metadata.delete_image(name, namespace=self.namespace)
+            removed.append(name)
+        if prune and removed:
+            self.prune()
+        return removed
+
+    def prune(self, *, dry_run: bool = False) -> GCReport:
+        return collect(self.metadata, self.content, {self.snapshotter.name: self.snapshotter}, dry_run=dry_run,
+                       lease_alive=_lease_owner_alive)
+
+    def usage(self) -> dict[str, Any]:
+        images = self.list_images()
+        snapshots = list(self.snapshotter.walk())
+        snap_bytes = 0
+        for info in snapshots:
+            try:
+                snap_bytes += self.snapshotter.usage(info.key).size
+            except NotFound:
+                pass
+        return {
+            "images": {"count": len(images), "size": sum(i.size for i in images)},
+            "content": {"count": sum(1 for _ in self.content.walk()), "size": self.content.usage()},
+            "snapshots": {"count": len(snapshots), "size": snap_bytes, "snapshotter": self.snapshotter.name},
+        }
+
+
+def _pid_token(pid: int) -> str:
+    """``pid:starttime``: a pid alone may be reused by another process."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            start = f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        start = "0"
+    return f"{pid}:{start}"
+
+
+def _lease_owner_alive(labels: dict[str, str]) -> bool:
+    token = labels.get(LEASE_OWNER_PID)
+    if not token:
+        return True
+    pid = int(token.split(":", 1)[0])
+    return _pid_token(pid) == token
+
+
+__all__ = ["LABEL_REF_CONTENT", "LABEL_REF_SNAPSHOT", "ImageDetail", "ImageStore", "ImageSummary", "time"]
