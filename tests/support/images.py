@@ -24,6 +24,7 @@ class BuiltImage:
     layers: list[tuple[Descriptor, bytes]]
     diff_ids: list[str]
     platform: Platform = field(default_factory=Platform.host)
+    tars: list[bytes] = field(default_factory=list)
 
 
 def _desc(media_type: str, data: bytes, platform: Platform | None = None) -> Descriptor:
@@ -76,7 +77,8 @@ def build_image(layer_tars: Sequence[bytes], *, compression: str = "gzip", docke
         "layers": [d.to_json() for d, _ in layers],
     }, sort_keys=True).encode()
     return BuiltImage(manifest=manifest, manifest_desc=_desc(manifest_type, manifest), config=config,
-                      config_desc=config_desc, layers=layers, diff_ids=list(true_ids), platform=platform)
+                      config_desc=config_desc, layers=layers, diff_ids=list(true_ids), platform=platform,
+                      tars=list(layer_tars))
 
 
 def index_of(images: Sequence[BuiltImage], *, docker: bool = False) -> tuple[bytes, Descriptor]:

@@ -21,8 +21,8 @@ from hawser.content._local import LocalStore
 from hawser.content._types import (
     Cleaner,
     Info,
-    IngestManager,
     Ingester,
+    IngestManager,
     Manager,
     PathProvider,
     Provider,

@@ -131,37 +131,30 @@ def _parse_one(text: str, out: list[Challenge]) -> None:
         if sc.at_end():
             return
         scheme = sc.token()
-        if not scheme:
-            # Garbage where a scheme should be: nothing after it can be trusted.
+        if not scheme or (not sc.at_end() and sc.peek() not in " \t,"):
+            # Garbage where a scheme should be (or "name=" with no scheme
+            # before it): nothing after it can be trusted.
             return
         params: dict[str, str] = {}
         token68 = ""
-        if sc.peek() in _WS:
-            sc.skip_ws()
-            first = _param(sc)
-            if first is not None:
-                params.setdefault(*first)
-                while True:
-                    mark = sc.pos
-                    sc.skip_ws()
-                    if sc.peek() != ",":
-                        break
-                    sc.skip_ws_and_commas()
-                    nxt = _param(sc)
-                    if nxt is None:
-                        # Not "name=value": the start of the next challenge.
-                        sc.pos = mark
-                        break
-                    # RFC 7235: a parameter occurs once; keep the first, as a
-                    # later duplicate is the likelier injection.
-                    params.setdefault(*nxt)
-            else:
-                token68 = _token68(sc)
-        out.append(Challenge(scheme=scheme.lower(), params=params, token68=token68))
         sc.skip_ws()
-        if not sc.at_end() and sc.peek() != ",":
-            # Something we cannot parse (e.g. an unterminated quote): stop here.
-            return
+        first = _param(sc)
+        if first is not None:
+            params.setdefault(*first)
+            while True:
+                mark = sc.pos
+                sc.skip_ws_and_commas()
+                nxt = _param(sc)
+                if nxt is None:
+                    # Not "name=value": the next challenge, or the end.
+                    sc.pos = mark
+                    break
+                # RFC 7235: a parameter occurs once per challenge; keep the
+                # first, as a later duplicate is the likelier injection.
+                params.setdefault(*nxt)
+        else:
+            token68 = _token68(sc)
+        out.append(Challenge(scheme=scheme.lower(), params=params, token68=token68))
 
 
 def parse_www_authenticate(values: str | Iterable[str]) -> list[Challenge]:

@@ -1,0 +1,80 @@
+"""flock(2) locks between processes (and between threads: each FileLock opens
+its own file description, and flock locks belong to the description)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from types import TracebackType
+
+
+class FileLock:
+    """An advisory lock on ``path`` (created if missing, never deleted here).
+
+    ``shared=True`` takes a read lock.  Not re-entrant: one FileLock object
+    is one holder.  Usable as a context manager (blocking acquire).
+    """
+
+    def __init__(self, path: str, *, shared: bool = False) -> None:
+        self.path = path
+        self._shared = shared
+        self._fd: int | None = None
+
+    @property
+    def locked(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        """Take the lock; with ``blocking=False`` return False instead of waiting.
+
+        Raises OSError if the lock file cannot be opened, RuntimeError if this
+        object already holds the lock."""
+        if self._fd is not None:
+            raise RuntimeError(f"lock {self.path} is already held by this FileLock")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        op = fcntl.LOCK_SH if self._shared else fcntl.LOCK_EX
+        try:
+            fcntl.flock(fd, op if blocking else op | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        """Drop the lock. Idempotent."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the last fd of the description drops the flock
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+
+
+def try_lock_fd(fd: int, *, shared: bool = False) -> bool:
+    """flock an already open fd (a file or a directory) without waiting."""
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def lock_fd(fd: int, *, shared: bool = False) -> None:
+    """flock an already open fd (a file or a directory), waiting for it."""
+    fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)

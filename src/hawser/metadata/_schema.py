@@ -1,0 +1,84 @@
+"""The metadata schema, as an ordered list of migrations.
+
+``MIGRATIONS[i]`` takes the database from schema version ``i`` to ``i + 1``; each
+step's statements run in one transaction together with the version bump, so a
+step is applied whole or not at all.  Append only: never edit or reorder a step
+that has been released, a database out there is already past it.
+
+Adding a step is adding a tuple at the end, for example (a later issue)::
+
+    # 2: containers, one row per container, in its namespace.
+    (
+        '''CREATE TABLE containers (
+            namespace TEXT NOT NULL REFERENCES namespaces(name),
+            id TEXT NOT NULL,
+            image TEXT NOT NULL,
+            snapshotter TEXT NOT NULL,
+            snapshot_key TEXT NOT NULL,
+            labels TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            PRIMARY KEY (namespace, id)
+        )''',
+    ),
+
+and, for a table that holds GC roots, teaching ``_gc._load`` to read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+Migration = Sequence[str]
+
+MIGRATIONS: tuple[Migration, ...] = (
+    # 1: namespaces, images, blob records, leases.
+    (
+        """CREATE TABLE namespaces (
+            name TEXT PRIMARY KEY,
+            labels TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL
+        )""",
+        # Records refer to their namespace without ON DELETE: deleting a
+        # namespace that still holds anything fails (FailedPrecondition).
+        """CREATE TABLE images (
+            namespace TEXT NOT NULL REFERENCES namespaces(name),
+            name TEXT NOT NULL,
+            media_type TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            size INTEGER NOT NULL CHECK (size >= 0),
+            labels TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (namespace, name)
+        )""",
+        "CREATE INDEX images_by_digest ON images (digest)",
+        """CREATE TABLE blobs (
+            namespace TEXT NOT NULL REFERENCES namespaces(name),
+            digest TEXT NOT NULL,
+            size INTEGER NOT NULL CHECK (size >= 0),
+            labels TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (namespace, digest)
+        )""",
+        "CREATE INDEX blobs_by_digest ON blobs (digest)",
+        """CREATE TABLE leases (
+            namespace TEXT NOT NULL REFERENCES namespaces(name),
+            id TEXT NOT NULL,
+            labels TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            expires_at REAL,
+            PRIMARY KEY (namespace, id)
+        )""",
+        """CREATE TABLE lease_resources (
+            namespace TEXT NOT NULL,
+            lease TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            key TEXT NOT NULL,
+            PRIMARY KEY (namespace, lease, kind, key),
+            FOREIGN KEY (namespace, lease) REFERENCES leases (namespace, id) ON DELETE CASCADE
+        )""",
+        # GC asks "does any live lease hold this?" per resource.
+        "CREATE INDEX lease_resources_by_key ON lease_resources (kind, key)",
+    ),
+)

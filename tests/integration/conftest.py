@@ -1,0 +1,108 @@
+"""Fixtures of the integration tier: a real docker-registry, test images pushed
+to it, and a fresh hawser root per test (unmounted and removed afterwards)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from hawser.config import Config
+from hawser.images import ImageStore
+from hawser.registry import RegistryClient, RegistryOptions
+from tests.support.images import BuiltImage, build_image, push_image
+from tests.support.layers import busybox_layers
+from tests.support.registry_server import start_registry
+
+pytestmark = pytest.mark.integration
+
+HAWSER = [sys.executable, "-m", "hawser.cli._run"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+    if os.geteuid() != 0:
+        skip = pytest.mark.skip(reason="integration tests need root")
+        for item in items:
+            if "tests/integration" in str(item.fspath):
+                item.add_marker(skip)
+
+
+@dataclass
+class Registry:
+    host: str
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    with start_registry(str(tmp_path_factory.mktemp("registry"))) as handle:
+        yield Registry(host=handle.host)
+
+
+@pytest.fixture(scope="session")
+def push_client() -> Iterator[RegistryClient]:
+    client = RegistryClient(RegistryOptions(plain_http=True))
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def busybox(registry: Registry, push_client: RegistryClient) -> tuple[str, BuiltImage]:
+    """The standard test image: several layers, whiteouts, an opaque dir,
+    hardlinks, symlinks, a device node, xattrs."""
+    image = build_image(busybox_layers())
+    ref = f"{registry.host}/test/busybox:latest"
+    push_image(push_client, ref, image, tag="latest")
+    return ref, image
+
+
+def unmount_under(path: str) -> None:
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        targets = [line.split()[4] for line in f]
+    for target in sorted((t for t in targets if t.startswith(path.rstrip("/") + "/")), key=len, reverse=True):
+        subprocess.run(["umount", "-l", target], check=False)
+
+
+@dataclass
+class Env:
+    root: str
+    state: str
+    snapshotter: str
+
+    def config(self) -> Config:
+        return Config(root=self.root, state=self.state, snapshotter=self.snapshotter)
+
+    def store(self) -> ImageStore:
+        return ImageStore.open(self.config())
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        cmd = [*HAWSER, "--root", self.root, "--state", self.state, "--snapshotter", self.snapshotter, *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        cmd = [*HAWSER, "--root", self.root, "--state", self.state, "--snapshotter", self.snapshotter, *args]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(params=["overlayfs", "native"])
+def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
+    root = tmp_path / "root"
+    state = tmp_path / "state"
+    yield Env(root=str(root), state=str(state), snapshotter=request.param)
+    unmount_under(str(tmp_path))
+
+
+@pytest.fixture
+def overlay_env(tmp_path: Path) -> Iterator[Env]:
+    yield Env(root=str(tmp_path / "root"), state=str(tmp_path / "state"), snapshotter="overlayfs")
+    unmount_under(str(tmp_path))
