@@ -32,7 +32,10 @@ from hawser.content._types import (
     Writer,
 )
 
+# The name hawser.images uses for the whole contract.
+ContentStore = Store
+
 __all__ = [
-    "Cleaner", "Info", "IngestManager", "Ingester", "LocalStore", "Manager", "PathProvider", "Provider", "Status",
-    "Store", "Verifier", "Writer",
+    "Cleaner", "ContentStore", "Info", "IngestManager", "Ingester", "LocalStore", "Manager", "PathProvider",
+    "Provider", "Status", "Store", "Verifier", "Writer",
 ]

@@ -22,15 +22,11 @@ other coordination than the lock file, so both sides follow one rule: a lock is
 only valid while the locked file is still the directory's ``lock`` (same inode);
 whoever removes an ingest holds the lock, unlinks every other file first and the
 lock file last.  A writer that locked a file that was then removed retries.
-
-``flock`` is called here directly: it is the one syscall this package needs and
-``hawser.host`` does not wrap it yet.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import os
 import time
@@ -48,6 +44,7 @@ from hawser.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from hawser.host import lock_fd, try_lock_fd
 from hawser.oci import Digest
 
 _ALGORITHMS = ("sha256", "sha512")
@@ -154,13 +151,13 @@ def _lock_ingest(path: str, ref: str, *, wait: bool, create: bool) -> _IngestLoc
                 return None
             continue  # removed between our makedirs and open: make it again
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            os.close(fd)
-            raise Unavailable(
-                f"ingest {ref} is in use by another process",
-                hint="another pull is writing this blob; wait for it to finish",
-            ) from None
+            if wait:
+                lock_fd(fd)
+            elif not try_lock_fd(fd):
+                raise Unavailable(
+                    f"ingest {ref} is in use by another process",
+                    hint="another pull is writing this blob; wait for it to finish",
+                )
         except BaseException:
             os.close(fd)
             raise
@@ -491,6 +488,18 @@ class _Writer:
     @property
     def total(self) -> int | None:
         return self._total
+
+    @property
+    def data_path(self) -> str:
+        return self._data_path
+
+    def truncate(self, size: int = 0) -> None:
+        self._check_open()
+        if not 0 <= size <= self._offset:
+            raise InvalidArgument(f"ingest {self._ref}: cannot truncate to {size}, offset is {self._offset}")
+        os.ftruncate(self._fd, size)
+        self._hasher = self._expected.hasher()
+        self._offset = self._rehash(size)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -54,6 +54,19 @@ class Writer(Protocol):
         a resumed download continues from here (an HTTP Range request)."""
         ...
 
+    @property
+    def data_path(self) -> str:
+        """The file holding the bytes written so far: read it (never write it) to
+        replay them, e.g. into a decompressor when a download resumes."""
+        ...
+
+    def truncate(self, size: int = 0) -> None:
+        """Drop every byte after ``size`` and carry on writing from there (the hash
+        is rebuilt from the bytes kept). InvalidArgument unless
+        ``0 <= size <= offset``; FailedPrecondition after commit or close.
+        Idempotent."""
+        ...
+
     def write(self, data: bytes) -> int:
         """Append all of ``data`` and hash it; returns ``len(data)``.
 
@@ -72,8 +85,9 @@ class Writer(Protocol):
         naming the ref, the expected and the actual value, and removes the
         ingest so a retry fetches again. ENOSPC raises ResourceExhausted. When
         another process committed the same blob meanwhile, the ingest is
-        discarded and that blob's Info returned. The writer is closed afterwards
-        whatever happens; committing twice raises FailedPrecondition.
+        discarded and that blob's Info returned. Afterwards the writer is
+        closed, unless the error was InvalidArgument; committing twice raises
+        FailedPrecondition (not idempotent).
         """
         ...
 
@@ -82,29 +96,33 @@ class Writer(Protocol):
         Idempotent; does not commit."""
         ...
 
-    def __enter__(self) -> Writer: ...
+    def __enter__(self) -> Writer:
+        """The writer itself."""
+        ...
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None: ...
+    ) -> None:
+        """``close()``: keeps the partial data, never commits."""
+        ...
 
 
 class Provider(Protocol):
     def info(self, digest: Digest) -> Info:
         """Size and commit time of a blob. NotFound if it is not committed.
-        Unimplemented for a digest algorithm hawser does not store. Read-only."""
+        Unimplemented for a digest algorithm hawser does not store. Read-only, so idempotent."""
         ...
 
     def open(self, digest: Digest) -> BinaryIO:
         """Open a committed blob for reading (the caller closes it). NotFound if
         absent. The bytes are not re-verified: hash them as they stream if the
-        reader cares (a layer unpack does). Read-only."""
+        reader cares (a layer unpack does). Read-only, so idempotent."""
         ...
 
     def read_all(self, digest: Digest, limit: int | None = None) -> bytes:
         """The whole blob, verified against its digest: for manifests, indexes
         and configs. NotFound if absent, ResourceExhausted when it is larger
-        than ``limit``, DataLoss if the bytes on disk no longer match. Read-only."""
+        than ``limit``, DataLoss if the bytes on disk no longer match. Read-only, so idempotent."""
         ...
 
 
@@ -117,18 +135,22 @@ class Ingester(Protocol):
         Raises AlreadyExists when ``expected`` is already committed (callers
         treat that as done). Resumes an interrupted ingest of the same digest
         from its offset; restarts from zero when the earlier attempt was for a
-        different digest or holds more bytes than ``total``.
+        different digest or holds more bytes than ``total``. InvalidArgument for
+        an empty ref or a negative total, Unimplemented for a digest algorithm
+        hawser does not store, ResourceExhausted on ENOSPC. Not idempotent: a
+        second call for the same ref (even from this process) waits for, or is
+        refused by, the first writer until it is closed.
         """
         ...
 
 
 class IngestManager(Protocol):
     def status(self, ref: str) -> Status:
-        """Progress of the ingest ``ref``. NotFound if there is none. Read-only."""
+        """Progress of the ingest ``ref``. NotFound if there is none. Read-only, so idempotent."""
         ...
 
     def list_statuses(self) -> list[Status]:
-        """Every ingest on disk, in use or interrupted, sorted by ref. Read-only."""
+        """Every ingest on disk, in use or interrupted, sorted by ref. Read-only, so idempotent."""
         ...
 
     def abort(self, ref: str, *, wait: bool = True) -> None:
@@ -153,7 +175,7 @@ class Manager(Protocol):
         ...
 
     def walk(self) -> Iterator[Info]:
-        """Every committed blob, sorted by digest. Read-only."""
+        """Every committed blob, sorted by digest. Read-only, so idempotent."""
         ...
 
     def delete(self, digest: Digest) -> None:
@@ -163,7 +185,7 @@ class Manager(Protocol):
         ...
 
     def usage(self) -> int:
-        """Bytes on disk: every committed blob plus every ingest's files. Read-only."""
+        """Bytes on disk: every committed blob plus every ingest's files. Read-only, so idempotent."""
         ...
 
 
@@ -171,7 +193,7 @@ class Manager(Protocol):
 class Verifier(Protocol):
     def verify(self, digest: Digest) -> bool:
         """Re-hash a committed blob: True when the bytes still match the digest.
-        NotFound if absent. Read-only."""
+        NotFound if absent. Read-only, so idempotent."""
         ...
 
 

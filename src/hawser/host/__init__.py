@@ -1,19 +1,46 @@
 """The host: the one place hawser makes raw syscalls (mount, umount, syncfs,
 flock) and asks the kernel what it supports.  Everything else goes through
-these helpers so tests and reviews know where the sharp edges are."""
+these helpers so tests and reviews know where the sharp edges are.
 
-from hawser.host._libc import syncfs
-from hawser.host._lock import FileLock, lock_fd, try_lock_fd
-from hawser.host._mount import (
-    MNT_DETACH,
-    MountOptions,
-    is_mountpoint,
-    mount,
-    parse_options,
-    unmount,
-    unmount_all,
-)
-from hawser.host._overlay import OverlayFeatures, overlay_features, overlay_mount_options, probe_overlay
+Submodules load on first use, so the unpack worker can import
+``hawser.host._libc`` (syncfs) without subprocess and friends.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hawser.host._libc import syncfs
+    from hawser.host._lock import FileLock, lock_fd, try_lock_fd
+    from hawser.host._mount import (
+        MNT_DETACH,
+        MountOptions,
+        is_mountpoint,
+        mount,
+        parse_options,
+        unmount,
+        unmount_all,
+    )
+    from hawser.host._overlay import OverlayFeatures, overlay_features, overlay_mount_options, probe_overlay
+
+_LAZY = {
+    "syncfs": "_libc",
+    "FileLock": "_lock", "lock_fd": "_lock", "try_lock_fd": "_lock",
+    "MNT_DETACH": "_mount", "MountOptions": "_mount", "is_mountpoint": "_mount", "mount": "_mount",
+    "parse_options": "_mount", "unmount": "_mount", "unmount_all": "_mount",
+    "OverlayFeatures": "_overlay", "overlay_features": "_overlay", "overlay_mount_options": "_overlay",
+    "probe_overlay": "_overlay",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hawser.host' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"hawser.host.{module}"), name)
+
 
 __all__ = [
     "MNT_DETACH", "FileLock", "MountOptions", "OverlayFeatures", "is_mountpoint", "lock_fd", "mount",

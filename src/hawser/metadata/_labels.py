@@ -25,6 +25,9 @@ from hawser.oci import Digest
 LABEL_GC_ROOT = "hawser.io/gc.root"
 LABEL_GC_REF_CONTENT = "hawser.io/gc.ref.content"
 LABEL_GC_REF_SNAPSHOT = "hawser.io/gc.ref.snapshot"
+# The same, as prefixes to append a name to: f"{LABEL_REF_CONTENT}l.0", f"{LABEL_REF_SNAPSHOT}overlayfs".
+LABEL_REF_CONTENT = LABEL_GC_REF_CONTENT + "."
+LABEL_REF_SNAPSHOT = LABEL_GC_REF_SNAPSHOT + "."
 
 # Kinds of the resources a lease holds.
 RESOURCE_CONTENT = "content"

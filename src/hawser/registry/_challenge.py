@@ -59,6 +59,15 @@ class _Scanner:
             self.pos += 1
         return self.text[start:self.pos]
 
+    def bare_value(self) -> str:
+        """An unquoted value.  RFC 7235 allows only a token, but registries
+        have been seen sending bare URLs (``realm=https://...``), so anything
+        up to whitespace, a comma or a quote is taken."""
+        start = self.pos
+        while self.pos < len(self.text) and self.text[self.pos] not in ' \t,"' and self.text[self.pos].isprintable():
+            self.pos += 1
+        return self.text[start:self.pos]
+
     def quoted(self) -> str | None:
         """A quoted-string starting at '"'; None if it is not terminated."""
         assert self.peek() == '"'
@@ -100,8 +109,8 @@ def _param(sc: _Scanner) -> tuple[str, str] | None:
             sc.pos = start
             return None
     else:
-        value = sc.token()
-        if not value:
+        value = sc.bare_value()
+        if not value or value.startswith("="):
             # "realm=" with nothing after it, or token68 padding: not a param.
             sc.pos = start
             return None

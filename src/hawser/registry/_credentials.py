@@ -50,10 +50,7 @@ def normalize_host(key: str) -> str:
     dropped and the host is lower-cased (ports kept).
     """
     key = key.strip()
-    if "://" in key:
-        key = urlsplit(key).netloc
-    else:
-        key = key.split("/", 1)[0]
+    key = urlsplit(key).netloc if "://" in key else key.split("/", 1)[0]
     key = key.lower()
     return "docker.io" if key in _DOCKER_HUB_ALIASES else key
 

@@ -148,11 +148,9 @@ def _docker_cert_dir(directory: Path) -> TLSConfig:
         if entry.suffix == ".crt" and entry.is_file():
             cas.append(entry)
         elif entry.suffix == ".cert" and entry.is_file():
+            # Without NAME.key the .cert file must hold the key too (as containerd reads it).
             key = entry.with_suffix(".key")
-            if not key.is_file():
-                raise InvalidArgument(f"client certificate {entry} has no matching key {key.name}",
-                                      hint="docker's certs.d layout pairs NAME.cert with NAME.key")
-            clients.append((entry, key))
+            clients.append((entry, key if key.is_file() else None))
     return TLSConfig(ca_files=tuple(cas), client_certs=tuple(clients))
 
 
@@ -220,6 +218,7 @@ def _host_from_table(table: Mapping[str, Any], what: str, base: Path, scheme: st
     else:
         if not isinstance(caps_value, list) or not all(isinstance(c, str) for c in caps_value):
             raise InvalidArgument(f"{what}: capabilities must be a list of strings")
+        caps_value = [c.lower() for c in caps_value]
         unknown = set(caps_value) - ALL_CAPABILITIES
         if unknown:
             raise InvalidArgument(f"{what}: unknown capabilities {sorted(unknown)}",

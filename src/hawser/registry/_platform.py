@@ -42,8 +42,9 @@ def select_platform(index: Index | bytes, platform: Platform | None = None) -> D
 
     ``platform`` defaults to the host's.  An exact variant match wins over a
     variant-less entry, which wins over other compatible variants; ties go to
-    the first entry, as in the index.  ``index`` may be the parsed index or its
-    bytes.
+    the first entry, as in the index.  Entries without a platform, and
+    entries that are not manifests (attestations, signatures), are skipped.
+    ``index`` may be the parsed index or its bytes.
 
     Raises NotFound listing the platforms the index offers when none fits, and
     InvalidArgument when ``index`` bytes are not an index.
@@ -60,7 +61,8 @@ def select_platform(index: Index | bytes, platform: Platform | None = None) -> D
             best = (rank, desc)
     if best is not None:
         return best[1]
-    available = sorted({str(d.platform) for d in index.manifests if d.platform is not None})
+    available = sorted({str(d.platform) for d in index.manifests
+                        if d.platform is not None and d.media_type in media.MANIFESTS | media.INDEXES})
     shown = Platform(os=wanted[0], architecture=wanted[1], variant=wanted[2])
     listing = ", ".join(available) if available else "none listed"
     raise NotFound(

@@ -1,0 +1,55 @@
+"""Metadata: namespaced records in SQLite (images, blob records, leases) and GC.
+
+Records are written only after what they describe is on disk; the garbage
+collector (``collect``) removes what no image, lease or pin reaches.
+"""
+
+from hawser.metadata._db import (
+    DEFAULT_BUSY_TIMEOUT,
+    DEFAULT_NAMESPACE,
+    Blob,
+    Image,
+    Lease,
+    LeaseResource,
+    Metadata,
+    Namespace,
+)
+from hawser.metadata._gc import (
+    DEFAULT_GRACE_PERIOD,
+    REASON_ABANDONED_LEASE,
+    REASON_EXPIRED_LEASE,
+    REASON_LEFTOVER,
+    REASON_ORPHAN_FILE,
+    REASON_STALE_INGEST,
+    REASON_UNREFERENCED_BLOB,
+    REASON_UNREFERENCED_SNAPSHOT,
+    GCError,
+    GCReport,
+    Removal,
+    collect,
+)
+from hawser.metadata._labels import (
+    LABEL_GC_REF_CONTENT,
+    LABEL_GC_REF_SNAPSHOT,
+    LABEL_GC_ROOT,
+    LABEL_REF_CONTENT,
+    LABEL_REF_SNAPSHOT,
+    RESOURCE_CONTENT,
+    RESOURCE_INGEST,
+    RESOURCE_SNAPSHOT_PREFIX,
+    content_ref_label,
+    content_refs,
+    snapshot_ref_label,
+    snapshot_refs,
+    snapshot_resource,
+)
+from hawser.metadata._schema import MIGRATIONS, Migration
+
+__all__ = [
+    "DEFAULT_BUSY_TIMEOUT", "DEFAULT_GRACE_PERIOD", "DEFAULT_NAMESPACE", "LABEL_GC_REF_CONTENT",
+    "LABEL_GC_REF_SNAPSHOT", "LABEL_GC_ROOT", "LABEL_REF_CONTENT", "LABEL_REF_SNAPSHOT", "MIGRATIONS", "REASON_ABANDONED_LEASE", "REASON_EXPIRED_LEASE", "REASON_LEFTOVER",
+    "REASON_ORPHAN_FILE", "REASON_STALE_INGEST", "REASON_UNREFERENCED_BLOB", "REASON_UNREFERENCED_SNAPSHOT",
+    "RESOURCE_CONTENT", "RESOURCE_INGEST", "RESOURCE_SNAPSHOT_PREFIX", "Blob", "GCError", "GCReport", "Image",
+    "Lease", "LeaseResource", "Metadata", "Migration", "Namespace", "Removal", "collect", "content_ref_label",
+    "content_refs", "snapshot_ref_label", "snapshot_refs", "snapshot_resource",
+]
