@@ -10,11 +10,11 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from tests.support.images import build_image, push_image  # noqa: E402
-from tests.support.layers import busybox_layers  # noqa: E402
-from tests.support.registry_server import start_registry  # noqa: E402
+from tests.support.images import build_image, push_image
+from tests.support.layers import busybox_layers
+from tests.support.registry_server import start_registry
 
-from hawser.registry import RegistryClient, RegistryOptions  # noqa: E402
+from hawser.registry import RegistryClient, RegistryOptions
 
 
 def main() -> int:

@@ -28,6 +28,7 @@ class RegistryConfig:
 @dataclass(frozen=True, slots=True)
 class GCConfig:
     pull_lease_ttl: float = 3600.0
+    grace_period: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,9 @@ max_retries = 5
 [gc]
 # An interrupted pull's partial data is protected this long, then collected.
 pull_lease_ttl = 3600.0
+# Content and snapshots younger than this are never collected: a second guard,
+# after leases, for a writer that has not attached its lease yet.
+grace_period = 10.0
 """
 
 

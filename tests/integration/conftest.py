@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hawser.config import Config
+from hawser.config import Config, GCConfig
 from hawser.images import ImageStore
 from hawser.registry import RegistryClient, RegistryOptions
 from tests.support.images import BuiltImage, build_image, push_image
@@ -70,27 +70,41 @@ def unmount_under(path: str) -> None:
         subprocess.run(["umount", "-l", target], check=False)
 
 
+# Tests prune right after a crash: nothing is young enough to need the grace period.
+TEST_CONFIG = "[gc]\ngrace_period = 0\n"
+
+
 @dataclass
 class Env:
     root: str
     state: str
     snapshotter: str
 
+    def __post_init__(self) -> None:
+        os.makedirs(self.root, exist_ok=True)
+        self.config_file = os.path.join(os.path.dirname(self.root), "config.toml")
+        with open(self.config_file, "w", encoding="utf-8") as f:
+            f.write(TEST_CONFIG)
+
     def config(self) -> Config:
-        return Config(root=self.root, state=self.state, snapshotter=self.snapshotter)
+        return Config(root=self.root, state=self.state, snapshotter=self.snapshotter, gc=GCConfig(grace_period=0))
+
+    def _argv(self, args: tuple[str, ...]) -> list[str]:
+        return [*HAWSER, "--config", self.config_file, "--root", self.root, "--state", self.state,
+                "--snapshotter", self.snapshotter, *args]
 
     def store(self) -> ImageStore:
         return ImageStore.open(self.config())
 
     def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        cmd = [*HAWSER, "--root", self.root, "--state", self.state, "--snapshotter", self.snapshotter, *args]
+        cmd = self._argv(args)
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         return proc
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        cmd = [*HAWSER, "--root", self.root, "--state", self.state, "--snapshotter", self.snapshotter, *args]
+        cmd = self._argv(args)
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

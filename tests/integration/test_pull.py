@@ -264,7 +264,7 @@ def test_concurrent_pulls_of_one_image(overlay_env: Env, registry: Registry, pus
     push_image(push_client, ref, image, tag="latest")
     procs = [overlay_env.popen("pull", "--plain-http", ref) for _ in range(3)]
     for proc in procs:
-        out, err = proc.communicate(timeout=120)
+        _out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
     store = overlay_env.store()
     detail = store.inspect(store.resolve_name(ref))

@@ -60,7 +60,7 @@ class _LazyGroup(click.Group):
 @click.option("--snapshotter", type=click.Choice(["overlayfs", "native"]), help="Snapshotter [default: overlayfs].")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.pass_context
-def cli(ctx: click.Context, **options: Any) -> None:
+def cli(ctx: click.Context, /, **options: Any) -> None:
     """hawser: pull OCI images and run containers."""
     ctx.obj = CliContext(**options)
 

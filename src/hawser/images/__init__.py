@@ -26,4 +26,6 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f"hawser.images.{module}"), name)
 
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ImageDetail", "ImageStore", "ImageSummary", "LayerProgress", "ProgressEvent", "ProgressSink", "PullMessage",
+]

@@ -76,7 +76,7 @@ class LayoutSource:
     def _open(self, name: str, offset: int = 0) -> Iterator[Iterable[bytes]]:
         if self._members is None:
             try:
-                f = open(os.path.join(self._path, name), "rb")
+                f = open(os.path.join(self._path, name), "rb")  # noqa: SIM115 - closed by the with below
             except FileNotFoundError:
                 raise NotFound(f"{self._path}: {name} is missing") from None
             with f:

@@ -23,7 +23,7 @@ class FileBlobSource:
 
     CHUNK = 1 << 20
 
-    def __init__(self, path_of: "PathOf", what: str) -> None:
+    def __init__(self, path_of: PathOf, what: str) -> None:
         self._path_of = path_of
         self._what = what
 

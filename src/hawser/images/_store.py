@@ -26,7 +26,6 @@ from hawser.oci import (
     ImageConfig,
     Manifest,
     Platform,
-    Reference,
     media,
     parse_config,
     parse_index,
@@ -258,7 +257,7 @@ class ImageStore:
 
     def prune(self, *, dry_run: bool = False) -> GCReport:
         return collect(self.metadata, self.content, {self.snapshotter.name: self.snapshotter}, dry_run=dry_run,
-                       lease_alive=_lease_owner_alive)
+                       grace_period=self.config.gc.grace_period, lease_alive=_lease_owner_alive)
 
     def usage(self) -> dict[str, Any]:
         images = self.list_images()

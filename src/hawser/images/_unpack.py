@@ -95,10 +95,7 @@ class UnpackProcess:
 
     def finish(self) -> UnpackResult:
         try:
-            self._stdin.close()
-        except BrokenPipeError:
-            pass
-        try:
+            # communicate() closes stdin (the worker's end of input) and tolerates a broken pipe.
             out, err = self._proc.communicate(timeout=WORKER_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.kill()
@@ -173,7 +170,7 @@ class LayerPipeline:
         for desc in manifest.layers:
             layer_compression(desc)
         chains = chain_ids(config.diff_ids)
-        rebase = bool(getattr(self._snapshotter, "supports_rebase", False))
+        rebase = self._snapshotter.supports_rebase
         os.makedirs(self._locks_dir, exist_ok=True)
         futures: list[Future[_Applied | None]] = []
         pool = ThreadPoolExecutor(max_workers=self._max_concurrent, thread_name_prefix="layer")
@@ -272,10 +269,13 @@ class LayerPipeline:
                 return
             self._check_diff_id(desc, diff_id, applied.result.diff_id)
             if parent:
-                check_implicit_dirs(applied.result.implicit_dirs, self._snapshotter.lower_dirs(parent))  # type: ignore[attr-defined]
+                # Refuses a layer writing through a symlink an earlier layer planted, and gives
+                # directories the layer only implies the owner and mode they have below.
+                check_implicit_dirs(applied.result.implicit_dirs, self._snapshotter.lower_dirs(parent),
+                                    upper=self._snapshotter.apply_target(applied.key).path)
             self._metadata.add_lease_resource(self._lease, f"snapshot/{self._snapshotter.name}", str(chain))
             try:
-                self._snapshotter.commit(str(chain), applied.key, parent=parent)  # type: ignore[call-arg]
+                self._snapshotter.commit(str(chain), applied.key, parent=parent)
             except AlreadyExists:
                 self._remove_quietly(applied.key)
             with self._active_lock:

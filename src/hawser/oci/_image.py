@@ -178,7 +178,7 @@ def _str_map(obj: Mapping[str, Any], key: str, what: str) -> dict[str, str]:
     return dict(value)
 
 
-def _platform(obj: Any, what: str) -> Platform:
+def _parse_platform(obj: Any, what: str) -> Platform:
     if not isinstance(obj, dict):
         raise InvalidArgument(f"{what}: platform must be an object")
     arch, variant = normalize_arch(_str(obj, "architecture", what, required=True), _str(obj, "variant", what))
@@ -201,7 +201,7 @@ def parse_descriptor(obj: Any, what: str = "descriptor") -> Descriptor:
         size=size,
         urls=_str_list(obj, "urls", what),
         annotations=_str_map(obj, "annotations", what),
-        platform=None if platform is None else _platform(platform, what),
+        platform=None if platform is None else _parse_platform(platform, what),
         artifact_type=_str(obj, "artifactType", what),
     )
 

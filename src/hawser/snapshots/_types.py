@@ -64,6 +64,9 @@ class ApplyTarget:
 
 class Snapshotter(Protocol):
     name: str
+    # True when a snapshot prepared without a parent can be committed onto one
+    # (overlayfs: a layer unpacks into its own upper dir, in parallel).
+    supports_rebase: bool
 
     def stat(self, key: str) -> Info:
         """Info of a snapshot. NotFound if absent."""
@@ -82,9 +85,15 @@ class Snapshotter(Protocol):
     def apply_target(self, key: str) -> ApplyTarget:
         """Where to unpack a layer into the active snapshot ``key``."""
 
-    def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
+    def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None, *,
+               parent: str | None = None) -> None:
         """Turn active ``key`` into committed ``name``. AlreadyExists if ``name``
-        exists; the active key is gone afterwards. Atomic: a crash leaves either."""
+        exists; the active key is gone afterwards. Atomic: a crash leaves either.
+        ``parent`` (only with ``supports_rebase``) commits a parentless snapshot
+        on top of ``parent``."""
+
+    def lower_dirs(self, key: str) -> list[str]:
+        """The directories of ``key`` and its parents, nearest first."""
 
     def remove(self, key: str) -> None:
         """Remove a snapshot. NotFound if absent; FailedPrecondition if it has children."""
