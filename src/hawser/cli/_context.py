@@ -32,9 +32,9 @@ class CliContext:
             self._config = config
         return self._config
 
-    def store(self) -> ImageStore:
+    def store(self, *, to_free_space: bool = False) -> ImageStore:
         if self._store is None:
             from hawser.images import ImageStore
 
-            self._store = ImageStore.open(self.config)
+            self._store = ImageStore.open(self.config, to_free_space=to_free_space)
         return self._store

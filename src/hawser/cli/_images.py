@@ -89,7 +89,8 @@ def images(ctx: CliContext, quiet: bool, fmt: str, no_trunc: bool) -> None:
 @click.pass_obj
 def rmi(ctx: CliContext, references: tuple[str, ...]) -> None:
     """Remove images, then collect what no image uses any more."""
-    for name in ctx.store().remove(list(references)):
+    # Removing images is how a full disk gets room back: it may use the reserve.
+    for name in ctx.store(to_free_space=True).remove(list(references)):
         click.echo(f"Untagged: {name}")
 
 

@@ -34,7 +34,7 @@ def df(ctx: CliContext, fmt: str) -> None:
 @click.pass_obj
 def prune(ctx: CliContext, dry_run: bool) -> None:
     """Collect garbage: blobs, snapshots and ingests no image or live lease uses."""
-    report = ctx.store().prune(dry_run=dry_run)
+    report = ctx.store(to_free_space=not dry_run).prune(dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for item in report.removed:
         click.echo(f"{verb} {item.kind} {item.key}: {item.reason}")

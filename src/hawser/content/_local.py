@@ -51,7 +51,7 @@ _ALGORITHMS = ("sha256", "sha512")
 _CHUNK = 1 << 20
 # Errors that mean "the disk is full" (EDQUOT: a quota, same remedy).
 _NOSPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
-_NOSPACE_HINT = "free disk space (remove unused images, run hawser gc) and retry"
+_NOSPACE_HINT = "free disk space (hawser rmi unused images, then hawser system prune) and retry"
 
 
 def _digest(value: Digest | str) -> Digest:

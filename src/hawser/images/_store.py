@@ -7,6 +7,7 @@ root at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_NAMESPACE = "default"
 LEASE_OWNER_PID = "hawser.io/lease.owner-pid"
+RESERVE_NAME = "reserve"
+RESERVE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,22 +101,59 @@ class ImageStore:
         self.locks_dir = os.path.join(config.state, "locks")
 
     @classmethod
-    def open(cls, config: Config) -> ImageStore:
+    def open(cls, config: Config, *, to_free_space: bool = False) -> ImageStore:
+        """Open (or create) the store under ``config.root``.
+
+        ``to_free_space`` (prune): on a full disk, first give back the
+        reserve, so that SQLite has the room to record what prune removes."""
         from hawser.snapshots import new_snapshotter, overlay_supported
 
         for path in (config.root, config.state):
             os.makedirs(path, mode=0o711, exist_ok=True)
+        reserve = os.path.join(config.root, RESERVE_NAME)
+        if to_free_space and _free_bytes(config.root) < RESERVE_BYTES and os.path.exists(reserve):
+            log.warning("the disk under %s is full: releasing hawser's reserve to collect garbage", config.root)
+            os.unlink(reserve)
         name = config.snapshotter
         snap_root = os.path.join(config.root, "snapshots")
-        if name == "overlayfs" and not overlay_supported(snap_root):
+        # Probe only a new store: one that already holds overlay snapshots keeps
+        # using them (a probe can fail for passing reasons, such as a full disk).
+        existing = os.path.exists(os.path.join(snap_root, name, "metadata.db"))
+        if name == "overlayfs" and not existing and not overlay_supported(snap_root):
             log.warning("overlayfs is not usable under %s; using the native snapshotter", config.root)
             name = "native"
-        return cls(
+        store = cls(
             config=config,
             content=LocalStore(os.path.join(config.root, "content")),
             metadata=Metadata(os.path.join(config.root, "metadata.db")),
             snapshotter=new_snapshotter(name, os.path.join(snap_root, name)),
         )
+        store._keep_reserve()
+        return store
+
+    @property
+    def _reserve_path(self) -> str:
+        return os.path.join(self.config.root, RESERVE_NAME)
+
+    def _keep_reserve(self) -> None:
+        """Hold RESERVE_BYTES of disk in a file that only prune gives back.
+
+        SQLite needs a little room to record a removal; on a full disk the
+        reserve is what lets ``system prune`` free space (see ``open``).  Best
+        effort: on a disk already full there is simply no reserve."""
+        if os.path.exists(self._reserve_path):
+            return
+        tmp = f"{self._reserve_path}.{os.getpid()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+            os.rename(tmp, self._reserve_path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
     def close(self) -> None:
         self.metadata.close()
@@ -144,7 +184,7 @@ class ImageStore:
         registry = self.config.registry
         client = RegistryClient(RegistryOptions(
             config_dir=registry.config_path, plain_http=plain_http, stall_timeout=registry.stall_timeout,
-            max_retries=registry.max_retries, docker_config=os.path.expanduser(registry.docker_config),
+            max_retries=registry.max_retries, docker_config=_docker_config_path(registry.docker_config),
             credentials=credentials,
         ))
         try:
@@ -256,8 +296,10 @@ class ImageStore:
         return removed
 
     def prune(self, *, dry_run: bool = False) -> GCReport:
-        return collect(self.metadata, self.content, {self.snapshotter.name: self.snapshotter}, dry_run=dry_run,
-                       grace_period=self.config.gc.grace_period, lease_alive=_lease_owner_alive)
+        report = collect(self.metadata, self.content, {self.snapshotter.name: self.snapshotter}, dry_run=dry_run,
+                         grace_period=self.config.gc.grace_period, lease_alive=_lease_owner_alive)
+        self._keep_reserve()
+        return report
 
     def usage(self) -> dict[str, Any]:
         images = self.list_images()
@@ -273,6 +315,21 @@ class ImageStore:
             "content": {"count": sum(1 for _ in self.content.walk()), "size": self.content.usage()},
             "snapshots": {"count": len(snapshots), "size": snap_bytes, "snapshotter": self.snapshotter.name},
         }
+
+
+def _free_bytes(path: str) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _docker_config_path(configured: str) -> str:
+    """The configured docker config.json; for the default, ``$DOCKER_CONFIG`` wins, as with docker."""
+    from hawser.config import RegistryConfig
+
+    env_dir = os.environ.get("DOCKER_CONFIG")
+    if env_dir and configured == RegistryConfig().docker_config:
+        return os.path.join(env_dir, "config.json")
+    return os.path.expanduser(configured)
 
 
 def _pid_token(pid: int) -> str:

@@ -33,7 +33,7 @@ from hawser import errors
 from hawser.content import ContentStore
 from hawser.errors import AlreadyExists, DataLoss, HawserError, Internal, InvalidArgument, NotFound
 from hawser.host import FileLock
-from hawser.images._apply import check_implicit_dirs
+from hawser.images._apply import LowerNeeded, check_implicit_dirs
 from hawser.images._chain import chain_ids
 from hawser.images._progress import LayerProgress, ProgressSink
 from hawser.images._source import BlobSource
@@ -53,10 +53,6 @@ class UnpackResult:
     diff_id: Digest
     size: int
     implicit_dirs: tuple[str, ...]
-
-
-class LowerNeeded(Exception):
-    """The layer hardlinks a file of a lower layer: it must be applied on its parents."""
 
 
 @dataclass(slots=True)

@@ -206,7 +206,12 @@ class Metadata:
         self._conn: sqlite3.Connection | None = conn
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            # Only switch when needed, and (below) only migrate when behind:
+            # opening an up-to-date store must not write, so that it still
+            # opens (to list, to prune) on a full disk.
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise FailedPrecondition(f"metadata database {self.path}: cannot switch to WAL mode (got {mode})")
             # Per connection, and only outside a transaction: set here, once.
@@ -214,9 +219,10 @@ class Metadata:
             # FULL: a committed record survives power loss (records are written
             # only after the data they describe is on disk; keep it that way).
             conn.execute("PRAGMA synchronous = FULL")
-            self._migrate(migrations)
-            with self._transaction(write=True) as c:
-                self._ensure_namespace(c, DEFAULT_NAMESPACE)
+            if not self._up_to_date(len(migrations)):
+                self._migrate(migrations)
+                with self._transaction(write=True) as c:
+                    self._ensure_namespace(c, DEFAULT_NAMESPACE)
         except sqlite3.Error as exc:
             conn.close()
             self._conn = None
@@ -289,6 +295,15 @@ class Metadata:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise self._translate(exc) from exc
+
+    def _up_to_date(self, latest: int) -> bool:
+        with self._transaction(write=False) as c:
+            if c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone() is None:
+                return False
+            row = c.execute("SELECT version FROM schema_version").fetchone()
+            if row is None or int(row[0]) != latest:
+                return False
+            return c.execute("SELECT 1 FROM namespaces WHERE name = ?", (DEFAULT_NAMESPACE,)).fetchone() is not None
 
     def _migrate(self, migrations: Sequence[Migration]) -> None:
         latest = len(migrations)

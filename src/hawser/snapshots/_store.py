@@ -38,7 +38,16 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from hawser.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from hawser.errors import (
+    AlreadyExists,
+    DataLoss,
+    FailedPrecondition,
+    HawserError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from hawser.host import FileLock, lock_fd, try_lock_fd
 from hawser.host import mount as host_mount
 from hawser.host import unmount_all as host_unmount_all
@@ -103,6 +112,18 @@ def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
     return out
 
 
+def _sqlite_error(path: str, exc: sqlite3.Error) -> HawserError:
+    message = str(exc)
+    lowered = message.lower()
+    if "full" in lowered:
+        return ResourceExhausted(f"no space left on device writing snapshot database {path}")
+    if "locked" in lowered or "busy" in lowered:
+        return Unavailable(f"snapshot database {path} is busy: {message}", hint="another hawser process holds it")
+    if "malformed" in lowered or "not a database" in lowered:
+        return DataLoss(f"snapshot database {path} is corrupt: {message}")
+    return FailedPrecondition(f"snapshot database {path}: {message}")
+
+
 class SnapshotterBase:
     """Records, directories, locking and cleanup; subclasses say how a snapshot
     is populated, mounted and unpacked into."""
@@ -116,17 +137,28 @@ class SnapshotterBase:
         os.makedirs(self._snapdir, mode=0o700, exist_ok=True)
         self._lock_path = os.path.join(self.root, "lock")
         self._mutex = threading.RLock()
-        self._db = sqlite3.connect(os.path.join(self.root, "metadata.db"), timeout=30.0,
-                                   isolation_level=None, check_same_thread=False)
-        with self._mutex:
-            self._db.execute("PRAGMA busy_timeout = 30000")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            # FULL: a committed row survives power loss, like the dirs it names.
-            self._db.execute("PRAGMA synchronous = FULL")
-            with self._tx():
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
+        self._db_path = os.path.join(self.root, "metadata.db")
+        with self._sql():
+            self._db = sqlite3.connect(self._db_path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
+            with self._mutex, self._sql():
+                self._db.execute("PRAGMA busy_timeout = 30000")
+                # Only switch when needed: opening an existing store must not
+                # write, so that it still opens (to list, to prune) on a full disk.
+                if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    self._db.execute("PRAGMA journal_mode = WAL")
+                # FULL: a committed row survives power loss, like the dirs it names.
+                self._db.execute("PRAGMA synchronous = FULL")
+                exists = self._db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'snapshots'").fetchone()
+            if not exists:
+                with self._tx():
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         with self._mutex:
@@ -158,6 +190,14 @@ class SnapshotterBase:
     # --- database ------------------------------------------------------------
 
     @contextlib.contextmanager
+    def _sql(self) -> Iterator[None]:
+        """SQLite's errors as hawser's: a full disk, a busy or corrupt database."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise _sqlite_error(self._db_path, exc) from exc
+
+    @contextlib.contextmanager
     def _tx(self) -> Iterator[list[Callable[[], None]]]:
         """One write transaction (BEGIN IMMEDIATE: take the write lock now, so
         a read-then-write cannot be overtaken by another process).
@@ -166,12 +206,13 @@ class SnapshotterBase:
         transaction register how to revert them, and they are run (last
         first) if the body raises or the COMMIT fails."""
         with self._mutex:
-            self._db.execute("BEGIN IMMEDIATE")
+            with self._sql():
+                self._db.execute("BEGIN IMMEDIATE")
             undo: list[Callable[[], None]] = []
             try:
                 yield undo
                 self._db.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
                 for step in reversed(undo):
@@ -179,10 +220,12 @@ class SnapshotterBase:
                         step()
                     except OSError as e:
                         log.warning("%s snapshotter: undoing a failed change: %s", self.name, e)
+                if isinstance(exc, sqlite3.Error):
+                    raise _sqlite_error(self._db_path, exc) from exc
                 raise
 
     def _get(self, key: str) -> Record | None:
-        with self._mutex:
+        with self._mutex, self._sql():
             row = self._db.execute(f"SELECT {_COLUMNS} FROM snapshots WHERE key = ?", (key,)).fetchone()
         return _record(row) if row else None
 
@@ -331,7 +374,7 @@ class SnapshotterBase:
 
     def walk(self) -> Iterator[Info]:
         """Every snapshot, in no particular order (a snapshot of the rows taken at the call)."""
-        with self._mutex:
+        with self._mutex, self._sql():
             rows = self._db.execute(f"SELECT {_COLUMNS} FROM snapshots").fetchall()
         for row in rows:
             yield _record(row).info()
@@ -361,7 +404,7 @@ class SnapshotterBase:
         Safe while other processes use the root."""
         removed: list[str] = []
         with FileLock(self._lock_path):
-            with self._mutex:
+            with self._mutex, self._sql():
                 ids = {row[0] for row in self._db.execute("SELECT id FROM snapshots")}
             for name in sorted(os.listdir(self._snapdir)):
                 path = os.path.join(self._snapdir, name)

@@ -397,9 +397,17 @@ def test_id_dir_left_by_a_crash_is_replaced(sn: SnapshotterBase, root: str) -> N
     assert os.listdir(sn.apply_target("second").path) == []
 
 
-def test_failed_populate_leaves_nothing(sn: SnapshotterBase, root: str, name: str) -> None:
-    if name != "native":
-        pytest.skip("only the native snapshotter copies on prepare")
+def test_failed_populate_leaves_nothing(tmp_path: Path) -> None:
+    # Only the native snapshotter copies on prepare, so only it can fail there.
+    root = str(tmp_path / "native")
+    sn = new_snapshotter("native", root)
+    try:
+        _check_failed_populate_leaves_nothing(sn, root)
+    finally:
+        sn.close()
+
+
+def _check_failed_populate_leaves_nothing(sn: SnapshotterBase, root: str) -> None:
     names = commit_chain(sn, [LayerBuilder().add_file("f", b"1").build()])
     parent_fs = sn.lower_dirs(names[0])[0]
     os.rename(parent_fs, parent_fs + ".away")  # the copy will fail
