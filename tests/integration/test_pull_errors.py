@@ -82,7 +82,7 @@ def tiny_env(tmp_path: Path) -> Iterator[Env]:
         yield Env(root=str(mnt / "root"), state=str(tmp_path / "state"), snapshotter="overlayfs")
     finally:
         unmount_under(str(mnt))
-        subprocess.run(["umount", str(mnt)], check=False)
+        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def _check_consistent(env: Env) -> None:
@@ -141,4 +141,4 @@ def test_rmi_and_prune_free_a_full_disk(tmp_path: Path, busybox: tuple[str, Buil
         _check_consistent(env)
     finally:
         unmount_under(str(mnt))
-        subprocess.run(["umount", str(mnt)], check=False)
+        subprocess.run(["umount", str(mnt)], check=True)

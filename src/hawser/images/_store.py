@@ -157,6 +157,7 @@ class ImageStore:
 
     def close(self) -> None:
         self.metadata.close()
+        self.snapshotter.close()
 
     # --- leases --------------------------------------------------------------
 

@@ -109,3 +109,6 @@ class Snapshotter(Protocol):
 
     def cleanup(self) -> list[str]:
         """Remove directories no record points at (left by a crash). Returns what went."""
+
+    def close(self) -> None:
+        """Release the snapshotter's database. Idempotent."""
