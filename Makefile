@@ -1,0 +1,16 @@
+# Shortcuts; the scripts are the real entry points (README).
+.PHONY: setup test bench bench-pull demo
+
+setup:
+	bash scripts/setup.sh
+
+test:
+	bash scripts/test.sh
+
+demo:
+	bash scripts/demo.sh
+
+bench: bench-pull
+
+bench-pull:
+	bash bench/pull.sh
