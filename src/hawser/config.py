@@ -32,12 +32,22 @@ class GCConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    runc: str = ""
+    conmon: str = ""
+    cgroup_parent: str = "/hawser"
+    stop_timeout: int = 10
+    log_size_max: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     root: str = "/var/lib/hawser"
     state: str = "/run/hawser"
     snapshotter: str = "overlayfs"
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     gc: GCConfig = field(default_factory=GCConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -71,6 +81,17 @@ pull_lease_ttl = 3600.0
 # Content and snapshots younger than this are never collected: a second guard,
 # after leases, for a writer that has not attached its lease yet.
 grace_period = 10.0
+
+[runtime]
+# The OCI runtime and the monitor; empty: found on PATH.
+runc = ""
+conmon = ""
+# Every container gets its own cgroup under this one (cgroupfs driver).
+cgroup_parent = "/hawser"
+# Seconds between the stop signal and SIGKILL, unless the command says otherwise.
+stop_timeout = 10
+# Bytes of log per container before conmon rotates it; 0: unlimited.
+log_size_max = 0
 """
 
 

@@ -8,6 +8,7 @@ from hawser.metadata._db import (
     DEFAULT_BUSY_TIMEOUT,
     DEFAULT_NAMESPACE,
     Blob,
+    Container,
     Image,
     Lease,
     LeaseResource,
@@ -49,7 +50,7 @@ __all__ = [
     "DEFAULT_BUSY_TIMEOUT", "DEFAULT_GRACE_PERIOD", "DEFAULT_NAMESPACE", "LABEL_GC_REF_CONTENT",
     "LABEL_GC_REF_SNAPSHOT", "LABEL_GC_ROOT", "LABEL_REF_CONTENT", "LABEL_REF_SNAPSHOT", "MIGRATIONS", "REASON_ABANDONED_LEASE", "REASON_EXPIRED_LEASE", "REASON_LEFTOVER",
     "REASON_ORPHAN_FILE", "REASON_STALE_INGEST", "REASON_UNREFERENCED_BLOB", "REASON_UNREFERENCED_SNAPSHOT",
-    "RESOURCE_CONTENT", "RESOURCE_INGEST", "RESOURCE_SNAPSHOT_PREFIX", "Blob", "GCError", "GCReport", "Image",
+    "RESOURCE_CONTENT", "RESOURCE_INGEST", "RESOURCE_SNAPSHOT_PREFIX", "Blob", "Container", "GCError", "GCReport", "Image",
     "Lease", "LeaseResource", "Metadata", "Migration", "Namespace", "Removal", "collect", "content_ref_label",
     "content_refs", "snapshot_ref_label", "snapshot_refs", "snapshot_resource",
 ]

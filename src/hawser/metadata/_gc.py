@@ -183,6 +183,8 @@ class _State:
     leased: list[tuple[str, str, str]] = field(default_factory=list)
     # (namespace, lease id, reason) of leases to delete.
     expired: list[tuple[str, str, str]] = field(default_factory=list)
+    # (snapshotter, key) of every container's snapshot: roots while the container exists.
+    container_snapshots: list[tuple[str, str]] = field(default_factory=list)
 
 
 LeaseAlive = Callable[[dict[str, str]], bool]
@@ -205,6 +207,7 @@ def _load(c: sqlite3.Connection, now: float, lease_alive: LeaseAlive | None) -> 
     for namespace, lease_id, kind, key in c.execute("SELECT namespace, lease, kind, key FROM lease_resources"):
         if (namespace, lease_id) in live:
             state.leased.append((namespace, kind, key))
+    state.container_snapshots.extend(c.execute("SELECT snapshotter, snapshot_key FROM containers"))
     return state
 
 
@@ -229,7 +232,7 @@ def _mark(
     marks = _Marks(snapshots={name: set() for name in snapshots})
     fresh_after = now - grace_period
     content_todo: list[tuple[str, Digest]] = list(state.image_targets)
-    snapshot_todo: list[tuple[str, str]] = []
+    snapshot_todo: list[tuple[str, str]] = list(state.container_snapshots)
 
     for namespace, kind, key in state.leased:
         if kind == RESOURCE_CONTENT:
@@ -298,6 +301,8 @@ def _ingest_claimed(c: sqlite3.Connection, ref: str, now: float) -> bool:
 
 def _snapshot_claimed(c: sqlite3.Connection, snapshotter: str, key: str, now: float) -> bool:
     if c.execute(_LIVE_LEASE_HOLDS, (snapshot_resource(snapshotter), key, now)).fetchone():
+        return True
+    if c.execute("SELECT 1 FROM containers WHERE snapshotter = ? AND snapshot_key = ?", (snapshotter, key)).fetchone():
         return True
     label = f"{LABEL_GC_REF_SNAPSHOT}.{snapshotter}"
     return bool(

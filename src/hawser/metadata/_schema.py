@@ -5,23 +5,8 @@ step's statements run in one transaction together with the version bump, so a
 step is applied whole or not at all.  Append only: never edit or reorder a step
 that has been released, a database out there is already past it.
 
-Adding a step is adding a tuple at the end, for example (a later issue)::
-
-    # 2: containers, one row per container, in its namespace.
-    (
-        '''CREATE TABLE containers (
-            namespace TEXT NOT NULL REFERENCES namespaces(name),
-            id TEXT NOT NULL,
-            image TEXT NOT NULL,
-            snapshotter TEXT NOT NULL,
-            snapshot_key TEXT NOT NULL,
-            labels TEXT NOT NULL DEFAULT '{}',
-            created_at REAL NOT NULL,
-            PRIMARY KEY (namespace, id)
-        )''',
-    ),
-
-and, for a table that holds GC roots, teaching ``_gc._load`` to read them.
+Adding a step is adding a tuple at the end; for a table that holds GC roots,
+teach ``_gc._load`` and ``_gc._snapshot_claimed`` to read them (as for containers).
 """
 
 from __future__ import annotations
@@ -80,5 +65,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         # GC asks "does any live lease hold this?" per resource.
         "CREATE INDEX lease_resources_by_key ON lease_resources (kind, key)",
+    ),
+    # 2: containers. The snapshot is a GC root while the row exists; ``config``
+    # is what the container was created with (JSON), for inspect and restart.
+    (
+        """CREATE TABLE containers (
+            namespace TEXT NOT NULL REFERENCES namespaces(name),
+            id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            image TEXT NOT NULL,
+            image_id TEXT NOT NULL,
+            snapshotter TEXT NOT NULL,
+            snapshot_key TEXT NOT NULL,
+            config TEXT NOT NULL DEFAULT '{}',
+            labels TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            PRIMARY KEY (namespace, id),
+            UNIQUE (namespace, name)
+        )""",
+        "CREATE INDEX containers_by_snapshot ON containers (snapshotter, snapshot_key)",
     ),
 )

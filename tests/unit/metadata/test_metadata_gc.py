@@ -25,6 +25,7 @@ from hawser.metadata import (
     REASON_STALE_INGEST,
     REASON_UNREFERENCED_BLOB,
     REASON_UNREFERENCED_SNAPSHOT,
+    Container,
     GCReport,
     Metadata,
     collect,
@@ -511,3 +512,42 @@ def test_one_gc_at_a_time(world: World) -> None:
 def test_the_fake_snapshotter_meets_the_contract() -> None:
     snap: Snapshotter = FakeSnapshotter()
     assert snap.name == "fake"
+
+
+# --- containers ------------------------------------------------------------------------------------
+
+
+def _container(world: World, id_: str, key: str, name: str | None = None) -> Container:
+    return world.md.create_container(Container(
+        namespace="default", id=id_, name=name or f"name-{id_}", image="img", image_id="sha256:x",
+        snapshotter="fake", snapshot_key=key, config={"args": ["sh"]}, labels={}, created_at=time.time()))
+
+
+def test_a_container_pins_its_snapshot_and_the_image_chain(world: World) -> None:
+    img = world.image("img")
+    world.snap.prepare("container-1", "img-chain2")
+    _container(world, "1", "container-1")
+    world.md.delete_image("img")
+    report = world.collect()
+    assert report.errors == ()
+    # The blobs go with the image; the container's snapshot and its parents stay.
+    assert set(keys(report.blobs)) == img["blobs"]
+    assert set(world.snap.infos) == {"container-1", "img-chain1", "img-chain2"}
+    world.md.delete_container("1")
+    world.collect()
+    assert world.snap.infos == {}
+
+
+def test_container_records(world: World) -> None:
+    c = _container(world, "abc", "k1", name="web")
+    assert world.md.get_container("abc") == c
+    with pytest.raises(AlreadyExists, match="name 'web'"):
+        _container(world, "def", "k2", name="web")
+    with pytest.raises(AlreadyExists, match="id abc"):
+        _container(world, "abc", "k3", name="other")
+    assert [x.id for x in world.md.list_containers()] == ["abc"]
+    assert world.md.list_containers(namespace="k8s.io") == []
+    world.md.delete_container("abc")
+    world.md.delete_container("abc")  # idempotent
+    with pytest.raises(NotFound):
+        world.md.get_container("abc")
