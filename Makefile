@@ -14,3 +14,8 @@ bench: bench-pull
 
 bench-pull:
 	bash bench/pull.sh
+
+bench: bench-run
+
+bench-run:
+	bash bench/run.sh

@@ -402,3 +402,223 @@ def check_free_space(path: Path, need: int, what: str) -> None:
     if free < need:
         raise ToolError(f"not enough disk space for {what} under {path}: {fmt_bytes(free)} free, "
                         f"{fmt_bytes(need)} needed")
+
+
+# --------------------------------------------------------------------------- a private containerd
+
+# Everything a benchmark does not need; CRI above all (it would want CNI, and it
+# would start sandboxes of its own).
+CONTAINERD_DISABLED = [
+    "io.containerd.grpc.v1.cri",
+    "io.containerd.internal.v1.opt",
+    "io.containerd.snapshotter.v1.aufs",
+    "io.containerd.snapshotter.v1.btrfs",
+    "io.containerd.snapshotter.v1.devmapper",
+    "io.containerd.snapshotter.v1.zfs",
+    "io.containerd.tracing.processor.v1.otlp",
+    "io.containerd.internal.v1.tracing",
+]
+
+
+def containerd_config(base: Path) -> Path:
+    """A config for a private containerd with everything under ``base`` (root,
+    state, temp, sockets) and CRI off; returns its path."""
+    cfg = base / "config.toml"
+    disabled = ", ".join(f'"{p}"' for p in CONTAINERD_DISABLED)
+    cfg.write_text(
+        "version = 2\n"
+        f'root = "{base}/root"\n'
+        f'state = "{base}/state"\n'
+        f'temp = "{base}/tmp"\n'
+        f"disabled_plugins = [{disabled}]\n"
+        "[grpc]\n"
+        f'  address = "{base}/containerd.sock"\n'
+        "[ttrpc]\n"
+        f'  address = "{base}/containerd.sock.ttrpc"\n'
+        "[debug]\n"
+        '  address = ""\n'
+        '  level = "warn"\n'
+        "[metrics]\n"
+        '  address = ""\n'
+    )
+    (base / "tmp").mkdir(exist_ok=True)
+    return cfg
+
+
+@dataclass
+class Containerd:
+    base: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+    namespace: str
+
+    @property
+    def sock(self) -> Path:
+        return self.base / "containerd.sock"
+
+    def ctr(self, *args: str) -> list[str]:
+        """argv of a ``ctr`` command against this instance, in its namespace."""
+        return ["ctr", "--address", str(self.sock), "--namespace", self.namespace, *args]
+
+
+@contextlib.contextmanager
+def run_containerd(children: Children, base: Path, *, namespace: str = "default",
+                   timeout: float = 30) -> Iterator[Containerd]:
+    """A private containerd on ``base`` (see ``containerd_config``), ready when
+    yielded, stopped at exit. Its shims outlive it: stopping containers is the
+    caller's job."""
+    cfg = containerd_config(base)
+    log = base.parent / f"{base.name}.containerd.log"
+    with open(log, "wb") as logf:
+        proc = children.start(["containerd", "--config", str(cfg)], stdout=logf, stderr=subprocess.STDOUT)
+    inst = Containerd(base, proc, log, namespace)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise ToolError(f"containerd exited ({proc.returncode}):\n{tail(log)}")
+            if inst.sock.exists():
+                r = subprocess.run(inst.ctr("version"), capture_output=True, timeout=10, env=safe_env(),
+                                   stdin=subprocess.DEVNULL)
+                if r.returncode == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise ToolError(f"containerd did not come up in {timeout:.0f} s:\n{tail(log)}")
+            time.sleep(0.05)
+        yield inst
+    finally:
+        children.stop(proc, grace=15)
+
+
+# --------------------------------------------------------------------------- processes on the host
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    ppid: int
+    comm: str
+    argv: tuple[str, ...]
+
+
+def processes() -> dict[int, ProcInfo]:
+    """Every process visible in /proc (kernel threads have an empty argv)."""
+    found: dict[int, ProcInfo] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        stat = _read(f"/proc/{name}/stat")
+        raw = None
+        with contextlib.suppress(OSError), open(f"/proc/{name}/cmdline", "rb") as f:
+            raw = f.read()
+        if not stat or raw is None:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split(maxsplit=2)[1])
+        argv = tuple(a.decode(errors="replace") for a in raw.split(b"\0")[:-1])
+        found[int(name)] = ProcInfo(int(name), ppid, comm, argv)
+    return found
+
+
+def descendants(table: Mapping[int, ProcInfo], roots: set[int]) -> set[int]:
+    """``roots`` and every process below them."""
+    children: dict[int, list[int]] = {}
+    for info in table.values():
+        children.setdefault(info.ppid, []).append(info.pid)
+    out: set[int] = set()
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out.add(pid)
+            todo.extend(children.get(pid, ()))
+    return out
+
+
+def mentioning(table: Mapping[int, ProcInfo], markers: Sequence[str]) -> set[int]:
+    """Processes with one of ``markers`` somewhere in their argv, this one and its ancestors aside."""
+    mine, pid = set(), os.getpid()
+    while pid > 1 and pid not in mine:
+        mine.add(pid)
+        pid = table[pid].ppid if pid in table else 0
+    return {p.pid for p in table.values() if p.pid not in mine and any(m in a for a in p.argv for m in markers)}
+
+
+def same_namespaces(pid: int, kinds: Sequence[str] = ("pid", "mnt")) -> bool:
+    """Whether ``pid`` shares this process's namespaces of ``kinds`` (False if it is gone)."""
+    try:
+        return all(os.readlink(f"/proc/{pid}/ns/{k}") == os.readlink(f"/proc/self/ns/{k}") for k in kinds)
+    except OSError:
+        return False
+
+
+def memory_of(pid: int) -> tuple[int, int] | None:
+    """(RSS, PSS) in bytes from /proc/PID/smaps_rollup, or None if it is gone."""
+    rollup = _read(f"/proc/{pid}/smaps_rollup")
+    if not rollup:
+        return None
+    return _status_kb(rollup, "Rss:") * 1024, _status_kb(rollup, "Pss:") * 1024
+
+
+def kill_processes(pids: set[int], timeout: float = 10) -> set[int]:
+    """SIGKILL ``pids`` and wait until they are gone (reaped by whoever is their
+    parent); returns those still there after ``timeout``."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    left = set(pids)
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            stat = _read(f"/proc/{pid}/stat")
+            if stat is None or stat[stat.rindex(")") + 2] == "Z":
+                left.discard(pid)
+        if left:
+            time.sleep(0.05)
+    return left
+
+
+# --------------------------------------------------------------------------- cgroups
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_dirs(rel: str) -> list[Path]:
+    """``rel`` in every mounted hierarchy (v1 controllers and the v2 mount), if it exists."""
+    rel = rel.strip("/")
+    found = []
+    for mp in sorted(set(_cgroup_mounts())):
+        d = Path(mp) / rel
+        if d.is_dir():
+            found.append(d)
+    return found
+
+
+def _cgroup_mounts() -> list[str]:
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if right.split()[0] in ("cgroup", "cgroup2"):
+                out.append(_unescape(left.split()[4]))
+    return out
+
+
+def remove_cgroup(rel: str, timeout: float = 5) -> list[str]:
+    """rmdir the cgroup ``rel`` and everything below it in every hierarchy
+    (each must be empty of processes); returns what could not be removed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        failed = []
+        for top in cgroup_dirs(rel):
+            below = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+            for d in [*below, top]:
+                try:
+                    d.rmdir()
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    failed.append(f"{d}: {e.strerror}")
+        if not failed or time.monotonic() > deadline:
+            return failed
+        time.sleep(0.1)

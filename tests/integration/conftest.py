@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hawser.config import Config, GCConfig
+from hawser.config import Config, GCConfig, RuntimeConfig
 from hawser.images import ImageStore
 from hawser.registry import RegistryClient, RegistryOptions
 from tests.support.images import BuiltImage, build_image, push_image
@@ -79,15 +79,18 @@ class Env:
     root: str
     state: str
     snapshotter: str
+    # Containers' cgroups go under a parent of the test's own, checked for leftovers.
+    cgroup_parent: str = "/hawser-test"
 
     def __post_init__(self) -> None:
         os.makedirs(self.root, exist_ok=True)
         self.config_file = os.path.join(os.path.dirname(self.root), "config.toml")
         with open(self.config_file, "w", encoding="utf-8") as f:
-            f.write(TEST_CONFIG)
+            f.write(TEST_CONFIG + f'[runtime]\ncgroup_parent = "{self.cgroup_parent}"\n')
 
     def config(self) -> Config:
-        return Config(root=self.root, state=self.state, snapshotter=self.snapshotter, gc=GCConfig(grace_period=0))
+        return Config(root=self.root, state=self.state, snapshotter=self.snapshotter, gc=GCConfig(grace_period=0),
+                      runtime=RuntimeConfig(cgroup_parent=self.cgroup_parent))
 
     def _argv(self, args: tuple[str, ...]) -> list[str]:
         return [*HAWSER, "--config", self.config_file, "--root", self.root, "--state", self.state,

@@ -202,7 +202,7 @@ APPLETS = ("sh", "ash", "ls", "cat", "echo", "true", "false", "sleep", "id", "wg
            "test", "[", "printf", "whoami", "uname", "nc", "mount", "readlink", "wc", "sort", "find", "date", "kill",
            "tee", "du", "df", "md5sum", "sha256sum", "nslookup", "ip", "ifconfig", "getfattr", "setfattr", "xargs",
            "which", "yes", "dd", "seq", "awk", "tr", "cut", "uptime", "free", "top", "vi", "less", "tar", "gzip",
-           "su", "passwd", "httpd", "mkfifo", "mknod", "nproc", "timeout")
+           "su", "passwd", "httpd", "mkfifo", "mknod", "nproc", "timeout", "unshare")
 PASSWD = (b"root:x:0:0:root:/root:/bin/sh\n"
           b"nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
           b"app:x:1000:1000:app:/home/app:/bin/sh\n")

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from typing import TYPE_CHECKING
 
 import click
 
 from hawser.cli._context import CliContext
 from hawser.cli._progress import progress_display
 
+if TYPE_CHECKING:
+    from hawser.oci import Platform
 
-def _platform(value: str | None) -> object:
+
+def _platform(value: str | None) -> Platform | None:
     if value is None:
         return None
     from hawser.oci import Platform
@@ -29,7 +33,7 @@ def pull(ctx: CliContext, platform: str | None, plain_http: bool, quiet: bool, r
     """Pull REFERENCE (e.g. 127.0.0.1:5000/app:1.0) into the store and unpack it."""
     store = ctx.store()
     with progress_display(quiet) as sink:
-        image = store.pull(reference, platform=_platform(platform), plain_http=plain_http,  # type: ignore[arg-type]
+        image = store.pull(reference, platform=_platform(platform), plain_http=plain_http,
                            progress=sink)
     click.echo(image.name if quiet else f"{image.name}: {image.target.digest}")
 
@@ -101,7 +105,7 @@ def rmi(ctx: CliContext, references: tuple[str, ...]) -> None:
 def inspect(ctx: CliContext, platform: str | None, references: tuple[str, ...]) -> None:
     """Show images as JSON."""
     store = ctx.store()
-    out = [store.inspect(store.resolve_name(r), _platform(platform)).to_json()  # type: ignore[arg-type]
+    out = [store.inspect(store.resolve_name(r), _platform(platform)).to_json()
            for r in references]
     click.echo(json.dumps(out, indent=2))
 
@@ -115,7 +119,7 @@ def inspect(ctx: CliContext, platform: str | None, references: tuple[str, ...]) 
 def import_(ctx: CliContext, name: str | None, platform: str | None, quiet: bool, path: str) -> None:
     """Import an OCI image layout directory or tar (no registry needed)."""
     with progress_display(quiet) as sink:
-        imported = ctx.store().import_archive(path, name=name, platform=_platform(platform),  # type: ignore[arg-type]
+        imported = ctx.store().import_archive(path, name=name, platform=_platform(platform),
                                               progress=sink)
     for image in imported:
         click.echo(image.name if quiet else f"{image.name}: {image.target.digest}")

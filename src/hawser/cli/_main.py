@@ -22,6 +22,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "image": ("hawser.cli._images", "image"),
     "system": ("hawser.cli._system", "system"),
     "config": ("hawser.cli._config", "config"),
+    **{name: ("hawser.cli._containers", attr) for name, attr in (
+        ("run", "run"), ("create", "create"), ("start", "start"), ("ps", "ps"), ("exec", "exec_"),
+        ("logs", "logs"), ("stop", "stop"), ("kill", "kill"), ("rm", "rm"), ("inspect", "inspect"),
+        ("stats", "stats"), ("pause", "pause"), ("unpause", "unpause"), ("wait", "wait"))},
 }
 _HELP = {
     "pull": "Pull an image from a registry.",
@@ -30,6 +34,20 @@ _HELP = {
     "image": "Manage images (inspect, import, rm, ls).",
     "system": "Store usage, garbage collection.",
     "config": "Show configuration.",
+    "run": "Create and start a container.",
+    "create": "Create a container.",
+    "start": "Start created containers.",
+    "ps": "List containers.",
+    "exec": "Run a command in a running container.",
+    "logs": "Print a container's output.",
+    "stop": "Stop containers.",
+    "kill": "Signal containers.",
+    "rm": "Remove containers.",
+    "inspect": "Show containers or images as JSON.",
+    "stats": "Container resource usage.",
+    "pause": "Pause containers.",
+    "unpause": "Unpause containers.",
+    "wait": "Wait for containers to exit.",
 }
 
 

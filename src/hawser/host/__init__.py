@@ -12,6 +12,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from hawser.host._cgroups import (
+        CgroupLayout,
+        CgroupStats,
+        cgroup_exists,
+        cgroup_pids,
+        kill_cgroup,
+        oom_kills,
+        read_stats,
+        remove_cgroup,
+    )
     from hawser.host._libc import syncfs
     from hawser.host._lock import FileLock, lock_fd, try_lock_fd
     from hawser.host._mount import (
@@ -26,6 +36,8 @@ if TYPE_CHECKING:
     from hawser.host._overlay import OverlayFeatures, overlay_features, overlay_mount_options, probe_overlay
 
 _LAZY = {
+    "CgroupLayout": "_cgroups", "CgroupStats": "_cgroups", "cgroup_exists": "_cgroups", "cgroup_pids": "_cgroups",
+    "kill_cgroup": "_cgroups", "oom_kills": "_cgroups", "read_stats": "_cgroups", "remove_cgroup": "_cgroups",
     "syncfs": "_libc",
     "FileLock": "_lock", "lock_fd": "_lock", "try_lock_fd": "_lock",
     "MNT_DETACH": "_mount", "MountOptions": "_mount", "is_mountpoint": "_mount", "mount": "_mount",
@@ -43,7 +55,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "MNT_DETACH", "FileLock", "MountOptions", "OverlayFeatures", "is_mountpoint", "lock_fd", "mount",
-    "overlay_features", "overlay_mount_options", "parse_options", "probe_overlay", "syncfs", "try_lock_fd",
+    "MNT_DETACH", "CgroupLayout", "CgroupStats", "FileLock", "MountOptions", "OverlayFeatures", "cgroup_exists",
+    "cgroup_pids", "is_mountpoint", "kill_cgroup", "lock_fd", "mount", "oom_kills", "overlay_features",
+    "overlay_mount_options", "parse_options", "probe_overlay", "read_stats", "remove_cgroup", "syncfs", "try_lock_fd",
     "unmount", "unmount_all",
 ]

@@ -1,0 +1,594 @@
+"""Containers: create, start, stop, kill, exec, remove, and their state.
+
+No hawser process stays alive for a container: conmon is its parent and
+monitor.  What hawser knows lives in three places, each written before the
+next step can leave something behind:
+
+- the metadata record (SQLite): written first, so a container can never
+  exist without hawser knowing of it; it pins the container's snapshot for GC;
+- the bundle under ``state/containers/<id>`` (config.json, pid files, the
+  rootfs mount point, a ``started`` stamp, conmon's ``oom`` marker);
+- runc's own state and conmon's exit file ``state/exits/<id>``.
+
+Any command rebuilds the picture from those (``status``); every removal step
+is idempotent, so ``rm -f`` finishes whatever a killed command left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from hawser.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    HawserError,
+    InvalidArgument,
+    NotFound,
+)
+from hawser.host import FileLock
+from hawser.images import ImageStore
+from hawser.metadata import Container
+from hawser.runtime._conmon import ConmonPaths, ConmonSession, conmon_argv
+from hawser.runtime._logs import LogEntry, follow_log, log_size, read_log
+from hawser.runtime._options import ContainerOptions, HostLimits
+from hawser.runtime._runc import Runc
+from hawser.runtime._spec import build_spec, stop_signal
+from hawser.runtime._user import find_executable
+from hawser.snapshots import mount_all, unmount_all
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+EXIT_POLL = 0.02
+CONMON_EXIT_TIMEOUT = 10.0
+KILL_WAIT = 10.0
+
+# States, as docker and the CRI name them.
+CREATED, RUNNING, PAUSED, EXITED, UNKNOWN = "created", "running", "paused", "exited", "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerStatus:
+    state: str
+    pid: int = 0
+    exit_code: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    oom_killed: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    record: Container
+    status: ContainerStatus
+    bundle: str
+    log_path: str
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    def to_json(self) -> dict[str, Any]:
+        r, s = self.record, self.status
+        return {
+            "Id": r.id, "Name": r.name, "Image": r.image, "ImageId": r.image_id, "Created": _iso(r.created_at),
+            "State": {"Status": s.state, "Running": s.state == RUNNING, "Paused": s.state == PAUSED,
+                      "Pid": s.pid, "ExitCode": s.exit_code, "OOMKilled": s.oom_killed,
+                      "StartedAt": _iso(s.started_at), "FinishedAt": _iso(s.finished_at), "Reason": s.reason},
+            "Config": dict(r.config), "Labels": dict(r.labels), "Snapshot": {"Snapshotter": r.snapshotter,
+                                                                             "Key": r.snapshot_key},
+            "Bundle": self.bundle, "LogPath": self.log_path,
+        }
+
+
+def _iso(t: float | None) -> str:
+    if t is None:
+        return ""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1e9):09d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+class _Undo:
+    """Rollback as a stack: each acquired resource pushes its undo step."""
+
+    def __init__(self) -> None:
+        self._steps: list[Callable[[], object]] = []
+
+    def push(self, step: Callable[[], object]) -> None:
+        self._steps.append(step)
+
+    def run(self) -> None:
+        while self._steps:
+            step = self._steps.pop()
+            try:
+                step()
+            except Exception as exc:
+                log.warning("undoing a failed create: %s", exc)
+
+
+class ContainerManager:
+    """Containers of one store (root, state) and namespace."""
+
+    def __init__(self, store: ImageStore, *, host: HostLimits | None = None) -> None:
+        self.store = store
+        self.config = store.config
+        rc = self.config.runtime
+        state = self.config.state
+        self.containers_dir = os.path.join(state, "containers")
+        self.exits_dir = os.path.join(state, "exits")
+        self.sockets_dir = os.path.join(state, "attach")
+        self.logs_dir = os.path.join(self.config.root, "containers")
+        self.locks_dir = os.path.join(state, "locks")
+        for d in (self.containers_dir, self.exits_dir, self.sockets_dir, self.logs_dir, self.locks_dir):
+            os.makedirs(d, mode=0o711, exist_ok=True)
+        self.runc = Runc(os.path.join(state, "runc"), rc.runc or None)
+        self._host = host
+
+    @property
+    def host(self) -> HostLimits:
+        if self._host is None:
+            self._host = HostLimits.current()
+        return self._host
+
+    # --- paths ----------------------------------------------------------------
+
+    def bundle(self, id_: str) -> str:
+        return os.path.join(self.containers_dir, id_)
+
+    def log_path(self, id_: str) -> str:
+        return os.path.join(self.logs_dir, id_, "container.log")
+
+    def _exit_file(self, id_: str) -> str:
+        return os.path.join(self.exits_dir, id_)
+
+    def _lock(self, id_: str) -> FileLock:
+        lock = FileLock(os.path.join(self.locks_dir, f"container-{id_}.lock"))
+        lock.acquire()
+        return lock
+
+    @contextlib.contextmanager
+    def _locked(self, id_: str) -> Iterator[None]:
+        lock = self._lock(id_)
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # --- lookup ---------------------------------------------------------------
+
+    def lookup(self, text: str) -> Container:
+        """A container by name, full id, or unique id prefix. NotFound otherwise;
+        InvalidArgument if a prefix matches several."""
+        records = self.store.metadata.list_containers(namespace=self.store.namespace)
+        for r in records:
+            if r.name == text or r.id == text:
+                return r
+        matches = [r for r in records if text and r.id.startswith(text)]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise InvalidArgument(f"container id prefix {text!r} matches {len(matches)} containers; give more of it")
+        raise NotFound(f"no such container: {text}")
+
+    def info(self, record: Container) -> ContainerInfo:
+        return ContainerInfo(record=record, status=self.status(record), bundle=self.bundle(record.id),
+                             log_path=self.log_path(record.id))
+
+    def list(self, *, all_: bool = True) -> list[ContainerInfo]:
+        infos = [self.info(r) for r in self.store.metadata.list_containers(namespace=self.store.namespace)]
+        return infos if all_ else [i for i in infos if i.status.state in (RUNNING, PAUSED)]
+
+    def status(self, record: Container) -> ContainerStatus:
+        id_ = record.id
+        bundle = self.bundle(id_)
+        started = _read_float(os.path.join(bundle, "started"))
+        oom = os.path.exists(os.path.join(bundle, "oom"))
+        exit_file = self._exit_file(id_)
+        try:
+            with open(exit_file, encoding="ascii") as f:
+                text = f.read().strip()
+            finished = os.stat(exit_file).st_mtime
+            code = int(text) if text.lstrip("-").isdigit() else -1
+            reason = "OOMKilled" if oom else ("Error" if code else "Completed")
+            return ContainerStatus(EXITED, exit_code=code, started_at=started, finished_at=finished,
+                                   oom_killed=oom, reason=reason)
+        except FileNotFoundError:
+            pass
+        state = self.runc.state(id_)
+        if state is None:
+            if not os.path.isdir(bundle):
+                return ContainerStatus(UNKNOWN, reason="its runtime state is gone (a reboot?)")
+            return ContainerStatus(UNKNOWN, started_at=started, reason="creation did not finish")
+        if state.status in ("created", "creating"):
+            return ContainerStatus(CREATED, pid=state.pid)
+        if state.status == "running":
+            return ContainerStatus(RUNNING, pid=state.pid, started_at=started)
+        if state.status == "paused":
+            return ContainerStatus(PAUSED, pid=state.pid, started_at=started)
+        # runc says stopped and conmon has not written the exit file (yet, or it died).
+        return ContainerStatus(EXITED, started_at=started, oom_killed=oom, reason="exit status unknown")
+
+    # --- create / start -------------------------------------------------------
+
+    def create(self, image: str, options: ContainerOptions, *, name: str | None = None,
+               labels: Mapping[str, str] | None = None) -> ContainerInfo:
+        """Create a container from a stored image (it is not started).
+
+        NotFound for an unknown image, AlreadyExists for a name in use,
+        InvalidArgument for a bad option (unknown user, missing executable,
+        invalid mount source). On any failure nothing is left behind."""
+        if name is not None and not NAME_RE.match(name):
+            raise InvalidArgument(f"invalid container name {name!r}: use letters, digits, '_', '.', '-'")
+        image_name = self.store.resolve_name(image)
+        detail = self.store.inspect(image_name)
+        top = str(detail.chain_ids[-1]) if detail.chain_ids else ""
+        snapshotter = self.store.snapshotter
+        if top:
+            try:
+                snapshotter.stat(top)
+            except NotFound:
+                raise FailedPrecondition(f"image {image_name} is not unpacked", hint="pull it again") from None
+        id_ = secrets.token_hex(32)
+        name = name or f"hawser-{id_[:12]}"
+        key = f"container-{id_}"
+        cgroups_path = options.cgroups_path or f"{self.config.runtime.cgroup_parent.rstrip('/')}/{id_}"
+        options = replace(options, cgroups_path=cgroups_path)
+        record = Container(namespace=self.store.namespace, id=id_, name=name, image=image_name,
+                           image_id=str(detail.config_digest), snapshotter=snapshotter.name, snapshot_key=key,
+                           config=_options_json(options, stop_signal(detail.config, options)), labels=dict(labels or {}), created_at=time.time())
+        undo = _Undo()
+        with self._locked(id_):
+            try:
+                # The record first: from here on nothing can exist that hawser does not know of.
+                self.store.metadata.create_container(record)
+                undo.push(lambda: self.store.metadata.delete_container(id_, namespace=self.store.namespace))
+                bundle = self.bundle(id_)
+                rootfs = os.path.join(bundle, "rootfs")
+                os.makedirs(rootfs, mode=0o700)
+                undo.push(lambda: shutil.rmtree(bundle, ignore_errors=True))
+                mounts = snapshotter.prepare(key, top)
+                undo.push(lambda: snapshotter.remove(key))
+                mount_all(mounts, rootfs)
+                undo.push(lambda: unmount_all(rootfs, detach=True))
+                spec = build_spec(detail.config, options, rootfs=rootfs, host=self.host)
+                process = spec["process"]
+                env_path = next((e[5:] for e in process.get("env", ()) if e.startswith("PATH=")), "")
+                find_executable(rootfs, process["args"][0], env_path, process.get("cwd", "/"))
+                _write_json(os.path.join(bundle, "config.json"), spec)
+                os.makedirs(os.path.dirname(self.log_path(id_)), mode=0o700, exist_ok=True)
+                undo.push(lambda: shutil.rmtree(os.path.dirname(self.log_path(id_)), ignore_errors=True))
+                self._conmon_create(record, bundle, tty=options.tty, stdin=options.stdin, undo=undo)
+            except BaseException:
+                undo.run()
+                raise
+        return self.info(record)
+
+    def _conmon_create(self, record: Container, bundle: str, *, tty: bool, stdin: bool, undo: _Undo) -> None:
+        id_ = record.id
+        paths = ConmonPaths(bundle=bundle, pid_file=os.path.join(bundle, "pidfile"),
+                            conmon_pid_file=os.path.join(bundle, "conmon.pid"), exit_dir=self.exits_dir,
+                            log_path=self.log_path(id_), socket_dir=self.sockets_dir)
+        argv = conmon_argv(runc=self.runc, container_id=id_, session_id=id_, name=record.name, paths=paths,
+                           tty=tty, stdin=stdin, log_size_max=self.config.runtime.log_size_max)
+        if self.config.runtime.conmon:
+            argv[0] = self.config.runtime.conmon
+        undo.push(lambda: self._forget_runtime(id_))
+        session = ConmonSession(argv, cwd=bundle)
+        try:
+            session.wait_pid()
+        finally:
+            session.close()
+
+    def _forget_runtime(self, id_: str) -> None:
+        """runc's container gone, conmon gone, its exit file gone. Idempotent."""
+        with contextlib.suppress(HawserError):
+            self.runc.delete(id_, force=True)
+        self._wait_conmon(id_)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._exit_file(id_))
+
+    def _wait_conmon(self, id_: str) -> None:
+        pid = _read_int(os.path.join(self.bundle(id_), "conmon.pid"))
+        if not pid or not _is_conmon(pid):
+            return
+        deadline = time.monotonic() + CONMON_EXIT_TIMEOUT
+        while _is_conmon(pid) and time.monotonic() < deadline:
+            time.sleep(EXIT_POLL)
+        if _is_conmon(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def start(self, text: str) -> ContainerInfo:
+        """Start a created container. FailedPrecondition in any other state."""
+        record = self.lookup(text)
+        with self._locked(record.id):
+            status = self.status(record)
+            if status.state != CREATED:
+                raise FailedPrecondition(f"container {record.name} is {status.state}; only a created container "
+                                         "can start", hint="create a new one (hawser run)")
+            # Stamp before starting: a container that exits at once must still show when it started.
+            _write_text(os.path.join(self.bundle(record.id), "started"), repr(time.time()))
+            self.runc.start(record.id)
+        return self.info(record)
+
+    # --- signals, stop, wait --------------------------------------------------
+
+    def kill(self, text: str, sig: int = signal.SIGKILL) -> None:
+        record = self.lookup(text)
+        state = self.status(record).state
+        if state not in (RUNNING, PAUSED, CREATED):
+            raise FailedPrecondition(f"container {record.name} is not running ({state})")
+        self.runc.kill(record.id, sig)
+
+    def wait(self, text: str, timeout: float | None = None) -> ContainerStatus:
+        """Block until the container has exited; DeadlineExceeded after ``timeout``."""
+        record = self.lookup(text)
+        return self._wait_exit(record, timeout)
+
+    def _wait_exit(self, record: Container, timeout: float | None) -> ContainerStatus:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if os.path.exists(self._exit_file(record.id)):
+                return self.status(record)
+            status = self.status(record)
+            if status.state in (EXITED, UNKNOWN):
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceeded(f"container {record.name} is still running after {timeout:g}s")
+            time.sleep(EXIT_POLL)
+
+    def stop(self, text: str, timeout: float | None = None) -> ContainerStatus:
+        """The stop signal, then SIGKILL after ``timeout`` seconds. Idempotent."""
+        record = self.lookup(text)
+        if timeout is None:
+            timeout = float(self.config.runtime.stop_timeout)
+        status = self.status(record)
+        if status.state in (EXITED, UNKNOWN):
+            return status
+        if status.state == PAUSED:
+            self.runc.resume(record.id)  # a frozen process cannot act on its stop signal
+        sig = int(record.config.get("stop_signal") or signal.SIGTERM)
+        with contextlib.suppress(FailedPrecondition, NotFound):
+            self.runc.kill(record.id, sig if status.state == RUNNING or status.state == PAUSED else signal.SIGKILL)
+        try:
+            return self._wait_exit(record, timeout)
+        except DeadlineExceeded:
+            pass
+        with contextlib.suppress(FailedPrecondition, NotFound):
+            self.runc.kill(record.id, signal.SIGKILL, all_processes=True)
+        return self._wait_exit(record, KILL_WAIT)
+
+    def pause(self, text: str) -> None:
+        record = self.lookup(text)
+        if self.status(record).state != RUNNING:
+            raise FailedPrecondition(f"container {record.name} is not running")
+        self.runc.pause(record.id)
+
+    def resume(self, text: str) -> None:
+        record = self.lookup(text)
+        if self.status(record).state != PAUSED:
+            raise FailedPrecondition(f"container {record.name} is not paused")
+        self.runc.resume(record.id)
+
+    # --- remove ---------------------------------------------------------------
+
+    def remove(self, text: str, *, force: bool = False) -> str:
+        """Remove a container and everything it holds. A running one needs
+        ``force`` (it is killed). Finishes what an interrupted create or rm left."""
+        record = self.lookup(text)
+        with self._locked(record.id):
+            status = self.status(record)
+            if status.state in (RUNNING, PAUSED) and not force:
+                raise FailedPrecondition(f"container {record.name} is {status.state}",
+                                         hint="stop it first, or remove it with -f")
+            if status.state in (RUNNING, PAUSED, CREATED):
+                with contextlib.suppress(HawserError):
+                    if status.state == PAUSED:
+                        self.runc.resume(record.id)
+                    self.runc.kill(record.id, signal.SIGKILL, all_processes=True)
+                with contextlib.suppress(DeadlineExceeded):
+                    self._wait_exit(record, KILL_WAIT)
+            self._forget_runtime(record.id)
+            bundle = self.bundle(record.id)
+            rootfs = os.path.join(bundle, "rootfs")
+            if os.path.isdir(rootfs):
+                with contextlib.suppress(OSError):
+                    unmount_all(rootfs, detach=True)
+            with contextlib.suppress(NotFound):
+                self.store.snapshotter.remove(record.snapshot_key)
+            shutil.rmtree(bundle, ignore_errors=True)
+            shutil.rmtree(os.path.dirname(self.log_path(record.id)), ignore_errors=True)
+            self.store.metadata.delete_container(record.id, namespace=self.store.namespace)
+        return record.id
+
+    # --- exec -----------------------------------------------------------------
+
+    def _exec_process(self, record: Container, argv: Sequence[str], *, tty: bool, env: Sequence[str] = (),
+                      user: str | None = None, workdir: str | None = None) -> dict[str, Any]:
+        if not argv:
+            raise InvalidArgument("exec needs a command")
+        try:
+            with open(os.path.join(self.bundle(record.id), "config.json"), encoding="utf-8") as f:
+                spec = json.load(f)
+        except FileNotFoundError:
+            raise FailedPrecondition(f"container {record.name} has no runtime state") from None
+        process: dict[str, Any] = dict(spec["process"])
+        process["args"] = list(argv)
+        process["terminal"] = tty
+        process.pop("consoleSize", None)
+        merged = {e.split("=", 1)[0]: e for e in process.get("env", [])}
+        merged.update({e.split("=", 1)[0]: e for e in env})
+        process["env"] = list(merged.values())
+        if workdir:
+            process["cwd"] = workdir
+        if user is not None:
+            from hawser.runtime._user import resolve_user
+
+            resolved = resolve_user(os.path.join(self.bundle(record.id), "rootfs"), user)
+            process["user"] = {"uid": resolved.uid, "gid": resolved.gid,
+                               "additionalGids": list(resolved.additional_gids)}
+        return process
+
+    def _running(self, text: str) -> Container:
+        record = self.lookup(text)
+        state = self.status(record).state
+        if state != RUNNING:
+            raise FailedPrecondition(f"container {record.name} is not running ({state})")
+        return record
+
+    def exec_sync(self, text: str, argv: Sequence[str], *, timeout: float = 0, env: Sequence[str] = ()
+                  ) -> ExecResult:
+        """Run a command in a running container and collect its output. The
+        timeout (seconds, 0: none) holds even if a background process keeps
+        the output open: conmon kills the exec at the deadline."""
+        record = self._running(text)
+        process = self._exec_process(record, argv, tty=False, env=env)
+        exec_id = secrets.token_hex(8)
+        exec_dir = os.path.join(self.bundle(record.id), "exec", exec_id)
+        os.makedirs(exec_dir, mode=0o700)
+        try:
+            spec_file = os.path.join(exec_dir, "process.json")
+            _write_json(spec_file, process)
+            log = os.path.join(exec_dir, "output.log")
+            paths = ConmonPaths(bundle=None, pid_file=os.path.join(exec_dir, "pid"),
+                                conmon_pid_file=os.path.join(exec_dir, "conmon.pid"), exit_dir=exec_dir,
+                                log_path=log, socket_dir=self.sockets_dir)
+            argv_ = conmon_argv(runc=self.runc, container_id=record.id, session_id=exec_id, name=record.name,
+                                paths=paths, tty=False, stdin=False, exec_process=spec_file,
+                                timeout=int(timeout + 0.999) if timeout > 0 else 0)
+            session = ConmonSession(argv_, cwd=exec_dir)
+            try:
+                session.wait_pid()
+                code, message = session.wait_exit(None if timeout <= 0 else timeout + 30)
+            finally:
+                session.close()
+            if "timed out" in message:
+                raise DeadlineExceeded(f"command {argv[0]!r} timed out after {timeout:g}s")
+            entries = read_log(log)
+            stdout = b"".join(e.data for e in entries if e.stream == "stdout")
+            stderr = b"".join(e.data for e in entries if e.stream == "stderr")
+            return ExecResult(code, stdout, stderr)
+        finally:
+            shutil.rmtree(exec_dir, ignore_errors=True)
+
+    def exec_attached(self, text: str, argv: Sequence[str], *, tty: bool, detach: bool = False,
+                      env: Sequence[str] = (), user: str | None = None, workdir: str | None = None) -> int:
+        """Run a command in a running container with this process's stdio (a
+        terminal with ``tty``); its exit status. ``detach``: start it and return 0."""
+        record = self._running(text)
+        process = self._exec_process(record, argv, tty=tty and not detach, env=env, user=user, workdir=workdir)
+        exec_dir = os.path.join(self.bundle(record.id), "exec", secrets.token_hex(8))
+        os.makedirs(exec_dir, mode=0o700)
+        try:
+            spec_file = os.path.join(exec_dir, "process.json")
+            _write_json(spec_file, process)
+            cmd = self.runc.exec_argv(record.id, spec_file, tty=tty and not detach, detach=detach,
+                                      pid_file=os.path.join(exec_dir, "pid"))
+            stdio = subprocess.DEVNULL if detach else None
+            proc = subprocess.Popen(cmd, stdin=stdio, stdout=stdio, stderr=None if not detach else subprocess.PIPE)
+            try:
+                _, err = proc.communicate()
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            if detach and proc.returncode != 0:
+                raise FailedPrecondition(f"exec failed: {(err or b'').decode(errors='replace').strip()}")
+            return proc.returncode
+        finally:
+            shutil.rmtree(exec_dir, ignore_errors=True)
+
+    # --- logs and stats -------------------------------------------------------
+
+    def logs(self, text: str, *, since: float | None = None, tail: int | None = None,
+             follow: bool = False) -> Iterator[LogEntry]:
+        record = self.lookup(text)
+        path = self.log_path(record.id)
+        start = log_size(path)
+        yield from read_log(path, since=since, tail=tail)
+        if follow:
+            yield from follow_log(path, start=start,
+                                  done=lambda: self.status(record).state in (EXITED, UNKNOWN))
+
+    def follow_output(self, record: Container, start: int = 0) -> Iterator[LogEntry]:
+        """Everything the container writes from byte ``start`` of its log, until it exits."""
+        return follow_log(self.log_path(record.id), start=start,
+                          done=lambda: os.path.exists(self._exit_file(record.id))
+                          or self.status(record).state in (EXITED, UNKNOWN))
+
+    def cgroup(self, record: Container) -> str:
+        return str(record.config.get("cgroups_path") or "")
+
+
+# --- helpers ------------------------------------------------------------------
+
+
+def _options_json(options: ContainerOptions, stop_sig: int) -> dict[str, Any]:
+    """What inspect shows and stop needs, as plain JSON."""
+    from dataclasses import asdict
+
+    data = asdict(options)
+    data["stop_signal"] = stop_sig
+    result: dict[str, Any] = json.loads(json.dumps(data, default=str))
+    return result
+
+
+def _write_json(path: str, data: Any) -> None:
+    _write_text(path, json.dumps(data, indent=1))
+
+
+def _write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _read_float(path: str) -> float | None:
+    try:
+        with open(path, encoding="ascii") as f:
+            return float(f.read().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _read_int(path: str) -> int:
+    try:
+        with open(path, encoding="ascii") as f:
+            return int(f.read().strip())
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def _is_conmon(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    name = stat[stat.find("(") + 1:stat.rfind(")")]
+    fields = stat[stat.rfind(")") + 2:].split()
+    return name == "conmon" and bool(fields) and fields[0] != "Z"
+
+
+__all__ = ["CREATED", "EXITED", "PAUSED", "RUNNING", "UNKNOWN", "ContainerInfo", "ContainerManager",
+           "ContainerStatus", "ExecResult"]

@@ -1,0 +1,107 @@
+"""runc's command line, with hawser's error kinds.
+
+runc keeps its own state under ``--root`` (a tmpfs under hawser's state dir);
+hawser asks it rather than caching what it says.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+from hawser.errors import FailedPrecondition, InvalidArgument, NotFound
+from hawser.runtime._command import CommandFailed, CommandResult, run_command
+
+RUNC_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class RuncState:
+    id: str
+    pid: int
+    status: str  # creating | created | running | paused | stopped
+    bundle: str
+
+
+def _gone(exc: CommandFailed) -> bool:
+    return "does not exist" in exc.stderr or "not exist" in exc.stderr
+
+
+class Runc:
+    def __init__(self, root: str, binary: str | None = None) -> None:
+        self.root = root
+        found = binary or shutil.which("runc") or "/usr/sbin/runc"
+        self.binary = found
+
+    def _run(self, *args: str, timeout: float = RUNC_TIMEOUT, check: bool = True) -> CommandResult:
+        return run_command([self.binary, "--root", self.root, *args], timeout=timeout, check=check)
+
+    def state(self, id_: str) -> RuncState | None:
+        """runc's view of a container; None when runc does not know it."""
+        try:
+            out = self._run("state", id_).stdout
+        except CommandFailed as exc:
+            if _gone(exc):
+                return None
+            raise
+        data: dict[str, Any] = json.loads(out)
+        return RuncState(id=str(data["id"]), pid=int(data.get("pid") or 0), status=str(data["status"]),
+                         bundle=str(data.get("bundle", "")))
+
+    def start(self, id_: str) -> None:
+        try:
+            self._run("start", id_)
+        except CommandFailed as exc:
+            if _gone(exc):
+                raise NotFound(f"container {id_} is not created in runc") from None
+            raise FailedPrecondition(f"cannot start container {id_[:12]}: {exc.stderr}") from None
+
+    def kill(self, id_: str, sig: int, *, all_processes: bool = False) -> None:
+        """Signal the container's init (or every process with ``all_processes``).
+        NotFound if runc does not know it; FailedPrecondition if it is not running."""
+        args = ["kill", *(["--all"] if all_processes else []), id_, str(sig)]
+        try:
+            self._run(*args)
+        except CommandFailed as exc:
+            if _gone(exc):
+                raise NotFound(f"container {id_[:12]} is not known to runc") from None
+            if "not running" in exc.stderr or "process already finished" in exc.stderr:
+                raise FailedPrecondition(f"container {id_[:12]} is not running") from None
+            if "invalid signal" in exc.stderr:
+                raise InvalidArgument(f"invalid signal {sig}") from None
+            raise
+
+    def delete(self, id_: str, *, force: bool = False) -> None:
+        """Delete runc's record (and its cgroup). Idempotent."""
+        try:
+            self._run("delete", *(["--force"] if force else []), id_)
+        except CommandFailed as exc:
+            if not _gone(exc):
+                raise
+
+    def pause(self, id_: str) -> None:
+        try:
+            self._run("pause", id_)
+        except CommandFailed as exc:
+            raise FailedPrecondition(f"cannot pause container {id_[:12]}: {exc.stderr}") from None
+
+    def resume(self, id_: str) -> None:
+        try:
+            self._run("resume", id_)
+        except CommandFailed as exc:
+            raise FailedPrecondition(f"cannot unpause container {id_[:12]}: {exc.stderr}") from None
+
+    def exec_argv(self, id_: str, process_file: str, *, tty: bool, detach: bool = False,
+                  pid_file: str | None = None) -> list[str]:
+        """The command line of an exec the caller runs itself (attached: runc
+        relays the terminal or stdio to the caller's)."""
+        argv = [self.binary, "--root", self.root, "exec", "--process", process_file]
+        if tty:
+            argv.append("--tty")
+        if detach:
+            argv.append("--detach")
+        if pid_file:
+            argv += ["--pid-file", pid_file]
+        return [*argv, id_]
