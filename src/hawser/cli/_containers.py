@@ -16,6 +16,7 @@ import click
 from hawser.cli._context import CliContext
 
 if TYPE_CHECKING:
+    from hawser.metadata import Container
     from hawser.runtime import ContainerInfo, ContainerManager, ContainerOptions
 
 
@@ -158,7 +159,7 @@ def run(ctx: CliContext, /, detach: bool, remove: bool, image: str, args: tuple[
     manager = _manager(ctx)
     info = _create(ctx, image, args, kw)
     if detach:
-        manager.start(info.id)
+        manager.start_created(info)
         click.echo(info.id)
         return
     code = _run_foreground(manager, info, interactive=kw["interactive"], tty=kw["tty"])
@@ -174,7 +175,7 @@ def _run_foreground(manager: ContainerManager, info: ContainerInfo, *, interacti
     if interactive or tty:
         from hawser.runtime import attach
 
-        return attach(manager, info.record, start=True, stdin=interactive, tty=tty)
+        return attach(manager, info, stdin=interactive, tty=tty)
     record = info.record
     forwarded: list[int] = []
 
@@ -187,7 +188,7 @@ def _run_foreground(manager: ContainerManager, info: ContainerInfo, *, interacti
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        manager.start(record.id)
+        manager.start_created(info)
         out, err = sys.stdout.buffer, sys.stderr.buffer
         for entry in manager.follow_output(record):
             stream = out if entry.stream == "stdout" else err
@@ -223,7 +224,7 @@ def start(ctx: CliContext, attach: bool, containers: tuple[str, ...]) -> None:
         if len(containers) != 1:
             raise click.UsageError("--attach takes one container")
         record = manager.lookup(containers[0])
-        sys.exit(_run_foreground(manager, manager.info(record), interactive=False, tty=False))
+        sys.exit(_attached_start(manager, record))
     for c in containers:
         click.echo(manager.start(c).record.name)
 
@@ -396,6 +397,21 @@ def inspect(ctx: CliContext, names: tuple[str, ...]) -> None:
             except NotFound:
                 raise NotFound(f"no such container or image: {n}") from None
     click.echo(json.dumps(out, indent=2))
+
+
+def _attached_start(manager: ContainerManager, record: Container) -> int:
+    """start -a: start an existing container and relay its output until it exits."""
+    from hawser.runtime import EXITED
+
+    start = os.path.getsize(manager.log_path(record.id)) if os.path.exists(manager.log_path(record.id)) else 0
+    manager.start(record.id)
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    for entry in manager.follow_output(record, start):
+        stream = out if entry.stream == "stdout" else err
+        stream.write(entry.data)
+        stream.flush()
+    status = manager.wait(record.id)
+    return status.exit_code if status.state == EXITED and status.exit_code is not None else 125
 
 
 @click.command()

@@ -14,13 +14,13 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hawser.config import Config
 from hawser.content import ContentStore, LocalStore
 from hawser.errors import InvalidArgument, NotFound
 from hawser.images._progress import ProgressSink, PullMessage, discard
-from hawser.metadata import LABEL_REF_CONTENT, LABEL_REF_SNAPSHOT, GCReport, Metadata, collect
+from hawser.metadata import LABEL_REF_CONTENT, LABEL_REF_SNAPSHOT, Metadata
 from hawser.oci import (
     Descriptor,
     Digest,
@@ -34,6 +34,9 @@ from hawser.oci import (
     parse_reference,
 )
 from hawser.snapshots import Snapshotter
+
+if TYPE_CHECKING:
+    from hawser.metadata import GCReport
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +300,8 @@ class ImageStore:
         return removed
 
     def prune(self, *, dry_run: bool = False) -> GCReport:
+        from hawser.metadata import collect
+
         report = collect(self.metadata, self.content, {self.snapshotter.name: self.snapshotter}, dry_run=dry_run,
                          grace_period=self.config.gc.grace_period, lease_alive=_lease_owner_alive)
         self._keep_reserve()

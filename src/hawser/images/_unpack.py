@@ -23,7 +23,6 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -215,7 +214,7 @@ class LayerPipeline:
         return lock
 
     def _new_key(self, chain: Digest) -> str:
-        key = f"extract-{os.getpid()}-{uuid.uuid4().hex[:12]}-{chain.encoded[:16]}"
+        key = f"extract-{os.getpid()}-{os.urandom(6).hex()}-{chain.encoded[:16]}"
         self._metadata.add_lease_resource(self._lease, f"snapshot/{self._snapshotter.name}", key)
         with self._active_lock:
             self._active.add(key)

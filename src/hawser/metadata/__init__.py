@@ -4,6 +4,8 @@ Records are written only after what they describe is on disk; the garbage
 collector (``collect``) removes what no image, lease or pin reaches.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from hawser.metadata._db import (
     DEFAULT_BUSY_TIMEOUT,
     DEFAULT_NAMESPACE,
@@ -14,20 +16,6 @@ from hawser.metadata._db import (
     LeaseResource,
     Metadata,
     Namespace,
-)
-from hawser.metadata._gc import (
-    DEFAULT_GRACE_PERIOD,
-    REASON_ABANDONED_LEASE,
-    REASON_EXPIRED_LEASE,
-    REASON_LEFTOVER,
-    REASON_ORPHAN_FILE,
-    REASON_STALE_INGEST,
-    REASON_UNREFERENCED_BLOB,
-    REASON_UNREFERENCED_SNAPSHOT,
-    GCError,
-    GCReport,
-    Removal,
-    collect,
 )
 from hawser.metadata._labels import (
     LABEL_GC_REF_CONTENT,
@@ -45,6 +33,38 @@ from hawser.metadata._labels import (
     snapshot_resource,
 )
 from hawser.metadata._schema import MIGRATIONS, Migration
+
+if TYPE_CHECKING:
+    from hawser.metadata._gc import (
+        DEFAULT_GRACE_PERIOD,
+        REASON_ABANDONED_LEASE,
+        REASON_EXPIRED_LEASE,
+        REASON_LEFTOVER,
+        REASON_ORPHAN_FILE,
+        REASON_STALE_INGEST,
+        REASON_UNREFERENCED_BLOB,
+        REASON_UNREFERENCED_SNAPSHOT,
+        GCError,
+        GCReport,
+        Removal,
+        collect,
+    )
+
+# Garbage collection loads on first use: only prune needs it, every command pays for an import.
+_GC_NAMES = frozenset({
+    "DEFAULT_GRACE_PERIOD", "REASON_ABANDONED_LEASE", "REASON_EXPIRED_LEASE", "REASON_LEFTOVER",
+    "REASON_ORPHAN_FILE", "REASON_STALE_INGEST", "REASON_UNREFERENCED_BLOB", "REASON_UNREFERENCED_SNAPSHOT",
+    "GCError", "GCReport", "Removal", "collect",
+})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _GC_NAMES:
+        from hawser.metadata import _gc
+
+        return getattr(_gc, name)
+    raise AttributeError(f"module 'hawser.metadata' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT", "DEFAULT_GRACE_PERIOD", "DEFAULT_NAMESPACE", "LABEL_GC_REF_CONTENT",

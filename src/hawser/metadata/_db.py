@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import sqlite3
 import threading
 import time
@@ -734,7 +733,7 @@ class Metadata:
         if ttl is not None and not ttl > 0:
             raise InvalidArgument(f"lease ttl must be positive, not {ttl}")
         now = self.clock()
-        lease_id = id if id is not None else f"{int(now)}-{secrets.token_hex(8)}"
+        lease_id = id if id is not None else f"{int(now)}-{os.urandom(8).hex()}"
         _check_identifier(lease_id, "lease id")
         text = _dump_labels(labels)
         expires_at = None if ttl is None else now + ttl

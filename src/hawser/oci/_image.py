@@ -7,7 +7,7 @@ Every parser raises InvalidArgument with the field that was wrong.
 from __future__ import annotations
 
 import json
-import platform as _platform
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +43,7 @@ class Platform:
 
     @classmethod
     def host(cls) -> Platform:
-        arch, variant = normalize_arch(_platform.machine(), "")
+        arch, variant = normalize_arch(os.uname().machine, "")
         if arch == "arm":
             variant = variant or "v7"
         return cls(os="linux", architecture=arch, variant=variant)

@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING
 from hawser.errors import FailedPrecondition
 
 if TYPE_CHECKING:
-    from hawser.metadata import Container
-    from hawser.runtime._containers import ContainerManager
+    from hawser.runtime._containers import ContainerInfo, ContainerManager
 
 STDOUT, STDERR = 2, 3
 BUFSIZE = 32768
@@ -71,9 +70,10 @@ def _raw(fd: int, enabled: bool) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def attach(manager: ContainerManager, record: Container, *, start: bool, stdin: bool, tty: bool) -> int:
-    """Relay this process's stdio to the container (and start it, with
-    ``start``) until its output ends; then its exit code."""
+def attach(manager: ContainerManager, info: ContainerInfo, *, stdin: bool, tty: bool) -> int:
+    """Start a just-created container with this process's stdio relayed to it
+    until its output ends; then its exit code."""
+    record = info.record
     bundle = manager.bundle(record.id)
     sock = _connect(bundle)
     in_fd = sys.stdin.fileno() if stdin else -1
@@ -84,8 +84,7 @@ def attach(manager: ContainerManager, record: Container, *, start: bool, stdin: 
         _resize(bundle, in_fd)
     try:
         with sock, _raw(in_fd, terminal):
-            if start:
-                manager.start(record.id)
+            manager.start_created(info)
             _pump(sock, in_fd)
     finally:
         if previous is not None:

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
@@ -51,7 +50,6 @@ from hawser.snapshots import mount_all, unmount_all
 log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
-EXIT_POLL = 0.02
 CONMON_EXIT_TIMEOUT = 10.0
 KILL_WAIT = 10.0
 
@@ -247,7 +245,7 @@ class ContainerManager:
                 snapshotter.stat(top)
             except NotFound:
                 raise FailedPrecondition(f"image {image_name} is not unpacked", hint="pull it again") from None
-        id_ = secrets.token_hex(32)
+        id_ = os.urandom(32).hex()
         name = name or f"hawser-{id_[:12]}"
         key = f"container-{id_}"
         cgroups_path = options.cgroups_path or f"{self.config.runtime.cgroup_parent.rstrip('/')}/{id_}"
@@ -276,13 +274,14 @@ class ContainerManager:
                 _write_json(os.path.join(bundle, "config.json"), spec)
                 os.makedirs(os.path.dirname(self.log_path(id_)), mode=0o700, exist_ok=True)
                 undo.push(lambda: shutil.rmtree(os.path.dirname(self.log_path(id_)), ignore_errors=True))
-                self._conmon_create(record, bundle, tty=options.tty, stdin=options.stdin, undo=undo)
+                pid = self._conmon_create(record, bundle, tty=options.tty, stdin=options.stdin, undo=undo)
             except BaseException:
                 undo.run()
                 raise
-        return self.info(record)
+        return ContainerInfo(record=record, status=ContainerStatus(CREATED, pid=pid), bundle=self.bundle(id_),
+                             log_path=self.log_path(id_))
 
-    def _conmon_create(self, record: Container, bundle: str, *, tty: bool, stdin: bool, undo: _Undo) -> None:
+    def _conmon_create(self, record: Container, bundle: str, *, tty: bool, stdin: bool, undo: _Undo) -> int:
         id_ = record.id
         paths = ConmonPaths(bundle=bundle, pid_file=os.path.join(bundle, "pidfile"),
                             conmon_pid_file=os.path.join(bundle, "conmon.pid"), exit_dir=self.exits_dir,
@@ -294,7 +293,7 @@ class ContainerManager:
         undo.push(lambda: self._forget_runtime(id_))
         session = ConmonSession(argv, cwd=bundle)
         try:
-            session.wait_pid()
+            return session.wait_pid()
         finally:
             session.close()
 
@@ -311,8 +310,10 @@ class ContainerManager:
         if not pid or not _is_conmon(pid):
             return
         deadline = time.monotonic() + CONMON_EXIT_TIMEOUT
-        while _is_conmon(pid) and time.monotonic() < deadline:
-            time.sleep(EXIT_POLL)
+        for pause in _backoff():
+            if not _is_conmon(pid) or time.monotonic() >= deadline:
+                break
+            time.sleep(pause)
         if _is_conmon(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -325,10 +326,18 @@ class ContainerManager:
             if status.state != CREATED:
                 raise FailedPrecondition(f"container {record.name} is {status.state}; only a created container "
                                          "can start", hint="create a new one (hawser run)")
-            # Stamp before starting: a container that exits at once must still show when it started.
-            _write_text(os.path.join(self.bundle(record.id), "started"), repr(time.time()))
-            self.runc.start(record.id)
+            self._start(record)
         return self.info(record)
+
+    def start_created(self, info: ContainerInfo) -> None:
+        """Start a container this process has just created (no state check: run's fast path)."""
+        with self._locked(info.id):
+            self._start(info.record)
+
+    def _start(self, record: Container) -> None:
+        # Stamp before starting: a container that exits at once must still show when it started.
+        _write_text(os.path.join(self.bundle(record.id), "started"), repr(time.time()))
+        self.runc.start(record.id)
 
     # --- signals, stop, wait --------------------------------------------------
 
@@ -346,15 +355,18 @@ class ContainerManager:
 
     def _wait_exit(self, record: Container, timeout: float | None) -> ContainerStatus:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if os.path.exists(self._exit_file(record.id)):
-                return self.status(record)
-            status = self.status(record)
-            if status.state in (EXITED, UNKNOWN):
-                return status
+        conmon = _read_int(os.path.join(self.bundle(record.id), "conmon.pid"))
+        for pause in _backoff():
+            # conmon writes the exit file; only if conmon is gone without one is runc asked.
+            if os.path.exists(self._exit_file(record.id)) or not (conmon and _is_conmon(conmon)):
+                status = self.status(record)
+                if status.state in (EXITED, UNKNOWN):
+                    return status
+                conmon = 0
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlineExceeded(f"container {record.name} is still running after {timeout:g}s")
-            time.sleep(EXIT_POLL)
+            time.sleep(pause)
+        raise AssertionError("unreachable")
 
     def stop(self, text: str, timeout: float | None = None) -> ContainerStatus:
         """The stop signal, then SIGKILL after ``timeout`` seconds. Idempotent."""
@@ -462,7 +474,7 @@ class ContainerManager:
         the output open: conmon kills the exec at the deadline."""
         record = self._running(text)
         process = self._exec_process(record, argv, tty=False, env=env)
-        exec_id = secrets.token_hex(8)
+        exec_id = os.urandom(8).hex()
         exec_dir = os.path.join(self.bundle(record.id), "exec", exec_id)
         os.makedirs(exec_dir, mode=0o700)
         try:
@@ -496,7 +508,7 @@ class ContainerManager:
         terminal with ``tty``); its exit status. ``detach``: start it and return 0."""
         record = self._running(text)
         process = self._exec_process(record, argv, tty=tty and not detach, env=env, user=user, workdir=workdir)
-        exec_dir = os.path.join(self.bundle(record.id), "exec", secrets.token_hex(8))
+        exec_dir = os.path.join(self.bundle(record.id), "exec", os.urandom(8).hex())
         os.makedirs(exec_dir, mode=0o700)
         try:
             spec_file = os.path.join(exec_dir, "process.json")
@@ -531,9 +543,10 @@ class ContainerManager:
 
     def follow_output(self, record: Container, start: int = 0) -> Iterator[LogEntry]:
         """Everything the container writes from byte ``start`` of its log, until it exits."""
+        conmon = _read_int(os.path.join(self.bundle(record.id), "conmon.pid"))
+        exit_file = self._exit_file(record.id)
         return follow_log(self.log_path(record.id), start=start,
-                          done=lambda: os.path.exists(self._exit_file(record.id))
-                          or self.status(record).state in (EXITED, UNKNOWN))
+                          done=lambda: os.path.exists(exit_file) or not (conmon and _is_conmon(conmon)))
 
     def cgroup(self, record: Container) -> str:
         return str(record.config.get("cgroups_path") or "")
@@ -561,6 +574,15 @@ def _write_text(path: str, text: str) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def _backoff(first: float = 0.001, most: float = 0.05) -> Iterator[float]:
+    """Poll intervals: quick at first (most containers of a `run --rm` live
+    milliseconds), then no busier than every ``most`` seconds."""
+    pause = first
+    while True:
+        yield pause
+        pause = min(pause * 1.5, most)
 
 
 def _read_float(path: str) -> float | None:

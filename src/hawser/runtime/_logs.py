@@ -14,7 +14,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from hawser.errors import InvalidArgument
 
@@ -40,6 +39,8 @@ def timestamp(text: str) -> float:
     """Seconds since the epoch of an RFC 3339 time (nanoseconds kept to microseconds)."""
     main, _, frac = text.rstrip("Z").partition(".")
     frac_digits = "".join(ch for ch in frac if ch.isdigit())[:6].ljust(6, "0")
+    from datetime import UTC, datetime  # only reading logs back needs it
+
     try:
         dt = datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
     except ValueError:
@@ -110,6 +111,7 @@ def follow_log(path: str, *, start: int, done: Callable[[], bool], poll: float =
 
     def chunks() -> Iterator[bytes]:
         offset = start
+        wait = 0.001
         while True:
             finished = done()  # read before the file: whatever was written before exit is read below
             try:
@@ -124,7 +126,9 @@ def follow_log(path: str, *, start: int, done: Callable[[], bool], poll: float =
                 continue
             if finished:
                 return
-            time.sleep(poll)
+            # Quick at first (a short-lived container's output is read at once), then every ``poll``.
+            time.sleep(wait)
+            wait = min(wait * 1.5, poll)
 
     yield from _entries(chunks())
 

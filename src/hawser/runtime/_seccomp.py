@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import errno as _errno
 import functools
+import os
 import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from importlib import resources as _resources
 from typing import Any
 
 from hawser.errors import Internal, InvalidArgument
@@ -168,7 +168,8 @@ def parse_profile(text: str) -> SeccompProfile:
 @functools.cache
 def default_profile() -> SeccompProfile:
     """hawser's shipped profile (seccomp.toml beside this module), parsed once."""
-    text = _resources.files("hawser").joinpath("runtime/seccomp.toml").read_text(encoding="utf-8")
+    with open(os.path.join(os.path.dirname(__file__), "seccomp.toml"), encoding="utf-8") as f:
+        text = f.read()
     try:
         return parse_profile(text)
     except InvalidArgument as exc:

@@ -28,7 +28,6 @@ import errno
 import json
 import logging
 import os
-import secrets
 import shutil
 import sqlite3
 import stat
@@ -361,7 +360,7 @@ class SnapshotterBase:
                                          hint="remove the children first")
             self._db.execute("DELETE FROM snapshots WHERE id = ?", (rec.id,))
             path = self._dir(rec)
-            trash = os.path.join(self._snapdir, f"rm-{rec.id}-{secrets.token_hex(4)}")
+            trash = os.path.join(self._snapdir, f"rm-{rec.id}-{os.urandom(4).hex()}")
             try:
                 os.rename(path, trash)
             except FileNotFoundError:
