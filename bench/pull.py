@@ -35,6 +35,7 @@ from _common import (
     TreeSample,
     TreeSampler,
     check_free_space,
+    containerd_config,
     fmt_bytes,
     install_signal_handlers,
     loadavg,
@@ -52,18 +53,6 @@ REPO_NAME = "bench/image"
 TAG = "latest"
 TARGET_RATIO = 0.5
 TARGET_RSS = 150 * MB
-
-CONTAINERD_DISABLED = [
-    "io.containerd.grpc.v1.cri",
-    "io.containerd.internal.v1.opt",
-    "io.containerd.snapshotter.v1.aufs",
-    "io.containerd.snapshotter.v1.btrfs",
-    "io.containerd.snapshotter.v1.devmapper",
-    "io.containerd.snapshotter.v1.zfs",
-    "io.containerd.tracing.processor.v1.otlp",
-    "io.containerd.internal.v1.tracing",
-]
-
 
 @dataclass
 class ToolResult:
@@ -132,34 +121,11 @@ def floor_run(children: Children, reg: Registry, img: BuiltImage, base: Path, ti
 # --------------------------------------------------------------------------- containerd
 
 
-def _containerd_config(base: Path) -> Path:
-    cfg = base / "config.toml"
-    disabled = ", ".join(f'"{p}"' for p in CONTAINERD_DISABLED)
-    cfg.write_text(
-        "version = 2\n"
-        f'root = "{base}/root"\n'
-        f'state = "{base}/state"\n'
-        f'temp = "{base}/tmp"\n'
-        f"disabled_plugins = [{disabled}]\n"
-        "[grpc]\n"
-        f'  address = "{base}/containerd.sock"\n'
-        "[ttrpc]\n"
-        f'  address = "{base}/containerd.sock.ttrpc"\n'
-        "[debug]\n"
-        '  address = ""\n'
-        '  level = "warn"\n'
-        "[metrics]\n"
-        '  address = ""\n'
-    )
-    (base / "tmp").mkdir()
-    return cfg
-
-
 def containerd_run(children: Children, ref: str, nlayers: int, base: Path, timeout: float) -> tuple[float, str]:
     """One cold `ctr images pull` against a fresh private containerd; returns (seconds, note)."""
     sock = base / "containerd.sock"
     log = base.parent / f"{base.name}.log"
-    cfg = _containerd_config(base)
+    cfg = containerd_config(base)
     with open(log, "wb") as logf:
         daemon = children.start(["containerd", "--config", str(cfg)], stdout=logf, stderr=subprocess.STDOUT)
     ctr = ["ctr", "--address", str(sock), "--namespace", "default"]
