@@ -7,7 +7,6 @@ global.  Unknown keys are errors, so a typo does not silently keep a default.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -118,6 +117,8 @@ def _build(cls: type[Any], data: dict[str, Any], where: str) -> Any:
 
 
 def parse_config(text: str, *, source: str = "config") -> Config:
+    import tomllib  # with its regexes ~5 ms: only when a config file exists
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

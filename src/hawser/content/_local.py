@@ -27,7 +27,6 @@ lock file last.  A writer that locked a file that was then removed retries.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -199,6 +198,8 @@ class LocalStore:
 
     def _ingest_path(self, ref: str) -> str:
         # Refs are arbitrary strings (often "layer-sha256:..."); hash them into a safe name.
+        import hashlib  # lazily: opening the store for a container start hashes nothing
+
         return os.path.join(self._ingests, hashlib.sha256(ref.encode("utf-8")).hexdigest())
 
     # --- Provider ------------------------------------------------------------

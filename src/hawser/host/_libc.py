@@ -8,7 +8,6 @@ like the ``os`` module's own functions.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import threading
 
@@ -20,8 +19,8 @@ def _load() -> ctypes.CDLL:
     global _libc
     with _lock:
         if _libc is None:
-            name = ctypes.util.find_library("c") or "libc.so.6"
-            lib = ctypes.CDLL(name, use_errno=True)
+            # glibc's soname; ctypes.util.find_library would fork ldconfig (~10 ms a start).
+            lib = ctypes.CDLL("libc.so.6", use_errno=True)
             lib.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
             lib.mount.restype = ctypes.c_int
             lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
+from typing import TYPE_CHECKING
 
 from hawser.errors import InvalidArgument, Unimplemented
+
+if TYPE_CHECKING:
+    import hashlib
 
 _DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
 _ENCODED = {"sha256": re.compile(r"^[a-f0-9]{64}$"), "sha512": re.compile(r"^[a-f0-9]{128}$")}
@@ -42,10 +45,14 @@ class Digest(str):
 
     def hasher(self) -> hashlib._Hash:
         """A fresh hash object of this digest's algorithm."""
+        import hashlib  # OpenSSL loads in ~3 ms: only when something is hashed
+
         return hashlib.new(self.algorithm)
 
     @classmethod
     def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
+        import hashlib
+
         return cls(f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}")
 
     @classmethod

@@ -63,7 +63,8 @@ def _raw(fd: int, enabled: bool) -> Iterator[None]:
         yield
         return
     saved = termios.tcgetattr(fd)
-    tty_mod.setraw(fd)
+    # TCSANOW, not setraw's default TCSAFLUSH: what the user typed ahead goes to the container.
+    tty_mod.setraw(fd, termios.TCSANOW)
     try:
         yield
     finally:

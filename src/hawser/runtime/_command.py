@@ -41,8 +41,16 @@ def run_command(argv: Sequence[str], *, timeout: float, input: bytes | None = No
     """Run ``argv`` to completion. CommandFailed on a non-zero exit (with
     ``check``), DeadlineExceeded after ``timeout`` seconds (the child is
     killed and reaped), NotFound if the program is missing."""
+    return start_command(argv, input=input is not None, env=env, pass_fds=pass_fds).finish(
+        timeout=timeout, input=input, check=check)
+
+
+def start_command(argv: Sequence[str], *, input: bool = False, env: Mapping[str, str] | None = None,
+                  pass_fds: Sequence[int] = ()) -> RunningCommand:
+    """Start ``argv`` and return at once, so the caller can work while it runs;
+    ``finish()`` must follow (it reaps). NotFound if the program is missing."""
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE if input else subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=None if env is None else dict(env), pass_fds=tuple(pass_fds),
                                 start_new_session=True)
@@ -50,17 +58,30 @@ def run_command(argv: Sequence[str], *, timeout: float, input: bytes | None = No
         raise NotFound(f"{argv[0]} is not installed", hint="run scripts/setup.sh") from None
     except PermissionError as exc:
         raise FailedPrecondition(f"cannot run {argv[0]}: {exc.strerror}") from None
-    try:
-        out, err = proc.communicate(input, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _terminate(proc)
-        raise DeadlineExceeded(f"{' '.join(argv[:2])} did not finish within {timeout:g}s") from None
-    except BaseException:
-        _terminate(proc)
-        raise
-    if check and proc.returncode != 0:
-        raise CommandFailed(argv, proc.returncode, _message(err))
-    return CommandResult(proc.returncode, out, err)
+    return RunningCommand(argv, proc)
+
+
+class RunningCommand:
+    """A helper program started by start_command."""
+
+    def __init__(self, argv: Sequence[str], proc: subprocess.Popen[bytes]) -> None:
+        self.argv = tuple(argv)
+        self._proc = proc
+
+    def finish(self, *, timeout: float, input: bytes | None = None, check: bool = True) -> CommandResult:
+        """Wait for the exit (feeding ``input``); the errors of run_command."""
+        proc = self._proc
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _terminate(proc)
+            raise DeadlineExceeded(f"{' '.join(self.argv[:2])} did not finish within {timeout:g}s") from None
+        except BaseException:
+            _terminate(proc)
+            raise
+        if check and proc.returncode != 0:
+            raise CommandFailed(self.argv, proc.returncode, _message(err))
+        return CommandResult(proc.returncode, out, err)
 
 
 def _terminate(proc: subprocess.Popen[bytes]) -> None:

@@ -297,10 +297,20 @@ class ContainerManager:
         finally:
             session.close()
 
-    def _forget_runtime(self, id_: str) -> None:
-        """runc's container gone, conmon gone, its exit file gone. Idempotent."""
-        with contextlib.suppress(HawserError):
-            self.runc.delete(id_, force=True)
+    def _forget_runtime(self, id_: str, *, meanwhile: Callable[[], None] | None = None) -> None:
+        """runc's container gone, conmon gone, its exit file gone. Idempotent.
+        ``meanwhile`` runs while runc deletes (a runc start-up is ~5 ms)."""
+        try:
+            deleting = self.runc.start_delete(id_, force=True)
+        except HawserError:
+            deleting = None
+        try:
+            if meanwhile is not None:
+                meanwhile()
+        finally:
+            if deleting is not None:
+                with contextlib.suppress(HawserError):
+                    self.runc.finish_delete(deleting)
         self._wait_conmon(id_)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._exit_file(id_))
@@ -419,14 +429,18 @@ class ContainerManager:
                     self.runc.kill(record.id, signal.SIGKILL, all_processes=True)
                 with contextlib.suppress(DeadlineExceeded):
                     self._wait_exit(record, KILL_WAIT)
-            self._forget_runtime(record.id)
             bundle = self.bundle(record.id)
-            rootfs = os.path.join(bundle, "rootfs")
-            if os.path.isdir(rootfs):
-                with contextlib.suppress(OSError):
-                    unmount_all(rootfs, detach=True)
-            with contextlib.suppress(NotFound):
-                self.store.snapshotter.remove(record.snapshot_key)
+
+            def release_rootfs() -> None:
+                # The container's processes are gone: its rootfs can go while runc deletes.
+                rootfs = os.path.join(bundle, "rootfs")
+                if os.path.isdir(rootfs):
+                    with contextlib.suppress(OSError):
+                        unmount_all(rootfs, detach=True)
+                with contextlib.suppress(NotFound):
+                    self.store.snapshotter.remove(record.snapshot_key)
+
+            self._forget_runtime(record.id, meanwhile=release_rootfs)
             shutil.rmtree(bundle, ignore_errors=True)
             shutil.rmtree(os.path.dirname(self.log_path(record.id)), ignore_errors=True)
             self.store.metadata.delete_container(record.id, namespace=self.store.namespace)

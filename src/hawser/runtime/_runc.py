@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hawser.errors import FailedPrecondition, InvalidArgument, NotFound
-from hawser.runtime._command import CommandFailed, CommandResult, run_command
+from hawser.runtime._command import CommandFailed, CommandResult, RunningCommand, run_command, start_command
 
 RUNC_TIMEOUT = 30.0
 
@@ -75,8 +75,15 @@ class Runc:
 
     def delete(self, id_: str, *, force: bool = False) -> None:
         """Delete runc's record (and its cgroup). Idempotent."""
+        self.finish_delete(self.start_delete(id_, force=force))
+
+    def start_delete(self, id_: str, *, force: bool = False) -> RunningCommand:
+        """delete, started in the background; finish_delete() must follow."""
+        return start_command([self.binary, "--root", self.root, "delete", *(["--force"] if force else []), id_])
+
+    def finish_delete(self, running: RunningCommand) -> None:
         try:
-            self._run("delete", *(["--force"] if force else []), id_)
+            running.finish(timeout=RUNC_TIMEOUT)
         except CommandFailed as exc:
             if not _gone(exc):
                 raise

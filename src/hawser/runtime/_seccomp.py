@@ -4,14 +4,20 @@ capability set and host architecture.
 
 The data file says what is allowed or refused and why; this module only checks
 its shape and renders it.  See the comments at the top of seccomp.toml.
+
+seccomp.toml is the source people edit; ``seccomp.json`` beside it is the same
+document as JSON, which is what a container start loads: importing tomllib and
+parsing costs a few milliseconds of every ``hawser run``.  After editing the
+TOML, regenerate it with ``python -m hawser.runtime._seccomp``; a unit test fails
+while the two disagree.
 """
 
 from __future__ import annotations
 
 import errno as _errno
 import functools
+import json
 import os
-import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -131,16 +137,27 @@ def _parse_group(name: str, obj: Any) -> SyscallGroup:
                         args=args, errno=errno_name)
 
 
+def load_toml(text: str) -> dict[str, Any]:
+    """The document of a profile in seccomp.toml's format, unchecked."""
+    import tomllib
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidArgument(f"seccomp profile is not valid TOML: {exc}") from None
+
+
 def parse_profile(text: str) -> SeccompProfile:
     """Parse and check a profile in seccomp.toml's format.
 
     Raises InvalidArgument naming the group and field that is wrong, or a
     syscall listed in two groups.
     """
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidArgument(f"seccomp profile is not valid TOML: {exc}") from None
+    return profile_from_document(load_toml(text))
+
+
+def profile_from_document(doc: Mapping[str, Any]) -> SeccompProfile:
+    """Check a profile document (TOML or its JSON rendering); see parse_profile."""
     unknown = set(doc) - {"default_errno", "architectures", "groups"}
     if unknown:
         raise InvalidArgument(f"seccomp profile: unknown keys {sorted(unknown)}")
@@ -165,13 +182,24 @@ def parse_profile(text: str) -> SeccompProfile:
     return SeccompProfile(default_errno=default_errno, architectures=architectures, groups=groups)
 
 
+SHIPPED_TOML = os.path.join(os.path.dirname(__file__), "seccomp.toml")
+SHIPPED_JSON = os.path.join(os.path.dirname(__file__), "seccomp.json")
+
+
+def render_json(toml_text: str) -> str:
+    """seccomp.json's content for a seccomp.toml text (checked first)."""
+    doc = load_toml(toml_text)
+    profile_from_document(doc)
+    return json.dumps(doc, indent=1) + "\n"
+
+
 @functools.cache
 def default_profile() -> SeccompProfile:
-    """hawser's shipped profile (seccomp.toml beside this module), parsed once."""
-    with open(os.path.join(os.path.dirname(__file__), "seccomp.toml"), encoding="utf-8") as f:
-        text = f.read()
+    """hawser's shipped profile (seccomp.json, rendered from seccomp.toml), parsed once."""
+    with open(SHIPPED_JSON, encoding="utf-8") as f:
+        doc = json.load(f)
     try:
-        return parse_profile(text)
+        return profile_from_document(doc)
     except InvalidArgument as exc:
         raise Internal(f"the shipped {exc.message}") from None
 
@@ -211,3 +239,11 @@ def seccomp_spec(capabilities: Collection[str], *, machine: str,
         spec["architectures"] = list(arches)
     spec["syscalls"] = rules
     return spec
+
+
+if __name__ == "__main__":
+    # Regenerate seccomp.json after editing seccomp.toml.
+    with open(SHIPPED_TOML, encoding="utf-8") as src:
+        rendered = render_json(src.read())
+    with open(SHIPPED_JSON, "w", encoding="utf-8") as dst:
+        dst.write(rendered)

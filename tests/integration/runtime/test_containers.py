@@ -341,3 +341,78 @@ def test_fifty_containers_at_once(ctr: tuple[Env, str]) -> None:
     assert _cgroups_under(env.cgroup_parent) == []
     assert os.listdir(os.path.join(env.state, "containers")) == []
     assert os.listdir(os.path.join(env.state, "exits")) == []
+
+
+def test_exec_sync_timeout_holds_with_a_background_process_on_stdout(ctr: tuple[Env, str]) -> None:
+    # CRI's ExecSync: the timeout must hold even when the command leaves a
+    # process behind that keeps the output pipe open (conmon would otherwise wait for EOF).
+    from hawser.errors import DeadlineExceeded
+    from hawser.runtime import ContainerManager
+
+    env, ref = ctr
+    cid = env.cli("run", "-d", ref, "sleep", "300").stdout.strip()
+    store = env.store()
+    try:
+        manager = ContainerManager(store)
+        done = manager.exec_sync(cid, ["sh", "-c", "echo quick; echo oops >&2; exit 4"], timeout=10)
+        assert (done.exit_code, done.stdout, done.stderr) == (4, b"quick\n", b"oops\n")
+
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            manager.exec_sync(cid, ["sh", "-c", "sleep 120 & echo started; wait"], timeout=2)
+        assert time.monotonic() - started < 10
+
+        started = time.monotonic()
+        try:
+            held = manager.exec_sync(cid, ["sh", "-c", "sleep 120 & echo started"], timeout=2)
+        except DeadlineExceeded:
+            pass  # also honoured: the orphan kept stdout open until the deadline
+        else:
+            assert held.exit_code == 0 and held.stdout == b"started\n"
+        assert time.monotonic() - started < 10
+        assert manager.status(manager.lookup(cid)).state == "running"
+    finally:
+        store.close()
+    assert len(_conmons(env.state)) == 1, "an exec's conmon outlived its deadline"
+
+
+def test_run_it_gives_a_real_terminal(ctr: tuple[Env, str]) -> None:
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    env, ref = ctr
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+    proc = subprocess.Popen(env._argv(("run", "--rm", "-it", ref, "sh")), stdin=slave, stdout=slave,
+                            stderr=slave, start_new_session=True, close_fds=True)
+    os.close(slave)
+    output = b""
+    try:
+        os.write(master, b"tty; stty size; echo $((6*7)); exit 3\n")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the last holder of the slave side is gone
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert proc.wait(30) == 3, output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    text = output.decode(errors="replace")
+    assert "/dev/pts/0" in text  # the container's own terminal
+    assert "33 101" in text  # the caller's window size reached it
+    assert "42" in text

@@ -11,7 +11,14 @@ import pytest
 
 from hawser.errors import InvalidArgument
 from hawser.runtime._defaults import DEFAULT_CAPABILITIES
-from hawser.runtime._seccomp import default_profile, parse_profile, seccomp_spec
+from hawser.runtime._seccomp import (
+    SHIPPED_JSON,
+    SHIPPED_TOML,
+    default_profile,
+    parse_profile,
+    render_json,
+    seccomp_spec,
+)
 
 EPERM, ENOSYS = 1, 38
 CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND, CLONE_THREAD = 0x100, 0x200, 0x400, 0x800, 0x10000
@@ -253,3 +260,12 @@ def test_hex_values_in_the_data_file_match_the_comments() -> None:
     clone = default_profile().group("clone").args[0][0]
     assert clone.value == CLONE_NEWNS | 0x02000000 | 0x04000000 | 0x08000000 | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET
     assert default_profile().group("unshare").args[0][0].value == clone.value | CLONE_NEWTIME
+
+
+def test_shipped_json_is_rendered_from_the_toml() -> None:
+    # seccomp.json is what containers load; edit seccomp.toml, then run
+    # `python -m hawser.runtime._seccomp` to regenerate it.
+    with open(SHIPPED_TOML, encoding="utf-8") as f:
+        expected = render_json(f.read())
+    with open(SHIPPED_JSON, encoding="utf-8") as f:
+        assert f.read() == expected, "seccomp.json is stale: run python -m hawser.runtime._seccomp"
