@@ -1,0 +1,85 @@
+"""What the CRI handlers are given: small roles, filled in by hawserd's composition root.
+
+The handlers never build anything themselves: the daemon opens the store,
+makes the executor for blocking work and (as they land) the container
+manager, the CNI manager and the streaming server, and hands them down in
+one :class:`CriDeps`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from hawser.cri._catalog import ImageCatalog
+    from hawser.cri._singleflight import SingleFlight
+    from hawser.images import ImageStore, ImageSummary
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class RunBlocking(Protocol):
+    """Run a blocking call (SQLite, a pull, a directory walk) off the event loop."""
+
+    def __call__(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T]:
+        """Await ``fn(*args, **kwargs)`` run in a worker thread; its exception is re-raised."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkState:
+    """The NetworkReady condition: ``reason`` is a CamelCase word, ``message`` says what to do."""
+
+    ready: bool
+    reason: str = ""
+    message: str = ""
+
+
+class NetworkStatus(Protocol):
+    """Whether pod networking can be set up now (the CNI manager implements this)."""
+
+    def __call__(self) -> NetworkState:
+        """The current state. May read the CNI config dir; never raises."""
+        ...
+
+
+NETWORK_PLUGIN_NOT_READY = "NetworkPluginNotReady"
+
+
+@dataclass(frozen=True, slots=True)
+class NoNetwork:
+    """The NetworkStatus until hawserd has a CNI manager: never ready."""
+
+    conf_dir: str
+
+    def __call__(self) -> NetworkState:
+        return NetworkState(
+            ready=False, reason=NETWORK_PLUGIN_NOT_READY,
+            message=f"network plugin is not ready: no CNI network is loaded (config dir {self.conf_dir})")
+
+
+@dataclass(frozen=True, slots=True)
+class PullKey:
+    """What makes two PullImage requests the same pull: the normalised reference
+    and who asks (a pull with one user's credentials is not shared with another's)."""
+
+    reference: str
+    credentials: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CriDeps:
+    """Everything the CRI handlers use.  Built once by the daemon; read-only afterwards."""
+
+    store: ImageStore
+    catalog: ImageCatalog
+    blocking: RunBlocking
+    pulls: SingleFlight[PullKey, ImageSummary]
+    network_status: NetworkStatus
+    # The effective configuration, JSON-ready: Status(verbose) reports it.
+    effective_config: Mapping[str, Any] = field(default_factory=dict)
+    # Runtime handlers PullImage and RunPodSandbox accept ("" is the default one).
+    runtime_handlers: tuple[str, ...] = ("", "runc")

@@ -1,0 +1,199 @@
+"""hawserd's composition root: the one place that builds the parts and wires them.
+
+``Daemon.build`` opens the image store (and, as they land, builds the
+container manager, the CNI manager and the streaming server) and passes them
+down; constructors start nothing.  ``Daemon.run`` recovers state from the
+store, serves both CRI services on the unix socket, runs every background
+loop inside one ``asyncio.TaskGroup``, and on the stop event shuts down
+gracefully: it stops serving, lets requests finish, and leaves every container
+running (conmon, not hawserd, is their parent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+
+from hawser import __version__
+from hawser.daemon import _socket
+from hawser.daemon._config import Settings
+
+if TYPE_CHECKING:
+    from hawser.cri.types import CriDeps
+    from hawser.images import ImageStore
+
+log = logging.getLogger("hawser.daemon")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Kubelet's own default limit; ListImages and ListContainers answers can be large.
+MAX_MESSAGE_BYTES = 16 << 20
+# How long requests in flight (a pull, say) may run on after SIGTERM.
+SHUTDOWN_GRACE = 10.0
+# Then how long blocking calls (threads) get to finish before the process leaves them.
+DRAIN_TIMEOUT = 5.0
+# Worker threads for blocking store calls; created on demand.
+BLOCKING_WORKERS = 16
+
+
+class Recoverer(Protocol):
+    """A part with state to rebuild at start-up (sandboxes and containers from
+    SQLite, conmon exit files and ``runc state``)."""
+
+    async def recover(self) -> None:
+        """Rebuild in-memory state from disk; runs before the socket serves.
+        Raises only for a store it cannot read at all (the daemon then exits)."""
+        ...
+
+
+class BackgroundLoop(Protocol):
+    """A loop that runs as long as the daemon (exit watcher, GC, CNI config watch)."""
+
+    name: str
+
+    async def run(self) -> None:
+        """Run until cancelled; handle (and log) its own errors."""
+        ...
+
+
+class Offloader:
+    """Runs blocking calls in worker threads (the CRI handlers' ``RunBlocking``).
+
+    It counts the calls running, so that shutdown knows whether a thread (a
+    pull, which cannot be interrupted) is still at work."""
+
+    def __init__(self, max_workers: int = BLOCKING_WORKERS) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="hawserd-blocking")
+        self._lock = threading.Lock()
+        self._running = 0
+
+    def __call__(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
+        call = functools.partial(fn, *args, **kwargs)
+        return asyncio.get_running_loop().run_in_executor(self._executor, self._tracked, call)
+
+    def _tracked(self, call: Callable[[], T]) -> T:
+        with self._lock:
+            self._running += 1
+        try:
+            return call()
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return self._running
+
+    async def drain(self, timeout: float) -> bool:
+        """Drop queued calls and wait up to ``timeout`` for running ones; True if none is left."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + timeout
+        while self.running and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return self.running == 0
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, store: ImageStore, deps: CriDeps, offloader: Offloader,
+                 recoverers: Sequence[Recoverer] = (), loops: Sequence[BackgroundLoop] = ()) -> None:
+        self.settings = settings
+        self.store = store
+        self.deps = deps
+        self.offloader = offloader
+        self.recoverers = list(recoverers)
+        self.loops = list(loops)
+        # True after run() when a blocking call was still running at exit: the
+        # caller must end the process without waiting for that thread.
+        self.abandoned = False
+
+    @classmethod
+    def build(cls, settings: Settings) -> Daemon:
+        """Open the store and wire the parts (nothing is started)."""
+        from hawser.cri.services import new_deps
+        from hawser.cri.types import NoNetwork
+        from hawser.images import ImageStore
+
+        store = ImageStore.open(settings.config)
+        offloader = Offloader()
+        # The CNI manager's status replaces NoNetwork when hawser.network lands.
+        deps = new_deps(store=store, blocking=offloader, network_status=NoNetwork(settings.cni.conf_dir),
+                        effective_config=settings.effective())
+        return cls(settings, store=store, deps=deps, offloader=offloader)
+
+    async def recover(self) -> None:
+        """The start-up recovery hook: every Recoverer, in order."""
+        for part in self.recoverers:
+            await part.recover()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then shut down gracefully."""
+        import grpc
+
+        from hawser.cri.services import add_to_server
+
+        address = self.settings.daemon.address
+        lock = _socket.claim(address)
+        try:
+            server = grpc.aio.server(options=[
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ])
+            add_to_server(server, self.deps)
+            with _socket.private_umask():
+                server.add_insecure_port(f"unix:{address}")
+            await self.recover()
+            with _socket.private_umask():
+                await server.start()
+            _socket.open_to_group(address)
+            log.info("serving", extra={"address": address, "version": __version__, "pid": os.getpid()})
+            _notify("READY=1")
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    running = [tasks.create_task(loop.run(), name=loop.name) for loop in self.loops]
+                    await stop.wait()
+                    log.info("shutting down: containers keep running",
+                             extra={"grace": SHUTDOWN_GRACE, "requests_running": self.offloader.running})
+                    _notify("STOPPING=1")
+                    for task in running:
+                        task.cancel()
+            finally:
+                await server.stop(SHUTDOWN_GRACE)
+        finally:
+            _socket.release(address, lock)
+        await self._close()
+
+    async def _close(self) -> None:
+        started = time.monotonic()
+        idle = await self.offloader.drain(DRAIN_TIMEOUT)
+        if not idle:
+            # A pull cannot be interrupted from outside its thread.  Leaving it is
+            # safe: its lease and partial ingests are collected or resumed later.
+            self.abandoned = True
+            log.warning("exiting with blocking calls still running",
+                        extra={"running": self.offloader.running,
+                               "waited": round(time.monotonic() - started, 3)})
+            return
+        self.store.close()
+
+
+def _notify(state: str) -> None:
+    try:
+        _socket.sd_notify(state)
+    except OSError as exc:
+        log.warning("sd_notify failed", extra={"state": state, "error": str(exc)})
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """The start-up log line's fields."""
+    c = settings.config
+    return {"version": __version__, "root": c.root, "state": c.state, "snapshotter": c.snapshotter,
+            "address": settings.daemon.address, "config_file": settings.source or "-"}

@@ -1,0 +1,59 @@
+"""Structured logs: one ``key=value`` line per event on stderr (logfmt, as containerd writes).
+
+    time=2025-01-02T03:04:05.678Z level=info logger=hawser.cri.image_pull msg="pull done" image=... duration=1.2
+
+A record's fields are its ``extra`` attributes.  A traceback is one quoted
+value, so every event stays on one line for journald and log shippers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+# Attributes every LogRecord has: whatever else a record carries is a field.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+
+def _quote(value: Any) -> str:
+    text = value if isinstance(value, str) else str(value)
+    if text and text.isprintable() and not any(c in text for c in ' "=\\'):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+class KeyValueFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        parts = [
+            f"time={stamp}.{int(record.msecs):03d}Z",
+            f"level={record.levelname.lower()}",
+            f"logger={record.name}",
+            f"msg={_quote(record.getMessage())}",
+        ]
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                parts.append(f"{key}={_quote(value)}")
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            parts.append(f"error={_quote(f'{type(exc).__name__}: {exc}')}")
+            parts.append(f"traceback={_quote(self.formatException(record.exc_info))}")
+        return " ".join(parts)
+
+
+def setup_logging(level: str) -> None:
+    """Send every hawser log record to stderr, one line each, from ``level`` up."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(KeyValueFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # httpx logs every registry request at info, grpc and asyncio chatter at debug;
+    # hawser's own events say what matters.
+    for noisy in ("httpx", "httpcore", "grpc", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

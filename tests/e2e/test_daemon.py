@@ -1,0 +1,108 @@
+"""hawserd as a process: Version, Status, its socket, signals, restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+
+import grpc
+from cri_api.v1 import api_pb2
+
+from hawser import __version__
+from tests.e2e.conftest import Hawserd, Registry
+from tests.e2e.helpers import pull_request, spec, status_code
+from tests.support.images import BuiltImage
+
+
+def test_version(hawserd: Hawserd) -> None:
+    answer = hawserd.client().runtime.Version(api_pb2.VersionRequest(version="v1"))
+    assert answer.runtime_name == "hawser"
+    assert answer.runtime_version == __version__
+    assert answer.runtime_api_version == "v1"
+    assert answer.version == "0.1.0"
+
+
+def test_status_network_not_ready_without_cni_config(hawserd: Hawserd) -> None:
+    answer = hawserd.client().runtime.Status(api_pb2.StatusRequest())
+    conditions = {c.type: c for c in answer.status.conditions}
+    assert conditions["RuntimeReady"].status is True
+    network = conditions["NetworkReady"]
+    assert network.status is False
+    assert network.reason == "NetworkPluginNotReady"
+    assert network.message
+    assert not answer.info  # only with verbose
+
+
+def test_status_verbose_reports_the_effective_config(hawserd: Hawserd) -> None:
+    answer = hawserd.client().runtime.Status(api_pb2.StatusRequest(verbose=True))
+    config = json.loads(answer.info["config"])
+    assert config["root"] == str(hawserd.root)
+    assert config["state"] == str(hawserd.state)
+    assert config["daemon"]["address"] == hawserd.address
+    assert config["registry"]["config_path"] == str(hawserd.certs)
+    assert config["cni"]["conf_dir"] == str(hawserd.cni_conf)
+    assert config["gc"]["grace_period"] == 0  # from the config file
+
+
+def test_socket_is_root_only(hawserd: Hawserd) -> None:
+    st = os.stat(hawserd.address)
+    assert stat.S_ISSOCK(st.st_mode)
+    assert stat.S_IMODE(st.st_mode) == 0o660
+    assert (st.st_uid, st.st_gid) == (0, 0)
+
+
+def test_unbuilt_runtime_methods_answer_unimplemented(hawserd: Hawserd) -> None:
+    runtime = hawserd.client().runtime
+    for call, request in [
+        (runtime.RunPodSandbox, api_pb2.RunPodSandboxRequest()),
+        (runtime.ListContainers, api_pb2.ListContainersRequest()),
+        (runtime.ExecSync, api_pb2.ExecSyncRequest()),
+    ]:
+        code, message = status_code(call, request)
+        assert code == grpc.StatusCode.UNIMPLEMENTED, message
+    events = runtime.GetContainerEvents(api_pb2.GetEventsRequest())
+    code, _ = status_code(lambda: next(iter(events)))
+    assert code == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_second_daemon_on_the_same_socket_is_refused(hawserd: Hawserd) -> None:
+    proc = subprocess.run(hawserd.argv(), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert "another hawserd is serving" in proc.stderr
+    # The first one still serves.
+    assert hawserd.client().runtime.Version(api_pb2.VersionRequest()).runtime_name == "hawser"
+
+
+def test_bad_flag_value_is_one_clear_line(hawserd: Hawserd) -> None:
+    proc = subprocess.run([*hawserd.argv(), "--stream-port", "70000"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "stream_port" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_sigterm_then_restart_keeps_images(hawserd: Hawserd, registry: Registry,
+                                           busybox: tuple[str, BuiltImage]) -> None:
+    ref, _ = busybox
+    hawserd.plain_http(registry.host)
+    image_id = hawserd.client().images.PullImage(pull_request(ref)).image_ref
+    assert hawserd.stop(signal.SIGTERM) == 0
+    assert not os.path.exists(hawserd.address)
+    assert "msg=stopped" in hawserd.log()
+    hawserd.start()
+    status = hawserd.client().images.ImageStatus(api_pb2.ImageStatusRequest(image=spec(ref)))
+    assert status.image.id == image_id
+
+
+def test_kill_9_then_restart_over_the_stale_socket(hawserd: Hawserd, registry: Registry,
+                                                   busybox: tuple[str, BuiltImage]) -> None:
+    ref, _ = busybox
+    hawserd.plain_http(registry.host)
+    image_id = hawserd.client().images.PullImage(pull_request(ref)).image_ref
+    assert hawserd.stop(signal.SIGKILL) == -signal.SIGKILL
+    assert stat.S_ISSOCK(os.lstat(hawserd.address).st_mode)  # left behind
+    hawserd.start()
+    images = hawserd.client().images.ListImages(api_pb2.ListImagesRequest()).images
+    assert [i.id for i in images] == [image_id]
