@@ -33,6 +33,16 @@ if TYPE_CHECKING:
         unmount,
         unmount_all,
     )
+    from hawser.host._namespaces import (
+        NAMESPACE_KINDS,
+        is_netns,
+        namespace_kind,
+        pin_namespaces,
+        remove_pin_dir,
+        run_in_namespaces,
+        run_in_netns,
+        unpin_namespace,
+    )
     from hawser.host._overlay import OverlayFeatures, overlay_features, overlay_mount_options, probe_overlay
 
 _LAZY = {
@@ -44,6 +54,9 @@ _LAZY = {
     "parse_options": "_mount", "unmount": "_mount", "unmount_all": "_mount",
     "OverlayFeatures": "_overlay", "overlay_features": "_overlay", "overlay_mount_options": "_overlay",
     "probe_overlay": "_overlay",
+    "NAMESPACE_KINDS": "_namespaces", "is_netns": "_namespaces", "namespace_kind": "_namespaces",
+    "pin_namespaces": "_namespaces", "remove_pin_dir": "_namespaces", "run_in_namespaces": "_namespaces",
+    "run_in_netns": "_namespaces", "unpin_namespace": "_namespaces",
 }
 
 
@@ -55,8 +68,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "MNT_DETACH", "CgroupLayout", "CgroupStats", "FileLock", "MountOptions", "OverlayFeatures", "cgroup_exists",
-    "cgroup_pids", "is_mountpoint", "kill_cgroup", "lock_fd", "mount", "oom_kills", "overlay_features",
-    "overlay_mount_options", "parse_options", "probe_overlay", "read_stats", "remove_cgroup", "syncfs", "try_lock_fd",
-    "unmount", "unmount_all",
+    "MNT_DETACH", "NAMESPACE_KINDS", "CgroupLayout", "CgroupStats", "FileLock", "MountOptions", "OverlayFeatures",
+    "cgroup_exists", "cgroup_pids", "is_mountpoint", "is_netns", "kill_cgroup", "lock_fd", "mount", "namespace_kind",
+    "oom_kills", "overlay_features", "overlay_mount_options", "parse_options", "pin_namespaces", "probe_overlay",
+    "read_stats", "remove_cgroup", "remove_pin_dir", "run_in_namespaces", "run_in_netns", "syncfs", "try_lock_fd",
+    "unmount", "unmount_all", "unpin_namespace",
 ]

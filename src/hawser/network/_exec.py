@@ -1,0 +1,149 @@
+"""Executing one CNI plugin (spec section 2, "Execution Protocol").
+
+Parameters go in ``CNI_*`` environment variables, the derived execution
+config on stdin (section 3, "Deriving execution configuration"), the result
+or error object comes back on stdout.  Every execution has a timeout; on a
+timeout or a cancellation the plugin's whole process group (it may have
+delegated to an IPAM plugin) gets SIGTERM, then SIGKILL, and is always reaped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+TERM_GRACE = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """The per-pod parameters of every plugin execution for one network
+    attachment (spec section 3, "Attachment Parameters")."""
+
+    container_id: str
+    netns: str  # "" once the namespace is gone (allowed for DEL)
+    ifname: str
+    cni_args: tuple[tuple[str, str], ...] = ()
+    # the runtime's capability arguments, a JSON object ({"portMappings": [...], ...})
+    capability_args: str = "{}"
+
+
+def cni_args_string(args: Sequence[tuple[str, str]]) -> str:
+    return ";".join(f"{key}={value}" for key, value in args)
+
+
+def build_env(command: str, attachment: Attachment | None, bin_dirs: Sequence[str],
+              base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The plugin's environment: the caller's (plugins run iptables, found on
+    PATH) without stray ``CNI_*`` variables, plus the protocol's parameters."""
+    env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("CNI_")}
+    env["CNI_COMMAND"] = command
+    env["CNI_PATH"] = os.pathsep.join(bin_dirs)
+    if attachment is not None:
+        env["CNI_CONTAINERID"] = attachment.container_id
+        env["CNI_NETNS"] = attachment.netns
+        env["CNI_IFNAME"] = attachment.ifname
+        env["CNI_ARGS"] = cni_args_string(attachment.cni_args)
+    return env
+
+
+def build_stdin(*, name: str, cni_version: str, plugin_raw: str, capabilities: frozenset[str],
+                capability_args: Mapping[str, Any], prev_result: str | None) -> bytes:
+    """The execution config: the plugin's config with the network's ``name``
+    and ``cniVersion``, ``runtimeConfig`` holding the capability arguments the
+    plugin declared (and only those), ``prevResult`` when given, and no
+    ``capabilities`` key (the spec says the runtime removes it)."""
+    conf: dict[str, Any] = json.loads(plugin_raw)
+    conf["name"] = name
+    conf["cniVersion"] = cni_version
+    conf.pop("cniVersions", None)
+    conf.pop("capabilities", None)
+    runtime = {key: value for key, value in capability_args.items() if key in capabilities}
+    if runtime:
+        existing = conf.get("runtimeConfig")
+        conf["runtimeConfig"] = {**existing, **runtime} if isinstance(existing, dict) else runtime
+    if prev_result is not None:
+        conf["prevResult"] = json.loads(prev_result)
+    return json.dumps(conf, separators=(",", ":")).encode()
+
+
+def find_plugin(kind: str, bin_dirs: Sequence[str]) -> str | None:
+    """The first executable named ``kind`` in ``bin_dirs``, or None."""
+    for directory in bin_dirs:
+        path = os.path.join(directory, kind)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+
+
+async def finish(aw: Awaitable[T]) -> T:
+    """Await ``aw`` to its end even if the caller is cancelled meanwhile (for
+    cleanup that must not be cut short); a cancellation that arrived is
+    re-raised afterwards."""
+    task = asyncio.ensure_future(aw)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise  # the awaitable itself was cancelled
+            cancelled = True
+            continue
+        break
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        _signal_group(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), TERM_GRACE)
+        except TimeoutError:
+            pass
+    # the group may outlive its leader (a delegated IPAM plugin)
+    _signal_group(proc.pid, signal.SIGKILL)
+    await proc.wait()
+
+
+async def run_plugin(path: str, *, env: Mapping[str, str], stdin: bytes, timeout: float) -> ExecResult:
+    """Run a plugin to completion within ``timeout`` seconds.  A timeout is
+    reported in the result (``timed_out``), not raised; OSError if it cannot
+    be started; a cancellation kills and reaps it, then propagates."""
+    proc = await asyncio.create_subprocess_exec(
+        path, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=dict(env), start_new_session=True)
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    except TimeoutError:
+        await finish(_terminate(proc))
+        return ExecResult(returncode=proc.returncode if proc.returncode is not None else -1, stdout=b"",
+                          stderr=f"killed after {timeout:g}s".encode(), timed_out=True)
+    except BaseException:
+        await finish(_terminate(proc))
+        raise
+    assert proc.returncode is not None
+    return ExecResult(returncode=proc.returncode, stdout=stdout, stderr=stderr)
