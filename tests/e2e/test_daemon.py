@@ -7,6 +7,7 @@ import os
 import signal
 import stat
 import subprocess
+import time
 
 import grpc
 from cri_api.v1 import api_pb2
@@ -106,3 +107,45 @@ def test_kill_9_then_restart_over_the_stale_socket(hawserd: Hawserd, registry: R
     hawserd.start()
     images = hawserd.client().images.ListImages(api_pb2.ListImagesRequest()).images
     assert [i.id for i in images] == [image_id]
+
+
+def test_config_file_sections_and_flags_over_them(hawserd: Hawserd) -> None:
+    assert hawserd.stop() == 0
+    hawserd.config_file.write_text(
+        '[gc]\ngrace_period = 0\n'
+        '[daemon]\nlog_level = "info"\n'
+        '[cri]\nstream_address = "127.0.0.2"\nstream_port = 10010\n'
+        '[cni]\nconf_dir = "/from/the/file"\nbin_dir = "/opt/cni/bin"\n')
+    hawserd.start()  # its flags still say --cni-conf-dir and --log-level debug
+    config = json.loads(hawserd.client().runtime.Status(api_pb2.StatusRequest(verbose=True)).info["config"])
+    assert config["cri"] == {"stream_address": "127.0.0.2", "stream_port": 10010}
+    assert config["cni"] == {"conf_dir": str(hawserd.cni_conf), "bin_dir": "/opt/cni/bin"}
+    assert config["daemon"]["log_level"] == "debug"
+    assert config["gc"]["grace_period"] == 0
+    assert config["config_file"] == str(hawserd.config_file)
+
+
+def test_unknown_config_keys_are_refused(hawserd: Hawserd) -> None:
+    for text, key in (('[cri]\nstream_prot = 1\n', "stream_prot"), ('[gc]\ngrace = 1\n', "grace")):
+        hawserd.config_file.write_text(text)
+        proc = subprocess.run(hawserd.argv(), capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2, proc.stderr
+        assert key in proc.stderr
+
+
+def test_sigterm_during_a_pull_exits_cleanly(hawserd: Hawserd, registry: Registry,
+                                             busybox: tuple[str, BuiltImage]) -> None:
+    ref, _ = busybox
+    hawserd.plain_http(registry.host)
+    call = hawserd.client().images.PullImage.future(pull_request(ref))
+    deadline = time.monotonic() + 10
+    while "pull started" not in hawserd.log() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert hawserd.process is not None
+    hawserd.process.send_signal(signal.SIGTERM)
+    # Graceful: the request in flight still gets its answer.
+    assert call.result(timeout=30).image_ref.startswith("sha256:")
+    assert hawserd.process.wait(timeout=30) == 0
+    assert "msg=stopped" in hawserd.log()
+    hawserd.start()  # the store opens again, whatever the pull left
+    hawserd.client().images.PullImage(pull_request(ref))

@@ -151,6 +151,20 @@ def test_concurrent_pulls_of_one_image_are_one_pull(hawserd: Hawserd, registry: 
         assert sum(1 for r in requests if r.startswith("GET ") and str(desc.digest) in r) == 1, requests
 
 
+def test_pulls_of_different_images_run_side_by_side(hawserd: Hawserd, registry: Registry,
+                                                    push_client: RegistryClient) -> None:
+    hawserd.plain_http(registry.host)
+    built = {f"{registry.host}/e2e/parallel-{i}:v1": small_image(f"parallel {i}") for i in range(4)}
+    for ref, image in built.items():
+        push_image(push_client, ref, image, tag="v1")
+    images = hawserd.client().images
+    calls = {ref: images.PullImage.future(pull_request(ref)) for ref in built}
+    for ref, call in calls.items():
+        assert call.result(timeout=120).image_ref == str(built[ref].config_desc.digest)
+    listed = {tag for i in images.ListImages(api_pb2.ListImagesRequest()).images for tag in i.repo_tags}
+    assert listed == set(built)
+
+
 def test_invalid_requests(hawserd: Hawserd, registry: Registry) -> None:
     images = hawserd.client().images
     hawserd.plain_http(registry.host)

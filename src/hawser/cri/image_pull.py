@@ -22,16 +22,18 @@ from cri_api.v1 import api_pb2
 from hawser.cri.types import CriDeps, PullKey
 from hawser.errors import InvalidArgument, Unimplemented
 from hawser.oci import parse_reference
-from hawser.registry import Credentials
-from hawser.registry._credentials import normalize_host
 
 if TYPE_CHECKING:
     from hawser.images import ImageSummary
+    from hawser.registry import Credentials
 
 log = logging.getLogger(__name__)
 
 
 async def pull_image(deps: CriDeps, request: api_pb2.PullImageRequest) -> api_pb2.PullImageResponse:
+    # The registry client (httpx, ssl: some 20 MB) loads with the first pull, not at start.
+    from hawser.registry._credentials import normalize_host
+
     spec = request.image
     if not spec.image:
         raise InvalidArgument("PullImage: no image given (image.image is empty)")
@@ -63,6 +65,8 @@ def credentials_from(auth: api_pb2.AuthConfig | None, *, registry: str) -> Crede
     """The Credentials an AuthConfig carries: username and password, ``auth``
     (base64 of ``user:password``, as in docker's config.json) or an identity
     (refresh) token.  None for an empty AuthConfig."""
+    from hawser.registry import Credentials
+
     if auth is None:
         return None
     username, password = auth.username, auth.password
@@ -87,6 +91,7 @@ def credentials_from(auth: api_pb2.AuthConfig | None, *, registry: str) -> Crede
 def _only_for(credentials: Credentials, target: str) -> Callable[[str], Credentials | None]:
     """A credentials callback answering only for the registry the AuthConfig is
     for (``target``: its ``server_address``, or else the image's registry)."""
+    from hawser.registry._credentials import normalize_host
 
     def lookup(host: str) -> Credentials | None:
         return credentials if normalize_host(host) == target else None
