@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import grpc
 from cri_api.v1 import api_pb2
@@ -69,8 +70,11 @@ def test_unbuilt_runtime_methods_answer_unimplemented(hawserd: Hawserd) -> None:
     assert code == grpc.StatusCode.UNIMPLEMENTED
 
 
-def test_second_daemon_on_the_same_socket_is_refused(hawserd: Hawserd) -> None:
-    proc = subprocess.run(hawserd.argv(), capture_output=True, text=True, timeout=30)
+def test_second_daemon_on_the_same_socket_is_refused(hawserd: Hawserd, tmp_path: Path) -> None:
+    argv = hawserd.argv()
+    argv[argv.index("--root") + 1] = str(tmp_path / "other-root")
+    argv[argv.index("--state") + 1] = str(tmp_path / "other-state")
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1
     assert "another hawserd is serving" in proc.stderr
     # The first one still serves.
@@ -149,3 +153,31 @@ def test_sigterm_during_a_pull_exits_cleanly(hawserd: Hawserd, registry: Registr
     assert "msg=stopped" in hawserd.log()
     hawserd.start()  # the store opens again, whatever the pull left
     hawserd.client().images.PullImage(pull_request(ref))
+
+
+def test_network_ready_follows_the_cni_config_dir(hawserd: Hawserd) -> None:
+    from hawser.network import write_default_conflist
+
+    runtime = hawserd.client().runtime
+
+    def network() -> api_pb2.RuntimeCondition:
+        answer = runtime.Status(api_pb2.StatusRequest())
+        return next(c for c in answer.status.conditions if c.type == "NetworkReady")
+
+    assert network().status is False
+    path = write_default_conflist(str(hawserd.cni_conf))
+    assert path is not None
+    ready = network()  # picked up without a restart
+    assert ready.status is True, ready.message
+    assert not ready.reason
+    os.unlink(path)
+    assert network().reason == "NetworkPluginNotReady"
+
+
+def test_second_daemon_on_the_same_state_dir_is_refused(hawserd: Hawserd) -> None:
+    argv = hawserd.argv()
+    argv[argv.index("--address") + 1] = str(hawserd.socket_dir / "other.sock")
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert "another hawserd uses the state dir" in proc.stderr
+    assert not os.path.exists(hawserd.socket_dir / "other.sock")

@@ -29,21 +29,30 @@ class RunBlocking(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class NetworkState:
+class NetworkCondition(Protocol):
     """The NetworkReady condition: ``reason`` is a CamelCase word, ``message`` says what to do."""
 
-    ready: bool
-    reason: str = ""
-    message: str = ""
+    @property
+    def ready(self) -> bool: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def message(self) -> str: ...
 
 
 class NetworkStatus(Protocol):
-    """Whether pod networking can be set up now (the CNI manager implements this)."""
+    """Whether pod networking can be set up now (``CNINetwork.status`` is one)."""
 
-    def __call__(self) -> NetworkState:
+    def __call__(self) -> NetworkCondition:
         """The current state. May read the CNI config dir; never raises."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkState:
+    ready: bool
+    reason: str = ""
+    message: str = ""
 
 
 NETWORK_PLUGIN_NOT_READY = "NetworkPluginNotReady"
@@ -51,7 +60,7 @@ NETWORK_PLUGIN_NOT_READY = "NetworkPluginNotReady"
 
 @dataclass(frozen=True, slots=True)
 class NoNetwork:
-    """The NetworkStatus until hawserd has a CNI manager: never ready."""
+    """A NetworkStatus that is never ready (for a daemon built without CNI)."""
 
     conf_dir: str
 

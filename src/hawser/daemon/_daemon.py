@@ -1,8 +1,8 @@
 """hawserd's composition root: the one place that builds the parts and wires them.
 
-``Daemon.build`` opens the image store (and, as they land, builds the
-container manager, the CNI manager and the streaming server) and passes them
-down; constructors start nothing.  ``Daemon.run`` recovers state from the
+``Daemon.build`` opens the image store, makes the CNI manager (and, as they
+land, the container manager and the streaming server) and passes them down;
+constructors start nothing.  ``Daemon.run`` recovers state from the
 store, serves both CRI services on the unix socket, runs every background
 loop inside one ``asyncio.TaskGroup``, and on the stop event shuts down
 gracefully: it stops serving, lets requests finish, and leaves every container
@@ -28,6 +28,7 @@ from hawser.daemon._config import Settings
 if TYPE_CHECKING:
     from hawser.cri.types import CriDeps
     from hawser.images import ImageStore
+    from hawser.network import PodNetworks
 
 log = logging.getLogger("hawser.daemon")
 
@@ -103,10 +104,12 @@ class Offloader:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, *, store: ImageStore, deps: CriDeps, offloader: Offloader,
-                 recoverers: Sequence[Recoverer] = (), loops: Sequence[BackgroundLoop] = ()) -> None:
+    def __init__(self, settings: Settings, *, store: ImageStore, network: PodNetworks, deps: CriDeps,
+                 offloader: Offloader, recoverers: Sequence[Recoverer] = (),
+                 loops: Sequence[BackgroundLoop] = ()) -> None:
         self.settings = settings
         self.store = store
+        self.network = network
         self.deps = deps
         self.offloader = offloader
         self.recoverers = list(recoverers)
@@ -119,15 +122,18 @@ class Daemon:
     def build(cls, settings: Settings) -> Daemon:
         """Open the store and wire the parts (nothing is started)."""
         from hawser.cri.services import new_deps
-        from hawser.cri.types import NoNetwork
         from hawser.images import ImageStore
+        from hawser.network import CNINetwork
 
-        store = ImageStore.open(settings.config)
+        config = settings.config
+        store = ImageStore.open(config)
         offloader = Offloader()
-        # The CNI manager's status replaces NoNetwork when hawser.network lands.
-        deps = new_deps(store=store, blocking=offloader, network_status=NoNetwork(settings.cni.conf_dir),
+        # Attachments are recorded on persistent storage: IPAM state outlives reboots.
+        network = CNINetwork(settings.cni.conf_dir, [settings.cni.bin_dir],
+                             os.path.join(config.root, "cni", "results"))
+        deps = new_deps(store=store, blocking=offloader, network_status=network.status,
                         effective_config=settings.effective())
-        return cls(settings, store=store, deps=deps, offloader=offloader)
+        return cls(settings, store=store, network=network, deps=deps, offloader=offloader)
 
     async def recover(self) -> None:
         """The start-up recovery hook: every Recoverer, in order."""
@@ -141,8 +147,15 @@ class Daemon:
         from hawser.cri.services import add_to_server
 
         address = self.settings.daemon.address
-        lock = _socket.claim(address)
+        # The locks first: one daemon recovers and serves a store, and a socket, at a time.
+        state_lock = _socket.lock_state(self.settings.config.state)
         try:
+            lock = _socket.claim(address)
+        except BaseException:
+            state_lock.release()
+            raise
+        try:
+            await self.recover()
             server = grpc.aio.server(options=[
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -150,8 +163,6 @@ class Daemon:
             add_to_server(server, self.deps)
             with _socket.private_umask():
                 server.add_insecure_port(f"unix:{address}")
-            await self.recover()
-            with _socket.private_umask():
                 await server.start()
             _socket.open_to_group(address)
             log.info("serving", extra={"address": address, "version": __version__, "pid": os.getpid()})
@@ -169,6 +180,7 @@ class Daemon:
                 await server.stop(SHUTDOWN_GRACE)
         finally:
             _socket.release(address, lock)
+            state_lock.release()
         await self._close()
 
     async def _close(self) -> None:

@@ -49,6 +49,17 @@ def claim(address: str) -> FileLock:
     return lock
 
 
+def lock_state(state: str) -> FileLock:
+    """One hawserd per state dir (two would both recover and drive the same
+    containers): FailedPrecondition if another holds ``<state>/hawserd.lock``."""
+    os.makedirs(state, mode=0o711, exist_ok=True)
+    lock = FileLock(os.path.join(state, "hawserd.lock"))
+    if not lock.acquire(blocking=False):
+        raise FailedPrecondition(f"another hawserd uses the state dir {state}",
+                                 hint="stop it first, or give this one another --root and --state")
+    return lock
+
+
 def answers(address: str) -> bool:
     """Whether a process accepts connections on the unix socket ``address``."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
