@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
+from hawser.cli._context import CliContext, echo
+from hawser.cli._parser import group
 
-import click
+TYPE_CHECKING = False  # see _parser: the CLI never imports typing
+if TYPE_CHECKING:
+    from argparse import Namespace
 
-from hawser.cli._context import CliContext
+    from hawser.cli._parser import Handler, Parser
 
 
-@click.group()
-def config() -> None:
+def config(p: Parser) -> Handler:
     """Show configuration."""
+    return group(p, {"default": default, "show": show})
 
 
-@config.command("default")
-def default() -> None:
+def default(p: Parser) -> Handler:
     """Print the default config file, with comments."""
+    return _default
+
+
+def _default(ctx: CliContext, a: Namespace) -> None:
     from hawser.config import DEFAULT_TOML
 
-    click.echo(DEFAULT_TOML, nl=False)
+    echo(DEFAULT_TOML, end="")
 
 
-@config.command("show")
-@click.pass_obj
-def show(ctx: CliContext) -> None:
+def show(p: Parser) -> Handler:
     """Print the effective configuration (file plus flags) as JSON."""
-    click.echo(json.dumps(asdict(ctx.config), indent=2))
+    return _show
+
+
+def _show(ctx: CliContext, a: Namespace) -> None:
+    import json
+    from dataclasses import asdict
+
+    echo(json.dumps(asdict(ctx.config), indent=2))

@@ -3,19 +3,21 @@ ps, exec, logs, stop, kill, rm, inspect, stats, pause, unpause, wait."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
 
-import click
+from hawser.cli._context import CliContext, echo
+from hawser.cli._parser import UsageError, add_command_line
 
-from hawser.cli._context import CliContext
-
+TYPE_CHECKING = False  # see _parser: the CLI never imports typing
 if TYPE_CHECKING:
+    from argparse import Namespace
+    from collections.abc import Sequence
+    from typing import Any
+
+    from hawser.cli._parser import Handler, Parser
     from hawser.metadata import Container
     from hawser.runtime import ContainerInfo, ContainerManager, ContainerOptions
 
@@ -26,51 +28,48 @@ def _manager(ctx: CliContext) -> ContainerManager:
     return ContainerManager(ctx.store())
 
 
-# --- options shared by run and create -------------------------------------------
+# --- arguments shared by run and create -----------------------------------------
 
 
-def _container_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("--name", metavar="NAME", help="Name the container."),
-        click.option("-e", "--env", "env", multiple=True, metavar="K=V", help="Set an environment variable."),
-        click.option("-w", "--workdir", metavar="DIR", help="Working directory inside the container."),
-        click.option("-u", "--user", metavar="USER[:GROUP]", help="User (name or uid) to run as."),
-        click.option("--entrypoint", metavar="CMD", help="Override the image's entrypoint ('' clears it)."),
-        click.option("-v", "--volume", "volumes", multiple=True, metavar="SRC:DST[:ro]", help="Bind mount."),
-        click.option("--tmpfs", "tmpfs", multiple=True, metavar="DST[:SIZE]", help="Mount a tmpfs."),
-        click.option("--memory", "-m", metavar="SIZE", help="Memory limit (e.g. 64m)."),
-        click.option("--memory-swap", metavar="SIZE", help="Memory plus swap limit."),
-        click.option("--cpus", metavar="N", help="CPU quota in cores (e.g. 0.5)."),
-        click.option("--cpu-shares", type=int, help="Relative CPU weight."),
-        click.option("--cpuset-cpus", metavar="LIST", help="CPUs allowed (e.g. 0-1)."),
-        click.option("--pids-limit", type=int, help="Maximum number of processes."),
-        click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only."),
-        click.option("--cap-add", multiple=True, metavar="CAP", help="Add a capability."),
-        click.option("--cap-drop", multiple=True, metavar="CAP", help="Drop a capability."),
-        click.option("--privileged", is_flag=True, help="All capabilities, devices, no seccomp."),
-        click.option("--security-opt", multiple=True, metavar="OPT",
-                     help="no-new-privileges[:false], seccomp=unconfined."),
-        click.option("--network", default="none", type=click.Choice(["none", "host"]),
-                     help="Network namespace: a new empty one (none) or the host's."),
-        click.option("--hostname", "-h", "hostname", default="", help="Container host name."),
-        click.option("--sysctl", multiple=True, metavar="K=V", help="Namespaced kernel parameter."),
-        click.option("--stop-signal", metavar="SIG", help="Signal to stop the container."),
-        click.option("--label", "-l", "labels", multiple=True, metavar="K=V", help="Container label."),
-        click.option("-i", "--interactive", is_flag=True, help="Keep stdin open."),
-        click.option("-t", "--tty", is_flag=True, help="Allocate a terminal."),
-        click.option("--plain-http", is_flag=True, help="Pull a missing image over plain http."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+def _container_arguments(p: Parser) -> None:
+    p.add_argument("--name", metavar="NAME", help="Name the container.")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V", help="Set an environment variable.")
+    p.add_argument("-w", "--workdir", metavar="DIR", help="Working directory inside the container.")
+    p.add_argument("-u", "--user", metavar="USER[:GROUP]", help="User (name or uid) to run as.")
+    p.add_argument("--entrypoint", metavar="CMD", help="Override the image's entrypoint ('' clears it).")
+    p.add_argument("-v", "--volume", dest="volumes", action="append", default=[], metavar="SRC:DST[:ro]",
+                   help="Bind mount.")
+    p.add_argument("--tmpfs", action="append", default=[], metavar="DST[:SIZE]", help="Mount a tmpfs.")
+    p.add_argument("--memory", "-m", metavar="SIZE", help="Memory limit (e.g. 64m).")
+    p.add_argument("--memory-swap", metavar="SIZE", help="Memory plus swap limit.")
+    p.add_argument("--cpus", metavar="N", help="CPU quota in cores (e.g. 0.5).")
+    p.add_argument("--cpu-shares", type=int, metavar="INTEGER", help="Relative CPU weight.")
+    p.add_argument("--cpuset-cpus", metavar="LIST", help="CPUs allowed (e.g. 0-1).")
+    p.add_argument("--pids-limit", type=int, metavar="INTEGER", help="Maximum number of processes.")
+    p.add_argument("--read-only", action="store_true", help="Mount the root filesystem read-only.")
+    p.add_argument("--cap-add", action="append", default=[], metavar="CAP", help="Add a capability.")
+    p.add_argument("--cap-drop", action="append", default=[], metavar="CAP", help="Drop a capability.")
+    p.add_argument("--privileged", action="store_true", help="All capabilities, devices, no seccomp.")
+    p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
+                   help="no-new-privileges[:false], seccomp=unconfined.")
+    p.add_argument("--network", default="none", choices=("none", "host"), metavar="[none|host]",
+                   help="Network namespace: a new empty one (none) or the host's.")
+    p.add_argument("--hostname", "-h", default="", metavar="TEXT", help="Container host name.")
+    p.add_argument("--sysctl", action="append", default=[], metavar="K=V", help="Namespaced kernel parameter.")
+    p.add_argument("--stop-signal", metavar="SIG", help="Signal to stop the container.")
+    p.add_argument("--label", "-l", dest="labels", action="append", default=[], metavar="K=V", help="Container label.")
+    p.add_argument("-i", "--interactive", action="store_true", help="Keep stdin open.")
+    p.add_argument("-t", "--tty", action="store_true", help="Allocate a terminal.")
+    p.add_argument("--plain-http", action="store_true", help="Pull a missing image over plain http.")
+    add_command_line(p, "image", command_required=False)
 
 
-def _build_options(args: Sequence[str], kw: dict[str, Any]) -> ContainerOptions:
+def _build_options(a: Namespace) -> ContainerOptions:
     from hawser.errors import InvalidArgument
     from hawser.runtime import BindMount, ContainerOptions, Namespaces, Resources, TmpfsMount, parse_cpus, parse_memory
 
     mounts = []
-    for spec in kw["volumes"]:
+    for spec in a.volumes:
         parts = spec.split(":")
         if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
             raise InvalidArgument(f"invalid volume {spec!r}: use SRC:DST[:ro|rw]")
@@ -81,20 +80,20 @@ def _build_options(args: Sequence[str], kw: dict[str, Any]) -> ContainerOptions:
         mounts.append(BindMount(source=os.path.abspath(parts[0]), destination=parts[1], readonly="ro" in mode,
                                 propagation=propagation))
     tmpfs = []
-    for spec in kw["tmpfs"]:
+    for spec in a.tmpfs:
         dst, _, size = spec.partition(":")
         tmpfs.append(TmpfsMount(destination=dst, size=parse_memory(size) if size else None))
     quota = period = None
-    if kw["cpus"]:
-        quota, period = parse_cpus(kw["cpus"])
+    if a.cpus:
+        quota, period = parse_cpus(a.cpus)
     resources = Resources(
-        memory_limit=parse_memory(kw["memory"]) if kw["memory"] else None,
-        memory_swap=(-1 if kw["memory_swap"] == "-1" else parse_memory(kw["memory_swap"])) if kw["memory_swap"]
+        memory_limit=parse_memory(a.memory) if a.memory else None,
+        memory_swap=(-1 if a.memory_swap == "-1" else parse_memory(a.memory_swap)) if a.memory_swap
         else None,
-        cpu_quota=quota, cpu_period=period, cpu_shares=kw["cpu_shares"], cpuset_cpus=kw["cpuset_cpus"],
-        pids_limit=kw["pids_limit"])
+        cpu_quota=quota, cpu_period=period, cpu_shares=a.cpu_shares, cpuset_cpus=a.cpuset_cpus,
+        pids_limit=a.pids_limit)
     no_new_privs, seccomp = True, True
-    for opt in kw["security_opt"]:
+    for opt in a.security_opt:
         if opt in ("no-new-privileges", "no-new-privileges:true"):
             no_new_privs = True
         elif opt == "no-new-privileges:false":
@@ -104,19 +103,19 @@ def _build_options(args: Sequence[str], kw: dict[str, Any]) -> ContainerOptions:
         else:
             raise InvalidArgument(f"unsupported --security-opt {opt!r}")
     sysctls = {}
-    for item in kw["sysctl"]:
+    for item in a.sysctl:
         k, sep, v = item.partition("=")
         if not sep:
             raise InvalidArgument(f"invalid --sysctl {item!r}: use KEY=VALUE")
         sysctls[k] = v
-    entrypoint = None if kw["entrypoint"] is None else (tuple([kw["entrypoint"]]) if kw["entrypoint"] else ())
+    entrypoint = None if a.entrypoint is None else (tuple([a.entrypoint]) if a.entrypoint else ())
     return ContainerOptions(
-        args=tuple(args) if args else None, entrypoint=entrypoint, env=tuple(kw["env"]), workdir=kw["workdir"],
-        user=kw["user"], tty=kw["tty"], stdin=kw["interactive"], hostname=kw["hostname"],
-        read_only=kw["read_only"], mounts=tuple(mounts), tmpfs=tuple(tmpfs), cap_add=tuple(kw["cap_add"]),
-        cap_drop=tuple(kw["cap_drop"]), privileged=kw["privileged"], no_new_privileges=no_new_privs,
-        resources=resources, sysctls=sysctls, seccomp=seccomp, stop_signal=kw["stop_signal"],
-        namespaces=Namespaces(network="host" if kw["network"] == "host" else None))
+        args=tuple(a.command) if a.command else None, entrypoint=entrypoint, env=tuple(a.env), workdir=a.workdir,
+        user=a.user, tty=a.tty, stdin=a.interactive, hostname=a.hostname,
+        read_only=a.read_only, mounts=tuple(mounts), tmpfs=tuple(tmpfs), cap_add=tuple(a.cap_add),
+        cap_drop=tuple(a.cap_drop), privileged=a.privileged, no_new_privileges=no_new_privs,
+        resources=resources, sysctls=sysctls, seccomp=seccomp, stop_signal=a.stop_signal,
+        namespaces=Namespaces(network="host" if a.network == "host" else None))
 
 
 def _labels(items: Sequence[str]) -> dict[str, str]:
@@ -134,38 +133,38 @@ def _ensure_image(ctx: CliContext, image: str, plain_http: bool) -> None:
     try:
         store.resolve_name(image)
     except NotFound:
-        click.echo(f"Unable to find image '{image}' locally; pulling", err=True)
+        echo(f"Unable to find image '{image}' locally; pulling", err=True)
         from hawser.cli._progress import progress_display
 
         with progress_display(True) as sink:
             store.pull(image, plain_http=plain_http, progress=sink)
 
 
-def _create(ctx: CliContext, image: str, args: Sequence[str], kw: dict[str, Any]) -> ContainerInfo:
-    options = _build_options(args, kw)
-    _ensure_image(ctx, image, kw["plain_http"])
-    return _manager(ctx).create(image, options, name=kw["name"], labels=_labels(kw["labels"]))
+def _create(ctx: CliContext, a: Namespace) -> ContainerInfo:
+    options = _build_options(a)
+    _ensure_image(ctx, a.image, a.plain_http)
+    return _manager(ctx).create(a.image, options, name=a.name, labels=_labels(a.labels))
 
 
-@click.command(context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False})
-@click.option("-d", "--detach", is_flag=True, help="Run in the background; print the container id.")
-@click.option("--rm", "remove", is_flag=True, help="Remove the container when it exits.")
-@_container_options
-@click.argument("image")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@click.pass_obj
-def run(ctx: CliContext, /, detach: bool, remove: bool, image: str, args: tuple[str, ...], **kw: Any) -> None:
+def run(p: Parser) -> Handler:
     """Create and start a container from IMAGE (pulled if missing), running CMD."""
+    p.add_argument("-d", "--detach", action="store_true", help="Run in the background; print the container id.")
+    p.add_argument("--rm", dest="remove", action="store_true", help="Remove the container when it exits.")
+    _container_arguments(p)
+    return _run
+
+
+def _run(ctx: CliContext, a: Namespace) -> int | None:
     manager = _manager(ctx)
-    info = _create(ctx, image, args, kw)
-    if detach:
+    info = _create(ctx, a)
+    if a.detach:
         manager.start_created(info)
-        click.echo(info.id)
-        return
-    code = _run_foreground(manager, info, interactive=kw["interactive"], tty=kw["tty"])
-    if remove:
+        echo(info.id)
+        return None
+    code = _run_foreground(manager, info, interactive=a.interactive, tty=a.tty)
+    if a.remove:
         manager.remove(info.id, force=True)
-    sys.exit(code)
+    return code
 
 
 def _run_foreground(manager: ContainerManager, info: ContainerInfo, *, interactive: bool, tty: bool) -> int:
@@ -203,30 +202,36 @@ def _run_foreground(manager: ContainerManager, info: ContainerInfo, *, interacti
     return status.exit_code
 
 
-@click.command(context_settings={"allow_interspersed_args": False})
-@_container_options
-@click.argument("image")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@click.pass_obj
-def create(ctx: CliContext, /, image: str, args: tuple[str, ...], **kw: Any) -> None:
+def create(p: Parser) -> Handler:
     """Create a container from IMAGE without starting it; print its id."""
-    click.echo(_create(ctx, image, args, kw).id)
+    _container_arguments(p)
+    return _create_command
 
 
-@click.command()
-@click.option("-a", "--attach", is_flag=True, help="Relay the container's output until it exits.")
-@click.argument("containers", nargs=-1, required=True)
-@click.pass_obj
-def start(ctx: CliContext, attach: bool, containers: tuple[str, ...]) -> None:
+def _create_command(ctx: CliContext, a: Namespace) -> None:
+    echo(_create(ctx, a).id)
+
+
+def _containers(p: Parser, *, required: bool = True) -> None:
+    p.add_argument("containers", nargs="+" if required else "*", metavar="CONTAINERS")
+
+
+def start(p: Parser) -> Handler:
     """Start created containers."""
+    p.add_argument("-a", "--attach", action="store_true", help="Relay the container's output until it exits.")
+    _containers(p)
+    return _start
+
+
+def _start(ctx: CliContext, a: Namespace) -> int | None:
+    if a.attach and len(a.containers) != 1:
+        raise UsageError("--attach takes one container")
     manager = _manager(ctx)
-    if attach:
-        if len(containers) != 1:
-            raise click.UsageError("--attach takes one container")
-        record = manager.lookup(containers[0])
-        sys.exit(_attached_start(manager, record))
-    for c in containers:
-        click.echo(manager.start(c).record.name)
+    if a.attach:
+        return _attached_start(manager, manager.lookup(a.containers[0]))
+    for c in a.containers:
+        echo(manager.start(c).record.name)
+    return None
 
 
 def _ago(t: float | None) -> str:
@@ -254,21 +259,30 @@ def _status_text(info: ContainerInfo) -> str:
     return f"Unknown: {s.reason}"
 
 
-@click.command()
-@click.option("-a", "--all", "all_", is_flag=True, help="Show all containers, not only running ones.")
-@click.option("-q", "--quiet", is_flag=True, help="Only ids.")
-@click.option("--no-trunc", is_flag=True, help="Full ids and commands.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-@click.pass_obj
-def ps(ctx: CliContext, all_: bool, quiet: bool, no_trunc: bool, fmt: str) -> None:
+def _format(p: Parser) -> None:
+    p.add_argument("--format", choices=("table", "json"), default="table", metavar="[table|json]")
+
+
+def ps(p: Parser) -> Handler:
     """List containers."""
-    infos = _manager(ctx).list(all_=all_)
-    if quiet:
+    p.add_argument("-a", "--all", action="store_true", help="Show all containers, not only running ones.")
+    p.add_argument("-q", "--quiet", action="store_true", help="Only ids.")
+    p.add_argument("--no-trunc", action="store_true", help="Full ids and commands.")
+    _format(p)
+    return _ps
+
+
+def _ps(ctx: CliContext, a: Namespace) -> None:
+    no_trunc = a.no_trunc
+    infos = _manager(ctx).list(all_=a.all)
+    if a.quiet:
         for i in infos:
-            click.echo(i.id if no_trunc else i.id[:12])
+            echo(i.id if no_trunc else i.id[:12])
         return
-    if fmt == "json":
-        click.echo(json.dumps([i.to_json() for i in infos], indent=2))
+    if a.format == "json":
+        import json
+
+        echo(json.dumps([i.to_json() for i in infos], indent=2))
         return
     rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
     for i in infos:
@@ -279,66 +293,70 @@ def ps(ctx: CliContext, all_: bool, quiet: bool, no_trunc: bool, fmt: str) -> No
                      f"{_ago(i.record.created_at)} ago", _status_text(i), i.record.name))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
-        click.echo("   ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+        echo("   ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
-@click.command("exec", context_settings={"allow_interspersed_args": False})
-@click.option("-d", "--detach", is_flag=True, help="Run in the background.")
-@click.option("-i", "--interactive", is_flag=True, help="Keep stdin open.")
-@click.option("-t", "--tty", is_flag=True, help="Allocate a terminal.")
-@click.option("-e", "--env", "env", multiple=True, metavar="K=V")
-@click.option("-u", "--user", metavar="USER[:GROUP]")
-@click.option("-w", "--workdir", metavar="DIR")
-@click.argument("container")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-@click.pass_obj
-def exec_(ctx: CliContext, detach: bool, interactive: bool, tty: bool, env: tuple[str, ...], user: str | None,
-          workdir: str | None, container: str, command: tuple[str, ...]) -> None:
+def exec_(p: Parser) -> Handler:
     """Run COMMAND in a running CONTAINER."""
-    del interactive  # stdin is this process's own; runc relays it
-    code = _manager(ctx).exec_attached(container, command, tty=tty, detach=detach, env=env, user=user,
-                                       workdir=workdir)
-    sys.exit(code)
+    p.add_argument("-d", "--detach", action="store_true", help="Run in the background.")
+    p.add_argument("-i", "--interactive", action="store_true", help="Keep stdin open.")
+    p.add_argument("-t", "--tty", action="store_true", help="Allocate a terminal.")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
+    p.add_argument("-u", "--user", metavar="USER[:GROUP]")
+    p.add_argument("-w", "--workdir", metavar="DIR")
+    add_command_line(p, "container", command_required=True)
+    return _exec
 
 
-@click.command()
-@click.option("-f", "--follow", is_flag=True, help="Keep printing until the container exits.")
-@click.option("--since", metavar="T", help="Only entries since T (10m, RFC 3339, Unix time).")
-@click.option("-n", "--tail", metavar="N", help="Only the last N lines ('all').")
-@click.option("-t", "--timestamps", is_flag=True, help="Prefix each line with its time.")
-@click.argument("container")
-@click.pass_obj
-def logs(ctx: CliContext, follow: bool, since: str | None, tail: str | None, timestamps: bool,
-         container: str) -> None:
+def _exec(ctx: CliContext, a: Namespace) -> int:
+    # a.interactive: stdin is this process's own; runc relays it
+    return _manager(ctx).exec_attached(a.container, tuple(a.command), tty=a.tty, detach=a.detach,
+                                       env=tuple(a.env), user=a.user, workdir=a.workdir)
+
+
+def logs(p: Parser) -> Handler:
     """Print a container's output."""
+    p.add_argument("-f", "--follow", action="store_true", help="Keep printing until the container exits.")
+    p.add_argument("--since", metavar="T", help="Only entries since T (10m, RFC 3339, Unix time).")
+    p.add_argument("-n", "--tail", metavar="N", help="Only the last N lines ('all').")
+    p.add_argument("-t", "--timestamps", action="store_true", help="Prefix each line with its time.")
+    p.add_argument("container", metavar="CONTAINER")
+    return _logs
+
+
+def _logs(ctx: CliContext, a: Namespace) -> None:
     from hawser.errors import InvalidArgument
     from hawser.runtime import parse_since
 
+    tail, since = a.tail, a.since
     tail_n: int | None = None
     if tail is not None and tail != "all":
         if not tail.isdigit():
             raise InvalidArgument(f"invalid --tail {tail!r}: a number or 'all'")
         tail_n = int(tail)
     out, err = sys.stdout.buffer, sys.stderr.buffer
-    for entry in _manager(ctx).logs(container, since=parse_since(since) if since else None, tail=tail_n,
-                                    follow=follow):
+    for entry in _manager(ctx).logs(a.container, since=parse_since(since) if since else None, tail=tail_n,
+                                    follow=a.follow):
         stream = out if entry.stream == "stdout" else err
-        if timestamps:
+        if a.timestamps:
             stream.write(entry.time.encode() + b" ")
         stream.write(entry.data)
         stream.flush()
 
 
-@click.command()
-@click.option("-t", "--time", "timeout", type=float, help="Seconds before SIGKILL [default: the config's].")
-@click.argument("containers", nargs=-1, required=True)
-@click.pass_obj
-def stop(ctx: CliContext, timeout: float | None, containers: tuple[str, ...]) -> None:
+def stop(p: Parser) -> Handler:
     """Stop containers: the stop signal, then SIGKILL."""
+    p.add_argument("-t", "--time", dest="timeout", type=float, metavar="FLOAT",
+                   help="Seconds before SIGKILL [default: the config's].")
+    _containers(p)
+    return _stop
+
+
+def _stop(ctx: CliContext, a: Namespace) -> None:
     manager = _manager(ctx)
-    for c in containers:
-        manager.stop(c, timeout)
-        click.echo(c)
+    for c in a.containers:
+        manager.stop(c, a.timeout)
+        echo(c)
 
 
 def _signal_number(text: str) -> int:
@@ -353,41 +371,49 @@ def _signal_number(text: str) -> int:
         raise InvalidArgument(f"unknown signal {text!r}") from None
 
 
-@click.command()
-@click.option("-s", "--signal", "sig", default="KILL", help="Signal to send [default: KILL].")
-@click.argument("containers", nargs=-1, required=True)
-@click.pass_obj
-def kill(ctx: CliContext, sig: str, containers: tuple[str, ...]) -> None:
+def kill(p: Parser) -> Handler:
     """Send a signal to containers."""
+    p.add_argument("-s", "--signal", default="KILL", metavar="TEXT", help="Signal to send [default: KILL].")
+    _containers(p)
+    return _kill
+
+
+def _kill(ctx: CliContext, a: Namespace) -> None:
     manager = _manager(ctx)
-    number = _signal_number(sig)
-    for c in containers:
+    number = _signal_number(a.signal)
+    for c in a.containers:
         manager.kill(c, number)
-        click.echo(c)
+        echo(c)
 
 
-@click.command()
-@click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
-@click.argument("containers", nargs=-1, required=True)
-@click.pass_obj
-def rm(ctx: CliContext, force: bool, containers: tuple[str, ...]) -> None:
+def rm(p: Parser) -> Handler:
     """Remove containers."""
+    p.add_argument("-f", "--force", action="store_true", help="Kill a running container first.")
+    _containers(p)
+    return _rm
+
+
+def _rm(ctx: CliContext, a: Namespace) -> None:
     manager = _manager(ctx)
-    for c in containers:
-        manager.remove(c, force=force)
-        click.echo(c)
+    for c in a.containers:
+        manager.remove(c, force=a.force)
+        echo(c)
 
 
-@click.command()
-@click.argument("names", nargs=-1, required=True)
-@click.pass_obj
-def inspect(ctx: CliContext, names: tuple[str, ...]) -> None:
+def inspect(p: Parser) -> Handler:
     """Show containers (or images) as JSON."""
+    p.add_argument("names", nargs="+", metavar="NAMES")
+    return _inspect
+
+
+def _inspect(ctx: CliContext, a: Namespace) -> None:
+    import json
+
     from hawser.errors import NotFound
 
     manager = _manager(ctx)
     out = []
-    for n in names:
+    for n in a.names:
         try:
             out.append(manager.info(manager.lookup(n)).to_json())
         except NotFound:
@@ -396,7 +422,7 @@ def inspect(ctx: CliContext, names: tuple[str, ...]) -> None:
                 out.append(store.inspect(store.resolve_name(n)).to_json())
             except NotFound:
                 raise NotFound(f"no such container or image: {n}") from None
-    click.echo(json.dumps(out, indent=2))
+    echo(json.dumps(out, indent=2))
 
 
 def _attached_start(manager: ContainerManager, record: Container) -> int:
@@ -414,58 +440,69 @@ def _attached_start(manager: ContainerManager, record: Container) -> int:
     return status.exit_code if status.state == EXITED and status.exit_code is not None else 125
 
 
-@click.command()
-@click.argument("containers", nargs=-1, required=True)
-@click.pass_obj
-def pause(ctx: CliContext, containers: tuple[str, ...]) -> None:
+def pause(p: Parser) -> Handler:
     """Freeze every process of containers."""
+    _containers(p)
+    return _pause
+
+
+def _pause(ctx: CliContext, a: Namespace) -> None:
     manager = _manager(ctx)
-    for c in containers:
+    for c in a.containers:
         manager.pause(c)
-        click.echo(c)
+        echo(c)
 
 
-@click.command()
-@click.argument("containers", nargs=-1, required=True)
-@click.pass_obj
-def unpause(ctx: CliContext, containers: tuple[str, ...]) -> None:
+def unpause(p: Parser) -> Handler:
     """Thaw paused containers."""
+    _containers(p)
+    return _unpause
+
+
+def _unpause(ctx: CliContext, a: Namespace) -> None:
     manager = _manager(ctx)
-    for c in containers:
+    for c in a.containers:
         manager.resume(c)
-        click.echo(c)
+        echo(c)
 
 
-@click.command()
-@click.argument("containers", nargs=-1, required=True)
-@click.pass_obj
-def wait(ctx: CliContext, containers: tuple[str, ...]) -> None:
+def wait(p: Parser) -> Handler:
     """Wait for containers to exit; print their exit codes."""
+    _containers(p)
+    return _wait
+
+
+def _wait(ctx: CliContext, a: Namespace) -> None:
     manager = _manager(ctx)
-    for c in containers:
+    for c in a.containers:
         status = manager.wait(c)
-        click.echo("" if status.exit_code is None else status.exit_code)
+        echo("" if status.exit_code is None else status.exit_code)
 
 
 def _mb(n: int) -> str:
     return f"{n / (1 << 20):.1f}MiB"
 
 
-@click.command()
-@click.option("--no-stream", is_flag=True, help="Print once and exit.")
-@click.option("-a", "--all", "all_", is_flag=True, help="All containers, not only running ones.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-@click.argument("containers", nargs=-1)
-@click.pass_obj
-def stats(ctx: CliContext, no_stream: bool, all_: bool, fmt: str, containers: tuple[str, ...]) -> None:
+def stats(p: Parser) -> Handler:
     """Resource usage of containers, from their cgroups."""
+    p.add_argument("--no-stream", action="store_true", help="Print once and exit.")
+    p.add_argument("-a", "--all", action="store_true", help="All containers, not only running ones.")
+    _format(p)
+    _containers(p, required=False)
+    return _stats
+
+
+def _stats(ctx: CliContext, a: Namespace) -> None:
+    import json
+
     from hawser.errors import NotFound
     from hawser.host import CgroupLayout, read_stats
 
+    fmt = a.format
     manager = _manager(ctx)
     layout = CgroupLayout.detect()
-    records = [manager.lookup(c) for c in containers] if containers else \
-        [i.record for i in manager.list(all_=all_)]
+    records = [manager.lookup(c) for c in a.containers] if a.containers else \
+        [i.record for i in manager.list(all_=a.all)]
     previous: dict[str, tuple[int, int]] = {}
     while True:
         rows: list[dict[str, Any]] = []
@@ -486,17 +523,17 @@ def stats(ctx: CliContext, no_stream: bool, all_: bool, fmt: str, containers: tu
                          "block_read": s.blkio_read_bytes, "block_write": s.blkio_write_bytes,
                          "oom_kills": s.oom_kills})
         if fmt == "json":
-            click.echo(json.dumps(rows))
+            echo(json.dumps(rows))
         else:
-            click.echo(f"{'CONTAINER ID':14}{'NAME':24}{'CPU %':>8}  {'MEM USAGE / LIMIT':>26}  {'PIDS':>5}  "
+            echo(f"{'CONTAINER ID':14}{'NAME':24}{'CPU %':>8}  {'MEM USAGE / LIMIT':>26}  {'PIDS':>5}  "
                        f"{'BLOCK I/O':>20}")
             for row in rows:
                 limit = _mb(row["memory_limit"]) if row["memory_limit"] else "unlimited"
-                click.echo(f"{row['id'][:12]:14}{row['name'][:23]:24}{row['cpu_percent']:>7.2f}%  "
+                echo(f"{row['id'][:12]:14}{row['name'][:23]:24}{row['cpu_percent']:>7.2f}%  "
                            f"{_mb(row['memory_working_set']) + ' / ' + limit:>26}  {row['pids']:>5}  "
                            f"{_mb(row['block_read']) + ' / ' + _mb(row['block_write']):>20}")
-        if no_stream:
+        if a.no_stream:
             return
         time.sleep(1.0)
         if fmt == "table" and os.isatty(1):
-            click.echo("\x1b[2J\x1b[H", nl=False)
+            echo("\x1b[2J\x1b[H", end="")

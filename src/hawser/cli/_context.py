@@ -1,9 +1,10 @@
-"""What every command gets: the effective config and, on demand, the store."""
+"""What every command gets: the effective config and, on demand, the store; and echo."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import sys
 
+TYPE_CHECKING = False  # see _parser: the CLI never imports typing
 if TYPE_CHECKING:
     from hawser.config import Config
     from hawser.images import ImageStore
@@ -11,7 +12,7 @@ if TYPE_CHECKING:
 
 class CliContext:
     def __init__(self, *, config_path: str | None, root: str | None, state: str | None,
-                 registry_config_dir: str | None, snapshotter: str | None, debug: bool, **_: Any) -> None:
+                 registry_config_dir: str | None, snapshotter: str | None, debug: bool) -> None:
         self._config_path = config_path
         self._overrides = {"root": root, "state": state, "snapshotter": snapshotter}
         self._registry_config_dir = registry_config_dir
@@ -38,3 +39,9 @@ class CliContext:
 
             self._store = ImageStore.open(self.config, to_free_space=to_free_space)
         return self._store
+
+
+def echo(text: object = "", *, err: bool = False, end: str = "\n") -> None:
+    """print, flushed at once: lines reach a pipe as they happen (stop, stats, pull progress)
+    and keep their order with container output, which is written to the binary streams."""
+    print(text, end=end, file=sys.stderr if err else sys.stdout, flush=True)

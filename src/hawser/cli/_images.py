@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
-from typing import TYPE_CHECKING
+from hawser.cli._context import CliContext, echo
+from hawser.cli._parser import group
 
-import click
-
-from hawser.cli._context import CliContext
-from hawser.cli._progress import progress_display
-
+TYPE_CHECKING = False  # see _parser: the CLI never imports typing
 if TYPE_CHECKING:
+    from argparse import Namespace
+
+    from hawser.cli._parser import Handler, Parser
     from hawser.oci import Platform
 
 
@@ -23,19 +21,22 @@ def _platform(value: str | None) -> Platform | None:
     return Platform.parse(value)
 
 
-@click.command()
-@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to pull [default: this host's].")
-@click.option("--plain-http", is_flag=True, help="Talk http, not https, to the registry.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only the image name.")
-@click.argument("reference")
-@click.pass_obj
-def pull(ctx: CliContext, platform: str | None, plain_http: bool, quiet: bool, reference: str) -> None:
+def pull(p: Parser) -> Handler:
     """Pull REFERENCE (e.g. 127.0.0.1:5000/app:1.0) into the store and unpack it."""
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to pull [default: this host's].")
+    p.add_argument("--plain-http", action="store_true", help="Talk http, not https, to the registry.")
+    p.add_argument("-q", "--quiet", action="store_true", help="Print only the image name.")
+    p.add_argument("reference", metavar="REFERENCE")
+    return _pull
+
+
+def _pull(ctx: CliContext, a: Namespace) -> None:
+    from hawser.cli._progress import progress_display
+
     store = ctx.store()
-    with progress_display(quiet) as sink:
-        image = store.pull(reference, platform=_platform(platform), plain_http=plain_http,
-                           progress=sink)
-    click.echo(image.name if quiet else f"{image.name}: {image.target.digest}")
+    with progress_display(a.quiet) as sink:
+        image = store.pull(a.reference, platform=_platform(a.platform), plain_http=a.plain_http, progress=sink)
+    echo(image.name if a.quiet else f"{image.name}: {image.target.digest}")
 
 
 def _human(size: float) -> str:
@@ -49,6 +50,8 @@ def _human(size: float) -> str:
 def _age(created: str) -> str:
     if not created:
         return ""
+    import datetime as _dt
+
     try:
         when = _dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
     except ValueError:
@@ -62,21 +65,26 @@ def _age(created: str) -> str:
     return "just now"
 
 
-@click.command("images")
-@click.option("-q", "--quiet", is_flag=True, help="Only image IDs.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-@click.option("--no-trunc", is_flag=True, help="Full digests.")
-@click.pass_obj
-def images(ctx: CliContext, quiet: bool, fmt: str, no_trunc: bool) -> None:
+def images(p: Parser) -> Handler:
     """List images: name, digest, size, created."""
+    p.add_argument("-q", "--quiet", action="store_true", help="Only image IDs.")
+    p.add_argument("--format", choices=("table", "json"), default="table", metavar="[table|json]")
+    p.add_argument("--no-trunc", action="store_true", help="Full digests.")
+    return _images
+
+
+def _images(ctx: CliContext, a: Namespace) -> None:
+    no_trunc = a.no_trunc
     rows = sorted(ctx.store().list_images(), key=lambda i: i.name)
-    if fmt == "json":
-        click.echo(json.dumps([{"name": i.name, "digest": str(i.target.digest), "id": str(i.image_id or ""),
-                                "size": i.size, "created": i.created} for i in rows], indent=2))
+    if a.format == "json":
+        import json
+
+        echo(json.dumps([{"name": i.name, "digest": str(i.target.digest), "id": str(i.image_id or ""),
+                          "size": i.size, "created": i.created} for i in rows], indent=2))
         return
-    if quiet:
+    if a.quiet:
         for i in rows:
-            click.echo(str(i.image_id or "") if no_trunc else str(i.image_id or "").removeprefix("sha256:")[:12])
+            echo(str(i.image_id or "") if no_trunc else str(i.image_id or "").removeprefix("sha256:")[:12])
         return
     table = [("NAME", "DIGEST", "IMAGE ID", "SIZE", "CREATED")]
     for i in rows:
@@ -85,53 +93,54 @@ def images(ctx: CliContext, quiet: bool, fmt: str, no_trunc: bool) -> None:
         table.append((i.name, digest, image_id, _human(i.size), _age(i.created)))
     widths = [max(len(r[c]) for r in table) for c in range(5)]
     for r in table:
-        click.echo("   ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+        echo("   ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
-@click.command("rmi")
-@click.argument("references", nargs=-1, required=True)
-@click.pass_obj
-def rmi(ctx: CliContext, references: tuple[str, ...]) -> None:
+def rmi(p: Parser) -> Handler:
     """Remove images, then collect what no image uses any more."""
+    p.add_argument("references", nargs="+", metavar="REFERENCES")
+    return _rmi
+
+
+def _rmi(ctx: CliContext, a: Namespace) -> None:
     # Removing images is how a full disk gets room back: it may use the reserve.
-    for name in ctx.store(to_free_space=True).remove(list(references)):
-        click.echo(f"Untagged: {name}")
+    for name in ctx.store(to_free_space=True).remove(list(a.references)):
+        echo(f"Untagged: {name}")
 
 
-@click.command("inspect")
-@click.option("--platform", metavar="OS/ARCH[/VARIANT]")
-@click.argument("references", nargs=-1, required=True)
-@click.pass_obj
-def inspect(ctx: CliContext, platform: str | None, references: tuple[str, ...]) -> None:
+def inspect(p: Parser) -> Handler:
     """Show images as JSON."""
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]")
+    p.add_argument("references", nargs="+", metavar="REFERENCES")
+    return _inspect
+
+
+def _inspect(ctx: CliContext, a: Namespace) -> None:
+    import json
+
     store = ctx.store()
-    out = [store.inspect(store.resolve_name(r), _platform(platform)).to_json()
-           for r in references]
-    click.echo(json.dumps(out, indent=2))
+    out = [store.inspect(store.resolve_name(r), _platform(a.platform)).to_json() for r in a.references]
+    echo(json.dumps(out, indent=2))
 
 
-@click.command("import")
-@click.option("--name", metavar="REF", help="Name the image (when the archive does not).")
-@click.option("--platform", metavar="OS/ARCH[/VARIANT]")
-@click.option("-q", "--quiet", is_flag=True)
-@click.argument("path", type=click.Path())
-@click.pass_obj
-def import_(ctx: CliContext, name: str | None, platform: str | None, quiet: bool, path: str) -> None:
+def import_(p: Parser) -> Handler:
     """Import an OCI image layout directory or tar (no registry needed)."""
-    with progress_display(quiet) as sink:
-        imported = ctx.store().import_archive(path, name=name, platform=_platform(platform),
-                                              progress=sink)
+    p.add_argument("--name", metavar="REF", help="Name the image (when the archive does not).")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("path", metavar="PATH")
+    return _import
+
+
+def _import(ctx: CliContext, a: Namespace) -> None:
+    from hawser.cli._progress import progress_display
+
+    with progress_display(a.quiet) as sink:
+        imported = ctx.store().import_archive(a.path, name=a.name, platform=_platform(a.platform), progress=sink)
     for image in imported:
-        click.echo(image.name if quiet else f"{image.name}: {image.target.digest}")
+        echo(image.name if a.quiet else f"{image.name}: {image.target.digest}")
 
 
-@click.group("image")
-def image() -> None:
+def image(p: Parser) -> Handler:
     """Manage images."""
-
-
-image.add_command(inspect)
-image.add_command(import_)
-image.add_command(rmi, "rm")
-image.add_command(images, "ls")
-image.add_command(pull)
+    return group(p, {"inspect": inspect, "import": import_, "rm": rmi, "ls": images, "pull": pull})

@@ -1,115 +1,110 @@
 """Entry point: global options, the command table, and one-line errors.
 
 Command modules are imported only when their command runs, so that
-``hawser --version`` and ``hawser --help`` stay fast.
+``hawser --version`` and ``hawser --help`` stay fast; so is everything they
+need (rich, json, the store).
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Any
-
-import click
 
 from hawser import __version__
-from hawser.cli._context import CliContext
+from hawser.cli._context import CliContext, echo
+from hawser.cli._parser import Parser
 
-# name -> (module, attribute): loaded on first use.
-_COMMANDS: dict[str, tuple[str, str]] = {
-    "pull": ("hawser.cli._images", "pull"),
-    "images": ("hawser.cli._images", "images"),
-    "rmi": ("hawser.cli._images", "rmi"),
-    "image": ("hawser.cli._images", "image"),
-    "system": ("hawser.cli._system", "system"),
-    "config": ("hawser.cli._config", "config"),
-    **{name: ("hawser.cli._containers", attr) for name, attr in (
-        ("run", "run"), ("create", "create"), ("start", "start"), ("ps", "ps"), ("exec", "exec_"),
-        ("logs", "logs"), ("stop", "stop"), ("kill", "kill"), ("rm", "rm"), ("inspect", "inspect"),
-        ("stats", "stats"), ("pause", "pause"), ("unpause", "unpause"), ("wait", "wait"))},
-}
-_HELP = {
-    "pull": "Pull an image from a registry.",
-    "images": "List images.",
-    "rmi": "Remove images.",
-    "image": "Manage images (inspect, import, rm, ls).",
-    "system": "Store usage, garbage collection.",
-    "config": "Show configuration.",
-    "run": "Create and start a container.",
-    "create": "Create a container.",
-    "start": "Start created containers.",
-    "ps": "List containers.",
-    "exec": "Run a command in a running container.",
-    "logs": "Print a container's output.",
-    "stop": "Stop containers.",
-    "kill": "Signal containers.",
-    "rm": "Remove containers.",
-    "inspect": "Show containers or images as JSON.",
-    "stats": "Container resource usage.",
-    "pause": "Pause containers.",
-    "unpause": "Unpause containers.",
-    "wait": "Wait for containers to exit.",
+TYPE_CHECKING = False  # see _parser: the CLI never imports typing
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from hawser.cli._parser import Builder
+
+# name -> (module under hawser.cli, its builder function, summary for ``hawser --help``)
+_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "pull": ("_images", "pull", "Pull an image from a registry."),
+    "images": ("_images", "images", "List images."),
+    "rmi": ("_images", "rmi", "Remove images."),
+    "image": ("_images", "image", "Manage images (inspect, import, rm, ls)."),
+    "system": ("_system", "system", "Store usage, garbage collection."),
+    "config": ("_config", "config", "Show configuration."),
+    "run": ("_containers", "run", "Create and start a container."),
+    "create": ("_containers", "create", "Create a container."),
+    "start": ("_containers", "start", "Start created containers."),
+    "ps": ("_containers", "ps", "List containers."),
+    "exec": ("_containers", "exec_", "Run a command in a running container."),
+    "logs": ("_containers", "logs", "Print a container's output."),
+    "stop": ("_containers", "stop", "Stop containers."),
+    "kill": ("_containers", "kill", "Signal containers."),
+    "rm": ("_containers", "rm", "Remove containers."),
+    "inspect": ("_containers", "inspect", "Show containers or images as JSON."),
+    "stats": ("_containers", "stats", "Container resource usage."),
+    "pause": ("_containers", "pause", "Pause containers."),
+    "unpause": ("_containers", "unpause", "Unpause containers."),
+    "wait": ("_containers", "wait", "Wait for containers to exit."),
 }
 
 
-class _LazyGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(_COMMANDS)
+def _load(name: str) -> Builder:
+    import importlib
 
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        entry = _COMMANDS.get(name)
-        if entry is None:
-            return None
-        import importlib
-
-        command: click.Command = getattr(importlib.import_module(entry[0]), entry[1])
-        return command
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        with formatter.section("Commands"):
-            formatter.write_dl([(name, _HELP[name]) for name in sorted(_COMMANDS)])
+    module, function, _ = _COMMANDS[name]
+    build: Builder = getattr(importlib.import_module(f"hawser.cli.{module}"), function)
+    return build
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", "-v", prog_name="hawser", message="%(prog)s version %(version)s")
-@click.option("--config", "config_path", metavar="FILE", help="Config file [default: /etc/hawser/config.toml].")
-@click.option("--root", metavar="DIR", help="Persistent data [default: /var/lib/hawser].")
-@click.option("--state", metavar="DIR", help="Transient state [default: /run/hawser].")
-@click.option("--registry-config-dir", metavar="DIR", help="hosts.toml directory [default: /etc/hawser/certs.d].")
-@click.option("--snapshotter", type=click.Choice(["overlayfs", "native"]), help="Snapshotter [default: overlayfs].")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-@click.pass_context
-def cli(ctx: click.Context, /, **options: Any) -> None:
-    """hawser: pull OCI images and run containers."""
-    ctx.obj = CliContext(**options)
+def _parser() -> Parser:
+    parser = Parser("hawser", description="hawser: pull OCI images and run containers.")
+    parser.add_argument("-v", "--version", action="version", version=f"hawser version {__version__}",
+                        help="Show the version and exit.")
+    parser.add_argument("--config", metavar="FILE", help="Config file [default: /etc/hawser/config.toml].")
+    parser.add_argument("--root", metavar="DIR", help="Persistent data [default: /var/lib/hawser].")
+    parser.add_argument("--state", metavar="DIR", help="Transient state [default: /run/hawser].")
+    parser.add_argument("--registry-config-dir", metavar="DIR",
+                        help="hosts.toml directory [default: /etc/hawser/certs.d].")
+    parser.add_argument("--snapshotter", choices=("overlayfs", "native"), metavar="[overlayfs|native]",
+                        help="Snapshotter [default: overlayfs].")
+    parser.add_argument("--debug", action="store_true", help="Show tracebacks.")
+    parser.add_help_option()
+    parser.add_commands({name: summary for name, (_, _, summary) in _COMMANDS.items()})
+    return parser
 
 
 def run() -> None:
-    debug = "--debug" in sys.argv
+    debug = False
     try:
-        cli.main(standalone_mode=False, prog_name="hawser")
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(130)
+        parser = _parser()
+        args = parser.parse_args()
+        debug = args.debug
+        ctx = CliContext(config_path=args.config, root=args.root, state=args.state,
+                         registry_config_dir=args.registry_config_dir, snapshotter=args.snapshotter, debug=debug)
+        code = parser.run_command(ctx, args, _load)
     except KeyboardInterrupt:
         sys.exit(130)
     except BrokenPipeError:
+        # The reader went away (``hawser ps | head``): no complaint from the
+        # interpreter's final flush either.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)
     except Exception as exc:
-        from hawser.errors import HawserError
+        _fail(exc, debug=debug)
+    sys.exit(code)
 
-        if debug:
-            import traceback
 
-            traceback.print_exc()
-        if isinstance(exc, HawserError):
-            click.echo(f"hawser: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        if isinstance(exc, OSError) and exc.errno == 28:
-            click.echo(f"hawser: no space left on device: {exc}", err=True)
-            sys.exit(1)
-        click.echo(f"hawser: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
-        sys.exit(70)
+def _fail(exc: Exception, *, debug: bool) -> NoReturn:
+    """One line on stderr, and the exit code of the error's kind."""
+    from hawser.errors import HawserError
+
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    if isinstance(exc, HawserError):
+        echo(f"hawser: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    if isinstance(exc, OSError) and exc.errno == 28:
+        echo(f"hawser: no space left on device: {exc}", err=True)
+        sys.exit(1)
+    echo(f"hawser: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+    sys.exit(70)

@@ -7,11 +7,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
 
-import click
+from hawser.cli._context import echo
 
+TYPE_CHECKING = False  # see _parser: the CLI never imports typing
 if TYPE_CHECKING:
+    from typing import Any
+
     from hawser.images import ProgressEvent, ProgressSink
 
 
@@ -32,7 +34,7 @@ class LineProgress:
 
         with self._lock:
             if not isinstance(event, LayerProgress):
-                click.echo(event.text)
+                echo(event.text)
                 return
             if self._stage.get(event.digest) == event.stage:
                 return
@@ -42,7 +44,7 @@ class LineProgress:
             extra = f" {event.total} bytes" if event.stage in ("done", "exists") else ""
             if event.stage == "done":
                 extra += f" in {now - start:.2f}s"
-            click.echo(f"{_short(event.digest)}: {event.stage}{extra}")
+            echo(f"{_short(event.digest)}: {event.stage}{extra}")
 
 
 class RichProgress:

@@ -2,44 +2,55 @@
 
 from __future__ import annotations
 
-import json
+from hawser.cli._context import CliContext, echo
+from hawser.cli._parser import group
 
-import click
+TYPE_CHECKING = False  # see _parser: the CLI never imports typing
+if TYPE_CHECKING:
+    from argparse import Namespace
 
-from hawser.cli._context import CliContext
-from hawser.cli._images import _human
+    from hawser.cli._parser import Handler, Parser
 
 
-@click.group()
-def system() -> None:
+def system(p: Parser) -> Handler:
     """Store usage and garbage collection."""
+    return group(p, {"df": df, "prune": prune})
 
 
-@system.command("df")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-@click.pass_obj
-def df(ctx: CliContext, fmt: str) -> None:
+def df(p: Parser) -> Handler:
     """Show how much disk images, content and snapshots use."""
+    p.add_argument("--format", choices=("table", "json"), default="table", metavar="[table|json]")
+    return _df
+
+
+def _df(ctx: CliContext, a: Namespace) -> None:
+    from hawser.cli._images import _human
+
     usage = ctx.store().usage()
-    if fmt == "json":
-        click.echo(json.dumps(usage, indent=2))
+    if a.format == "json":
+        import json
+
+        echo(json.dumps(usage, indent=2))
         return
-    click.echo(f"{'TYPE':<12}{'COUNT':>8}{'SIZE':>12}")
+    echo(f"{'TYPE':<12}{'COUNT':>8}{'SIZE':>12}")
     for kind in ("images", "content", "snapshots"):
-        click.echo(f"{kind:<12}{usage[kind]['count']:>8}{_human(usage[kind]['size']):>12}")
+        echo(f"{kind:<12}{usage[kind]['count']:>8}{_human(usage[kind]['size']):>12}")
 
 
-@system.command("prune")
-@click.option("--dry-run", is_flag=True, help="Say what would be removed, and why; remove nothing.")
-@click.pass_obj
-def prune(ctx: CliContext, dry_run: bool) -> None:
+def prune(p: Parser) -> Handler:
     """Collect garbage: blobs, snapshots and ingests no image or live lease uses."""
-    report = ctx.store(to_free_space=not dry_run).prune(dry_run=dry_run)
-    verb = "would remove" if dry_run else "removed"
+    p.add_argument("--dry-run", action="store_true", help="Say what would be removed, and why; remove nothing.")
+    return _prune
+
+
+def _prune(ctx: CliContext, a: Namespace) -> int:
+    from hawser.cli._images import _human
+
+    report = ctx.store(to_free_space=not a.dry_run).prune(dry_run=a.dry_run)
+    verb = "would remove" if a.dry_run else "removed"
     for item in report.removed:
-        click.echo(f"{verb} {item.kind} {item.key}: {item.reason}")
+        echo(f"{verb} {item.kind} {item.key}: {item.reason}")
     for err in report.errors:
-        click.echo(f"error: {err}", err=True)
-    click.echo(f"{verb} {len(report.removed)} objects, {_human(report.bytes_reclaimed)}")
-    if report.errors:
-        raise SystemExit(1)
+        echo(f"error: {err}", err=True)
+    echo(f"{verb} {len(report.removed)} objects, {_human(report.bytes_reclaimed)}")
+    return 1 if report.errors else 0
