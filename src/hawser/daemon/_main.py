@@ -47,13 +47,13 @@ def run(argv: list[str] | None = None) -> int:
             log_level=args.log_level))
     except HawserError as exc:
         setup_logging("info")
-        log.error("bad configuration", extra={"error": exc.message, "hint": exc.hint or ""})
+        log.error("bad configuration", extra=_error_fields(exc))
         return 2
     setup_logging(settings.daemon.log_level)
     try:
         abandoned = asyncio.run(_serve(settings))
     except HawserError as exc:
-        log.error("hawserd cannot start", extra={"error": exc.message, "hint": exc.hint or ""})
+        log.error("hawserd cannot start", extra=_error_fields(exc))
         return 1
     log.info("stopped")
     if abandoned:
@@ -62,6 +62,10 @@ def run(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+def _error_fields(exc: HawserError) -> dict[str, str]:
+    return {"error": exc.message, **({"hint": exc.hint} if exc.hint else {})}
 
 
 async def _serve(settings: Settings) -> bool:
