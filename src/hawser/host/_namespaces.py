@@ -156,18 +156,26 @@ def is_netns(path: str) -> bool:
 def _ensure_shared_dir(directory: str) -> bool:
     """Make ``directory`` a bind mount of itself, shared in its own peer group.
     Returns whether this call mounted it."""
+    created = True
     try:
         os.makedirs(directory, mode=0o711)
     except FileExistsError:
         if is_mountpoint(directory):
             return False
-    _mount(directory, directory, _MS_BIND)
+        created = False
     try:
-        # private first: leave the parent's peer group, then start a new one
-        _mount(None, directory, _MS_PRIVATE)
-        _mount(None, directory, _MS_SHARED)
+        _mount(directory, directory, _MS_BIND)
+        try:
+            # private first: leave the parent's peer group, then start a new one
+            _mount(None, directory, _MS_PRIVATE)
+            _mount(None, directory, _MS_SHARED)
+        except BaseException:
+            _umount_all(directory)
+            raise
     except BaseException:
-        _umount_all(directory)
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
         raise
     return True
 

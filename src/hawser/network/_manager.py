@@ -21,6 +21,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import os
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -40,6 +41,7 @@ from hawser.network._errors import (
 )
 from hawser.network._exec import Attachment, build_env, build_stdin, find_plugin, finish, run_plugin
 from hawser.network._result import Result, parse_result, result_from_json
+from hawser.network._standin import make_standin, remove_standin
 from hawser.network._types import NetworkStatus, PodNetwork, PodNetworkRequest
 
 log = logging.getLogger("hawser.network")
@@ -279,14 +281,35 @@ class CNINetwork:
     async def _delete(self, entry: CacheEntry, netns: str | None) -> list[PluginFailure]:
         net = parse_network_config(entry.config, source=f"cached config of pod {entry.pod_id}")
         path = entry.netns if netns is None else netns
+        standin_dir = ""
         if path and not await asyncio.to_thread(is_netns, path):
+            # gone: DEL in a stand-in holding the pod's addresses, else with no netns at all
             path = ""
-        attachment = Attachment(container_id=entry.pod_id, netns=path, ifname=entry.ifname, cni_args=entry.cni_args,
-                                capability_args=entry.capability_args)
-        failures = await self._del_chain(net, attachment, json.loads(entry.capability_args), entry.result)
+            addresses = self._sandbox_addresses(entry)
+            if addresses:
+                standin_dir = os.path.join(self._cache.directory, f".standin-{entry.pod_id}-{entry.ifname}")
+                standin = await asyncio.to_thread(make_standin, standin_dir, entry.ifname, addresses)
+                path = standin or ""
+        try:
+            attachment = Attachment(container_id=entry.pod_id, netns=path, ifname=entry.ifname,
+                                    cni_args=entry.cni_args, capability_args=entry.capability_args)
+            failures = await self._del_chain(net, attachment, json.loads(entry.capability_args), entry.result)
+        finally:
+            if standin_dir:
+                await finish(asyncio.to_thread(remove_standin, standin_dir))
         if not failures:
             await asyncio.to_thread(self._cache.delete, entry)
         return failures
+
+    @staticmethod
+    def _sandbox_addresses(entry: CacheEntry) -> list[str]:
+        if entry.result is None:
+            return []
+        try:
+            result = result_from_json(json.loads(entry.result), source="the CNI cache")
+        except (ValueError, FailedPrecondition):
+            return []
+        return [str(ip.address) for ip in result.sandbox_ips(entry.ifname)]
 
     async def _del_chain(self, net: NetworkConfig, attachment: Attachment, caps: Mapping[str, Any],
                          prev: str | None) -> list[PluginFailure]:
