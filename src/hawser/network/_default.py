@@ -12,7 +12,10 @@ Why these settings:
 - ``portmap`` (capability ``portMappings``) implements hostPort with DNAT.
   Its default ``snat: true`` marks connections from 127.0.0.1 for
   masquerading and sets ``route_localnet`` on the bridge, so a hostPort also
-  answers on 127.0.0.1 (checked against Debian 12's plugins, 1.1.1);
+  answers on 127.0.0.1 (checked against Debian 12's plugins, 1.1.1; IPv4
+  only, the kernel has no route_localnet for IPv6).  route_localnet also lets
+  a pod address 127.0.0.1 through the bridge (CVE-2020-8558); kube-proxy's
+  KUBE-FIREWALL rule drops such packets on Kubernetes nodes;
 - no ``loopback`` plugin: ``lo`` is brought up by hawser when it creates the
   pod's network namespace, so it is up whatever the node's conflist says and
   costs no plugin execution per pod.

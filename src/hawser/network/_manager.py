@@ -10,6 +10,10 @@ keeps going past a failing plugin so one broken plugin does not leak what the
 others hold; the failures are reported together afterwards and the cache
 entry is kept, so the next teardown tries again.
 
+A pod whose netns is already gone is DELeted in a stand-in namespace holding
+its recorded addresses (see ``_standin``), falling back to the spec's empty
+CNI_NETNS.
+
 Operations on one pod are serialized (the spec forbids parallel operations on
 one container); different pods run concurrently.
 """
@@ -194,7 +198,7 @@ class CNINetwork:
         net = self._configs.snapshot().network
         if net is None:
             raise FailedPrecondition(f"no CNI network config in {self.conf_dir}: cannot attach pod {request.pod_id}",
-                                     hint="install a .conflist there (hawser writes a default one at setup)")
+                                     hint="put a network .conflist there (hawser's default: hawser.network.write_default_conflist)")
         missing = self._missing_plugins(net)
         if missing:
             # fail before anything ran: a chain missing a plugin could not be undone either
@@ -255,6 +259,16 @@ class CNINetwork:
     def _pod_network(entry: CacheEntry, result: Result) -> PodNetwork:
         return PodNetwork(pod_id=entry.pod_id, network=entry.network, ifname=entry.ifname, netns=entry.netns,
                           result=result)
+
+    async def pod_network(self, pod_id: str) -> PodNetwork | None:
+        """The pod's recorded attachment (what ``setup`` returned), or None
+        when it is not attached: how a restarted daemon learns pod IPs without
+        running any plugin.  Raises InvalidArgument for a bad pod id."""
+        _validate_pod_id(pod_id)
+        for entry in await asyncio.to_thread(self._cache.entries, pod_id):
+            if entry.result is not None:
+                return self._pod_network(entry, result_from_json(json.loads(entry.result), source="the CNI cache"))
+        return None
 
     # -- detach ----------------------------------------------------------------
 

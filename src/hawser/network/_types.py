@@ -88,6 +88,10 @@ class PodNetworks(Protocol):
         is raised."""
         ...
 
+    async def pod_network(self, pod_id: str) -> PodNetwork | None:
+        """The pod's recorded attachment, or None.  Runs no plugin."""
+        ...
+
     async def teardown(self, pod_id: str, netns: str | None = None) -> None:
         """Detach the pod, also when its netns is gone.  Idempotent."""
         ...

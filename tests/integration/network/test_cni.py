@@ -25,10 +25,11 @@ def test_pod_is_reachable_from_the_host_and_through_a_localhost_hostport(cni: Cn
     assert net.status().ready
     pins = cni.pin("pod-a")
     cni.serve(pins["net"], 8080, "pod-a")
-    host_port = free_port()
+    host_port, any_port = free_port(), free_port()
     before = cni.footprint()
     assert before["rules"] == [] and before["reserved_ips"] == []
-    pod = asyncio.run(net.setup(request(cni, "pod-a", pins["net"], PortMapping(8080, host_port, "TCP", "127.0.0.1"))))
+    pod = asyncio.run(net.setup(request(cni, "pod-a", pins["net"], PortMapping(8080, host_port, "TCP", "127.0.0.1"),
+                                        PortMapping(8080, any_port))))
     assert pod.network == cni.name and pod.netns == pins["net"]
     assert pod.ip in [str(h) for h in cni.subnet.hosts()]
     (ipc,) = pod.ip_configs
@@ -42,14 +43,16 @@ def test_pod_is_reachable_from_the_host_and_through_a_localhost_hostport(cni: Cn
     # the pod answers on its IP, and on 127.0.0.1:hostPort (portmap's DNAT + masquerade, route_localnet)
     assert ask(pod.ip, 8080) == f"pod-a {ipc.gateway}"
     assert ask("127.0.0.1", host_port).startswith("pod-a ")
+    assert ask("127.0.0.1", any_port).startswith("pod-a ")  # a hostPort on every address includes 127.0.0.1
     with open(f"/proc/sys/net/ipv4/conf/{cni.bridge}/route_localnet") as f:
         assert f.read().strip() == "1"
 
     asyncio.run(net.teardown("pod-a"))
     assert host_veth not in links()
     cni.assert_clean(pins=False)
-    with pytest.raises(OSError):
-        ask("127.0.0.1", host_port, timeout=1)
+    for port in (host_port, any_port):
+        with pytest.raises(OSError):
+            ask("127.0.0.1", port, timeout=1)
     asyncio.run(net.teardown("pod-a"))  # a second teardown succeeds
     asyncio.run(net.teardown("pod-a", pins["net"]))
     cni.unpin("pod-a")

@@ -113,6 +113,18 @@ def test_teardown_runs_the_chain_in_reverse_with_the_add_result(fake: FakeCNI) -
     assert fake.calls() == []
 
 
+def test_a_restarted_network_reports_recorded_attachments(fake: FakeCNI) -> None:
+    fake.conflist(standard_plugins())
+    pod = run(fake.network().setup(request(fake)))
+    fake.clear()
+    restarted = fake.network()
+    assert run(restarted.pod_network("pod-1")) == pod
+    assert run(restarted.pod_network("pod-2")) is None
+    assert fake.calls() == []
+    run(restarted.teardown("pod-1"))
+    assert run(restarted.pod_network("pod-1")) is None
+
+
 def test_teardown_uses_the_cached_config_after_a_restart_and_an_emptied_conf_dir(fake: FakeCNI) -> None:
     path = fake.conflist(standard_plugins())
     run(fake.network().setup(request(fake)))
