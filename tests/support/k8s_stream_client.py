@@ -116,12 +116,15 @@ async def connect_spdy(url: str, protocols: Sequence[str], *, method: str = "POS
                        timeout: float = DEFAULT_TIMEOUT) -> tuple[SpdyConnection, str]:
     """Upgrade to SPDY; the started client connection and the negotiated protocol.
 
+    ``flow_control=True`` is a by-the-spec SPDY/3.1 peer: it announces its
+    window, holds to the server's from the start and credits what it reads.
     ``flow_control=False`` behaves like Kubernetes' Go client: no SETTINGS,
-    no WINDOW_UPDATE ever.
+    no WINDOW_UPDATE, no window held to.
     """
     upgraded = await http_upgrade(url, spdy_upgrade_headers(protocols), method=method, query=query,
                                   timeout=timeout)
-    conn = SpdyConnection(upgraded.reader, upgraded.writer, server=False, send_window_updates=flow_control)
+    conn = SpdyConnection(upgraded.reader, upgraded.writer, server=False,
+                          flow_control=flow_control)
     conn.start()
     if flow_control:
         await conn.send_frame(Settings((Setting(SettingId.INITIAL_WINDOW_SIZE, DEFAULT_WINDOW),)))

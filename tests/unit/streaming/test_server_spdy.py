@@ -260,13 +260,14 @@ def test_large_output_with_and_without_client_flow_control(flow_control: bool) -
     run(main)
 
 
-def test_large_stdin_is_delivered_whole() -> None:
+@pytest.mark.parametrize("flow_control", [True, False])
+def test_large_stdin_is_delivered_whole(flow_control: bool) -> None:
     payload = bytes(range(256)) * 4096  # 1 MiB
 
     async def main() -> None:
         async with serving() as (server, _fake):
             url = server.exec_url(ExecRequest("c1", ("cat",), stdin=True, stdout=True))
-            async with spdy_exec(url, stdin=True, stderr=False, flow_control=False) as session:
+            async with spdy_exec(url, stdin=True, stderr=False, flow_control=flow_control) as session:
                 writer = asyncio.create_task(session.write_stdin(payload))
                 await writer
                 await session.close_stdin()

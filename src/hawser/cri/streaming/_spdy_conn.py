@@ -6,12 +6,14 @@ reads and writes it, half-closes it.
 
 Flow control, and why it is lenient: Kubernetes' SPDY library (spdystream)
 never sends WINDOW_UPDATE and ignores ours.  Holding to the initial 64 KiB send
-window would stall every kubectl exec after 64 KiB of output, so send windows
-are enforced only once the peer shows it does flow control (it sent a
-WINDOW_UPDATE or an INITIAL_WINDOW_SIZE setting).  In the other direction we
-advertise the default 64 KiB per stream, credit it back as the consumer reads,
-and when a peer ignores the window the bounded stream buffer stalls the read
-loop, which stalls TCP: memory stays bounded either way.
+window would stall every kubectl exec after 64 KiB of output, so windows are
+enforced only once the peer shows it does flow control (it sent a
+WINDOW_UPDATE or an INITIAL_WINDOW_SIZE setting).  From then on we hold to its
+windows and it must hold to ours (else RST_STREAM FLOW_CONTROL_ERROR).  We
+advertise the default 64 KiB per stream and credit it back as the consumer
+reads.  A peer without flow control that outruns a consumer fills the bounded
+stream buffer, which stalls the read loop and so TCP: memory stays bounded
+either way.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class SpdyStream:
         self.headers = headers
         self._inbound = BoundedPipe(buffer_limit)
         self._send_window = send_window
+        # What the peer may still send us: our advertised window minus data received plus credits sent.
+        self._recv_window = DEFAULT_WINDOW
         self._unacked = 0
         self._discard = False
         self._remote_closed = False
@@ -180,15 +184,17 @@ class SpdyConnection:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, server: bool,
                  max_control_frame: int = 1024 * 1024, max_streams: int = 256,
-                 stream_buffer: int = DEFAULT_WINDOW, send_window_updates: bool = True) -> None:
+                 stream_buffer: int = DEFAULT_WINDOW, flow_control: bool | None = None) -> None:
         self._reader = reader
         self._writer = writer
         self._server = server
         self._max_control_frame = max_control_frame
         self._max_streams = max_streams
         self._stream_buffer = stream_buffer
-        # False only in tests that play a Go client, which never sends WINDOW_UPDATE.
-        self._send_window_updates = send_window_updates
+        # None: flow control once the peer shows it does it (what a server
+        # must do, see above); True: from the start, by the spec; False: never,
+        # like Go's spdystream (tests play a kubectl with it).
+        self._flow_mode = flow_control
         self._encoder = FrameEncoder()
         self._decoder = FrameDecoder()
         self._write_lock = asyncio.Lock()
@@ -197,7 +203,8 @@ class SpdyConnection:
         self._next_stream_id = 2 if server else 1
         self._last_peer_stream_id = 0
         self._incoming: asyncio.Queue[SpdyStream | None] = asyncio.Queue()
-        self._flow_enforced = False
+        # True while windows count: we hold to the peer's, it must hold to ours.
+        self._flow_enforced = flow_control is True
         self._initial_send_window = DEFAULT_WINDOW
         self._session_send_window = DEFAULT_WINDOW
         self._session_unacked = 0
@@ -352,13 +359,14 @@ class SpdyConnection:
 
     async def _credit(self, stream: SpdyStream | None, size: int) -> None:
         """Give consumed bytes back to the peer's send windows, in batches of half a window."""
-        if not self._send_window_updates:
+        if self._flow_mode is False:
             return
         updates: list[WindowUpdate] = []
         if stream is not None and not stream._remote_closed:
             stream._unacked += size
             if stream._unacked >= DEFAULT_WINDOW // 2:
                 updates.append(WindowUpdate(stream.stream_id, stream._unacked))
+                stream._recv_window += stream._unacked
                 stream._unacked = 0
         self._session_unacked += size
         if self._session_unacked >= DEFAULT_WINDOW // 2:
@@ -438,6 +446,16 @@ class SpdyConnection:
             elif not stream._reset:
                 await self._send_quietly(RstStream(stream_id, RstStatus.STREAM_ALREADY_CLOSED))
             return
+        stream._recv_window -= length
+        if self._flow_enforced and stream._recv_window < 0:
+            # A peer that does flow control broke our window.  Blocking the
+            # read loop on it could deadlock the session (our own writes wait
+            # for WINDOW_UPDATEs queued behind this data), so reset instead.
+            await self._skip(length)
+            await self._credit(None, length)
+            stream._on_reset()
+            await self._send_quietly(RstStream(stream_id, RstStatus.FLOW_CONTROL_ERROR))
+            return
         remaining = length
         while remaining:
             piece = await self._reader.readexactly(min(remaining, _READ_PIECE))
@@ -477,7 +495,7 @@ class SpdyConnection:
                         self._initial_send_window = entry.value
                         for stream in self._streams.values():
                             stream._send_window += delta
-                        self._flow_enforced = True
+                        self._flow_enforced = self._flow_mode is not False
                         self._window_changed()
             case Ping(ping_id=ping_id):
                 if ping_id % 2 == self._next_ping_id % 2:
@@ -514,7 +532,7 @@ class SpdyConnection:
         self._incoming.put_nowait(stream)
 
     def _on_window_update(self, stream_id: int, delta: int) -> None:
-        self._flow_enforced = True
+        self._flow_enforced = self._flow_mode is not False
         if stream_id == 0:
             self._session_send_window = min(self._session_send_window + delta, MAX_WINDOW)
         else:
