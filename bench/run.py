@@ -307,8 +307,12 @@ class ContainerdTool:
 
     name = "containerd"
 
-    def __init__(self, inst: Containerd, ref: str, timeout: float, series: Series) -> None:
+    def __init__(self, inst: Containerd, ref: str, timeout: float, series: Series, *, seccomp: bool) -> None:
         self.inst = inst
+        self.name = series.name
+        # hawser applies its default seccomp profile to every container, as docker, nerdctl and
+        # containerd's CRI do; ctr applies none unless asked. --seccomp compares like with like.
+        self.seccomp = ["--seccomp"] if seccomp else []
         self.ref = ref
         self.timeout = timeout
         self.series = series
@@ -322,7 +326,8 @@ class ContainerdTool:
 
     def once(self) -> float:
         self.seq += 1
-        dt, r = timed(self.inst.ctr("run", "--rm", *self.place, self.ref, f"bench-{self.seq}", "/bin/true"),
+        dt, r = timed(self.inst.ctr("run", "--rm", *self.seccomp, *self.place, self.ref, f"bench-{self.seq}",
+                                    "/bin/true"),
                       self.timeout)
         if r.returncode != 0:
             raise ToolError(f"ctr run --rm exited {r.returncode}: {_output(r)}")
@@ -546,13 +551,14 @@ def report(ref: str, info: Mapping[str, Any], lat: Mapping[str, Series | None], 
     print("       " + "; ".join(v for v in versions if v))
     print()
     print(f"  {'run --rm ... /bin/true':<26} {'median':>10} {'min':>10} {'max':>10}    n")
-    labels = {"floor": "floor (runc run)", "containerd": "containerd (ctr run --rm)", "hawser": "hawser (run --rm)"}
+    labels = {"floor": "floor (runc run)", "containerd": "containerd (ctr run --rm --seccomp)",
+              "containerd-noseccomp": "  ctr's default: no seccomp", "hawser": "hawser (run --rm)"}
     for name, label in labels.items():
         print(_line(label, lat.get(name)))
     print()
     floor, ctrd, hws = lat.get("floor"), lat.get("containerd"), lat.get("hawser")
     ratios: dict[str, float | None] = {"hawser_over_containerd": None, "hawser_over_floor": None,
-                                       "containerd_over_floor": None}
+                                       "containerd_over_floor": None, "hawser_over_containerd_noseccomp": None}
     if ctrd and ctrd.ok and floor and floor.ok:
         r = ratios["containerd_over_floor"] = median(ctrd.seconds) / median(floor.seconds)
         print(f"  containerd / floor   {r:.2f}x")
@@ -561,6 +567,10 @@ def report(ref: str, info: Mapping[str, Any], lat: Mapping[str, Series | None], 
             r = ratios["hawser_over_containerd"] = median(hws.seconds) / median(ctrd.seconds)
             print(f"  hawser / containerd  {r:.2f}x   (target <= {TARGET_RATIO:.2f}: "
                   f"{'met' if r <= TARGET_RATIO else 'MISSED'})")
+        plain = lat.get("containerd-noseccomp")
+        if plain and plain.ok:
+            r = ratios["hawser_over_containerd_noseccomp"] = median(hws.seconds) / median(plain.seconds)
+            print(f"  hawser / ctr without seccomp  {r:.2f}x   (for reference: hawser always applies its profile)")
         if floor and floor.ok:
             r = ratios["hawser_over_floor"] = median(hws.seconds) / median(floor.seconds)
             print(f"  hawser / floor       {r:.2f}x")
@@ -728,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
     host_dirs = [d for d in SHIM_SOCKET_DIRS if not d.exists()]
 
     children = Children()
-    lat: dict[str, Series | None] = {"floor": None, "containerd": None, "hawser": None}
+    lat: dict[str, Series | None] = {"floor": None, "containerd": None, "containerd-noseccomp": None, "hawser": None}
     idle: dict[str, Idle | None] = {"hawser": None, "containerd": None}
     ver: Series | None = None
     pyref: Series | None = None
@@ -782,6 +792,7 @@ def main(argv: list[str] | None = None) -> int:
 
             if not args.skip_containerd:
                 cs = lat["containerd"] = Series("containerd")
+                plain = lat["containerd-noseccomp"] = Series("containerd-noseccomp")
 
                 def setup_containerd() -> None:
                     base = scratch.make("containerd")
@@ -789,10 +800,11 @@ def main(argv: list[str] | None = None) -> int:
                     stack.callback(_guard(cleanup, "containerd cgroups", _cgroup_step(NAMESPACE)))
                     stack.callback(_guard(cleanup, "containerd", lambda: sweep([str(base) + "/"], "containerd")))
                     inst = stack.enter_context(run_containerd(children, base, namespace=NAMESPACE))
-                    tool = ContainerdTool(inst, ref, args.timeout, cs)
+                    tool = ContainerdTool(inst, ref, args.timeout, cs, seccomp=True)
                     stack.callback(_guard(cleanup, "containerd", tool.remove_all))
                     tool.pull()
                     tools.append(tool)
+                    tools.append(ContainerdTool(inst, ref, args.timeout, plain, seccomp=False))
                     ctrd_tool.append(tool)
 
                 _step(cs, "containerd", setup_containerd)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import threading
 from dataclasses import dataclass
 
@@ -85,6 +84,8 @@ def _probe(root: str) -> bool:
     # yet, and mount(2) loads it.
     try:
         os.makedirs(root, mode=0o711, exist_ok=True)
+        import tempfile  # the probe runs once per new store
+
         base = tempfile.mkdtemp(prefix="overlay-check-", dir=root)
     except OSError:
         return False

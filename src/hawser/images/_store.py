@@ -8,7 +8,6 @@ root at once.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -16,10 +15,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from hawser._logging import get_logger
 from hawser.config import Config
 from hawser.content import ContentStore, LocalStore
 from hawser.errors import InvalidArgument, NotFound
-from hawser.images._progress import ProgressSink, PullMessage, discard
 from hawser.metadata import LABEL_REF_CONTENT, LABEL_REF_SNAPSHOT, Metadata
 from hawser.oci import (
     Descriptor,
@@ -36,9 +35,10 @@ from hawser.oci import (
 from hawser.snapshots import Snapshotter
 
 if TYPE_CHECKING:
+    from hawser.images._progress import ProgressSink
     from hawser.metadata import GCReport
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_NAMESPACE = "default"
 LEASE_OWNER_PID = "hawser.io/lease.owner-pid"
@@ -180,8 +180,11 @@ class ImageStore:
     # --- pull / import ---------------------------------------------------------
 
     def pull(self, ref_text: str, *, platform: Platform | None = None, plain_http: bool = False,
-             progress: ProgressSink = discard, credentials: Any = None) -> ImageSummary:
+             progress: ProgressSink | None = None, credentials: Any = None) -> ImageSummary:
+        from hawser.images._progress import PullMessage, discard
         from hawser.images._pull import PullOptions, pull_into
+
+        progress = progress or discard
         from hawser.registry import RegistryClient, RegistryOptions
 
         ref = parse_reference(ref_text)
@@ -202,8 +205,11 @@ class ImageStore:
         return self.summary(str(ref))
 
     def import_archive(self, path: str, *, name: str | None = None, platform: Platform | None = None,
-                       progress: ProgressSink = discard) -> list[ImageSummary]:
+                       progress: ProgressSink | None = None) -> list[ImageSummary]:
         from hawser.images._import import import_layout
+        from hawser.images._progress import discard
+
+        progress = progress or discard
 
         with self.lease() as lease:
             named = import_layout(self, path, name=name, platform=platform or Platform.host(),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import re
 import shutil
@@ -29,6 +28,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from hawser._logging import get_logger
 from hawser.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -47,7 +47,7 @@ from hawser.runtime._spec import build_spec, stop_signal
 from hawser.runtime._user import find_executable
 from hawser.snapshots import mount_all, unmount_all
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 CONMON_EXIT_TIMEOUT = 10.0
@@ -580,7 +580,8 @@ def _options_json(options: ContainerOptions, stop_sig: int) -> dict[str, Any]:
 
 
 def _write_json(path: str, data: Any) -> None:
-    _write_text(path, json.dumps(data, indent=1))
+    # No indent: json's C encoder only runs without one (an indented spec costs ~5 ms per start).
+    _write_text(path, json.dumps(data))
 
 
 def _write_text(path: str, text: str) -> None:

@@ -12,7 +12,6 @@ import posixpath
 import re
 import signal
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
 from os import path as _ospath
 from typing import Any
 
@@ -436,6 +435,8 @@ def parse_memory(text: str) -> int:
     match = _MEMORY.match(text.strip())
     if not match or (match.group(3) and match.group(3).lower() == "ib" and not match.group(2)):
         raise InvalidArgument(f"invalid size {text!r}", hint="use a number and an optional unit b, k, m, g, t: 512m")
+    from decimal import Decimal  # exact for 1.1g; imported only when a size is given
+
     unit = _UNITS[(match.group(2) or "").lower()]
     return int(Decimal(match.group(1)) * unit)
 
@@ -446,6 +447,8 @@ CPU_PERIOD = 100_000  # µs, the kernel's default CFS period
 def parse_cpus(text: str) -> tuple[int, int]:
     """docker's --cpus: ``0.5`` -> (quota 50000, period 100000).
     Raises InvalidArgument for non-numbers and values under 0.01 CPU."""
+    from decimal import Decimal, InvalidOperation
+
     try:
         value = Decimal(text.strip())
     except InvalidOperation:
