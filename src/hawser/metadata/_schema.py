@@ -85,4 +85,22 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "CREATE INDEX containers_by_snapshot ON containers (snapshotter, snapshot_key)",
     ),
+    # 3: pod sandboxes (CRI). ``name`` is unique per namespace, so a retried
+    # RunPodSandbox finds the pod it made; ``config`` is the request's pod config
+    # (JSON); ``state`` is "ready" or "notready"; ``status`` holds what setup
+    # learnt (IPs, pinned namespace paths, the infra pid).
+    (
+        """CREATE TABLE sandboxes (
+            namespace TEXT NOT NULL REFERENCES namespaces(name),
+            id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            config TEXT NOT NULL DEFAULT '{}',
+            labels TEXT NOT NULL DEFAULT '{}',
+            state TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            PRIMARY KEY (namespace, id),
+            UNIQUE (namespace, name)
+        )""",
+    ),
 )

@@ -14,8 +14,8 @@ from hawser.oci import Descriptor, Digest, media
 TARGET = Descriptor(media_type=media.OCI_MANIFEST, digest=Digest.of(b"m"), size=1)
 
 # A step a later version might append (see hawser.metadata._schema).
-SANDBOXES = (
-    """CREATE TABLE sandboxes (
+FUTURE = (
+    """CREATE TABLE future_things (
         namespace TEXT NOT NULL REFERENCES namespaces(name),
         id TEXT NOT NULL,
         created_at REAL NOT NULL,
@@ -59,11 +59,11 @@ def test_an_old_database_is_migrated_keeping_its_records(tmp_path: Path) -> None
         md.create_image("img", TARGET)
     assert version_of(path) == len(MIGRATIONS)
 
-    newer = (*MIGRATIONS, SANDBOXES)
+    newer = (*MIGRATIONS, FUTURE)
     with Metadata(path, migrations=newer) as md:
         assert md.schema_version == len(MIGRATIONS) + 1
         assert md.get_image("img").target == TARGET
-    assert "sandboxes" in tables_of(path)
+    assert "future_things" in tables_of(path)
     # Opening again with the same code is a no-op.
     with Metadata(path, migrations=newer) as md:
         assert md.schema_version == len(newer)
@@ -71,7 +71,7 @@ def test_an_old_database_is_migrated_keeping_its_records(tmp_path: Path) -> None
 
 def test_a_newer_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "metadata.db"
-    Metadata(path, migrations=(*MIGRATIONS, SANDBOXES)).close()
+    Metadata(path, migrations=(*MIGRATIONS, FUTURE)).close()
     with pytest.raises(FailedPrecondition, match=rf"schema version {len(MIGRATIONS) + 1}, newer than"):
         Metadata(path)
     assert version_of(path) == len(MIGRATIONS) + 1
