@@ -5,7 +5,8 @@ It speaks what kubectl and the kubelet speak to a CRI streaming server:
 * SPDY/3.1 with the remote-command protocols (v4.channel.k8s.io, v3, v2)
   and with portforward.k8s.io;
 * WebSocket with v5.channel.k8s.io / v4.channel.k8s.io (and the base64
-  variant) for exec and attach, and the channel protocols for port forward.
+  variant) for exec and attach, and for port forward the channel protocols
+  or the SPDY session tunnelled in WebSocket messages.
 
 Typical use::
 
@@ -34,6 +35,7 @@ from urllib.parse import urlencode, urlsplit
 
 from hawser.cri.streaming._spdy import DEFAULT_WINDOW, Setting, SettingId, Settings
 from hawser.cri.streaming._spdy_conn import SpdyConnection, SpdyStream
+from hawser.cri.streaming._tunnel import TunnelReader, TunnelWriter
 from hawser.cri.streaming._websocket import accept_key
 from hawser.cri.streaming._ws_conn import WebSocketConnection
 
@@ -43,6 +45,7 @@ V4 = "v4.channel.k8s.io"
 V4_BASE64 = "v4.base64.channel.k8s.io"
 V5 = "v5.channel.k8s.io"
 PORT_FORWARD = "portforward.k8s.io"
+PORT_FORWARD_TUNNEL = "SPDY/3.1+portforward.k8s.io"
 
 STDIN, STDOUT, STDERR, ERROR, RESIZE = range(5)
 CLOSE_SIGNAL = 255
@@ -455,6 +458,18 @@ class SpdyPortForward:
 async def spdy_port_forward(url: str, *, flow_control: bool = True,
                             timeout: float = DEFAULT_TIMEOUT) -> AsyncIterator[SpdyPortForward]:
     conn, _protocol = await connect_spdy(url, (PORT_FORWARD,), flow_control=flow_control, timeout=timeout)
+    try:
+        yield SpdyPortForward(conn, timeout)
+    finally:
+        await conn.aclose()
+
+
+@asynccontextmanager
+async def ws_tunnel_port_forward(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> AsyncIterator[SpdyPortForward]:
+    """The SPDY port-forward session tunnelled through a WebSocket, as kubectl 1.30+ tries first."""
+    ws = await connect_websocket(url, (PORT_FORWARD_TUNNEL,), timeout=timeout)
+    conn = SpdyConnection(TunnelReader(ws), TunnelWriter(ws), server=False, flow_control=False)
+    conn.start()
     try:
         yield SpdyPortForward(conn, timeout)
     finally:

@@ -94,7 +94,9 @@ class FakeRuntime:
             assert stdin is not None and stdout is not None and tty
             watcher = asyncio.create_task(self._watch_resizes(resize, stdout))
             try:
-                await copy(stdin, stdout)
+                # Like a terminal's line discipline: ^D at the start of input ends it.
+                while (data := await stdin.read(4096)) and data != b"\x04":
+                    await stdout.write(data)
             finally:
                 watcher.cancel()
                 await asyncio.wait([watcher])

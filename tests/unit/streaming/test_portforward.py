@@ -15,6 +15,7 @@ from tests.support.k8s_stream_client import (
     connect_spdy,
     spdy_port_forward,
     ws_port_forward,
+    ws_tunnel_port_forward,
 )
 from tests.unit.streaming.fakes import eventually, run, serving
 
@@ -184,5 +185,27 @@ def test_websocket_registered_ports_win_and_session_ends_with_the_forward() -> N
                 async with ws_port_forward(url, []):
                     pass
             assert refused.value.status == 400
+
+    run(main)
+
+
+def test_spdy_tunnelled_through_websocket() -> None:
+    async def main() -> None:
+        async with serving() as (server, fake):
+            url = server.port_forward_url(PortForwardRequest("pod1", port=(80, 9)))
+            async with ws_tunnel_port_forward(url) as forward:
+                assert forward.conn is not None
+                first, second = await forward.open(80), await forward.open(80)
+                await first.write(b"one")
+                await second.write(b"two")
+                await first.close_write()
+                await second.close_write()
+                assert await first.read_all() == b"port 80\none"
+                assert await second.read_all() == b"port 80\ntwo"
+                refused = await forward.open(9)
+                assert "connection refused" in await refused.error_message()
+                await forward.conn.ping(timeout=5)
+            assert fake.finished == ["port 80", "port 80"]
+            await eventually(lambda: server.active_sessions == 0)
 
     run(main)

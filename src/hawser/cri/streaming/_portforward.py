@@ -9,6 +9,8 @@ A pair that stays incomplete past the stream timeout is dropped.
 WebSocket (the *.channel.k8s.io subprotocols): the ports are fixed by the
 request; port i gets channel 2i for data and 2i+1 for errors, and the server
 first writes the port number (2 bytes, little-endian) on both channels.
+Recent kubectl prefers the SPDY session itself tunnelled through a WebSocket
+(``SPDY/3.1+portforward.k8s.io``), served by ``serve_spdy`` as well.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from hawser.cri.streaming._spdy import RstStatus
 from hawser.cri.streaming._spdy_conn import SpdyConnection, SpdyStream
+from hawser.cri.streaming._tunnel import PROTOCOL as TUNNEL_PROTOCOL
 from hawser.cri.streaming._types import AsyncWriter, DuplexStream, PortForwardRequest, StreamingRuntime
 from hawser.cri.streaming._ws_conn import WebSocketConnection
 from hawser.cri.streaming._wschannel import ChannelDuplex, WsChannels
@@ -30,7 +33,10 @@ from hawser.errors import HawserError, InvalidArgument
 log = logging.getLogger(__name__)
 
 SPDY_PROTOCOLS = ("portforward.k8s.io",)
-WEBSOCKET_PROTOCOLS = ("v4.channel.k8s.io", "v4.base64.channel.k8s.io", "channel.k8s.io", "base64.channel.k8s.io")
+# The first one is SPDY tunnelled through the WebSocket (see ``_tunnel``); the
+# others are the channel protocols.
+WEBSOCKET_PROTOCOLS = (TUNNEL_PROTOCOL, "v4.channel.k8s.io", "v4.base64.channel.k8s.io", "channel.k8s.io",
+                       "base64.channel.k8s.io")
 
 
 def parse_port(text: str | None) -> int:

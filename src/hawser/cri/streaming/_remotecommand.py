@@ -311,7 +311,10 @@ async def serve_spdy(conn: SpdyConnection, runtime: StreamingRuntime, request: E
         log.info("streaming client left; %s in container %s cancelled",
                  "exec" if isinstance(request, ExecRequest) else "attach", request.container_id)
     for stream in streams.values():
+        # Done: drop late client data (stdin after the process exited) and
+        # end our side of every stream, stdin and resize included.
         stream.discard_inbound()
+        await stream.close()
 
 
 async def _refuse_streams(conn: SpdyConnection) -> None:

@@ -22,6 +22,8 @@ from hawser.cri.streaming import _portforward, _remotecommand
 from hawser.cri.streaming._http import HttpError, HttpRequest, read_request, render_error, render_response
 from hawser.cri.streaming._spdy_conn import SpdyConnection
 from hawser.cri.streaming._tokens import TokenCache
+from hawser.cri.streaming._tunnel import PROTOCOL as TUNNEL_PROTOCOL
+from hawser.cri.streaming._tunnel import TunnelReader, TunnelWriter
 from hawser.cri.streaming._types import (
     AttachRequest,
     ExecRequest,
@@ -209,22 +211,20 @@ class StreamingServer:
                                            ("X-Stream-Protocol-Version", protocol)]))
         await writer.drain()
         conn = SpdyConnection(reader, writer, server=True)
+        return lambda: self._serve_spdy(conn, registered, protocol)
 
-        async def session() -> None:
-            conn.start()
-            try:
-                if isinstance(registered, PortForwardRequest):
-                    await _portforward.serve_spdy(conn, self._runtime, registered,
-                                                  stream_timeout=self._stream_timeout)
-                else:
-                    await _remotecommand.serve_spdy(conn, self._runtime, registered, protocol=protocol,
-                                                    stream_timeout=self._stream_timeout)
-            except BaseException:
-                await conn.aclose()
-                raise
-            await conn.shutdown()
-
-        return session
+    async def _serve_spdy(self, conn: SpdyConnection, registered: StreamRequest, protocol: str) -> None:
+        conn.start()
+        try:
+            if isinstance(registered, PortForwardRequest):
+                await _portforward.serve_spdy(conn, self._runtime, registered, stream_timeout=self._stream_timeout)
+            else:
+                await _remotecommand.serve_spdy(conn, self._runtime, registered, protocol=protocol,
+                                                stream_timeout=self._stream_timeout)
+        except BaseException:
+            await conn.aclose()
+            raise
+        await conn.shutdown()
 
     async def _upgrade_websocket(self, request: HttpRequest, registered: StreamRequest,
                                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Session:
@@ -243,7 +243,7 @@ class StreamingServer:
             raise HttpError(400, f"unable to upgrade: unable to negotiate protocol: client supports {offered}, "
                                  f"server accepts {list(supported)}")
         ports: list[int] = []
-        if isinstance(registered, PortForwardRequest):
+        if isinstance(registered, PortForwardRequest) and protocol != TUNNEL_PROTOCOL:
             ports = list(registered.port)
             if not ports:
                 # The CRI request named no port: take them from the URL, as the kubelet does.
@@ -259,6 +259,9 @@ class StreamingServer:
                                            ("Sec-WebSocket-Protocol", protocol)]))
         await writer.drain()
         ws = WebSocketConnection(reader, writer, client=False, subprotocol=protocol)
+        if protocol == TUNNEL_PROTOCOL:
+            tunnel = SpdyConnection(TunnelReader(ws), TunnelWriter(ws), server=True)
+            return lambda: self._serve_spdy(tunnel, registered, protocol)
 
         async def session() -> None:
             try:

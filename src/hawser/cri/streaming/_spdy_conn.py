@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import suppress
+from typing import Protocol
 
 from hawser.cri.streaming._pipe import BoundedPipe
 from hawser.cri.streaming._spdy import (
@@ -58,6 +59,30 @@ _MAX_CHUNK = 32 * 1024
 # Incoming DATA payloads are read and buffered in pieces of this size, so a
 # 16 MiB frame (Go's client sends one per Write call) never sits in memory whole.
 _READ_PIECE = 64 * 1024
+
+
+class ByteReader(Protocol):
+    """The read half of a connection (asyncio.StreamReader, or a tunnel in WebSocket messages)."""
+
+    async def readexactly(self, n: int) -> bytes:
+        """Exactly ``n`` bytes; asyncio.IncompleteReadError at end-of-stream."""
+        ...
+
+
+class ByteWriter(Protocol):
+    """The write half of a connection (asyncio.StreamWriter, or a tunnel in WebSocket messages)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def can_write_eof(self) -> bool: ...
+
+    def write_eof(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class SpdyStream:
@@ -153,8 +178,13 @@ class SpdyStream:
         await self._conn._send_quietly(RstStream(self.stream_id, status))
 
     def discard_inbound(self) -> None:
-        """Drop whatever the peer sends on this stream (a stream we only write)."""
+        """Drop whatever the peer sends from now on (a stream we only write, or one we are done with).
+
+        Bytes already buffered stay readable; a read loop waiting for room in
+        this stream's buffer is released.
+        """
         self._discard = True
+        self._inbound.feed_eof()
 
     async def wait_reply(self) -> None:
         """Wait for the peer's SYN_REPLY to a stream we opened; ConnectionResetError if it reset it."""
@@ -182,7 +212,7 @@ class SpdyStream:
 class SpdyConnection:
     """Both ends of a SPDY session share this class; ``server`` picks stream-id parity."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, server: bool,
+    def __init__(self, reader: ByteReader, writer: ByteWriter, *, server: bool,
                  max_control_frame: int = 1024 * 1024, max_streams: int = 256,
                  stream_buffer: int = DEFAULT_WINDOW, flow_control: bool | None = None) -> None:
         self._reader = reader
@@ -239,17 +269,22 @@ class SpdyConnection:
         with unread input makes the kernel send RST, which can destroy output
         the peer has not read yet.
         """
-        await self.goaway()
-        async with self._write_lock:
-            if not self._eof_sent and not self._writer.is_closing():
-                self._eof_sent = True
-                with suppress(OSError, RuntimeError):
-                    if self._writer.can_write_eof():
-                        self._writer.write_eof()
-        with suppress(TimeoutError):
-            async with asyncio.timeout(linger):
-                await self._closed.wait()
-        await self.aclose()
+        try:
+            await self.goaway()
+            async with self._write_lock:
+                if not self._eof_sent and not self._writer.is_closing():
+                    self._eof_sent = True
+                    with suppress(OSError, RuntimeError):
+                        if self._writer.can_write_eof():
+                            self._writer.write_eof()
+            # Whatever the peer still sends is read and dropped meanwhile.
+            for stream in list(self._streams.values()):
+                stream.discard_inbound()
+            with suppress(TimeoutError):
+                async with asyncio.timeout(linger):
+                    await self._closed.wait()
+        finally:
+            await self.aclose()
 
     async def aclose(self) -> None:
         """Close the transport at once and wait for the read loop to end."""

@@ -47,6 +47,10 @@ class WebSocketConnection:
         self.protocol_error: str | None = None
         self.pongs = 0
 
+    def is_closing(self) -> bool:
+        """We started the close handshake or the transport is gone: nothing more can be sent."""
+        return self._close_sent or self._writer.is_closing()
+
     @property
     def closed(self) -> bool:
         """The peer closed (close frame, hang-up or protocol error): receive() returns None from now on."""
