@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from hawser.cri.streaming import ExecRequest, PortForwardRequest, StreamingServer
+from hawser.cri.streaming import AttachRequest, ExecRequest, PortForwardRequest, StreamingServer
 from tests.unit.streaming.fake_apiserver import FakeApiServer, kubeconfig
 from tests.unit.streaming.fakes import FakeRuntime, eventually, run, serving
 
@@ -89,6 +89,20 @@ def test_kubectl_exec_stdin_stdout_stderr_and_exit_codes(tmp_path: Path, transpo
             expected = "GET websocket" if transport == "websocket" else "POST SPDY/3.1"
             assert {f"{method} {upgrade}" for _kind, method, upgrade in api.upgrades} == {expected}
             assert fake.finished == ["cat", "stderr", "exit", "big"]
+
+    run(main, timeout=120)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_kubectl_attach(tmp_path: Path, transport: str) -> None:
+    async def main() -> None:
+        async with cluster(tmp_path, transport) as (server, fake, api, env):
+            api.route("attach", server.attach_url(AttachRequest("c1", stdin=True, stdout=True, stderr=True)))
+            code, out, err = await kubectl(env, "attach", "-i", "p1", "-c", "c1", stdin=b"to the main process\n")
+            assert code == 0, err
+            assert out == b"to the main process\n"
+            assert b"attached\n" in err
+            assert fake.calls == [("attach", "c1", False, True, True, True)]
 
     run(main, timeout=120)
 

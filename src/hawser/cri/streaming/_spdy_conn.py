@@ -13,7 +13,8 @@ windows and it must hold to ours (else RST_STREAM FLOW_CONTROL_ERROR).  We
 advertise the default 64 KiB per stream and credit it back as the consumer
 reads.  A peer without flow control that outruns a consumer fills the bounded
 stream buffer, which stalls the read loop and so TCP: memory stays bounded
-either way.
+either way.  The price: while stalled, the read loop cannot see that such a
+peer hung up; the session notices when its consumer finishes instead.
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ class SpdyConnection:
     """Both ends of a SPDY session share this class; ``server`` picks stream-id parity."""
 
     def __init__(self, reader: ByteReader, writer: ByteWriter, *, server: bool,
-                 max_control_frame: int = 1024 * 1024, max_streams: int = 256,
+                 max_control_frame: int = 1024 * 1024, max_streams: int = 1024,
                  stream_buffer: int = DEFAULT_WINDOW, flow_control: bool | None = None) -> None:
         self._reader = reader
         self._writer = writer
