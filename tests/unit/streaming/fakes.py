@@ -110,6 +110,13 @@ class FakeRuntime:
                 await stdout.write(piece)
                 sent += len(piece)
             return 0
+        if name == "ticker":
+            # Ignores stdin, writes forever.
+            assert stdout is not None
+            self.started.set()
+            while True:
+                await stdout.write(b"tick\n")
+                await asyncio.sleep(0.01)
         if name == "sleep":
             self.started.set()
             await asyncio.Event().wait()

@@ -392,3 +392,25 @@ def test_malformed_frames_end_only_that_session() -> None:
                 assert await session.read_all() == b"alive\n"
 
     run(main)
+
+
+def test_client_vanishing_behind_unread_stdin_is_noticed_at_the_next_write() -> None:
+    # A Go-like client floods stdin that the process never reads: the server's
+    # read loop stalls (bounded buffers), so only a failed write can reveal
+    # that the client is gone.
+    async def main() -> None:
+        async with serving() as (server, fake):
+            url = server.exec_url(ExecRequest("c1", ("ticker",), stdin=True, stdout=True))
+            async with spdy_exec(url, stdin=True, stderr=False, flow_control=False) as session:
+                await asyncio.wait_for(fake.started.wait(), 5)
+                flood = asyncio.create_task(session.write_stdin(bytes(8 * 1024 * 1024)))
+                await session.read_until(b"tick\n")
+                await asyncio.sleep(0.2)
+                assert not flood.done()  # backpressure reached the client
+                session.conn._writer.transport.abort()
+                flood.cancel()
+                await asyncio.wait([flood])
+            await eventually(lambda: fake.cancelled == ["ticker"])
+            await eventually(lambda: server.active_sessions == 0)
+
+    run(main)

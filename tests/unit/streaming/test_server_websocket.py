@@ -262,3 +262,28 @@ def test_handshake_errors() -> None:
             ws.abort()
 
     run(main)
+
+
+def test_client_vanishing_behind_unread_stdin_is_noticed_at_the_next_write() -> None:
+    async def main() -> None:
+        async with serving() as (server, fake):
+            url = server.exec_url(ExecRequest("c1", ("ticker",), stdin=True, stdout=True))
+            async with ws_exec(url) as session:
+                await asyncio.wait_for(fake.started.wait(), 5)
+
+                async def write_many() -> None:
+                    # Many small messages, as kubectl sends them: the server reads
+                    # whole messages until its stdin buffer is full, then stalls.
+                    for _ in range(256):
+                        await session.write_stdin(bytes(32 * 1024))
+
+                flood = asyncio.create_task(write_many())
+                await session.read_until(b"tick\n")
+                await asyncio.sleep(0.2)
+                session.ws._writer.transport.abort()
+                flood.cancel()
+                await asyncio.wait([flood])
+            await eventually(lambda: fake.cancelled == ["ticker"])
+            await eventually(lambda: server.active_sessions == 0)
+
+    run(main)

@@ -14,7 +14,8 @@ advertise the default 64 KiB per stream and credit it back as the consumer
 reads.  A peer without flow control that outruns a consumer fills the bounded
 stream buffer, which stalls the read loop and so TCP: memory stays bounded
 either way.  The price: while stalled, the read loop cannot see that such a
-peer hung up; the session notices when its consumer finishes instead.
+peer hung up; the session notices at its next write, or when its consumer
+finishes.
 """
 
 from __future__ import annotations
@@ -359,15 +360,23 @@ class SpdyConnection:
 
     def _check_writable(self) -> None:
         if self._eof_sent or self._writer.is_closing():
+            if not self._eof_sent:
+                self._teardown()  # the transport died under us (see _send)
             raise ConnectionResetError("SPDY connection is closed")
 
     async def _send(self, frame: Frame) -> None:
         async with self._write_lock:
             self._check_writable()
-            # Encoding under the lock keeps the header compressor's state in
-            # the same order as the bytes on the wire.
-            self._writer.write(self._encoder.encode(frame))
-            await self._writer.drain()
+            try:
+                # Encoding under the lock keeps the header compressor's state in
+                # the same order as the bytes on the wire.
+                self._writer.write(self._encoder.encode(frame))
+                await self._writer.drain()
+            except (ConnectionError, OSError):
+                # The peer is gone.  Say so now: the read loop may be stalled
+                # behind a full stream buffer and unable to notice.
+                self._teardown()
+                raise
 
     async def _send_quietly(self, frame: Frame) -> None:
         with suppress(ConnectionError, OSError, RuntimeError):

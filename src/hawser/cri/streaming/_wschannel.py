@@ -126,6 +126,10 @@ class WsChannels:
         try:
             await self._ws.send(payload, text=text)
         except (ConnectionError, OSError, RuntimeError):
+            # The client is gone or closing.  Say so now: the demux loop may be
+            # stalled behind a full channel buffer and unable to notice.
+            self.stop_reading()
+            self._ws.abort()
             return False
         return True
 
