@@ -13,6 +13,7 @@ tier's, re-exported.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -29,9 +30,11 @@ import pytest
 from cri_api.v1 import api_pb2_grpc
 
 from tests.integration.conftest import Registry, busybox, push_client, registry, unmount_under
+from tests.integration.network.conftest import CniEnv, restore_host_network_state
 from tests.support.registry_server import registry_available
 
-__all__ = ["Cri", "Hawserd", "Registry", "busybox", "hawserd", "push_client", "registry"]
+__all__ = ["CniEnv", "Cri", "Hawserd", "Registry", "busybox", "hawserd", "pod_network", "push_client", "registry",
+           "restore_host_network_state"]
 
 HAWSERD = [sys.executable, "-m", "hawser.daemon"]
 HAWSER = [sys.executable, "-m", "hawser.cli._run"]
@@ -174,3 +177,22 @@ def hawserd(tmp_path: Path) -> Iterator[Hawserd]:
         daemon.close_clients()
         unmount_under(str(tmp_path))
         shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def pod_network(hawserd: Hawserd, tmp_path: Path) -> Iterator[CniEnv]:
+    """A CNI network of the test's own (bridge, subnet, IPAM dir) in hawserd's
+    config dir.  At teardown every pod left is removed through CRI, then the
+    network's bridge and rules go."""
+    from cri_api.v1 import api_pb2
+
+    env = CniEnv(tmp_path / "cni")
+    (hawserd.cni_conf / "10-test.conflist").write_text(json.dumps(env.conflist()))
+    try:
+        yield env
+    finally:
+        if hawserd.running:
+            cri = hawserd.client()
+            for pod in cri.runtime.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items:
+                cri.runtime.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
+        env.cleanup()

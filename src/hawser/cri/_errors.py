@@ -51,9 +51,11 @@ class GrpcStatus:
 def grpc_status(exc: BaseException) -> GrpcStatus:
     """The gRPC status a client gets for ``exc``: THE mapping of error kinds to codes."""
     if isinstance(exc, errors.HawserError):
-        code = _CODES.get(type(exc))
-        if code is not None:
-            return GrpcStatus(code, str(exc))
+        # By the kind it is (a CNIUnavailable is an Unavailable): the first kind in its MRO.
+        for kind in type(exc).__mro__:
+            code = _CODES.get(kind)
+            if code is not None:
+                return GrpcStatus(code, str(exc))
         # errors.Internal, or a kind this table does not know yet: a bug either way.
         return GrpcStatus(grpc.StatusCode.INTERNAL, str(exc), bug=True)
     return GrpcStatus(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}", bug=True)

@@ -23,6 +23,11 @@ from hawser.cri import (
     image_status,
     runtime_status,
     runtime_version,
+    sandbox_list,
+    sandbox_remove,
+    sandbox_run,
+    sandbox_status,
+    sandbox_stop,
 )
 from hawser.cri._catalog import ImageCatalog
 from hawser.cri._errors import serve, unimplemented
@@ -32,6 +37,7 @@ from hawser.cri.types import CriDeps
 if TYPE_CHECKING:
     import grpc
 
+    from hawser.cri._sandboxes import Sandboxes
     from hawser.cri.types import NetworkStatus, RunBlocking
     from hawser.images import ImageStore
 
@@ -54,27 +60,27 @@ class RuntimeService(api_pb2_grpc.RuntimeServiceServicer):
     async def RunPodSandbox(
         self, request: api_pb2.RunPodSandboxRequest, context: Context
     ) -> api_pb2.RunPodSandboxResponse:
-        await unimplemented(context, "RunPodSandbox")
+        return await serve(context, "RunPodSandbox", sandbox_run.run_pod_sandbox(self._deps, request))
 
     async def StopPodSandbox(
         self, request: api_pb2.StopPodSandboxRequest, context: Context
     ) -> api_pb2.StopPodSandboxResponse:
-        await unimplemented(context, "StopPodSandbox")
+        return await serve(context, "StopPodSandbox", sandbox_stop.stop_pod_sandbox(self._deps, request))
 
     async def RemovePodSandbox(
         self, request: api_pb2.RemovePodSandboxRequest, context: Context
     ) -> api_pb2.RemovePodSandboxResponse:
-        await unimplemented(context, "RemovePodSandbox")
+        return await serve(context, "RemovePodSandbox", sandbox_remove.remove_pod_sandbox(self._deps, request))
 
     async def PodSandboxStatus(
         self, request: api_pb2.PodSandboxStatusRequest, context: Context
     ) -> api_pb2.PodSandboxStatusResponse:
-        await unimplemented(context, "PodSandboxStatus")
+        return await serve(context, "PodSandboxStatus", sandbox_status.pod_sandbox_status(self._deps, request))
 
     async def ListPodSandbox(
         self, request: api_pb2.ListPodSandboxRequest, context: Context
     ) -> api_pb2.ListPodSandboxResponse:
-        await unimplemented(context, "ListPodSandbox")
+        return await serve(context, "ListPodSandbox", sandbox_list.list_pod_sandbox(self._deps, request))
 
     # --- containers -----------------------------------------------------------
 
@@ -219,10 +225,10 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
 
 
 def new_deps(*, store: ImageStore, blocking: RunBlocking, network_status: NetworkStatus,
-             effective_config: Mapping[str, Any]) -> CriDeps:
+             effective_config: Mapping[str, Any], sandboxes: Sandboxes | None = None) -> CriDeps:
     """The handlers' dependencies over parts the daemon built; starts nothing."""
     return CriDeps(store=store, catalog=ImageCatalog(store), blocking=blocking, pulls=SingleFlight(),
-                   network_status=network_status, effective_config=effective_config)
+                   network_status=network_status, effective_config=effective_config, sandboxes=sandboxes)
 
 
 def add_to_server(server: grpc.aio.Server, deps: CriDeps) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from hawser.cri._catalog import ImageCatalog
+    from hawser.cri._sandboxes import Sandboxes
     from hawser.cri._singleflight import SingleFlight
     from hawser.images import ImageStore, ImageSummary
 
@@ -92,3 +93,12 @@ class CriDeps:
     effective_config: Mapping[str, Any] = field(default_factory=dict)
     # Runtime handlers PullImage and RunPodSandbox accept ("" is the default one).
     runtime_handlers: tuple[str, ...] = ("", "runc")
+    # Pod sandboxes; None in a daemon built without them (image-only tests).
+    sandboxes: Sandboxes | None = None
+
+    def require_sandboxes(self) -> Sandboxes:
+        if self.sandboxes is None:
+            from hawser.errors import Unimplemented
+
+            raise Unimplemented("this hawserd serves no pod sandboxes")
+        return self.sandboxes

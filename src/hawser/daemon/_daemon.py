@@ -131,9 +131,16 @@ class Daemon:
         # Attachments are recorded on persistent storage: IPAM state outlives reboots.
         network = CNINetwork(settings.cni.conf_dir, [settings.cni.bin_dir],
                              os.path.join(config.root, "cni", "results"))
+        from hawser.cri._sandboxes import Sandboxes
+        from hawser.runtime import ContainerManager
+
+        containers = ContainerManager(store)
+        sandboxes = Sandboxes(store=store, containers=containers, network=network, blocking=offloader,
+                              state_dir=config.state, cgroup_parent=config.runtime.cgroup_parent)
         deps = new_deps(store=store, blocking=offloader, network_status=network.status,
-                        effective_config=settings.effective())
-        return cls(settings, store=store, network=network, deps=deps, offloader=offloader)
+                        effective_config=settings.effective(), sandboxes=sandboxes)
+        return cls(settings, store=store, network=network, deps=deps, offloader=offloader,
+                   recoverers=[sandboxes])
 
     async def recover(self) -> None:
         """The start-up recovery hook: every Recoverer, in order."""

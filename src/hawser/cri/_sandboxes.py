@@ -1,0 +1,472 @@
+"""Pod sandboxes: their namespaces, network, files and records.
+
+No pause image and no infra container: a pod is its record in SQLite plus
+what setup made under ``state/sandboxes/<id>``:
+
+- ``ns/{net,ipc,uts}``: namespaces pinned by bind mounts (``host.pin_namespaces``);
+- ``resolv.conf`` and ``hostname``: bound into every container of the pod;
+- ``shm/``: the pod's /dev/shm, a tmpfs shared by its containers (as its IPC is);
+- with a shared pid namespace, a catatonit init holding it (``host._infra``).
+
+The record is written first (state "notready"), every step pushes its undo,
+and only a complete setup marks it "ready": a failed RunPodSandbox undoes
+everything, and one interrupted by a crash leaves a not-ready pod that
+StopPodSandbox and RemovePodSandbox finish off (both are idempotent and
+tolerate any half-made state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hawser._logging import get_logger
+from hawser.cri._sandbox_types import (
+    LABEL_SANDBOX_ID,
+    SANDBOX_NOTREADY,
+    SANDBOX_READY,
+    Sandbox,
+)
+from hawser.errors import FailedPrecondition, HawserError, InvalidArgument, NotFound
+from hawser.metadata import SandboxRecord
+
+if TYPE_CHECKING:
+    from hawser.cri.types import RunBlocking
+    from hawser.images import ImageStore
+    from hawser.network import PodNetworks
+    from hawser.runtime import ContainerManager
+
+log = get_logger("hawser.cri.sandboxes")
+
+NODE, POD, CONTAINER, TARGET = "NODE", "POD", "CONTAINER", "TARGET"
+SHM_SIZE = 64 << 20  # docker's and containerd's default /dev/shm
+# Sysctls a pod may set, by the namespace they belong to (the kernel's namespaced ones).
+_IPC_SYSCTLS = ("kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")
+_NET_SYSCTLS = ("net.",)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodPort:
+    container_port: int
+    host_port: int
+    protocol: str = "tcp"
+    host_ip: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodSpec:
+    """What RunPodSandbox asks for, parsed from the CRI request."""
+
+    name: str
+    namespace: str
+    uid: str
+    attempt: int = 0
+    hostname: str = ""
+    log_directory: str = ""
+    dns_servers: tuple[str, ...] = ()
+    dns_searches: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
+    has_dns: bool = False
+    ports: tuple[PodPort, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    cgroup_parent: str = ""
+    sysctls: Mapping[str, str] = field(default_factory=dict)
+    network_mode: str = POD
+    pid_mode: str = CONTAINER
+    ipc_mode: str = POD
+    privileged: bool = False
+    runtime_handler: str = ""
+    # The request's PodSandboxConfig as JSON, kept for verbose status.
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """The unique name kubelet's retries share: name_namespace_uid_attempt."""
+        return f"{self.name}_{self.namespace}_{self.uid}_{self.attempt}"
+
+
+class Sandboxes:
+    """Pod sandbox lifecycle. Methods are coroutines; blocking steps go
+    through ``blocking``. Concurrent calls on one pod are serialised."""
+
+    def __init__(self, *, store: ImageStore, containers: ContainerManager, network: PodNetworks,
+                 blocking: RunBlocking, state_dir: str, cgroup_parent: str) -> None:
+        self.store = store
+        self.containers = containers
+        self.network = network
+        self.blocking = blocking
+        self.root = os.path.join(state_dir, "sandboxes")
+        self.default_cgroup_parent = cgroup_parent.rstrip("/") or "/hawser"
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def _md(self) -> Any:
+        return self.store.metadata
+
+    @property
+    def _ns(self) -> str:
+        return self.store.namespace
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    def directory(self, id_: str) -> str:
+        return os.path.join(self.root, id_)
+
+    # --- lookups ---------------------------------------------------------------
+
+    def get(self, sandbox_id: str) -> Sandbox:
+        """The sandbox with this id or unique id prefix. NotFound otherwise. Blocking."""
+        return _view(self._record(sandbox_id))
+
+    def _record(self, text: str) -> SandboxRecord:
+        if not text:
+            raise InvalidArgument("no pod sandbox id given")
+        try:
+            return self._md.get_sandbox(text, namespace=self._ns)  # type: ignore[no-any-return]
+        except NotFound:
+            pass
+        found = [r for r in self._md.list_sandboxes(namespace=self._ns) if r.id.startswith(text)]
+        if len(found) == 1:
+            return found[0]  # type: ignore[no-any-return]
+        if len(found) > 1:
+            raise InvalidArgument(f"pod sandbox id prefix {text!r} is ambiguous")
+        raise NotFound(f"pod sandbox {text} not found")
+
+    def all(self) -> list[Sandbox]:
+        """Every sandbox, oldest first. Blocking."""
+        return [_view(r) for r in self._md.list_sandboxes(namespace=self._ns)]
+
+    # --- run ---------------------------------------------------------------------
+
+    async def run(self, spec: PodSpec) -> str:
+        """Create and start a pod sandbox; its id.
+
+        A retry with the same metadata (name, namespace, uid, attempt) returns
+        the pod the first call made, once that call is done, instead of making
+        a second one.  On failure everything made is undone."""
+        async with self._lock(spec.key):
+            existing = await self.blocking(self._md.find_sandbox, spec.key, namespace=self._ns)
+            if existing is not None:
+                if existing.state == SANDBOX_READY:
+                    return str(existing.id)
+                # Left half-made by a crash: finish it off and start again.
+                await self._remove(existing)
+            id_ = os.urandom(32).hex()
+            record = SandboxRecord(namespace=self._ns, id=id_, name=spec.key, config=_config_json(spec),
+                                   labels=dict(spec.labels), state=SANDBOX_NOTREADY, status={},
+                                   created_at=time.time())
+            await self.blocking(self._md.create_sandbox, record)
+            undo: list[Callable[[], Awaitable[None]]] = []
+            try:
+                status = await self._setup(id_, spec, undo)
+                await self.blocking(self._md.update_sandbox, id_, namespace=self._ns, state=SANDBOX_READY,
+                                    status=status)
+            except BaseException as exc:
+                log.warning("RunPodSandbox failed, rolling back", extra={"pod": spec.key, "id": id_,
+                                                                         "error": str(exc)})
+                for step in reversed(undo):
+                    try:
+                        await step()
+                    except Exception as undo_exc:  # keep undoing; the first error is the one to report
+                        log.error("rollback step failed", extra={"id": id_, "error": str(undo_exc)})
+                with contextlib.suppress(Exception):
+                    await self.blocking(self._md.delete_sandbox, id_, namespace=self._ns)
+                raise
+            log.info("pod sandbox ready", extra={"pod": spec.key, "id": id_, "ips": status.get("ips")})
+            return id_
+
+    async def _setup(self, id_: str, spec: PodSpec, undo: list[Callable[[], Awaitable[None]]]) -> dict[str, Any]:
+        from hawser.host import pin_namespaces, remove_pin_dir
+
+        directory = self.directory(id_)
+        status: dict[str, Any] = {"cgroup_parent": spec.cgroup_parent
+                                  or f"{self.default_cgroup_parent}/pod-{id_[:12]}"}
+
+        def save() -> Awaitable[Any]:
+            # Each step's result is recorded as soon as it exists, so a crash leaves
+            # enough on disk for Stop/Remove to undo it.
+            return self.blocking(self._md.update_sandbox, id_, namespace=self._ns, status=dict(status))
+
+        await self.blocking(os.makedirs, directory, 0o711, exist_ok=True)
+
+        async def remove_dir() -> None:
+            await self.blocking(shutil.rmtree, directory, True)
+
+        undo.append(remove_dir)
+
+        kinds = []
+        if spec.network_mode != NODE:
+            kinds += ["net", "uts"]
+        if spec.ipc_mode != NODE:
+            kinds.append("ipc")
+        hostname = spec.hostname or (spec.name[:63] if spec.network_mode != NODE else os.uname().nodename)
+        ns_dir = os.path.join(directory, "ns")
+        if kinds:
+            pins = await self.blocking(pin_namespaces, ns_dir, kinds,
+                                       hostname=hostname if "uts" in kinds else None)
+
+            async def unpin() -> None:
+                await self.blocking(remove_pin_dir, ns_dir)
+
+            undo.append(unpin)
+            status.update({kind: path for kind, path in pins.items()})
+            await save()
+
+        if spec.ipc_mode != NODE:
+            shm = os.path.join(directory, "shm")
+            await self.blocking(_mount_shm, shm)
+
+            async def unmount_shm() -> None:
+                await self.blocking(_unmount_shm, shm)
+
+            undo.append(unmount_shm)
+            status["shm"] = shm
+
+        if spec.pid_mode == POD:
+            from hawser.host._infra import start_pid_namespace, stop_pid_namespace
+
+            holder, init = await self.blocking(start_pid_namespace, id_)
+
+            async def stop_init() -> None:
+                await self.blocking(stop_pid_namespace, holder, id_)
+
+            undo.append(stop_init)
+            status.update({"infra_holder": holder, "infra_pid": init, "pid": f"/proc/{init}/ns/pid"})
+            await save()
+
+        status["hostname"] = hostname
+        status["hostname_file"] = await self.blocking(_write_file, os.path.join(directory, "hostname"),
+                                                      hostname + "\n")
+        status["resolv_conf"] = await self.blocking(_write_file, os.path.join(directory, "resolv.conf"),
+                                                    _resolv_conf(spec))
+        if spec.sysctls:
+            await self.blocking(_apply_sysctls, spec.sysctls, status)
+
+        if spec.network_mode != NODE:
+            from hawser.network import DNSConfig, PodNetworkRequest, PortMapping
+
+            request = PodNetworkRequest(
+                pod_id=id_, netns=status["net"], name=spec.name, namespace=spec.namespace, uid=spec.uid,
+                port_mappings=tuple(PortMapping(container_port=p.container_port, host_port=p.host_port,
+                                                protocol=p.protocol, host_ip=p.host_ip) for p in spec.ports),
+                dns=DNSConfig(servers=spec.dns_servers, searches=spec.dns_searches, options=spec.dns_options)
+                if spec.has_dns else None,
+                annotations=tuple(sorted(spec.annotations.items())), cgroup_parent=status["cgroup_parent"])
+            # The undo goes first: a cancelled or failed ADD may have done half its work.
+
+            async def teardown() -> None:
+                await self.network.teardown(id_, status.get("net"))
+
+            undo.append(teardown)
+            attached = await self.network.setup(request)
+            status["ips"] = list(attached.ips)
+        return status
+
+    # --- stop and remove -------------------------------------------------------------
+
+    async def stop(self, sandbox_id: str) -> None:
+        """Stop every container of the pod, tear its network down, end its pid
+        namespace init; the pod becomes not ready. Idempotent; works on a
+        half-made pod. NotFound for an unknown id."""
+        record = await self.blocking(self._record, sandbox_id)
+        async with self._lock(record.name):
+            await self._stop(record)
+
+    async def _stop(self, record: SandboxRecord) -> None:
+        id_ = record.id
+        status = dict(record.status)
+        errors: list[str] = []
+        for container in await self.blocking(self._containers_of, id_):
+            try:
+                await self.blocking(self.containers.stop, container, 0)
+            except NotFound:
+                pass
+            except HawserError as exc:
+                errors.append(f"stop container {container[:12]}: {exc}")
+        try:
+            await self.network.teardown(id_, status.get("net"))
+        except HawserError as exc:
+            errors.append(f"network teardown: {exc}")
+        if status.get("infra_holder"):
+            from hawser.host._infra import stop_pid_namespace
+
+            await self.blocking(stop_pid_namespace, int(status["infra_holder"]), id_)
+        if record.state != SANDBOX_NOTREADY:
+            await self.blocking(self._md.update_sandbox, id_, namespace=self._ns, state=SANDBOX_NOTREADY)
+        if errors:
+            # Not ready already; a retry finishes what failed.
+            raise FailedPrecondition(f"stopping pod sandbox {id_[:12]}: " + "; ".join(errors))
+
+    async def remove(self, sandbox_id: str) -> None:
+        """Stop the pod if needed, remove its containers, namespaces, files and
+        record. Idempotent: an unknown id is not an error (CRI)."""
+        try:
+            record = await self.blocking(self._record, sandbox_id)
+        except NotFound:
+            return
+        async with self._lock(record.name):
+            await self._remove(record)
+
+    async def _remove(self, record: SandboxRecord) -> None:
+        await self._stop(record)
+        for container in await self.blocking(self._containers_of, record.id):
+            with contextlib.suppress(NotFound):
+                await self.blocking(self.containers.remove, container, force=True)
+        await self.blocking(_remove_files, self.directory(record.id))
+        await self.blocking(self._md.delete_sandbox, record.id, namespace=self._ns)
+
+    def _containers_of(self, sandbox_id: str) -> list[str]:
+        return [c.id for c in self._md.list_containers(namespace=self._ns)
+                if c.labels.get(LABEL_SANDBOX_ID) == sandbox_id]
+
+    # --- recovery ----------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """At daemon start: a ready pod whose namespaces did not survive (a
+        reboot empties /run) or whose pid namespace init died is not ready."""
+        for record in await self.blocking(self._md.list_sandboxes, namespace=self._ns):
+            if record.state != SANDBOX_READY:
+                continue
+            lost = await self.blocking(_lost, record)
+            if lost:
+                log.warning("pod sandbox lost its namespaces; marking it not ready",
+                            extra={"id": record.id, "lost": lost})
+                await self.blocking(self._md.update_sandbox, record.id, namespace=self._ns,
+                                    state=SANDBOX_NOTREADY)
+
+
+# --- helpers (blocking) ------------------------------------------------------------------
+
+
+def _view(record: SandboxRecord) -> Sandbox:
+    config = record.config
+    meta = config.get("metadata", {})
+    status = record.status
+    return Sandbox(
+        id=record.id, name=str(meta.get("name", "")), namespace=str(meta.get("namespace", "")),
+        uid=str(meta.get("uid", "")), attempt=int(meta.get("attempt", 0)), state=record.state,
+        created_at=record.created_at, labels=dict(record.labels),
+        annotations=dict(config.get("annotations", {})), runtime_handler=str(config.get("runtime_handler", "")),
+        hostname=str(status.get("hostname", "")), log_directory=str(config.get("log_directory", "")),
+        cgroup_parent=str(status.get("cgroup_parent", "")), netns=status.get("net"), ipc=status.get("ipc"),
+        uts=status.get("uts"), pid=status.get("pid"), host_pid=config.get("pid_mode") == NODE,
+        resolv_conf=status.get("resolv_conf"), hostname_file=status.get("hostname_file"),
+        shm=status.get("shm"), ips=tuple(status.get("ips", ())), privileged=bool(config.get("privileged")),
+        sysctls=dict(config.get("sysctls", {})), config=config,
+    )
+
+
+def _config_json(spec: PodSpec) -> dict[str, Any]:
+    return {
+        "metadata": {"name": spec.name, "namespace": spec.namespace, "uid": spec.uid, "attempt": spec.attempt},
+        "hostname": spec.hostname, "log_directory": spec.log_directory, "annotations": dict(spec.annotations),
+        "runtime_handler": spec.runtime_handler, "network_mode": spec.network_mode, "pid_mode": spec.pid_mode,
+        "ipc_mode": spec.ipc_mode, "privileged": spec.privileged, "sysctls": dict(spec.sysctls),
+        "cgroup_parent": spec.cgroup_parent,
+        "port_mappings": [{"container_port": p.container_port, "host_port": p.host_port, "protocol": p.protocol,
+                           "host_ip": p.host_ip} for p in spec.ports],
+        "request": dict(spec.raw),
+    }
+
+
+def _resolv_conf(spec: PodSpec) -> str:
+    if not spec.has_dns:
+        # No DNS config: the node's own resolver settings, as containerd does.
+        try:
+            with open("/etc/resolv.conf", encoding="utf-8") as f:
+                return f.read()
+        except OSError:
+            return ""
+    lines = [f"nameserver {s}" for s in spec.dns_servers]
+    if spec.dns_searches:
+        lines.append("search " + " ".join(spec.dns_searches))
+    if spec.dns_options:
+        lines.append("options " + " ".join(spec.dns_options))
+    return "\n".join(lines) + "\n"
+
+
+def _write_file(path: str, text: str) -> str:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return path
+
+
+def _mount_shm(path: str) -> None:
+    from hawser.host import mount
+
+    os.makedirs(path, mode=0o755, exist_ok=True)
+    mount("tmpfs", "shm", path, ["nosuid", "nodev", "noexec", "mode=1777", f"size={SHM_SIZE}"])
+
+
+def _unmount_shm(path: str) -> None:
+    from hawser.host import unmount
+
+    unmount(path, detach=True)
+    with contextlib.suppress(FileNotFoundError, OSError):
+        os.rmdir(path)
+
+
+def _remove_files(directory: str) -> None:
+    from hawser.host import remove_pin_dir
+
+    remove_pin_dir(os.path.join(directory, "ns"))
+    _unmount_shm(os.path.join(directory, "shm"))
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _apply_sysctls(sysctls: Mapping[str, str], status: Mapping[str, Any]) -> None:
+    """Write namespaced sysctls inside the pod's namespaces. InvalidArgument for
+    one that is not namespaced, or whose namespace the pod shares with the host."""
+    from hawser.host import run_in_namespaces
+
+    by_kind: dict[str, list[tuple[str, str]]] = {"net": [], "ipc": []}
+    for name, value in sysctls.items():
+        kind = ("net" if name.startswith(_NET_SYSCTLS) else
+                "ipc" if name.startswith(_IPC_SYSCTLS) else None)
+        if kind is None:
+            raise InvalidArgument(f"sysctl {name} is not namespaced: a pod cannot set it")
+        if not status.get(kind):
+            raise InvalidArgument(f"sysctl {name} needs the pod's own {kind} namespace, not the host's")
+        by_kind[kind].append((name, value))
+
+    def write(items: Sequence[tuple[str, str]]) -> None:
+        for name, value in items:
+            path = "/proc/sys/" + name.replace(".", "/")
+            try:
+                with open(path, "w", encoding="ascii") as f:
+                    f.write(value)
+            except FileNotFoundError:
+                raise InvalidArgument(f"unknown sysctl {name}") from None
+            except OSError as exc:
+                raise InvalidArgument(f"sysctl {name}={value}: {exc.strerror}") from None
+
+    for kind, items in by_kind.items():
+        if items:
+            run_in_namespaces({kind: status[kind]}, lambda items=items: write(items))  # type: ignore[misc]
+
+
+def _lost(record: SandboxRecord) -> list[str]:
+    from hawser.host import namespace_kind
+
+    status = record.status
+    lost = [kind for kind in ("net", "ipc", "uts") if status.get(kind) and namespace_kind(status[kind]) != kind]
+    if status.get("infra_holder"):
+        from hawser.host._infra import pid_namespace_alive
+
+        if not pid_namespace_alive(int(status["infra_holder"]), int(status["infra_pid"]), record.id):
+            lost.append("pid")
+    return lost

@@ -1,0 +1,78 @@
+"""RunPodSandbox: "creates and starts a pod-level sandbox. Runtimes must ensure
+the sandbox is in the ready state on success." (cri-api api.proto)
+
+Idempotency: kubelet retries a call that timed out with the same metadata
+(name, namespace, uid, attempt); the retry gets the pod the first call made
+rather than a second one.  On failure everything the call made is undone.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cri_api.v1 import api_pb2
+from google.protobuf import json_format
+
+from hawser.cri._sandboxes import CONTAINER, NODE, POD, TARGET, PodPort, PodSpec
+from hawser.cri.types import CriDeps
+from hawser.errors import InvalidArgument, Unimplemented
+
+_MODES = {api_pb2.POD: POD, api_pb2.CONTAINER: CONTAINER, api_pb2.NODE: NODE, api_pb2.TARGET: TARGET}
+_PROTOCOLS = {api_pb2.TCP: "tcp", api_pb2.UDP: "udp", api_pb2.SCTP: "sctp"}
+
+
+async def run_pod_sandbox(deps: CriDeps, request: api_pb2.RunPodSandboxRequest) -> api_pb2.RunPodSandboxResponse:
+    if request.runtime_handler not in deps.runtime_handlers:
+        raise InvalidArgument(f"unknown runtime handler {request.runtime_handler!r}",
+                              hint="hawserd has " + ", ".join(repr(h) for h in deps.runtime_handlers))
+    spec = pod_spec(request.config, request.runtime_handler)
+    sandbox_id = await deps.require_sandboxes().run(spec)
+    return api_pb2.RunPodSandboxResponse(pod_sandbox_id=sandbox_id)
+
+
+def pod_spec(config: api_pb2.PodSandboxConfig, runtime_handler: str = "") -> PodSpec:
+    """The request as hawser's PodSpec; InvalidArgument for what cannot be honoured."""
+    meta = config.metadata
+    for field_name in ("name", "namespace", "uid"):
+        if not getattr(meta, field_name):
+            raise InvalidArgument(f"RunPodSandbox: metadata.{field_name} is empty")
+    if "_" in meta.name or "_" in meta.namespace:
+        # The pod's unique key joins them with "_"; Kubernetes names never hold one.
+        raise InvalidArgument("RunPodSandbox: metadata name and namespace may not contain '_'")
+    if config.log_directory and not os.path.isabs(config.log_directory):
+        raise InvalidArgument(f"RunPodSandbox: log_directory {config.log_directory!r} is not absolute")
+    linux = config.linux
+    security = linux.security_context
+    options = security.namespace_options
+    network, pid, ipc = (_mode(options.network, "network"), _mode(options.pid, "pid"), _mode(options.ipc, "ipc"))
+    if network not in (POD, NODE) or ipc not in (POD, NODE):
+        raise InvalidArgument("RunPodSandbox: a pod's network and ipc namespaces are POD or NODE")
+    if pid == TARGET:
+        raise InvalidArgument("RunPodSandbox: pid namespace mode TARGET is for containers, not pods")
+    if options.HasField("userns_options") and options.userns_options.mode != api_pb2.NODE:
+        raise Unimplemented("RunPodSandbox: user namespaces are not supported")
+    ports = []
+    for port in config.port_mappings:
+        if port.host_port <= 0:
+            continue  # a containerPort without hostPort needs nothing from the runtime
+        if not 0 < port.container_port < 65536 or port.host_port > 65535:
+            raise InvalidArgument(f"RunPodSandbox: invalid port mapping {port.host_port}:{port.container_port}")
+        ports.append(PodPort(container_port=port.container_port, host_port=port.host_port,
+                             protocol=_PROTOCOLS.get(port.protocol, "tcp"), host_ip=port.host_ip))
+    dns = config.dns_config
+    return PodSpec(
+        name=meta.name, namespace=meta.namespace, uid=meta.uid, attempt=meta.attempt, hostname=config.hostname,
+        log_directory=config.log_directory, dns_servers=tuple(dns.servers), dns_searches=tuple(dns.searches),
+        dns_options=tuple(dns.options), has_dns=config.HasField("dns_config"), ports=tuple(ports),
+        labels=dict(config.labels), annotations=dict(config.annotations), cgroup_parent=linux.cgroup_parent,
+        sysctls=dict(linux.sysctls), network_mode=network, pid_mode=pid, ipc_mode=ipc,
+        privileged=security.privileged, runtime_handler=runtime_handler,
+        raw=json_format.MessageToDict(config, preserving_proto_field_name=True),
+    )
+
+
+def _mode(value: api_pb2.NamespaceMode.ValueType, what: str) -> str:
+    try:
+        return _MODES[value]
+    except KeyError:
+        raise InvalidArgument(f"RunPodSandbox: unknown {what} namespace mode {value}") from None
