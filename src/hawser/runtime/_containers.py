@@ -250,6 +250,9 @@ class ContainerManager:
         key = f"container-{id_}"
         cgroups_path = options.cgroups_path or f"{self.config.runtime.cgroup_parent.rstrip('/')}/{id_}"
         options = replace(options, cgroups_path=cgroups_path)
+        if not options.hostname and options.namespaces.uts is None:
+            # Its own UTS namespace and no name given: the short id, as docker does.
+            options = replace(options, hostname=id_[:12])
         record = Container(namespace=self.store.namespace, id=id_, name=name, image=image_name,
                            image_id=str(detail.config_digest), snapshotter=snapshotter.name, snapshot_key=key,
                            config=_options_json(options, stop_signal(detail.config, options)), labels=dict(labels or {}), created_at=time.time())
