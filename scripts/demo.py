@@ -1,5 +1,6 @@
 """The main job, end to end: a local registry, a busybox image pushed to it,
-pulled by hawser and listed. Run through scripts/demo.sh."""
+pulled by hawser, a container run from it (its output shown), and a detached
+one exec'd into, logged and removed. Run through scripts/demo.sh."""
 
 from __future__ import annotations
 
@@ -27,9 +28,24 @@ def main() -> int:
             push_image(client, ref, build_image(busybox_layers()), tag="latest")
         finally:
             client.close()
-        for args in (["pull", "--plain-http", ref], ["images"], ["system", "df"]):
-            print(f"== hawser {' '.join(args)}", flush=True)
-            subprocess.run([*hawser, *args], check=True)
+        name = f"demo-{os.getpid()}"
+        steps = (
+            ["pull", "--plain-http", ref],
+            ["images"],
+            ["run", "--rm", ref, "sh", "-c", "echo hello from $(hostname) in a hawser container; uname -sr; id"],
+            ["run", "-d", "--name", name, ref, "sh", "-c", "while true; do date; sleep 1; done"],
+            ["exec", name, "ps"],
+            ["ps"],
+            ["logs", "--tail", "2", name],
+            ["rm", "-f", name],
+            ["system", "df"],
+        )
+        try:
+            for args in steps:
+                print(f"== hawser {' '.join(args)}", flush=True)
+                subprocess.run([*hawser, *args], check=True)
+        finally:
+            subprocess.run([*hawser, "rm", "-f", name], capture_output=True, check=False)
     return 0
 
 

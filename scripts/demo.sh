@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up, then the main job end to end: start a local registry, build and push a
-# small busybox image to it, pull it with hawser, list it.
+# small busybox image to it, pull it with hawser, run a container from it and show its output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
