@@ -237,7 +237,7 @@ def test_exec_while_running_pause_resume(ctr: tuple[Env, str]) -> None:
     env, ref = ctr
     id_ = env.cli("run", "-d", ref, "sleep", "1000").stdout.strip()
     proc = env.cli("exec", id_, "sh", "-c", "echo in-$(hostname); exit 4", check=False)
-    assert proc.returncode == 4 and proc.stdout.startswith("in-")
+    assert proc.returncode == 4 and proc.stdout == f"in-{id_[:12]}\n"  # named by its short id
     proc = env.cli("exec", "-u", "app", id_, "id", "-u")
     assert proc.stdout.strip() == "1000"
     env.cli("exec", "-d", id_, "sh", "-c", "echo detached > /tmp/d")
