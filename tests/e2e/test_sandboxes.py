@@ -238,3 +238,21 @@ def _no_pod_cgroups_left() -> Any:
                     child.rmdir()
                 except OSError:
                     pass
+
+
+def test_pod_stats(hawserd: Hawserd, pod_network: CniEnv) -> None:
+    cri = hawserd.client()
+    pod_id = run_pod(hawserd, pod_config("stats"))
+    _, info = status(hawserd, pod_id)
+    pod_network.serve(info["namespaces"]["network"], 8080, "in-pod")
+    pod, _ = status(hawserd, pod_id)
+    ask(pod.network.ip, 8080)  # some traffic on eth0
+    stats = cri.runtime.PodSandboxStats(api_pb2.PodSandboxStatsRequest(pod_sandbox_id=pod_id)).stats
+    assert stats.attributes.id == pod_id and stats.attributes.metadata.name == "stats"
+    assert stats.linux.network.default_interface.name == "eth0"
+    assert stats.linux.network.default_interface.rx_bytes.value > 0
+    listed = cri.runtime.ListPodSandboxStats(api_pb2.ListPodSandboxStatsRequest(
+        filter=api_pb2.PodSandboxStatsFilter(label_selector={"app": "stats"}))).stats
+    assert [s.attributes.id for s in listed] == [pod_id]
+    code, _ = status_code(cri.runtime.PodSandboxStats, api_pb2.PodSandboxStatsRequest(pod_sandbox_id="e" * 64))
+    assert code == grpc.StatusCode.NOT_FOUND

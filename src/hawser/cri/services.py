@@ -26,6 +26,7 @@ from hawser.cri import (
     sandbox_list,
     sandbox_remove,
     sandbox_run,
+    sandbox_stats,
     sandbox_status,
     sandbox_stop,
 )
@@ -153,12 +154,13 @@ class RuntimeService(api_pb2_grpc.RuntimeServiceServicer):
     async def PodSandboxStats(
         self, request: api_pb2.PodSandboxStatsRequest, context: Context
     ) -> api_pb2.PodSandboxStatsResponse:
-        await unimplemented(context, "PodSandboxStats")
+        return await serve(context, "PodSandboxStats", sandbox_stats.pod_sandbox_stats(self._deps, request))
 
     async def ListPodSandboxStats(
         self, request: api_pb2.ListPodSandboxStatsRequest, context: Context
     ) -> api_pb2.ListPodSandboxStatsResponse:
-        await unimplemented(context, "ListPodSandboxStats")
+        return await serve(context, "ListPodSandboxStats",
+                           sandbox_stats.list_pod_sandbox_stats(self._deps, request))
 
     # --- runtime configuration --------------------------------------------------
 
