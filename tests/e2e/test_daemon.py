@@ -178,3 +178,10 @@ def test_second_daemon_on_the_same_state_dir_is_refused(hawserd: Hawserd) -> Non
     assert proc.returncode == 1
     assert "another hawserd uses the state dir" in proc.stderr
     assert not os.path.exists(hawserd.socket_dir / "other.sock")
+
+
+def test_runtime_config_reports_cgroupfs_and_accepts_a_pod_cidr(hawserd: Hawserd) -> None:
+    runtime = hawserd.client().runtime
+    assert runtime.RuntimeConfig(api_pb2.RuntimeConfigRequest()).linux.cgroup_driver == api_pb2.CGROUPFS
+    runtime.UpdateRuntimeConfig(api_pb2.UpdateRuntimeConfigRequest(runtime_config=api_pb2.RuntimeConfig(
+        network_config=api_pb2.NetworkConfig(pod_cidr="10.244.0.0/24"))))

@@ -21,6 +21,7 @@ from hawser.cri import (
     image_pull,
     image_remove,
     image_status,
+    runtime_config,
     runtime_status,
     runtime_version,
     sandbox_list,
@@ -167,7 +168,7 @@ class RuntimeService(api_pb2_grpc.RuntimeServiceServicer):
     async def UpdateRuntimeConfig(
         self, request: api_pb2.UpdateRuntimeConfigRequest, context: Context
     ) -> api_pb2.UpdateRuntimeConfigResponse:
-        await unimplemented(context, "UpdateRuntimeConfig")
+        return await serve(context, "UpdateRuntimeConfig", runtime_config.update_runtime_config(self._deps, request))
 
     async def Status(self, request: api_pb2.StatusRequest, context: Context) -> api_pb2.StatusResponse:
         return await serve(context, "Status", runtime_status.status(self._deps, request))
@@ -196,7 +197,7 @@ class RuntimeService(api_pb2_grpc.RuntimeServiceServicer):
     async def RuntimeConfig(
         self, request: api_pb2.RuntimeConfigRequest, context: Context
     ) -> api_pb2.RuntimeConfigResponse:
-        await unimplemented(context, "RuntimeConfig")
+        return await serve(context, "RuntimeConfig", runtime_config.runtime_config(self._deps, request))
 
     async def UpdatePodSandboxResources(
         self, request: api_pb2.UpdatePodSandboxResourcesRequest, context: Context
