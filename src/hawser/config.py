@@ -131,14 +131,23 @@ def parse_config(text: str, *, source: str = "config") -> Config:
     return config
 
 
-def load_config(path: str | None) -> Config:
-    """Load ``path``; a missing file at the default path means defaults."""
+def read_config_file(path: str | None) -> tuple[str, str | None]:
+    """``(source, text)`` of the config file: ``path``, else $HAWSER_CONFIG,
+    else the default path, where a missing file means defaults (text None).
+    InvalidArgument if a named file is missing or unreadable."""
     target = path or os.environ.get("HAWSER_CONFIG") or DEFAULT_CONFIG_PATH
     try:
         with open(target, encoding="utf-8") as f:
-            text = f.read()
+            return target, f.read()
     except FileNotFoundError:
         if path:
             raise InvalidArgument(f"config file {path} does not exist") from None
-        return Config()
-    return parse_config(text, source=target)
+        return target, None
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read config file {target}: {exc.strerror}") from None
+
+
+def load_config(path: str | None) -> Config:
+    """Load ``path``; a missing file at the default path means defaults."""
+    source, text = read_config_file(path)
+    return Config() if text is None else parse_config(text, source=source)

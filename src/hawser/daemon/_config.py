@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from hawser.config import DEFAULT_CONFIG_PATH, Config, parse_config
+from hawser.config import Config, parse_config, read_config_file
 from hawser.errors import InvalidArgument
 
 DEFAULT_ADDRESS = "/run/hawser/hawser.sock"
@@ -93,18 +93,8 @@ class Overrides:
 def load_settings(path: str | None, overrides: Overrides) -> Settings:
     """Read the config file (``path``; else $HAWSER_CONFIG; else the default
     path, where a missing file means defaults) and apply the flags."""
-    target = path or os.environ.get("HAWSER_CONFIG") or DEFAULT_CONFIG_PATH
-    try:
-        with open(target, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        if path:
-            raise InvalidArgument(f"config file {path} does not exist") from None
-        settings = Settings()
-    except OSError as exc:
-        raise InvalidArgument(f"cannot read config file {target}: {exc.strerror}") from None
-    else:
-        settings = parse_settings(text, source=target)
+    source, text = read_config_file(path)
+    settings = Settings() if text is None else parse_settings(text, source=source)
     return apply_overrides(settings, overrides)
 
 

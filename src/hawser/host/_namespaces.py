@@ -37,6 +37,7 @@ import threading
 from collections.abc import Callable, Collection, Mapping
 from typing import TypeVar
 
+from hawser.host._libc import load_libc
 from hawser.host._mount import is_mountpoint
 
 T = TypeVar("T")
@@ -60,30 +61,6 @@ _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 _IFREQ = struct.Struct("16sH22x")  # ifr_name, ifr_flags, rest of the union
 
-_lock = threading.Lock()
-_libc: ctypes.CDLL | None = None
-
-
-def _load() -> ctypes.CDLL:
-    global _libc
-    with _lock:
-        if _libc is None:
-            # The soname directly: ctypes.util.find_library forks ldconfig (~15 ms).
-            lib = ctypes.CDLL("libc.so.6", use_errno=True)
-            lib.unshare.argtypes = [ctypes.c_int]
-            lib.unshare.restype = ctypes.c_int
-            lib.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-            lib.setns.restype = ctypes.c_int
-            lib.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-            lib.sethostname.restype = ctypes.c_int
-            lib.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-            lib.mount.restype = ctypes.c_int
-            lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-            lib.umount2.restype = ctypes.c_int
-            _libc = lib
-        return _libc
-
-
 def _check(result: int, what: str, path: str | None = None) -> None:
     if result != 0:
         err = ctypes.get_errno()
@@ -91,13 +68,13 @@ def _check(result: int, what: str, path: str | None = None) -> None:
 
 
 def _mount(source: str | None, target: str, flags: int) -> None:
-    _check(_load().mount(None if source is None else os.fsencode(source), os.fsencode(target), None, flags, None),
+    _check(load_libc().mount(None if source is None else os.fsencode(source), os.fsencode(target), None, flags, None),
            f"mount {source or ''} on {target}", target)
 
 
 def _umount_all(path: str) -> None:
     """Lazily unmount everything stacked on ``path``; not mounted is fine."""
-    libc = _load()
+    libc = load_libc()
     for _ in range(64):
         if libc.umount2(os.fsencode(path), _MNT_DETACH | _UMOUNT_NOFOLLOW) != 0:
             err = ctypes.get_errno()
@@ -221,7 +198,7 @@ def pin_namespaces(directory: str, kinds: Collection[str] = ("net", "ipc", "uts"
         flags |= NAMESPACE_KINDS[kind]
 
     def create() -> dict[str, str]:
-        libc = _load()
+        libc = load_libc()
         _check(libc.unshare(flags), "unshare")
         if hostname is not None:
             name = hostname.encode()
@@ -292,7 +269,7 @@ def run_in_namespaces(paths: Mapping[str, str], fn: Callable[[], T]) -> T:
             fds[kind] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 
         def enter() -> T:
-            libc = _load()
+            libc = load_libc()
             for kind, fd in fds.items():
                 _check(libc.setns(fd, NAMESPACE_KINDS[kind]), f"setns {kind}", paths[kind])
             return fn()
