@@ -1,5 +1,5 @@
 # Shortcuts; the scripts are the real entry points (README).
-.PHONY: setup test bench bench-pull demo
+.PHONY: setup test bench bench-pull bench-run bench-cri demo
 
 setup:
 	bash scripts/setup.sh
@@ -19,3 +19,8 @@ bench: bench-run
 
 bench-run:
 	bash bench/run.sh
+
+bench: bench-cri
+
+bench-cri:
+	bash bench/cri.sh

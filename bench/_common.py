@@ -463,11 +463,12 @@ class Containerd:
 
 @contextlib.contextmanager
 def run_containerd(children: Children, base: Path, *, namespace: str = "default",
-                   timeout: float = 30) -> Iterator[Containerd]:
-    """A private containerd on ``base`` (see ``containerd_config``), ready when
-    yielded, stopped at exit. Its shims outlive it: stopping containers is the
-    caller's job."""
-    cfg = containerd_config(base)
+                   timeout: float = 30, config: Path | None = None) -> Iterator[Containerd]:
+    """A private containerd on ``base`` (see ``containerd_config``; ``config``
+    replaces that config: it must put the gRPC socket at ``base/containerd.sock``),
+    ready when yielded, stopped at exit. Its shims outlive it: stopping
+    containers is the caller's job."""
+    cfg = config or containerd_config(base)
     log = base.parent / f"{base.name}.containerd.log"
     with open(log, "wb") as logf:
         proc = children.start(["containerd", "--config", str(cfg)], stdout=logf, stderr=subprocess.STDOUT)
