@@ -16,6 +16,17 @@ from typing import TYPE_CHECKING, Any
 from cri_api.v1 import api_pb2, api_pb2_grpc
 
 from hawser.cri import (
+    container_create,
+    container_events,
+    container_exec_sync,
+    container_list,
+    container_remove,
+    container_reopen_log,
+    container_start,
+    container_stats,
+    container_status,
+    container_stop,
+    container_update,
     image_fsinfo,
     image_list,
     image_pull,
@@ -40,8 +51,10 @@ if TYPE_CHECKING:
     import grpc
 
     from hawser.cri._sandboxes import Sandboxes
+    from hawser.cri.container_events import ExitWatcher
     from hawser.cri.types import NetworkStatus, RunBlocking
     from hawser.images import ImageStore
+    from hawser.runtime import ContainerManager
 
     Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -89,47 +102,47 @@ class RuntimeService(api_pb2_grpc.RuntimeServiceServicer):
     async def CreateContainer(
         self, request: api_pb2.CreateContainerRequest, context: Context
     ) -> api_pb2.CreateContainerResponse:
-        await unimplemented(context, "CreateContainer")
+        return await serve(context, "CreateContainer", container_create.create_container(self._deps, request))
 
     async def StartContainer(
         self, request: api_pb2.StartContainerRequest, context: Context
     ) -> api_pb2.StartContainerResponse:
-        await unimplemented(context, "StartContainer")
+        return await serve(context, "StartContainer", container_start.start_container(self._deps, request))
 
     async def StopContainer(
         self, request: api_pb2.StopContainerRequest, context: Context
     ) -> api_pb2.StopContainerResponse:
-        await unimplemented(context, "StopContainer")
+        return await serve(context, "StopContainer", container_stop.stop_container(self._deps, request))
 
     async def RemoveContainer(
         self, request: api_pb2.RemoveContainerRequest, context: Context
     ) -> api_pb2.RemoveContainerResponse:
-        await unimplemented(context, "RemoveContainer")
+        return await serve(context, "RemoveContainer", container_remove.remove_container(self._deps, request))
 
     async def ListContainers(
         self, request: api_pb2.ListContainersRequest, context: Context
     ) -> api_pb2.ListContainersResponse:
-        await unimplemented(context, "ListContainers")
+        return await serve(context, "ListContainers", container_list.list_containers(self._deps, request))
 
     async def ContainerStatus(
         self, request: api_pb2.ContainerStatusRequest, context: Context
     ) -> api_pb2.ContainerStatusResponse:
-        await unimplemented(context, "ContainerStatus")
+        return await serve(context, "ContainerStatus", container_status.container_status(self._deps, request))
 
     async def UpdateContainerResources(
         self, request: api_pb2.UpdateContainerResourcesRequest, context: Context
     ) -> api_pb2.UpdateContainerResourcesResponse:
-        await unimplemented(context, "UpdateContainerResources")
+        return await serve(context, "UpdateContainerResources", container_update.update_container_resources(self._deps, request))
 
     async def ReopenContainerLog(
         self, request: api_pb2.ReopenContainerLogRequest, context: Context
     ) -> api_pb2.ReopenContainerLogResponse:
-        await unimplemented(context, "ReopenContainerLog")
+        return await serve(context, "ReopenContainerLog", container_reopen_log.reopen_container_log(self._deps, request))
 
     # --- exec, attach, port-forward (streaming URLs from cri/streaming) ---------
 
     async def ExecSync(self, request: api_pb2.ExecSyncRequest, context: Context) -> api_pb2.ExecSyncResponse:
-        await unimplemented(context, "ExecSync")
+        return await serve(context, "ExecSync", container_exec_sync.exec_sync(self._deps, request))
 
     async def Exec(self, request: api_pb2.ExecRequest, context: Context) -> api_pb2.ExecResponse:
         await unimplemented(context, "Exec")
@@ -145,12 +158,12 @@ class RuntimeService(api_pb2_grpc.RuntimeServiceServicer):
     async def ContainerStats(
         self, request: api_pb2.ContainerStatsRequest, context: Context
     ) -> api_pb2.ContainerStatsResponse:
-        await unimplemented(context, "ContainerStats")
+        return await serve(context, "ContainerStats", container_stats.container_stats(self._deps, request))
 
     async def ListContainerStats(
         self, request: api_pb2.ListContainerStatsRequest, context: Context
     ) -> api_pb2.ListContainerStatsResponse:
-        await unimplemented(context, "ListContainerStats")
+        return await serve(context, "ListContainerStats", container_stats.list_container_stats(self._deps, request))
 
     async def PodSandboxStats(
         self, request: api_pb2.PodSandboxStatsRequest, context: Context
@@ -181,8 +194,8 @@ class RuntimeService(api_pb2_grpc.RuntimeServiceServicer):
     async def GetContainerEvents(
         self, request: api_pb2.GetEventsRequest, context: Context
     ) -> AsyncIterator[api_pb2.ContainerEventResponse]:
-        await unimplemented(context, "GetContainerEvents")
-        yield api_pb2.ContainerEventResponse()  # unreachable: makes this an async generator
+        async for event in container_events.get_container_events(self._deps, request, context):
+            yield event
 
     async def ListMetricDescriptors(
         self, request: api_pb2.ListMetricDescriptorsRequest, context: Context
@@ -228,10 +241,27 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
 
 
 def new_deps(*, store: ImageStore, blocking: RunBlocking, network_status: NetworkStatus,
-             effective_config: Mapping[str, Any], sandboxes: Sandboxes | None = None) -> CriDeps:
-    """The handlers' dependencies over parts the daemon built; starts nothing."""
+             effective_config: Mapping[str, Any], sandboxes: Sandboxes | None = None,
+             containers: ContainerManager | None = None) -> CriDeps:
+    """The handlers' dependencies over parts the daemon built; starts nothing.
+    ``containers`` defaults to the sandboxes' manager; the container event
+    hub is attached to it."""
+    if containers is None and sandboxes is not None:
+        containers = sandboxes.containers
+    events = None
+    if containers is not None:
+        events = container_events.ContainerEvents(containers, sandboxes, blocking=blocking).attach()
     return CriDeps(store=store, catalog=ImageCatalog(store), blocking=blocking, pulls=SingleFlight(),
-                   network_status=network_status, effective_config=effective_config, sandboxes=sandboxes)
+                   network_status=network_status, effective_config=effective_config, sandboxes=sandboxes,
+                   containers=containers, container_events=events)
+
+
+def background_loops(deps: CriDeps) -> list[ExitWatcher]:
+    """The loops the CRI services need the daemon to run (BackgroundLoop):
+    the container exit watcher, when the daemon serves containers."""
+    if deps.container_events is None:
+        return []
+    return [container_events.ExitWatcher(deps.container_events, deps.blocking)]
 
 
 def add_to_server(server: grpc.aio.Server, deps: CriDeps) -> None:

@@ -16,7 +16,10 @@ if TYPE_CHECKING:
     from hawser.cri._catalog import ImageCatalog
     from hawser.cri._sandboxes import Sandboxes
     from hawser.cri._singleflight import SingleFlight
+    from hawser.cri.container_events import ContainerEvents
+    from hawser.cri.container_stats import ContainerStatsReader
     from hawser.images import ImageStore, ImageSummary
+    from hawser.runtime import ContainerManager
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -80,6 +83,12 @@ class PullKey:
     credentials: str
 
 
+def _stats_reader() -> ContainerStatsReader:
+    from hawser.cri.container_stats import ContainerStatsReader
+
+    return ContainerStatsReader()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CriDeps:
     """Everything the CRI handlers use.  Built once by the daemon; read-only afterwards."""
@@ -95,6 +104,19 @@ class CriDeps:
     runtime_handlers: tuple[str, ...] = ("", "runc")
     # Pod sandboxes; None in a daemon built without them (image-only tests).
     sandboxes: Sandboxes | None = None
+    # Containers; None in a daemon built without them.
+    containers: ContainerManager | None = None
+    # The container event hub of GetContainerEvents (observing ``containers``).
+    container_events: ContainerEvents | None = None
+    # Container stats readers keep each container's previous CPU sample.
+    container_stats: ContainerStatsReader = field(default_factory=_stats_reader)
+
+    def require_containers(self) -> ContainerManager:
+        if self.containers is None:
+            from hawser.errors import Unimplemented
+
+            raise Unimplemented("this hawserd serves no containers")
+        return self.containers
 
     def require_sandboxes(self) -> Sandboxes:
         if self.sandboxes is None:

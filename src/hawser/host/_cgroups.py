@@ -198,6 +198,27 @@ def read_stats(layout: CgroupLayout, cgroup: str) -> CgroupStats:
     return _read_stats_v1(reader, stats_dirs, timestamp_ns)
 
 
+def page_faults(layout: CgroupLayout, cgroup: str) -> tuple[int, int]:
+    """(all, major) page faults of ``cgroup`` and its sub-cgroups, cumulative,
+    from memory.stat (v1: ``total_pgfault``/``total_pgmajfault``; v2:
+    ``pgfault``/``pgmajfault``).  (0, 0) without a memory controller.
+    Raises NotFound if the cgroup is gone; InvalidArgument for a malformed
+    path.  Read-only."""
+    paths = layout.paths(cgroup)
+    reader = _Reader(cgroup)
+    directory = paths.get("") if layout.version == 2 else paths.get("memory")
+    if directory is None:
+        if not any(os.path.isdir(d) for d in paths.values()):
+            raise NotFound(f"cgroup {cgroup}", hint="the container's cgroup was removed or never created")
+        return 0, 0
+    reader.require_dir(directory)
+    stat = _keyed(reader.text(directory, "memory.stat"))
+    if layout.version == 2:
+        return stat.get("pgfault", 0), stat.get("pgmajfault", 0)
+    return (stat.get("total_pgfault", stat.get("pgfault", 0)),
+            stat.get("total_pgmajfault", stat.get("pgmajfault", 0)))
+
+
 def oom_kills(layout: CgroupLayout, cgroup: str) -> int:
     """How many processes the kernel's OOM killer has killed in ``cgroup``
     and its sub-cgroups.

@@ -41,7 +41,7 @@ from hawser.images import ImageStore
 from hawser.metadata import Container
 from hawser.runtime._conmon import ConmonPaths, ConmonSession, conmon_argv
 from hawser.runtime._logs import LogEntry, follow_log, log_size, read_log
-from hawser.runtime._options import ContainerOptions, HostLimits
+from hawser.runtime._options import ContainerOptions, HostLimits, Resources
 from hawser.runtime._runc import Runc
 from hawser.runtime._spec import build_spec, stop_signal
 from hawser.runtime._user import find_executable
@@ -49,12 +49,22 @@ from hawser.snapshots import mount_all, unmount_all
 
 log = get_logger(__name__)
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+# Long enough for the CRI's names: <container>_<pod>_<namespace>_<uid>_<attempt>.
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,511}$")
 CONMON_EXIT_TIMEOUT = 10.0
 KILL_WAIT = 10.0
 
 # States, as docker and the CRI name them.
 CREATED, RUNNING, PAUSED, EXITED, UNKNOWN = "created", "running", "paused", "exited", "unknown"
+
+# What observers hear (ContainerManager.observers): after a create, a start,
+# an exit seen by stop or remove, and a removal.
+EVENT_CREATED, EVENT_STARTED, EVENT_STOPPED, EVENT_DELETED = "created", "started", "stopped", "deleted"
+
+# How long reopen_log waits for conmon to open the new log file.
+REOPEN_LOG_TIMEOUT = 5.0
+# conmon's control fifo message that reopens the log (conmon's REOPEN_LOGS_EVENT).
+_CONMON_REOPEN_LOGS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +133,15 @@ class _Undo:
                 log.warning("undoing a failed create: %s", exc)
 
 
+Observer = Callable[[str, Container], None]
+
+
 class ContainerManager:
-    """Containers of one store (root, state) and namespace."""
+    """Containers of one store (root, state) and namespace.
+
+    ``observers`` are called (in the calling thread) with an ``EVENT_*`` kind
+    and the container's record after each change this object makes; they must
+    not block or raise.  The CRI's container events are produced this way."""
 
     def __init__(self, store: ImageStore, *, host: HostLimits | None = None) -> None:
         self.store = store
@@ -140,6 +157,14 @@ class ContainerManager:
             os.makedirs(d, mode=0o711, exist_ok=True)
         self.runc = Runc(os.path.join(state, "runc"), rc.runc or None)
         self._host = host
+        self.observers: list[Observer] = []
+
+    def _notify(self, kind: str, record: Container) -> None:
+        for observer in list(self.observers):
+            try:
+                observer(kind, record)
+            except Exception:
+                log.exception("container observer failed")
 
     @property
     def host(self) -> HostLimits:
@@ -153,7 +178,12 @@ class ContainerManager:
         return os.path.join(self.containers_dir, id_)
 
     def log_path(self, id_: str) -> str:
+        """The default log file of a container (one created without ``log_path``)."""
         return os.path.join(self.logs_dir, id_, "container.log")
+
+    def container_log_path(self, record: Container) -> str:
+        """Where conmon writes this container's log: the path given at create, or the default."""
+        return str(record.config.get("log_path") or self.log_path(record.id))
 
     def _exit_file(self, id_: str) -> str:
         return os.path.join(self.exits_dir, id_)
@@ -189,7 +219,7 @@ class ContainerManager:
 
     def info(self, record: Container) -> ContainerInfo:
         return ContainerInfo(record=record, status=self.status(record), bundle=self.bundle(record.id),
-                             log_path=self.log_path(record.id))
+                             log_path=self.container_log_path(record))
 
     def list(self, *, all_: bool = True) -> list[ContainerInfo]:
         infos = [self.info(r) for r in self.store.metadata.list_containers(namespace=self.store.namespace)]
@@ -228,14 +258,25 @@ class ContainerManager:
     # --- create / start -------------------------------------------------------
 
     def create(self, image: str, options: ContainerOptions, *, name: str | None = None,
-               labels: Mapping[str, str] | None = None) -> ContainerInfo:
+               labels: Mapping[str, str] | None = None, log_path: str | None = None,
+               cgroup_parent: str | None = None, extra_config: Mapping[str, Any] | None = None) -> ContainerInfo:
         """Create a container from a stored image (it is not started).
+
+        ``log_path``: where conmon writes the CRI-format log (an absolute path;
+        its directory is created; the file is left alone by ``remove``: its
+        owner, kubelet, removes it); default: a file hawser owns.
+        ``cgroup_parent``: the container's cgroup is ``<cgroup_parent>/<id>``
+        (unless ``options.cgroups_path`` is set); default: the runtime config's.
+        ``extra_config``: JSON kept in the record's config beside the options
+        (the CRI's metadata, labels, annotations...).
 
         NotFound for an unknown image, AlreadyExists for a name in use,
         InvalidArgument for a bad option (unknown user, missing executable,
         invalid mount source). On any failure nothing is left behind."""
         if name is not None and not NAME_RE.match(name):
             raise InvalidArgument(f"invalid container name {name!r}: use letters, digits, '_', '.', '-'")
+        if log_path is not None and (not os.path.isabs(log_path) or os.path.normpath(log_path) != log_path):
+            raise InvalidArgument(f"invalid log path {log_path!r}: must be a normalised absolute path")
         image_name = self.store.resolve_name(image)
         detail = self.store.inspect(image_name)
         top = str(detail.chain_ids[-1]) if detail.chain_ids else ""
@@ -248,14 +289,20 @@ class ContainerManager:
         id_ = os.urandom(32).hex()
         name = name or f"hawser-{id_[:12]}"
         key = f"container-{id_}"
-        cgroups_path = options.cgroups_path or f"{self.config.runtime.cgroup_parent.rstrip('/')}/{id_}"
+        parent = cgroup_parent if cgroup_parent else self.config.runtime.cgroup_parent
+        cgroups_path = options.cgroups_path or f"{parent.rstrip('/')}/{id_}"
         options = replace(options, cgroups_path=cgroups_path)
         if not options.hostname and options.namespaces.uts is None:
             # Its own UTS namespace and no name given: the short id, as docker does.
             options = replace(options, hostname=id_[:12])
+        config = _options_json(options, stop_signal(detail.config, options))
+        if log_path is not None:
+            config["log_path"] = log_path
+        if extra_config:
+            config.update(extra_config)
         record = Container(namespace=self.store.namespace, id=id_, name=name, image=image_name,
                            image_id=str(detail.config_digest), snapshotter=snapshotter.name, snapshot_key=key,
-                           config=_options_json(options, stop_signal(detail.config, options)), labels=dict(labels or {}), created_at=time.time())
+                           config=config, labels=dict(labels or {}), created_at=time.time())
         undo = _Undo()
         with self._locked(id_):
             try:
@@ -275,20 +322,27 @@ class ContainerManager:
                 env_path = next((e[5:] for e in process.get("env", ()) if e.startswith("PATH=")), "")
                 find_executable(rootfs, process["args"][0], env_path, process.get("cwd", "/"))
                 _write_json(os.path.join(bundle, "config.json"), spec)
-                os.makedirs(os.path.dirname(self.log_path(id_)), mode=0o700, exist_ok=True)
-                undo.push(lambda: shutil.rmtree(os.path.dirname(self.log_path(id_)), ignore_errors=True))
+                if log_path is None:
+                    os.makedirs(os.path.dirname(self.log_path(id_)), mode=0o700, exist_ok=True)
+                    undo.push(lambda: shutil.rmtree(os.path.dirname(self.log_path(id_)), ignore_errors=True))
+                else:
+                    os.makedirs(os.path.dirname(log_path), mode=0o755, exist_ok=True)
+                    if not os.path.exists(log_path):
+                        undo.push(lambda: _unlink(log_path))
                 pid = self._conmon_create(record, bundle, tty=options.tty, stdin=options.stdin, undo=undo)
             except BaseException:
                 undo.run()
                 raise
-        return ContainerInfo(record=record, status=ContainerStatus(CREATED, pid=pid), bundle=self.bundle(id_),
-                             log_path=self.log_path(id_))
+        info = ContainerInfo(record=record, status=ContainerStatus(CREATED, pid=pid), bundle=self.bundle(id_),
+                             log_path=self.container_log_path(record))
+        self._notify(EVENT_CREATED, record)
+        return info
 
     def _conmon_create(self, record: Container, bundle: str, *, tty: bool, stdin: bool, undo: _Undo) -> int:
         id_ = record.id
         paths = ConmonPaths(bundle=bundle, pid_file=os.path.join(bundle, "pidfile"),
                             conmon_pid_file=os.path.join(bundle, "conmon.pid"), exit_dir=self.exits_dir,
-                            log_path=self.log_path(id_), socket_dir=self.sockets_dir)
+                            log_path=self.container_log_path(record), socket_dir=self.sockets_dir)
         argv = conmon_argv(runc=self.runc, container_id=id_, session_id=id_, name=record.name, paths=paths,
                            tty=tty, stdin=stdin, log_size_max=self.config.runtime.log_size_max)
         if self.config.runtime.conmon:
@@ -351,6 +405,7 @@ class ContainerManager:
         # Stamp before starting: a container that exits at once must still show when it started.
         _write_text(os.path.join(self.bundle(record.id), "started"), repr(time.time()))
         self.runc.start(record.id)
+        self._notify(EVENT_STARTED, record)
 
     # --- signals, stop, wait --------------------------------------------------
 
@@ -392,15 +447,21 @@ class ContainerManager:
         if status.state == PAUSED:
             self.runc.resume(record.id)  # a frozen process cannot act on its stop signal
         sig = int(record.config.get("stop_signal") or signal.SIGTERM)
-        with contextlib.suppress(FailedPrecondition, NotFound):
-            self.runc.kill(record.id, sig if status.state == RUNNING or status.state == PAUSED else signal.SIGKILL)
-        try:
-            return self._wait_exit(record, timeout)
-        except DeadlineExceeded:
-            pass
+        if timeout > 0:
+            with contextlib.suppress(FailedPrecondition, NotFound):
+                self.runc.kill(record.id, sig if status.state in (RUNNING, PAUSED) else signal.SIGKILL)
+            try:
+                status = self._wait_exit(record, timeout)
+            except DeadlineExceeded:
+                pass
+            else:
+                self._notify(EVENT_STOPPED, record)
+                return status
         with contextlib.suppress(FailedPrecondition, NotFound):
             self.runc.kill(record.id, signal.SIGKILL, all_processes=True)
-        return self._wait_exit(record, KILL_WAIT)
+        status = self._wait_exit(record, KILL_WAIT)
+        self._notify(EVENT_STOPPED, record)
+        return status
 
     def pause(self, text: str) -> None:
         record = self.lookup(text)
@@ -432,6 +493,7 @@ class ContainerManager:
                     self.runc.kill(record.id, signal.SIGKILL, all_processes=True)
                 with contextlib.suppress(DeadlineExceeded):
                     self._wait_exit(record, KILL_WAIT)
+                    self._notify(EVENT_STOPPED, record)
             bundle = self.bundle(record.id)
 
             def release_rootfs() -> None:
@@ -445,9 +507,80 @@ class ContainerManager:
 
             self._forget_runtime(record.id, meanwhile=release_rootfs)
             shutil.rmtree(bundle, ignore_errors=True)
+            # A log path given at create belongs to its caller (kubelet removes it).
             shutil.rmtree(os.path.dirname(self.log_path(record.id)), ignore_errors=True)
             self.store.metadata.delete_container(record.id, namespace=self.store.namespace)
+        self._notify(EVENT_DELETED, record)
         return record.id
+
+    # --- resources and logs of a live container ---------------------------------
+
+    def spec(self, record: Container) -> dict[str, Any]:
+        """The container's runtime spec (its bundle's config.json).
+        FailedPrecondition when the bundle is gone."""
+        try:
+            with open(os.path.join(self.bundle(record.id), "config.json"), encoding="utf-8") as f:
+                spec: dict[str, Any] = json.load(f)
+        except FileNotFoundError:
+            raise FailedPrecondition(f"container {record.name} has no runtime state") from None
+        return spec
+
+    def update_resources(self, text: str, resources: Resources) -> None:
+        """Change the cgroup limits of a created, running or paused container
+        (``runc update``), and record them in its spec so that status shows
+        them.  Fields left None keep their value.  FailedPrecondition for an
+        exited container; InvalidArgument for a value the kernel refuses."""
+        from hawser.runtime._spec import update_spec_resources
+
+        record = self.lookup(text)
+        with self._locked(record.id):
+            state = self.status(record).state
+            if state not in (CREATED, RUNNING, PAUSED):
+                raise FailedPrecondition(f"container {record.name} is {state}: its resources cannot change")
+            spec = self.spec(record)
+            changed = update_spec_resources(spec, resources)
+            # What runc update takes: the resource sections, without device rules.
+            self.runc.update(record.id, {k: v for k, v in changed.items() if k in ("cpu", "memory", "pids")})
+            _write_json(os.path.join(self.bundle(record.id), "config.json"), spec)
+
+    def reopen_log(self, text: str, *, timeout: float = REOPEN_LOG_TIMEOUT) -> None:
+        """Have conmon reopen the container's log file (after it was rotated:
+        renamed away), and wait until the new file exists.  Nothing written
+        is lost: conmon writes to the old file until it opens the new one.
+        FailedPrecondition if the container is not running (no file is made)."""
+        record = self.lookup(text)
+        state = self.status(record).state
+        if state not in (RUNNING, PAUSED):
+            raise FailedPrecondition(f"container {record.name} is not running ({state}): no log to reopen")
+        path = self.container_log_path(record)
+        before = _inode(path)
+        ctl = os.path.join(self.bundle(record.id), "ctl")
+        try:
+            # Non-blocking: without conmon reading the fifo, open fails (ENXIO) instead of hanging.
+            fd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise FailedPrecondition(f"container {record.name}: conmon does not listen on {ctl} "
+                                     f"({exc.strerror})") from None
+        try:
+            os.write(fd, f"{_CONMON_REOPEN_LOGS} 0 0\n".encode())
+        finally:
+            os.close(fd)
+        # conmon opens <path>.tmp and renames it over <path>: a new inode appears.
+        deadline = time.monotonic() + timeout
+        for pause in _backoff():
+            now = _inode(path)
+            if now is not None and now != before:
+                return
+            if time.monotonic() >= deadline:
+                raise DeadlineExceeded(f"container {record.name}: conmon did not reopen {path} within {timeout:g}s")
+            time.sleep(pause)
+
+    def writable_layer(self, record: Container) -> tuple[str, int, int]:
+        """(mount point, bytes, inodes) of the container's writable layer.
+        NotFound if its snapshot is gone."""
+        snapshotter = self.store.snapshotter
+        usage = snapshotter.usage(record.snapshot_key)
+        return os.path.join(self.config.root, "snapshots", snapshotter.name), usage.size, usage.inodes
 
     # --- exec -----------------------------------------------------------------
 
@@ -551,7 +684,7 @@ class ContainerManager:
     def logs(self, text: str, *, since: float | None = None, tail: int | None = None,
              follow: bool = False) -> Iterator[LogEntry]:
         record = self.lookup(text)
-        path = self.log_path(record.id)
+        path = self.container_log_path(record)
         start = log_size(path)
         yield from read_log(path, since=since, tail=tail)
         if follow:
@@ -562,7 +695,7 @@ class ContainerManager:
         """Everything the container writes from byte ``start`` of its log, until it exits."""
         conmon = _read_int(os.path.join(self.bundle(record.id), "conmon.pid"))
         exit_file = self._exit_file(record.id)
-        return follow_log(self.log_path(record.id), start=start,
+        return follow_log(self.container_log_path(record), start=start,
                           done=lambda: os.path.exists(exit_file) or not (conmon and _is_conmon(conmon)))
 
     def cgroup(self, record: Container) -> str:
@@ -578,8 +711,23 @@ def _options_json(options: ContainerOptions, stop_sig: int) -> dict[str, Any]:
 
     data = asdict(options)
     data["stop_signal"] = stop_sig
+    # A whole seccomp profile is too big for every listing of the record; the spec has it.
+    data["seccomp_profile"] = options.seccomp_profile is not None
     result: dict[str, Any] = json.loads(json.dumps(data, default=str))
     return result
+
+
+def _inode(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _write_json(path: str, data: Any) -> None:

@@ -10,9 +10,12 @@ at construction so a bad value fails where it was written.
 from __future__ import annotations
 
 import os
+import posixpath
 import resource
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from hawser.errors import InvalidArgument
 
@@ -48,6 +51,109 @@ class TmpfsMount:
             raise InvalidArgument(f"invalid tmpfs size {self.size} for {self.destination!r}: must be positive")
         if not 0 <= self.mode <= 0o7777:
             raise InvalidArgument(f"invalid tmpfs mode {oct(self.mode)} for {self.destination!r}")
+
+
+DEVICE_TYPES = ("c", "b", "p")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Device:
+    """A device node created in the container (``linux.devices``) and allowed
+    by its device cgroup with ``permissions`` (some of "rwm")."""
+
+    path: str  # inside the container
+    type: str  # "c" (char), "b" (block), "p" (fifo)
+    major: int
+    minor: int
+    file_mode: int | None = None  # permission bits of the node
+    uid: int | None = None
+    gid: int | None = None
+    permissions: str = "rwm"
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/") or posixpath.normpath(self.path) != self.path or self.path == "/":
+            raise InvalidArgument(f"invalid device path {self.path!r}: must be a normalised absolute path")
+        if self.type not in DEVICE_TYPES:
+            raise InvalidArgument(f"invalid device type {self.type!r} for {self.path}: use c, b or p")
+        if not self.permissions or set(self.permissions) - set("rwm") or len(set(self.permissions)) != len(
+                self.permissions):
+            raise InvalidArgument(f"invalid device permissions {self.permissions!r} for {self.path}",
+                                  hint='use one or more of "r", "w" and "m", e.g. "rwm"')
+        if self.major < 0 or self.minor < 0:
+            raise InvalidArgument(f"invalid device numbers {self.major}:{self.minor} for {self.path}")
+
+
+def _device(st: os.stat_result, path: str, permissions: str) -> Device | None:
+    if stat.S_ISCHR(st.st_mode):
+        kind = "c"
+    elif stat.S_ISBLK(st.st_mode):
+        kind = "b"
+    elif stat.S_ISFIFO(st.st_mode):
+        kind = "p"
+    else:
+        return None
+    return Device(path=path, type=kind, major=os.major(st.st_rdev), minor=os.minor(st.st_rdev),
+                  file_mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, permissions=permissions)
+
+
+def devices_from_host(host_path: str, container_path: str, permissions: str = "rwm") -> tuple[Device, ...]:
+    """The device node at ``host_path`` (symlinks followed), or every device
+    node under it when it is a directory, as containerd does for ``/dev/snd``.
+
+    Raises InvalidArgument when the path is missing or is neither a device
+    nor a directory of devices."""
+    if not host_path.startswith("/"):
+        raise InvalidArgument(f"invalid device {host_path!r}: the host path must be absolute")
+    try:
+        st = os.stat(host_path)
+    except OSError as exc:
+        raise InvalidArgument(f"invalid device {host_path!r}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        device = _device(st, container_path, permissions)
+        if device is None:
+            raise InvalidArgument(f"invalid device {host_path!r}: not a device node")
+        return (device,)
+    found: list[Device] = []
+    for directory, dirs, files in os.walk(host_path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(directory, name)
+            try:
+                entry = os.stat(full)
+            except OSError:
+                continue
+            rel = os.path.relpath(full, host_path)
+            device = _device(entry, posixpath.join(container_path, rel), permissions)
+            if device is not None:
+                found.append(device)
+    if not found:
+        raise InvalidArgument(f"invalid device {host_path!r}: a directory without device nodes")
+    return tuple(found)
+
+
+# Under /dev, what a privileged container does not get as a device (containerd's HostDevices).
+_SKIPPED_DEV_DIRS = frozenset({"pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"})
+
+
+def host_devices(root: str = "/dev") -> tuple[Device, ...]:
+    """Every char and block device of the host (for privileged containers),
+    keeping their host paths.  Unreadable entries are skipped."""
+    found: list[Device] = []
+    for directory, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not (directory == root and d in _SKIPPED_DEV_DIRS))
+        for name in sorted(files):
+            full = os.path.join(directory, name)
+            if full == os.path.join(root, "console"):
+                continue
+            try:
+                entry = os.stat(full, follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISCHR(entry.st_mode) or stat.S_ISBLK(entry.st_mode):
+                device = _device(entry, "/dev/" + os.path.relpath(full, root), "rwm")
+                if device is not None:
+                    found.append(device)
+    return tuple(found)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,6 +194,7 @@ class ContainerOptions:
     env: tuple[str, ...] = ()  # "KEY=VALUE", later entries win
     workdir: str | None = None
     user: str | None = None  # "name", "uid", "name:group", "uid:gid"...; None: the image's
+    additional_gids: tuple[int, ...] = ()  # supplementary groups beyond the user's own
     tty: bool = False
     stdin: bool = False
     hostname: str = ""
@@ -105,7 +212,15 @@ class ContainerOptions:
     namespaces: Namespaces = Namespaces()
     cgroups_path: str = ""  # chosen by the caller, e.g. "/hawser/<id>"; "" lets runc pick
     seccomp: bool = True  # False: unconfined
+    # A seccomp profile in docker's JSON format (a CRI Localhost profile), used
+    # instead of hawser's default; None: the default.  Ignored when unconfined.
+    seccomp_profile: Mapping[str, Any] | None = None
     stop_signal: str | None = None
+    devices: tuple[Device, ...] = ()
+    # Overrides of the default masked and read-only paths; None: the defaults.
+    # Privileged containers get neither.
+    masked_paths: tuple[str, ...] | None = None
+    readonly_paths: tuple[str, ...] | None = None
 
 
 # Resource limits the spec may carry, by OCI name (the same names as resource.RLIMIT_*).

@@ -88,6 +88,19 @@ class Runc:
             if not _gone(exc):
                 raise
 
+    def update(self, id_: str, resources: dict[str, Any]) -> None:
+        """Apply OCI ``linux.resources`` (cpu, memory, pids...) to a created or
+        running container's cgroup.  NotFound if runc does not know it;
+        InvalidArgument when the kernel refuses a value (say, a memory limit
+        below what the container uses)."""
+        try:
+            run_command([self.binary, "--root", self.root, "update", "--resources", "-", id_],
+                        timeout=RUNC_TIMEOUT, input=json.dumps(resources).encode())
+        except CommandFailed as exc:
+            if _gone(exc):
+                raise NotFound(f"container {id_[:12]} is not known to runc") from None
+            raise InvalidArgument(f"cannot update the resources of container {id_[:12]}: {exc.stderr}") from None
+
     def pause(self, id_: str) -> None:
         try:
             self._run("pause", id_)

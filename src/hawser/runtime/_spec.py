@@ -27,7 +27,15 @@ from hawser.runtime._defaults import (
     default_device_rules,
     default_mounts,
 )
-from hawser.runtime._options import BindMount, ContainerOptions, HostLimits, Namespaces, Resources, TmpfsMount
+from hawser.runtime._options import (
+    BindMount,
+    ContainerOptions,
+    Device,
+    HostLimits,
+    Namespaces,
+    Resources,
+    TmpfsMount,
+)
 from hawser.runtime._seccomp import seccomp_spec
 from hawser.runtime._user import resolve_user
 
@@ -61,7 +69,8 @@ def build_spec(image: ImageConfig, options: ContainerOptions, *, rootfs: str, ho
 
     process: dict[str, Any] = {
         "terminal": options.tty,
-        "user": {"uid": user.uid, "gid": user.gid, "additionalGids": list(user.additional_gids)},
+        "user": {"uid": user.uid, "gid": user.gid,
+                 "additionalGids": _additional_gids(user.additional_gids, options.additional_gids)},
         "args": list(args),
         "env": env,
         "cwd": _workdir(image, options),
@@ -79,15 +88,25 @@ def build_spec(image: ImageConfig, options: ContainerOptions, *, rootfs: str, ho
         "namespaces": _namespaces(ns),
         "resources": _resources(options.resources, privileged=options.privileged),
     }
+    if options.devices:
+        linux["devices"] = _devices(options.devices)
+        if not options.privileged:
+            linux["resources"]["devices"] += _device_rules(options.devices)
     if options.cgroups_path:
         linux["cgroupsPath"] = _check_cgroups_path(options.cgroups_path)
     if options.sysctls:
         linux["sysctl"] = _sysctls(options.sysctls, ns)
     if not options.privileged:
-        linux["maskedPaths"] = list(MASKED_PATHS)
-        linux["readonlyPaths"] = list(READONLY_PATHS)
+        linux["maskedPaths"] = _paths(options.masked_paths, MASKED_PATHS, "masked")
+        linux["readonlyPaths"] = _paths(options.readonly_paths, READONLY_PATHS, "read-only")
         if options.seccomp:
-            linux["seccomp"] = seccomp_spec(caps, machine=host.machine)
+            if options.seccomp_profile is not None:
+                linux["seccomp"] = seccomp_from_profile(options.seccomp_profile, caps, machine=host.machine)
+            else:
+                linux["seccomp"] = seccomp_spec(caps, machine=host.machine)
+    propagation = _rootfs_propagation(options.mounts)
+    if propagation:
+        linux["rootfsPropagation"] = propagation
 
     spec: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
@@ -194,6 +213,16 @@ def capabilities(options: ContainerOptions, host: HostLimits) -> tuple[str, ...]
     return tuple(out)
 
 
+def _additional_gids(user_gids: tuple[int, ...], extra: tuple[int, ...]) -> list[int]:
+    out = list(user_gids)
+    for gid in extra:
+        if not 0 <= gid <= 0xFFFFFFFE:
+            raise InvalidArgument(f"invalid supplementary group {gid}: out of range")
+        if gid not in out:
+            out.append(gid)
+    return out
+
+
 def _rlimits(host: HostLimits) -> list[dict[str, Any]]:
     # A spec above the caller's hard limit makes runc's setrlimit() fail with
     # EPERM (raising a hard limit needs CAP_SYS_RESOURCE): clamp, don't fail.
@@ -259,7 +288,49 @@ def _mounts(options: ContainerOptions) -> list[dict[str, Any]]:
     return mounts
 
 
+def _rootfs_propagation(mounts: tuple[BindMount, ...]) -> str:
+    """A bidirectional (shared) bind needs the container's root shared too,
+    or nothing mounted inside reaches the host (containerd's and docker's
+    rule).  A host-to-container (slave) one needs no change: runc makes the
+    root rslave by default."""
+    if {m.propagation for m in mounts} & {"shared", "rshared"}:
+        return "shared"
+    return ""
+
+
 # --- linux --------------------------------------------------------------------
+
+
+def _paths(given: tuple[str, ...] | None, default: tuple[str, ...], what: str) -> list[str]:
+    if given is None:
+        return list(default)
+    for path in given:
+        if not path.startswith("/") or "\0" in path:
+            raise InvalidArgument(f"invalid {what} path {path!r}: must be an absolute path")
+    return list(dict.fromkeys(given))
+
+
+def _devices(devices: tuple[Device, ...]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for d in devices:
+        if d.path in seen:
+            raise InvalidArgument(f"duplicate device path {d.path}")
+        seen.add(d.path)
+        entry: dict[str, Any] = {"path": d.path, "type": d.type, "major": d.major, "minor": d.minor}
+        if d.file_mode is not None:
+            entry["fileMode"] = d.file_mode
+        if d.uid is not None:
+            entry["uid"] = d.uid
+        if d.gid is not None:
+            entry["gid"] = d.gid
+        out.append(entry)
+    return out
+
+
+def _device_rules(devices: tuple[Device, ...]) -> list[dict[str, Any]]:
+    return [{"allow": True, "type": d.type if d.type != "p" else "c", "major": d.major, "minor": d.minor,
+             "access": d.permissions} for d in devices if d.type != "p"]
 
 _NS_TYPES = {"network": "network", "ipc": "ipc", "uts": "uts", "pid": "pid"}
 
@@ -371,6 +442,35 @@ def _resources(res: Resources, *, privileged: bool) -> dict[str, Any]:
     return out
 
 
+def update_spec_resources(spec: dict[str, Any], res: Resources) -> dict[str, Any]:
+    """Merge the limits ``res`` sets (None fields are left alone) into
+    ``spec``'s ``linux.resources``, in place; returns the merged resources.
+    Validated as at create (InvalidArgument).  A new memory limit keeps the
+    container's swap policy: no swap stays no swap (memory+swap follows the
+    limit), unlimited swap stays unlimited."""
+    resources: dict[str, Any] = spec.setdefault("linux", {}).setdefault("resources", {})
+    fresh = _resources(res, privileged=False)
+    fresh.pop("devices")
+    cpu = dict(resources.get("cpu") or {})
+    cpu.update(fresh.get("cpu", {}))
+    if cpu:
+        resources["cpu"] = cpu
+    memory = dict(resources.get("memory") or {})
+    new_memory = fresh.get("memory", {})
+    if "limit" in new_memory and "swap" not in new_memory and "swap" in memory:
+        old_limit, old_swap = memory.get("limit"), memory["swap"]
+        if old_swap != -1 and (old_swap == old_limit or old_swap < new_memory["limit"]):
+            new_memory["swap"] = new_memory["limit"]
+    memory.update(new_memory)
+    if "swap" in memory and "limit" in memory and memory["swap"] != -1 and memory["swap"] < memory["limit"]:
+        raise InvalidArgument(f"invalid memory+swap limit {memory['swap']}: below the memory limit {memory['limit']}")
+    if memory:
+        resources["memory"] = memory
+    if "pids" in fresh:
+        resources["pids"] = fresh["pids"]
+    return resources
+
+
 def _check_cgroups_path(path: str) -> str:
     if path.startswith("/"):
         if posixpath.normpath(path) != path or path.startswith("//") or path == "/":
@@ -387,6 +487,144 @@ def _annotations(annotations: Mapping[str, str]) -> dict[str, str]:
         if not key or not isinstance(value, str):
             raise InvalidArgument(f"invalid annotation {key!r}: keys must be non-empty and values strings")
     return dict(annotations)
+
+
+# --- seccomp profiles in docker's format (CRI Localhost) -------------------------
+
+SECCOMP_ACTIONS = frozenset({
+    "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO",
+    "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY",
+})
+SECCOMP_OPERATORS = frozenset({
+    "SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ",
+})
+# uname -m -> libseccomp's name of the native architecture.
+_SECCOMP_NATIVE = {
+    "x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64", "armv7l": "SCMP_ARCH_ARM",
+    "ppc64le": "SCMP_ARCH_PPC64LE", "s390x": "SCMP_ARCH_S390X", "riscv64": "SCMP_ARCH_RISCV64",
+    "i686": "SCMP_ARCH_X86", "mips64": "SCMP_ARCH_MIPS64", "loongarch64": "SCMP_ARCH_LOONGARCH64",
+}
+
+
+def _seccomp_error(why: str) -> InvalidArgument:
+    return InvalidArgument(f"invalid seccomp profile: {why}",
+                           hint="use the JSON format of docker's and containerd's profiles")
+
+
+def _str_list(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _seccomp_error(f"{where} must be a list of strings")
+    return list(value)
+
+
+def _applies(rule: Mapping[str, Any], caps: frozenset[str], arch: str | None, *, include: bool) -> bool:
+    """Whether a rule's includes (all must hold) or excludes (any excludes) match."""
+    key = "includes" if include else "excludes"
+    cond = rule.get(key) or {}
+    if not isinstance(cond, Mapping):
+        raise _seccomp_error(f"{key} must be an object")
+    want_caps = _str_list(cond.get("caps", []), f"{key}.caps")
+    want_arches = _str_list(cond.get("arches", []), f"{key}.arches")
+    arch_short = (arch or "").removeprefix("SCMP_ARCH_").lower()
+    if include:
+        return all(c in caps for c in want_caps) and (not want_arches or arch_short in
+                                                      [a.lower().removeprefix("scmp_arch_") for a in want_arches])
+    return any(c in caps for c in want_caps) or (arch_short in [a.lower().removeprefix("scmp_arch_")
+                                                                for a in want_arches])
+
+
+def _seccomp_arg(obj: Any, where: str) -> dict[str, Any]:
+    if not isinstance(obj, Mapping):
+        raise _seccomp_error(f"{where} must be an object")
+    index, value, op = obj.get("index"), obj.get("value", 0), obj.get("op")
+    value_two = obj.get("valueTwo", 0)
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= 5:
+        raise _seccomp_error(f"{where}.index must be 0..5")
+    for name, number in (("value", value), ("valueTwo", value_two)):
+        if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+            raise _seccomp_error(f"{where}.{name} must be a non-negative integer")
+    if op not in SECCOMP_OPERATORS:
+        raise _seccomp_error(f"{where}.op {op!r} is not one of " + ", ".join(sorted(SECCOMP_OPERATORS)))
+    out: dict[str, Any] = {"index": index, "value": value, "op": op}
+    if value_two:
+        out["valueTwo"] = value_two
+    return out
+
+
+def _errno_ret(obj: Mapping[str, Any], key: str, where: str) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _seccomp_error(f"{where}.{key} must be a non-negative integer")
+    return value
+
+
+def seccomp_from_profile(profile: Mapping[str, Any], capabilities: tuple[str, ...] | frozenset[str], *,
+                         machine: str) -> dict[str, Any]:
+    """``linux.seccomp`` from a profile in docker's JSON format: the
+    ``archMap`` entry of this machine's architecture, the rules whose
+    ``includes``/``excludes`` (capabilities, architectures) hold for this
+    container.  An OCI ``linux.seccomp`` document is accepted as it is (it
+    is docker's format without those extras).  Raises InvalidArgument for
+    anything malformed, naming the field."""
+    if not isinstance(profile, Mapping):
+        raise _seccomp_error("the document must be a JSON object")
+    default = profile.get("defaultAction")
+    if default not in SECCOMP_ACTIONS:
+        raise _seccomp_error(f"defaultAction {default!r} is not one of " + ", ".join(sorted(SECCOMP_ACTIONS)))
+    native = _SECCOMP_NATIVE.get(machine)
+    out: dict[str, Any] = {"defaultAction": default}
+    errno_ret = _errno_ret(profile, "defaultErrnoRet", "profile")
+    if errno_ret is not None:
+        out["defaultErrnoRet"] = errno_ret
+    arches: list[str] = []
+    if "archMap" in profile and profile["archMap"] is not None:
+        if not isinstance(profile["archMap"], list):
+            raise _seccomp_error("archMap must be a list")
+        for entry in profile["archMap"]:
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("architecture"), str):
+                raise _seccomp_error("archMap entries need an architecture")
+            subs = _str_list(entry.get("subArchitectures") or [], "archMap.subArchitectures")
+            if entry["architecture"] == native:
+                arches = [entry["architecture"], *subs]
+    elif profile.get("architectures") is not None:
+        arches = _str_list(profile["architectures"], "architectures")
+    if arches:
+        out["architectures"] = arches
+    if profile.get("flags") is not None:
+        out["flags"] = _str_list(profile["flags"], "flags")
+    caps = frozenset(capabilities)
+    rules: list[dict[str, Any]] = []
+    syscalls = profile.get("syscalls") or []
+    if not isinstance(syscalls, list):
+        raise _seccomp_error("syscalls must be a list")
+    for n, rule in enumerate(syscalls):
+        where = f"syscalls[{n}]"
+        if not isinstance(rule, Mapping):
+            raise _seccomp_error(f"{where} must be an object")
+        names = _str_list(rule["names"], f"{where}.names") if rule.get("names") is not None else []
+        if isinstance(rule.get("name"), str) and rule["name"]:
+            names.append(rule["name"])
+        if not names:
+            raise _seccomp_error(f"{where} names no syscall")
+        action = rule.get("action")
+        if action not in SECCOMP_ACTIONS:
+            raise _seccomp_error(f"{where}.action {action!r} is not a seccomp action")
+        args = rule.get("args") or []
+        if not isinstance(args, list):
+            raise _seccomp_error(f"{where}.args must be a list")
+        converted: dict[str, Any] = {"names": names, "action": action}
+        if args:
+            converted["args"] = [_seccomp_arg(a, f"{where}.args[{i}]") for i, a in enumerate(args)]
+        rule_errno = _errno_ret(rule, "errnoRet", where)
+        if rule_errno is not None:
+            converted["errnoRet"] = rule_errno
+        if not _applies(rule, caps, native, include=True) or _applies(rule, caps, native, include=False):
+            continue
+        rules.append(converted)
+    out["syscalls"] = rules
+    return out
 
 
 # --- parsing helpers used by the CLI and CRI ------------------------------------
