@@ -119,6 +119,13 @@ def node(ctr: Ctr) -> Iterator[Node]:
     assert not leaked, {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in leaked if os.path.exists(f"/proc/self/fd/{fd}")}
 
 
+async def eventually(predicate: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for a condition"
+        await asyncio.sleep(0.02)
+
+
 def run(test: Callable[[], Any], timeout: float = 60) -> Any:
     async def bounded() -> Any:
         async with asyncio.timeout(timeout):
@@ -187,12 +194,15 @@ def test_exec_with_tty_resize_and_exit_code(node: Node) -> None:
             server = streaming.server
             url = server.exec_url(ExecRequest(id_, ("sh", "-c", script), tty=True, stdin=True, stdout=True))
             async with spdy_exec(url, stdin=True, tty=True, stderr=False) as session:
+                # A resize and the input after it travel apart (as with any CRI
+                # runtime): the command may read before the resize reached its terminal.
                 await session.resize(100, 30)
+                await asyncio.sleep(0.2)
                 await session.write_stdin(b"go\n")
                 # The terminal echoes the input and turns \n into \r\n.
                 assert (await session.read_until(b"30 100\r\n")).endswith(b"go\r\n30 100\r\n")
                 await session.resize(120, 40)
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.2)
                 await session.write_stdin(b"again\n")
                 assert (await session.read_until(b"40 120\r\n")).endswith(b"again\r\n40 120\r\n")
                 await session.read_all()
@@ -201,10 +211,11 @@ def test_exec_with_tty_resize_and_exit_code(node: Node) -> None:
             url = server.exec_url(ExecRequest(id_, ("sh", "-c", script), tty=True, stdin=True, stdout=True))
             async with ws_exec(url) as ws:
                 await ws.resize(81, 25)
+                await asyncio.sleep(0.2)
                 await ws.write_stdin(b"go\n")
                 await ws.read_until(b"25 81\r\n")
                 await ws.resize(90, 26)
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.2)
                 await ws.write_stdin(b"go\n")
                 await ws.read_until(b"26 90\r\n")
                 await ws.read_all()
@@ -253,19 +264,17 @@ def test_exec_killed_when_the_client_leaves(node: Node, tty: bool) -> None:
                                                         stderr=not tty))
             async with spdy_exec(url, stdin=True, tty=tty, stderr=not tty) as session:
                 await session.read_until(b"started")
-                assert _processes_running(marker)
+                await eventually(lambda: bool(_processes_running(marker)))
             # The client went away without a word: the session is cancelled.
-            deadline = time.monotonic() + 10
-            while (_processes_running(marker) or streaming.server.active_sessions) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            assert _processes_running(marker) == []
+            await eventually(lambda: not _processes_running(marker) and not streaming.server.active_sessions)
 
             # And when the server stops under a session.
             url = streaming.server.exec_url(ExecRequest(id_, command, tty=tty, stdout=True, stderr=not tty))
             async with spdy_exec(url, tty=tty, stderr=not tty) as session:
                 await session.read_until(b"started")
+                await eventually(lambda: bool(_processes_running(marker)))
                 await streaming.server.stop()
-            assert _processes_running(marker) == []
+            await eventually(lambda: not _processes_running(marker), timeout=1)
 
     run(body)
 
