@@ -39,7 +39,7 @@ from hawser.cri._sandbox_convert import cri_metadata as pod_metadata
 from hawser.cri._sandbox_convert import cri_state as pod_state
 from hawser.cri._sandbox_convert import namespace_options
 from hawser.cri._sandbox_types import Sandbox, SandboxLookup
-from hawser.cri.container_status import cri_list, cri_status, is_cri, sandbox_id
+from hawser.cri.container_status import cri_list, cri_status, is_cri, sandbox_id, to_ns
 from hawser.errors import HawserError, InvalidArgument, NotFound, ResourceExhausted
 from hawser.metadata import Container
 from hawser.runtime import ContainerManager
@@ -183,7 +183,7 @@ class ContainerEvents:
 def pod_sandbox_status(sandbox: Sandbox) -> api_pb2.PodSandboxStatus:
     status = api_pb2.PodSandboxStatus(
         id=sandbox.id, metadata=pod_metadata(sandbox), state=pod_state(sandbox),
-        created_at=int(sandbox.created_at * 1e9), labels=sandbox.labels, annotations=sandbox.annotations,
+        created_at=to_ns(sandbox.created_at), labels=sandbox.labels, annotations=sandbox.annotations,
         runtime_handler=sandbox.runtime_handler,
         linux=api_pb2.LinuxPodSandboxStatus(namespaces=api_pb2.Namespace(options=namespace_options(sandbox))))
     if sandbox.ips:

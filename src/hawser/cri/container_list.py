@@ -22,6 +22,7 @@ from hawser.cri.container_status import (
     image_ref,
     image_spec,
     sandbox_id,
+    to_ns,
 )
 from hawser.cri.types import CriDeps
 from hawser.errors import InvalidArgument, NotFound
@@ -79,5 +80,5 @@ def _list(manager: ContainerManager, flt: api_pb2.ContainerFilter | None, pod: s
 def cri_container(record: Container, state: api_pb2.ContainerState.ValueType) -> api_pb2.Container:
     return api_pb2.Container(
         id=record.id, pod_sandbox_id=sandbox_id(record), metadata=cri_metadata(record), image=image_spec(record),
-        image_ref=image_ref(record), state=state, created_at=int(record.created_at * 1e9),
+        image_ref=image_ref(record), state=state, created_at=to_ns(record.created_at),
         labels=cri_labels(record), annotations=cri_annotations(record), image_id=record.image_id)

@@ -82,7 +82,15 @@ def lookup(manager: ContainerManager, container_id: str) -> Container:
     (a container made by the CLI is not the CRI's). Blocking."""
     if not container_id:
         raise InvalidArgument("no container id given")
-    records = [r for r in manager.store.metadata.list_containers(namespace=manager.store.namespace) if is_cri(r)]
+    if len(container_id) == 64:  # a full id, what kubelet always gives: one row, not a scan
+        try:
+            record = manager.store.metadata.get_container(container_id, namespace=manager.store.namespace)
+        except NotFound:
+            raise NotFound(f"container {container_id} not found") from None
+        if not is_cri(record):
+            raise NotFound(f"container {container_id} not found")
+        return record
+    records = cri_list(manager)
     exact = next((r for r in records if r.id == container_id), None)
     if exact is not None:
         return exact
@@ -142,17 +150,22 @@ def reason(state: ContainerStatus) -> tuple[str, str, int]:
     return "Unknown", state.reason, 0
 
 
-def _ns(seconds: float | None) -> int:
-    return int(seconds * 1e9) if seconds else 0
+def to_ns(seconds: float | None) -> int:
+    """Seconds since the epoch (a float) to the CRI's nanoseconds, without
+    float rounding in the large part (1700000000.25 -> ...250000000)."""
+    if not seconds:
+        return 0
+    whole = int(seconds)
+    return whole * 10**9 + round((seconds - whole) * 1e9)
 
 
 def cri_status(manager: ContainerManager, record: Container, state: ContainerStatus,
                spec: Mapping[str, Any] | None) -> api_pb2.ContainerStatus:
     why, message, exit_code = reason(state)
     status = api_pb2.ContainerStatus(
-        id=record.id, metadata=cri_metadata(record), state=cri_state(state), created_at=_ns(record.created_at),
-        started_at=_ns(state.started_at) if state.state != CREATED else 0,
-        finished_at=_ns(state.finished_at) if state.state == EXITED else 0,
+        id=record.id, metadata=cri_metadata(record), state=cri_state(state), created_at=to_ns(record.created_at),
+        started_at=to_ns(state.started_at) if state.state != CREATED else 0,
+        finished_at=to_ns(state.finished_at) if state.state == EXITED else 0,
         exit_code=exit_code, image=image_spec(record), image_ref=image_ref(record), image_id=record.image_id,
         reason=why, message=message, labels=cri_labels(record), annotations=cri_annotations(record),
         mounts=[mount_from_json(m) for m in record.config.get(CRI_MOUNTS) or ()],

@@ -504,6 +504,11 @@ _SECCOMP_NATIVE = {
     "ppc64le": "SCMP_ARCH_PPC64LE", "s390x": "SCMP_ARCH_S390X", "riscv64": "SCMP_ARCH_RISCV64",
     "i686": "SCMP_ARCH_X86", "mips64": "SCMP_ARCH_MIPS64", "loongarch64": "SCMP_ARCH_LOONGARCH64",
 }
+# uname -m -> Go's GOARCH: what docker's profiles name in includes/excludes "arches".
+_GO_ARCH = {
+    "x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x",
+    "riscv64": "riscv64", "i686": "386", "mips64": "mips64", "loongarch64": "loong64",
+}
 
 
 def _seccomp_error(why: str) -> InvalidArgument:
@@ -517,20 +522,21 @@ def _str_list(value: Any, where: str) -> list[str]:
     return list(value)
 
 
-def _applies(rule: Mapping[str, Any], caps: frozenset[str], arch: str | None, *, include: bool) -> bool:
-    """Whether a rule's includes (all must hold) or excludes (any excludes) match."""
+def _applies(rule: Mapping[str, Any], caps: frozenset[str], machine: str, *, include: bool) -> bool:
+    """Whether a rule's includes (all must hold) or excludes (any excludes)
+    match.  Architectures are named as Go does (amd64, arm64), as in
+    docker's and containerd's profiles; libseccomp's names are accepted too."""
     key = "includes" if include else "excludes"
     cond = rule.get(key) or {}
     if not isinstance(cond, Mapping):
         raise _seccomp_error(f"{key} must be an object")
     want_caps = _str_list(cond.get("caps", []), f"{key}.caps")
-    want_arches = _str_list(cond.get("arches", []), f"{key}.arches")
-    arch_short = (arch or "").removeprefix("SCMP_ARCH_").lower()
+    want_arches = {a.lower().removeprefix("scmp_arch_") for a in _str_list(cond.get("arches", []),
+                                                                            f"{key}.arches")}
+    ours = {_GO_ARCH.get(machine, machine), _SECCOMP_NATIVE.get(machine, "").lower().removeprefix("scmp_arch_")}
     if include:
-        return all(c in caps for c in want_caps) and (not want_arches or arch_short in
-                                                      [a.lower().removeprefix("scmp_arch_") for a in want_arches])
-    return any(c in caps for c in want_caps) or (arch_short in [a.lower().removeprefix("scmp_arch_")
-                                                                for a in want_arches])
+        return all(c in caps for c in want_caps) and (not want_arches or bool(ours & want_arches))
+    return any(c in caps for c in want_caps) or bool(ours & want_arches)
 
 
 def _seccomp_arg(obj: Any, where: str) -> dict[str, Any]:
@@ -596,7 +602,9 @@ def seccomp_from_profile(profile: Mapping[str, Any], capabilities: tuple[str, ..
         out["flags"] = _str_list(profile["flags"], "flags")
     caps = frozenset(capabilities)
     rules: list[dict[str, Any]] = []
-    syscalls = profile.get("syscalls") or []
+    syscalls = profile.get("syscalls")
+    if syscalls is None:
+        syscalls = []
     if not isinstance(syscalls, list):
         raise _seccomp_error("syscalls must be a list")
     for n, rule in enumerate(syscalls):
@@ -620,7 +628,7 @@ def seccomp_from_profile(profile: Mapping[str, Any], capabilities: tuple[str, ..
         rule_errno = _errno_ret(rule, "errnoRet", where)
         if rule_errno is not None:
             converted["errnoRet"] = rule_errno
-        if not _applies(rule, caps, native, include=True) or _applies(rule, caps, native, include=False):
+        if not _applies(rule, caps, machine, include=True) or _applies(rule, caps, machine, include=False):
             continue
         rules.append(converted)
     out["syscalls"] = rules
