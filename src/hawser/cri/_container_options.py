@@ -166,6 +166,7 @@ def plan_container(config: api_pb2.ContainerConfig, sandbox: Sandbox, *, files: 
         additional_gids=tuple(sc.supplemental_groups),
         tty=config.tty,
         stdin=config.stdin,
+        stdin_once=config.stdin_once,
         read_only=readonly_root,
         mounts=tuple(mounts),
         cap_add=tuple(sc.capabilities.add_capabilities),

@@ -95,7 +95,7 @@ def _parse_sync(line: str) -> tuple[int, str]:
 
 def conmon_argv(*, runc: Runc, container_id: str, session_id: str, name: str, paths: ConmonPaths,
                 tty: bool, stdin: bool, exec_process: str | None = None, timeout: int = 0,
-                log_size_max: int = 0) -> list[str]:
+                log_size_max: int = 0, leave_stdin_open: bool = False) -> list[str]:
     argv = [conmon_binary(), "--api-version", "1", "--cid", container_id, "--cuuid", session_id,
             "--name", name, "--runtime", runc.binary, "--runtime-arg", f"--root={runc.root}",
             "--container-pidfile", paths.pid_file, "--conmon-pidfile", paths.conmon_pid_file,
@@ -110,6 +110,8 @@ def conmon_argv(*, runc: Runc, container_id: str, session_id: str, name: str, pa
     if stdin:
         # Without --leave-stdin-open: an attached client closing its input closes the container's.
         argv.append("--stdin")
+        if leave_stdin_open:
+            argv.append("--leave-stdin-open")
     if timeout > 0:
         argv += ["--timeout", str(timeout)]
     if log_size_max > 0:

@@ -329,7 +329,8 @@ class ContainerManager:
                     os.makedirs(os.path.dirname(log_path), mode=0o755, exist_ok=True)
                     if not os.path.exists(log_path):
                         undo.push(lambda: _unlink(log_path))
-                pid = self._conmon_create(record, bundle, tty=options.tty, stdin=options.stdin, undo=undo)
+                pid = self._conmon_create(record, bundle, tty=options.tty, stdin=options.stdin,
+                                          leave_stdin_open=options.stdin and not options.stdin_once, undo=undo)
             except BaseException:
                 undo.run()
                 raise
@@ -338,13 +339,15 @@ class ContainerManager:
         self._notify(EVENT_CREATED, record)
         return info
 
-    def _conmon_create(self, record: Container, bundle: str, *, tty: bool, stdin: bool, undo: _Undo) -> int:
+    def _conmon_create(self, record: Container, bundle: str, *, tty: bool, stdin: bool, undo: _Undo,
+                       leave_stdin_open: bool = False) -> int:
         id_ = record.id
         paths = ConmonPaths(bundle=bundle, pid_file=os.path.join(bundle, "pidfile"),
                             conmon_pid_file=os.path.join(bundle, "conmon.pid"), exit_dir=self.exits_dir,
                             log_path=self.container_log_path(record), socket_dir=self.sockets_dir)
         argv = conmon_argv(runc=self.runc, container_id=id_, session_id=id_, name=record.name, paths=paths,
-                           tty=tty, stdin=stdin, log_size_max=self.config.runtime.log_size_max)
+                           tty=tty, stdin=stdin, log_size_max=self.config.runtime.log_size_max,
+                           leave_stdin_open=leave_stdin_open)
         if self.config.runtime.conmon:
             argv[0] = self.config.runtime.conmon
         undo.push(lambda: self._forget_runtime(id_))

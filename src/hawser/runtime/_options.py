@@ -197,6 +197,9 @@ class ContainerOptions:
     additional_gids: tuple[int, ...] = ()  # supplementary groups beyond the user's own
     tty: bool = False
     stdin: bool = False
+    # With stdin: the first attached client closing its input closes the
+    # container's (the CRI's stdin_once); False keeps it open for later attaches.
+    stdin_once: bool = True
     hostname: str = ""
     read_only: bool = False
     mounts: tuple[BindMount, ...] = ()
