@@ -620,6 +620,17 @@ def test_mounts_devices_and_privileged(pods: Pods, tmp_path: Path) -> None:
     mounts_seen = [(m.container_path, m.readonly) for m in pods.status(box).status.mounts]
     assert mounts_seen == [("/data", False), ("/ro/hello.txt", True), ("/made", False)]
 
+    # Propagation the host mount cannot give is refused, as containerd does, not silently dropped.
+    private = tmp_path / "private"
+    private.mkdir()
+    subprocess.run(["mount", "--bind", str(private), str(private)], check=True)
+    subprocess.run(["mount", "--make-private", str(private)], check=True)
+    for propagation in (api_pb2.PROPAGATION_BIDIRECTIONAL, api_pb2.PROPAGATION_HOST_TO_CONTAINER):
+        code, message = status_code(pods.rt.CreateContainer, api_pb2.CreateContainerRequest(
+            pod_sandbox_id=pod[0], config=pods.config(f"p{propagation}", "true", mounts=[
+                api_pb2.Mount(container_path="/p", host_path=str(private), propagation=propagation)])))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "private" in message
+
     priv = pods.pod("priv", privileged=True)
     root = pods.run(priv, pods.config("root", "sleep", "1000", linux__security_context=api_pb2.
                                       LinuxContainerSecurityContext(privileged=True)))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -83,6 +84,11 @@ class HostFiles(Protocol):
         """Every device of the host's /dev (for privileged containers)."""
         ...
 
+    def propagation(self, path: str) -> str:
+        """The propagation of the host mount ``path`` is on: "shared",
+        "slave" or "private" (the first two may be both: "shared")."""
+        ...
+
 
 class RealHostFiles:
     """HostFiles over the real filesystem."""
@@ -104,6 +110,24 @@ class RealHostFiles:
 
     def host_devices(self) -> tuple[Device, ...]:
         return host_devices()
+
+    def propagation(self, path: str) -> str:
+        real = os.path.realpath(path)
+        best, kind = "", "private"
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 7:
+                    continue
+                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+                inside = real == point or real.startswith(point.rstrip("/") + "/")
+                # Later lines of the same mount point are mounted over the earlier ones.
+                if inside and len(point) >= len(best):
+                    best = point
+                    optional = fields[6:fields.index("-")] if "-" in fields else []
+                    kind = ("shared" if any(o.startswith("shared:") for o in optional) else
+                            "slave" if any(o.startswith("master:") for o in optional) else "private")
+        return kind
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -381,9 +405,24 @@ def _mounts(mounts: Any, files: HostFiles) -> tuple[list[BindMount], list[str]]:
         source = posixpath.normpath(m.host_path)
         if not files.exists(source):
             create.append(source)
+        if propagation != "rprivate":
+            _check_propagation(files, source, propagation)
         out.append(BindMount(source=source, destination=posixpath.normpath(m.container_path),
                              readonly=m.readonly, propagation=propagation))
     return out, create
+
+
+def _check_propagation(files: HostFiles, source: str, propagation: str) -> None:
+    """containerd's rule: propagation needs it on the host side too, else the
+    mount would silently not propagate.  BIDIRECTIONAL needs a shared host
+    mount; HOST_TO_CONTAINER a shared or slave one."""
+    kind = files.propagation(source)
+    if propagation == "rshared" and kind != "shared":
+        raise FailedPrecondition(f"mount {source} asks for bidirectional propagation, but the host mount it is "
+                                 f"on is {kind}", hint="make it shared: mount --make-rshared")
+    if propagation == "rslave" and kind == "private":
+        raise FailedPrecondition(f"mount {source} asks for host-to-container propagation, but the host mount "
+                                 "it is on is private", hint="make it shared: mount --make-rshared")
 
 
 def _pod_mounts(sandbox: Sandbox, taken: set[str], *, readonly: bool) -> list[BindMount]:

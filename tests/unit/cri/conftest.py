@@ -29,6 +29,10 @@ class FakeFiles:
     existing: set[str] = field(default_factory=set)
     nodes: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # host path -> (type, major, minor)
     host: tuple[Device, ...] = ()
+    shared: dict[str, str] = field(default_factory=dict)  # host path -> propagation of its mount
+
+    def propagation(self, path: str) -> str:
+        return self.shared.get(path, "private")
 
     def read(self, path: str) -> bytes:
         if path not in self.files:

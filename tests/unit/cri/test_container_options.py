@@ -82,6 +82,7 @@ def default_files() -> FakeFiles:
                             "/etc/seccomp/bad.json": b'{"defaultAction": "SCMP_ACT_NOPE"}',
                             "/etc/seccomp/text.json": b"not json"},
                      existing={"/srv/data", "/srv/config.yaml"},
+                     shared={"/srv/data": "shared", "/srv/config.yaml": "slave", "/srv/slave": "slave"},
                      nodes={"/dev/fuse": ("c", 10, 229), "/dev/sda": ("b", 8, 0)},
                      host=(Device(path="/dev/kmsg", type="c", major=1, minor=11),))
 
@@ -279,6 +280,12 @@ ERRORS: list[tuple[str, Callable[[], api_pb2.ContainerConfig], type[HawserError]
         pid=api_pb2.TARGET))), InvalidArgument, "target_id"),
     ("target-not-running", lambda: config(linux__security_context=sc(namespace_options=api_pb2.NamespaceOption(
         pid=api_pb2.TARGET, target_id="abc"))), FailedPrecondition, "no running process"),
+    ("bidirectional-needs-shared", lambda: config(mounts=[api_pb2.Mount(
+        container_path="/d", host_path="/srv/slave", propagation=api_pb2.PROPAGATION_BIDIRECTIONAL)]),
+     FailedPrecondition, "bidirectional propagation"),
+    ("host-to-container-needs-shared-or-slave", lambda: config(mounts=[api_pb2.Mount(
+        container_path="/d", host_path="/srv/private", propagation=api_pb2.PROPAGATION_HOST_TO_CONTAINER)]),
+     FailedPrecondition, "host-to-container propagation"),
     ("device-relative", lambda: config(devices=[api_pb2.Device(container_path="fuse", host_path="/dev/fuse")]),
      InvalidArgument, "must be absolute"),
     ("device-not-a-node", lambda: config(devices=[api_pb2.Device(container_path="/dev/x", host_path="/srv/data")]),
@@ -369,6 +376,7 @@ def test_spec_privileged_and_bidirectional(pod_files: Sandbox, rootfs: Path, hos
     pod = replace(pod_files, privileged=True)
     files = default_files()
     files.existing.add(str(tmp_path))
+    files.shared[str(tmp_path)] = "shared"
     message = config(mounts=[api_pb2.Mount(container_path="/mnt", host_path=str(tmp_path),
                                            propagation=api_pb2.PROPAGATION_BIDIRECTIONAL)],
                      linux__security_context=sc(privileged=True, masked_paths=["/proc/kcore"]))
@@ -393,3 +401,12 @@ def test_resources_round_trip() -> None:
     cri.oom_score_adj = 7
     assert back == cri
     assert resources_to_cri({}) == api_pb2.LinuxContainerResources()
+
+
+def test_real_propagation_lookup(tmp_path: Path) -> None:
+    from hawser.cri._container_options import RealHostFiles
+
+    # Whatever / is here, a path under it answers like / does, and a made-up path too.
+    files = RealHostFiles()
+    assert files.propagation("/") in ("shared", "slave", "private")
+    assert files.propagation(str(tmp_path / "no" / "such")) == files.propagation(str(tmp_path))
