@@ -980,7 +980,7 @@ def report(results: Mapping[str, Result | None], info: Mapping[str, Any], args: 
         row("  ... daemon + helpers PSS", mem("running", "total_pss"), _mb)
         row(f"  time to start {args.running} pods", lambda r: r.running_start if r.running else None,
             lambda x: f"{x:.1f} s")
-        row("  time to stop and remove them (4 at once)", lambda r: r.running_stop if r.running else None,
+        row("  time to remove them (4 at once)", lambda r: r.running_stop if r.running else None,
             lambda x: f"{x:.1f} s")
         for r in (c, h):
             m = r.memory.get("running") if r else None
@@ -1061,10 +1061,19 @@ def _collect(notes: list[str], fn: Callable[[], list[str]]) -> None:
         notes.append(str(e))
 
 
-def clean_host(runs_dir: Path, host_dirs: Sequence[Path], forward_file: Path) -> list[str]:
+def save_host_state(path: Path) -> None:
+    """What the run may change on the host and must put back, written before anything runs,
+    so that the next run can put it back if this one is killed: ip_forward, the host
+    directories that do not exist yet."""
+    path.write_text(json.dumps({"ip_forward": IP_FORWARD.read_text().strip(),
+                                "created_dirs": [str(d) for d in HOST_DIRS if not d.exists()]}) + "\n")
+
+
+def clean_host(runs_dir: Path, state_file: Path) -> list[str]:
     """Everything this benchmark (or an interrupted earlier run) may have left on the host:
     processes, cgroups, mounts and scratch space, veths and the bridge, iptables rules,
-    cached CNI results, the ip_forward sysctl. Returns notes; never raises."""
+    cached CNI results; then what ``state_file`` recorded (the ip_forward sysctl, host
+    directories the run created). Returns notes; never raises."""
     notes: list[str] = []
     steps: list[tuple[str, Callable[[], list[str]]]] = [
         ("processes", lambda: kill_leftovers([str(runs_dir) + "/"], "leftover")),
@@ -1079,21 +1088,32 @@ def clean_host(runs_dir: Path, host_dirs: Sequence[Path], forward_file: Path) ->
             notes += fn()
         except (ToolError, OSError) as e:
             notes.append(f"{what}: {e}")
-    # The bridge plugin (isGateway) turns IPv4 forwarding on; put back what the host had.
-    with contextlib.suppress(OSError, ValueError):
-        if forward_file.exists():
-            orig = forward_file.read_text().strip()
-            if IP_FORWARD.read_text().strip() != orig:
+    try:
+        state = json.loads(state_file.read_text())
+    except FileNotFoundError:
+        return notes
+    except (OSError, ValueError) as e:
+        return [*notes, f"{state_file}: {e}"]
+    # The bridge plugin (isGateway) turns IPv4 forwarding on; put back what the host had,
+    # unless pods of someone else (interfaces on other bridges) may be relying on it by now.
+    orig = str(state.get("ip_forward", ""))
+    with contextlib.suppress(OSError):
+        if orig in ("0", "1") and IP_FORWARD.read_text().strip() != orig:
+            others = sorted(p.parent.name for p in Path("/sys/class/net").glob("*/master"))
+            if others:
+                notes.append(f"net.ipv4.ip_forward left at 1 (was {orig}): interfaces on other bridges "
+                             f"({', '.join(others[:4])}) may need it")
+            else:
                 IP_FORWARD.write_text(orig + "\n")
                 notes.append(f"net.ipv4.ip_forward set back to {orig}")
-            forward_file.unlink()
-    for d in host_dirs:  # deepest first; only what this run created, only if empty
+    for d in map(Path, state.get("created_dirs", [])):  # deepest first; only if empty
         try:
             d.rmdir()
         except FileNotFoundError:
             pass
         except OSError as e:
             notes.append(f"cannot remove {d}: {e.strerror}")
+    state_file.unlink(missing_ok=True)
     return notes
 
 
@@ -1146,12 +1166,11 @@ def main(argv: list[str] | None = None) -> int:
     except BlockingIOError:
         print(f"cri.py: another benchmark holds {work / '.lock'}", file=sys.stderr)
         return 2
-    forward_file = work / "cri-ip_forward.orig"
+    state_file = work / "cri-host-state.json"
     # Leftovers of an interrupted run (we hold the lock).
-    for msg in clean_host(runs_dir, [], forward_file):
+    for msg in clean_host(runs_dir, state_file):
         print(f"cri.py: previous run: {msg}", file=sys.stderr)
-    host_dirs = [d for d in HOST_DIRS if not d.exists()]
-    forward_file.write_text(IP_FORWARD.read_text())
+    save_host_state(state_file)
     ipt_before = iptables_snapshot()
 
     children = Children()
@@ -1260,7 +1279,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = 130
     finally:
         children.stop_all()
-        for msg in clean_host(runs_dir, host_dirs, forward_file):
+        for msg in clean_host(runs_dir, state_file):
             print(f"cri.py: {msg}", file=sys.stderr)
         added = sorted(iptables_snapshot() - ipt_before)
         if added:
