@@ -41,6 +41,9 @@ from hawser.cri import (
     sandbox_stats,
     sandbox_status,
     sandbox_stop,
+    stream_attach,
+    stream_exec,
+    stream_port_forward,
 )
 from hawser.cri._catalog import ImageCatalog
 from hawser.cri._errors import serve, unimplemented
@@ -145,13 +148,13 @@ class RuntimeService(api_pb2_grpc.RuntimeServiceServicer):
         return await serve(context, "ExecSync", container_exec_sync.exec_sync(self._deps, request))
 
     async def Exec(self, request: api_pb2.ExecRequest, context: Context) -> api_pb2.ExecResponse:
-        await unimplemented(context, "Exec")
+        return await serve(context, "Exec", stream_exec.exec_stream(self._deps, request))
 
     async def Attach(self, request: api_pb2.AttachRequest, context: Context) -> api_pb2.AttachResponse:
-        await unimplemented(context, "Attach")
+        return await serve(context, "Attach", stream_attach.attach_stream(self._deps, request))
 
     async def PortForward(self, request: api_pb2.PortForwardRequest, context: Context) -> api_pb2.PortForwardResponse:
-        await unimplemented(context, "PortForward")
+        return await serve(context, "PortForward", stream_port_forward.port_forward_stream(self._deps, request))
 
     # --- stats, events, metrics -------------------------------------------------
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from hawser.cri._catalog import ImageCatalog
     from hawser.cri._sandboxes import Sandboxes
     from hawser.cri._singleflight import SingleFlight
+    from hawser.cri._stream_runtime import Streaming
     from hawser.cri.container_events import ContainerEvents
     from hawser.cri.container_stats import ContainerStatsReader
     from hawser.images import ImageStore, ImageSummary
@@ -110,6 +111,8 @@ class CriDeps:
     container_events: ContainerEvents | None = None
     # Container stats readers keep each container's previous CPU sample.
     container_stats: ContainerStatsReader = field(default_factory=_stats_reader)
+    # The streaming server (Exec/Attach/PortForward URLs) and its runtime; None: those are UNIMPLEMENTED.
+    streaming: Streaming | None = None
 
     def require_containers(self) -> ContainerManager:
         if self.containers is None:
@@ -117,6 +120,13 @@ class CriDeps:
 
             raise Unimplemented("this hawserd serves no containers")
         return self.containers
+
+    def require_streaming(self) -> Streaming:
+        if self.streaming is None:
+            from hawser.errors import Unimplemented
+
+            raise Unimplemented("this hawserd runs no streaming server")
+        return self.streaming
 
     def require_sandboxes(self) -> Sandboxes:
         if self.sandboxes is None:

@@ -12,6 +12,7 @@ running (conmon, not hawserd, is their parent).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import os
@@ -139,6 +140,12 @@ class Daemon:
                               state_dir=config.state, cgroup_parent=config.runtime.cgroup_parent)
         deps = new_deps(store=store, blocking=offloader, network_status=network.status,
                         effective_config=settings.effective(), sandboxes=sandboxes)
+        # Exec/Attach/PortForward's streaming server: run() starts and stops it.
+        from hawser.cri._stream_runtime import new_streaming
+
+        deps = dataclasses.replace(deps, streaming=new_streaming(
+            containers=containers, sandboxes=sandboxes, blocking=offloader,
+            address=settings.cri.stream_address, port=settings.cri.stream_port))
         return cls(settings, store=store, network=network, deps=deps, offloader=offloader,
                    recoverers=[sandboxes])
 
@@ -163,6 +170,7 @@ class Daemon:
             raise
         try:
             await self.recover()
+            await self._start_streaming()
             server = grpc.aio.server(options=[
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -186,9 +194,29 @@ class Daemon:
             finally:
                 await server.stop(SHUTDOWN_GRACE)
         finally:
+            await self._stop_streaming()
             _socket.release(address, lock)
             state_lock.release()
         await self._close()
+
+    async def _start_streaming(self) -> None:
+        # Before the CRI socket serves: the URLs Exec/Attach/PortForward hand out must work.
+        streaming = self.deps.streaming
+        if streaming is None:
+            return
+        try:
+            await streaming.server.start()
+        except OSError as exc:
+            from hawser.errors import Unavailable
+
+            cri = self.settings.cri
+            raise Unavailable(f"cannot listen on {cri.stream_address}:{cri.stream_port} for streaming: "
+                              f"{exc.strerror or exc}", hint="choose another [cri] stream_port") from None
+
+    async def _stop_streaming(self) -> None:
+        # Ends every exec, attach and port-forward session (an exec's process is killed). Idempotent.
+        if self.deps.streaming is not None:
+            await self.deps.streaming.server.stop()
 
     async def _close(self) -> None:
         started = time.monotonic()
