@@ -1279,6 +1279,9 @@ def main(argv: list[str] | None = None) -> int:
         rc = 130
     finally:
         children.stop_all()
+        for log in (runs_dir / "containerd.containerd.log", runs_dir / "hawser.hawserd.log"):
+            with contextlib.suppress(OSError):  # kept for a look after the run: bench/.work/cri-*.log
+                shutil.copyfile(log, work / f"cri-{log.name.partition('.')[2]}")
         for msg in clean_host(runs_dir, state_file):
             print(f"cri.py: {msg}", file=sys.stderr)
         added = sorted(iptables_snapshot() - ipt_before)
