@@ -52,9 +52,11 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 CHUNK = 32768
-# After the command exited, how long output may stay silent before the relay
-# stops: a background process that inherited the command's stdout keeps the
-# pipe open, and waiting for it would hold the session forever.
+# After runc exited, how long output may stay silent before the relay stops.
+# runc relays the command's stdio itself and exits only once the command's
+# output ended (a background process that keeps it open holds the session, as
+# with docker and containerd), so our ends normally reach EOF with runc; the
+# grace only guards against anything else that kept a copy of them.
 OUTPUT_GRACE = 1.0
 # On cancel: how long to wait for runc to name the command's pid before
 # killing runc alone.

@@ -230,6 +230,35 @@ def test_exec_with_tty_resize_and_exit_code(node: Node) -> None:
     run(body)
 
 
+@pytest.mark.parametrize("tty", [False, True], ids=["pipes", "tty"])
+def test_exec_and_background_processes(node: Node, tty: bool) -> None:
+    id_ = node.run(node.ref, *SLEEPER)
+
+    async def body() -> None:
+        async with node.serving() as streaming:
+            # Without a terminal, a background process that keeps the output holds
+            # the session until it closes it (runc relays until then; docker and
+            # containerd behave alike).  With one, the end of the command hangs the
+            # terminal up, and SIGHUP ends the background job.
+            command = ("sh", "-c", "(sleep 1; echo late) & echo early; exit 2")
+            url = streaming.server.exec_url(ExecRequest(id_, command, tty=tty, stdout=True, stderr=not tty))
+            async with spdy_exec(url, tty=tty, stderr=not tty) as session:
+                output = await session.read_all()
+            assert output.split() == ([b"early"] if tty else [b"early", b"late"]) and session.exit_code == 2
+
+            # One whose output goes elsewhere does not hold it.
+            command = ("sh", "-c", "sleep 2345 </dev/null >/dev/null 2>&1 & echo early; exit 3")
+            url = streaming.server.exec_url(ExecRequest(id_, command, tty=tty, stdout=True, stderr=not tty))
+            start = time.monotonic()
+            async with spdy_exec(url, tty=tty, stderr=not tty) as session:
+                assert (await session.read_all()).strip() == b"early"
+            assert session.exit_code == 3 and time.monotonic() - start < 3
+            if not tty:
+                assert _processes_running("2345"), "the background process goes on in the container"
+
+    run(body)
+
+
 def test_exec_errors(node: Node) -> None:
     running = node.run(node.ref, *SLEEPER)
     stopped = node.run(node.ref, "true")
