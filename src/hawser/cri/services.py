@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     import grpc
 
     from hawser.cri._sandboxes import Sandboxes
+    from hawser.cri._stream_runtime import Streaming
     from hawser.cri.container_events import ExitWatcher
     from hawser.cri.types import NetworkStatus, RunBlocking
     from hawser.images import ImageStore
@@ -245,7 +246,7 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
 
 def new_deps(*, store: ImageStore, blocking: RunBlocking, network_status: NetworkStatus,
              effective_config: Mapping[str, Any], sandboxes: Sandboxes | None = None,
-             containers: ContainerManager | None = None) -> CriDeps:
+             containers: ContainerManager | None = None, streaming: Streaming | None = None) -> CriDeps:
     """The handlers' dependencies over parts the daemon built; starts nothing.
     ``containers`` defaults to the sandboxes' manager; the container event
     hub is attached to it."""
@@ -256,7 +257,7 @@ def new_deps(*, store: ImageStore, blocking: RunBlocking, network_status: Networ
         events = container_events.ContainerEvents(containers, sandboxes, blocking=blocking).attach()
     return CriDeps(store=store, catalog=ImageCatalog(store), blocking=blocking, pulls=SingleFlight(),
                    network_status=network_status, effective_config=effective_config, sandboxes=sandboxes,
-                   containers=containers, container_events=events)
+                   containers=containers, container_events=events, streaming=streaming)
 
 
 def background_loops(deps: CriDeps) -> list[ExitWatcher]:

@@ -12,7 +12,6 @@ running (conmon, not hawserd, is their parent).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import os
@@ -122,9 +121,12 @@ class Daemon:
     @classmethod
     def build(cls, settings: Settings) -> Daemon:
         """Open the store and wire the parts (nothing is started)."""
-        from hawser.cri.services import new_deps
+        from hawser.cri._sandboxes import Sandboxes
+        from hawser.cri._stream_runtime import new_streaming
+        from hawser.cri.services import background_loops, new_deps
         from hawser.images import ImageStore
         from hawser.network import CNINetwork
+        from hawser.runtime import ContainerManager
 
         config = settings.config
         store = ImageStore.open(config)
@@ -132,22 +134,17 @@ class Daemon:
         # Attachments are recorded on persistent storage: IPAM state outlives reboots.
         network = CNINetwork(settings.cni.conf_dir, [settings.cni.bin_dir],
                              os.path.join(config.root, "cni", "results"))
-        from hawser.cri._sandboxes import Sandboxes
-        from hawser.runtime import ContainerManager
-
         containers = ContainerManager(store)
         sandboxes = Sandboxes(store=store, containers=containers, network=network, blocking=offloader,
                               state_dir=config.state, cgroup_parent=config.runtime.cgroup_parent)
-        deps = new_deps(store=store, blocking=offloader, network_status=network.status,
-                        effective_config=settings.effective(), sandboxes=sandboxes)
         # Exec/Attach/PortForward's streaming server: run() starts and stops it.
-        from hawser.cri._stream_runtime import new_streaming
-
-        deps = dataclasses.replace(deps, streaming=new_streaming(
-            containers=containers, sandboxes=sandboxes, blocking=offloader,
-            address=settings.cri.stream_address, port=settings.cri.stream_port))
+        streaming = new_streaming(containers=containers, sandboxes=sandboxes, blocking=offloader,
+                                  address=settings.cri.stream_address, port=settings.cri.stream_port)
+        deps = new_deps(store=store, blocking=offloader, network_status=network.status,
+                        effective_config=settings.effective(), sandboxes=sandboxes, containers=containers,
+                        streaming=streaming)
         return cls(settings, store=store, network=network, deps=deps, offloader=offloader,
-                   recoverers=[sandboxes])
+                   recoverers=[sandboxes], loops=background_loops(deps))
 
     async def recover(self) -> None:
         """The start-up recovery hook: every Recoverer, in order."""

@@ -52,6 +52,9 @@ log = get_logger(__name__)
 # Long enough for the CRI's names: <container>_<pod>_<namespace>_<uid>_<attempt>.
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,511}$")
 CONMON_EXIT_TIMEOUT = 10.0
+# How long a status read waits for conmon to write the exit file of a container
+# runc already reports stopped (conmon writes it right after reaping).
+EXIT_RECORD_WAIT = 1.0
 KILL_WAIT = 10.0
 
 # States, as docker and the CRI name them.
@@ -229,18 +232,9 @@ class ContainerManager:
         id_ = record.id
         bundle = self.bundle(id_)
         started = _read_float(os.path.join(bundle, "started"))
-        oom = os.path.exists(os.path.join(bundle, "oom"))
-        exit_file = self._exit_file(id_)
-        try:
-            with open(exit_file, encoding="ascii") as f:
-                text = f.read().strip()
-            finished = os.stat(exit_file).st_mtime
-            code = int(text) if text.lstrip("-").isdigit() else -1
-            reason = "OOMKilled" if oom else ("Error" if code else "Completed")
-            return ContainerStatus(EXITED, exit_code=code, started_at=started, finished_at=finished,
-                                   oom_killed=oom, reason=reason)
-        except FileNotFoundError:
-            pass
+        exited = self._exited(id_, started)
+        if exited is not None:
+            return exited
         state = self.runc.state(id_)
         if state is None:
             if not os.path.isdir(bundle):
@@ -252,8 +246,34 @@ class ContainerManager:
             return ContainerStatus(RUNNING, pid=state.pid, started_at=started)
         if state.status == "paused":
             return ContainerStatus(PAUSED, pid=state.pid, started_at=started)
-        # runc says stopped and conmon has not written the exit file (yet, or it died).
+        # runc says stopped and there is no exit file: conmon is recording the exit
+        # right now (it reaps, then writes), or it died without doing so.
+        conmon = _read_int(os.path.join(bundle, "conmon.pid"))
+        deadline = time.monotonic() + EXIT_RECORD_WAIT
+        for pause in _backoff(most=0.01):
+            if not (conmon and _is_conmon(conmon)) or time.monotonic() >= deadline:
+                break
+            time.sleep(pause)
+        exited = self._exited(id_, started)
+        if exited is not None:
+            return exited
+        oom = os.path.exists(os.path.join(bundle, "oom"))
         return ContainerStatus(EXITED, started_at=started, oom_killed=oom, reason="exit status unknown")
+
+    def _exited(self, id_: str, started: float | None) -> ContainerStatus | None:
+        """The status conmon's exit file records, if it exists."""
+        exit_file = self._exit_file(id_)
+        try:
+            with open(exit_file, encoding="ascii") as f:
+                text = f.read().strip()
+            finished = os.stat(exit_file).st_mtime
+        except FileNotFoundError:
+            return None
+        oom = os.path.exists(os.path.join(self.bundle(id_), "oom"))
+        code = int(text) if text.lstrip("-").isdigit() else -1
+        reason = "OOMKilled" if oom else ("Error" if code else "Completed")
+        return ContainerStatus(EXITED, exit_code=code, started_at=started, finished_at=finished,
+                               oom_killed=oom, reason=reason)
 
     # --- create / start -------------------------------------------------------
 
