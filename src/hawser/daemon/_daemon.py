@@ -43,6 +43,8 @@ SHUTDOWN_GRACE = 10.0
 DRAIN_TIMEOUT = 5.0
 # Worker threads for blocking store calls; created on demand.
 BLOCKING_WORKERS = 16
+# After this long without a request, a daemon that was busy returns freed heap pages to the kernel.
+HEAP_TRIM_INTERVAL = 1.0
 
 
 class Recoverer(Protocol):
@@ -75,6 +77,7 @@ class Offloader:
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="hawserd-blocking")
         self._lock = threading.Lock()
         self._running = 0
+        self.calls = 0  # ever started: HeapTrimmer's sign of activity
 
     def __call__(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
         call = functools.partial(fn, *args, **kwargs)
@@ -83,6 +86,7 @@ class Offloader:
     def _tracked(self, call: Callable[[], T]) -> T:
         with self._lock:
             self._running += 1
+            self.calls += 1
         try:
             return call()
         finally:
@@ -101,6 +105,30 @@ class Offloader:
         while self.running and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         return self.running == 0
+
+
+class HeapTrimmer:
+    """Gives the heap pages a burst of requests freed back to the kernel once
+    the daemon is idle (a BackgroundLoop); see host._memory."""
+
+    name = "heap-trimmer"
+
+    def __init__(self, offloader: Offloader, interval: float = HEAP_TRIM_INTERVAL) -> None:
+        self.offloader = offloader
+        self.interval = interval
+
+    async def run(self) -> None:
+        from hawser.host._memory import trim_heap
+
+        trimmed = previous = self.offloader.calls
+        while True:
+            await asyncio.sleep(self.interval)
+            calls = self.offloader.calls
+            # Busy since the last trim, and quiet for a whole interval now.
+            if calls != trimmed and calls == previous and self.offloader.running == 0:
+                trim_heap()
+                trimmed = calls
+            previous = calls
 
 
 class Daemon:
@@ -144,7 +172,7 @@ class Daemon:
                         effective_config=settings.effective(), sandboxes=sandboxes, containers=containers,
                         streaming=streaming)
         return cls(settings, store=store, network=network, deps=deps, offloader=offloader,
-                   recoverers=[sandboxes], loops=background_loops(deps))
+                   recoverers=[sandboxes], loops=[*background_loops(deps), HeapTrimmer(offloader)])
 
     async def recover(self) -> None:
         """The start-up recovery hook: every Recoverer, in order."""

@@ -15,6 +15,8 @@ from hawser.daemon._log import setup_logging
 from hawser.errors import HawserError
 
 log = logging.getLogger("hawser.daemon")
+# glibc malloc arenas for the whole daemon (see hawser.host._memory).
+MALLOC_ARENAS = 2
 
 
 def parser() -> argparse.ArgumentParser:
@@ -50,6 +52,10 @@ def run(argv: list[str] | None = None) -> int:
         log.error("bad configuration", extra=_error_fields(exc))
         return 2
     setup_logging(settings.daemon.log_level)
+    from hawser.host._memory import limit_malloc_arenas
+
+    # Before any thread starts: two arenas serve the workers; per-thread ones hoard freed memory.
+    limit_malloc_arenas(MALLOC_ARENAS)
     try:
         abandoned = asyncio.run(_serve(settings))
     except HawserError as exc:
