@@ -14,7 +14,6 @@ import binascii
 import hashlib
 import logging
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cri_api.v1 import api_pb2
@@ -31,7 +30,6 @@ log = logging.getLogger(__name__)
 
 
 async def pull_image(deps: CriDeps, request: api_pb2.PullImageRequest) -> api_pb2.PullImageResponse:
-    # The registry client (httpx, ssl: some 20 MB) loads with the first pull, not at start.
     from hawser.registry._credentials import normalize_host
 
     spec = request.image
@@ -44,12 +42,15 @@ async def pull_image(deps: CriDeps, request: api_pb2.PullImageRequest) -> api_pb
     credentials = credentials_from(request.auth if request.HasField("auth") else None, registry=ref.domain)
     target = normalize_host(request.auth.server_address or ref.domain)
     key = PullKey(reference=str(ref), credentials=_fingerprint(credentials, target))
-    lookup = None if credentials is None else _only_for(credentials, target)
 
     async def pull() -> ImageSummary:
+        from hawser.images._pull_process import pull_in_child
+
         start = time.monotonic()
         log.info("pull started", extra={"image": key.reference, "auth": credentials is not None})
-        summary = await deps.blocking(deps.store.pull, key.reference, credentials=lookup)
+        # In a child process: the registry client's memory leaves with it (see _pull_process).
+        await pull_in_child(deps.store.config, key.reference, credentials=credentials, registry=target)
+        summary = await deps.blocking(deps.store.summary, key.reference)
         log.info("pull done", extra={"image": key.reference, "id": str(summary.image_id),
                                      "duration": round(time.monotonic() - start, 3)})
         return summary
@@ -86,17 +87,6 @@ def credentials_from(auth: api_pb2.AuthConfig | None, *, registry: str) -> Crede
     if not (username or auth.identity_token):
         return None
     return Credentials(username=username, password=password, identity_token=auth.identity_token)
-
-
-def _only_for(credentials: Credentials, target: str) -> Callable[[str], Credentials | None]:
-    """A credentials callback answering only for the registry the AuthConfig is
-    for (``target``: its ``server_address``, or else the image's registry)."""
-    from hawser.registry._credentials import normalize_host
-
-    def lookup(host: str) -> Credentials | None:
-        return credentials if normalize_host(host) == target else None
-
-    return lookup
 
 
 def _fingerprint(credentials: Credentials | None, target: str) -> str:

@@ -13,11 +13,32 @@ Every failure is one of hawser.errors' kinds, with the host and repository in
 its message.
 """
 
-from hawser.registry._client import BlobStream, RegistryClient
-from hawser.registry._credentials import Credentials, CredentialsFunc
-from hawser.registry._hosts import RegistryHost, resolve_hosts
-from hawser.registry._platform import select_platform
-from hawser.registry._types import RegistryOptions, Resolved
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hawser.registry._client import BlobStream, RegistryClient
+    from hawser.registry._credentials import Credentials, CredentialsFunc
+    from hawser.registry._hosts import RegistryHost, resolve_hosts
+    from hawser.registry._platform import select_platform
+    from hawser.registry._types import RegistryOptions, Resolved
+
+# Loaded on first use: the client pulls in httpx and TLS (~10 MB), which code
+# that only names Credentials (hawserd's PullImage, which pulls in a child) should not pay.
+_LAZY = {
+    "BlobStream": "_client", "RegistryClient": "_client", "Credentials": "_credentials",
+    "CredentialsFunc": "_credentials", "RegistryHost": "_hosts", "resolve_hosts": "_hosts",
+    "select_platform": "_platform", "RegistryOptions": "_types", "Resolved": "_types",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hawser.registry' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"hawser.registry.{module}"), name)
+
 
 __all__ = [
     "BlobStream", "Credentials", "CredentialsFunc", "RegistryClient", "RegistryHost", "RegistryOptions",

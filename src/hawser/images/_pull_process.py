@@ -1,0 +1,132 @@
+"""A pull run in a child process, for hawserd.
+
+The registry client (httpx, TLS contexts, h11, idna's tables) and the
+decompression buffers of a pull cost the process that runs it some 15 MB that
+stay after it: a long-lived daemon would carry them for good.  In a child they
+go back to the kernel when it exits, and a codec that crashes on a hostile
+layer takes only the child down.  The store is shared: the child commits the
+image exactly as ``hawser pull`` would (leases protect its partial work if it
+is killed), and the daemon reads the result from SQLite.
+
+Protocol: the request is one JSON object on stdin (the Config, the reference,
+optional credentials and the registry they are for); the child exits 0 on
+success, or writes ``{"kind", "message", "hint"}`` on stdout and exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, Any
+
+from hawser import errors
+
+if TYPE_CHECKING:
+    from hawser.config import Config
+    from hawser.registry import Credentials
+
+# After SIGTERM (a cancelled pull), how long the child gets before SIGKILL.
+TERM_GRACE = 5.0
+
+
+async def pull_in_child(config: Config, reference: str, *, credentials: Credentials | None = None,
+                        registry: str = "") -> None:
+    """Pull ``reference`` into the store of ``config`` in a child process.
+    ``credentials`` are offered to ``registry`` only (a normalised host).
+    Raises the child's error kind (NotFound, PermissionDenied, ...); on
+    cancellation the child is terminated and reaped."""
+    request: dict[str, Any] = {"config": dataclasses.asdict(config), "reference": reference}
+    if credentials is not None:
+        request["credentials"] = {"registry": registry, "username": credentials.username,
+                                  "password": credentials.password,
+                                  "identity_token": credentials.identity_token}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hawser.images._pull_process", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = await proc.communicate(json.dumps(request).encode())
+    except BaseException:
+        await _terminate(proc)
+        raise
+    if proc.returncode == 0:
+        return
+    raise _error(out, err, proc.returncode)
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), TERM_GRACE)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+def _error(out: bytes, err: bytes, returncode: int | None) -> errors.HawserError:
+    try:
+        doc = json.loads(out)
+        kind = getattr(errors, str(doc["kind"]), None)
+        if isinstance(kind, type) and issubclass(kind, errors.HawserError):
+            return kind(str(doc["message"]), hint=doc.get("hint") or None)
+    except (ValueError, KeyError, TypeError):
+        pass
+    tail = err.decode(errors="replace").strip().splitlines()[-3:]
+    return errors.Internal(f"the pull process failed (exit status {returncode}): {' '.join(tail) or 'no message'}")
+
+
+def _main() -> int:
+    from hawser.config import _build
+    from hawser.images import ImageStore
+
+    request = json.load(sys.stdin)
+    config = _build(_config_class(), request["config"], "")
+    lookup = None
+    if "credentials" in request:
+        lookup = _lookup(request["credentials"])
+    try:
+        store = ImageStore.open(config)
+        try:
+            store.pull(request["reference"], credentials=lookup)
+        finally:
+            store.close()
+    except errors.HawserError as exc:
+        # The daemon re-raises the same kind: a subclass (CNIUnavailable...) goes as its base kind.
+        kind = next(k.__name__ for k in type(exc).__mro__ if k.__module__ == errors.__name__)
+        json.dump({"kind": kind, "message": exc.message, "hint": exc.hint}, sys.stdout)
+        return 1
+    except OSError as exc:
+        kind = "ResourceExhausted" if exc.errno == 28 else "Unavailable"
+        json.dump({"kind": kind, "message": f"pull failed: {exc}", "hint": None}, sys.stdout)
+        return 1
+    return 0
+
+
+def _config_class() -> type[Any]:
+    from hawser.config import Config
+
+    return Config
+
+
+def _lookup(creds: dict[str, str]) -> Any:
+    from hawser.registry import Credentials
+    from hawser.registry._credentials import normalize_host
+
+    credentials = Credentials(username=creds["username"], password=creds["password"],
+                              identity_token=creds["identity_token"])
+    target = creds["registry"]
+
+    def lookup(host: str) -> Credentials | None:
+        return credentials if normalize_host(host) == target else None
+
+    return lookup
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind (leases, temp files) on SIGTERM
+    os.umask(0o022)
+    sys.exit(_main())
