@@ -420,11 +420,12 @@ CONTAINERD_DISABLED = [
 ]
 
 
-def containerd_config(base: Path) -> Path:
+def containerd_config(base: Path, *, cri: str = "") -> Path:
     """A config for a private containerd with everything under ``base`` (root,
-    state, temp, sockets) and CRI off; returns its path."""
+    state, temp, sockets); returns its path.  CRI is off unless ``cri`` gives
+    the plugin's TOML tables, which are appended."""
     cfg = base / "config.toml"
-    disabled = ", ".join(f'"{p}"' for p in CONTAINERD_DISABLED)
+    disabled = ", ".join(f'"{p}"' for p in CONTAINERD_DISABLED if not (cri and p == "io.containerd.grpc.v1.cri"))
     cfg.write_text(
         "version = 2\n"
         f'root = "{base}/root"\n'
@@ -440,6 +441,7 @@ def containerd_config(base: Path) -> Path:
         '  level = "warn"\n'
         "[metrics]\n"
         '  address = ""\n'
+        + cri
     )
     (base / "tmp").mkdir(exist_ok=True)
     return cfg

@@ -590,21 +590,10 @@ class Endpoint:
 def containerd_cri_config(base: Path, *, sandbox_image: str, conf_dir: Path, certs: Path) -> Path:
     """containerd 1.6's config: everything under ``base``, the CRI plugin on, configured
     like hawserd (runc, cgroupfs, our CNI conflist, 127.0.0.1 registries only)."""
-    from _common import CONTAINERD_DISABLED
+    from _common import containerd_config
 
-    disabled = ", ".join(f'"{p}"' for p in CONTAINERD_DISABLED if p != "io.containerd.grpc.v1.cri")
     cri = '[plugins."io.containerd.grpc.v1.cri"'
-    cfg = base / "config.toml"
-    cfg.write_text(
-        "version = 2\n"
-        f'root = "{base}/root"\n'
-        f'state = "{base}/state"\n'
-        f'temp = "{base}/tmp"\n'
-        f"disabled_plugins = [{disabled}]\n"
-        f'[grpc]\n  address = "{base}/containerd.sock"\n'
-        f'[ttrpc]\n  address = "{base}/containerd.sock.ttrpc"\n'
-        '[debug]\n  address = ""\n  level = "warn"\n'
-        '[metrics]\n  address = ""\n'
+    return containerd_config(base, cri=(
         f"{cri}]\n"
         f'  sandbox_image = "{sandbox_image}"\n'
         "  restrict_oom_score_adj = true\n"  # CAP_SYS_RESOURCE is withheld here
@@ -629,9 +618,7 @@ def containerd_cri_config(base: Path, *, sandbox_image: str, conf_dir: Path, cer
         "  max_conf_num = 1\n"
         f"{cri}.registry]\n"
         f'  config_path = "{certs}"\n'
-    )
-    (base / "tmp").mkdir(exist_ok=True)
-    return cfg
+    ))
 
 
 def write_hosts_toml(certs: Path, host: str) -> None:
