@@ -6,9 +6,8 @@ session into a real container or pod."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -17,6 +16,7 @@ from cri_api.v1 import api_pb2
 
 from tests.e2e.helpers import status_code
 from tests.e2e.test_containers import Pods, pods
+from tests.support.aio import eventually, processes_running, run
 from tests.support.k8s_stream_client import (
     V4,
     V5,
@@ -37,14 +37,6 @@ SLEEPER = ("sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done")
 HTTPD = ("sh", "-c", "mkdir -p /www && echo hello-from-httpd > /www/index.html && exec httpd -f -p 8080 -h /www")
 
 
-def run(body: Callable[[], Awaitable[T]], timeout: float = 60) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(timeout):
-            return await body()
-
-    return asyncio.run(bounded())
-
-
 def exec_url(pods: Pods, container_id: str, *cmd: str, **streams: bool) -> str:
     request = api_pb2.ExecRequest(container_id=container_id, cmd=list(cmd), **streams)
     return str(pods.rt.Exec(request).url)
@@ -52,27 +44,6 @@ def exec_url(pods: Pods, container_id: str, *cmd: str, **streams: bool) -> str:
 
 def attach_url(pods: Pods, container_id: str, **streams: bool) -> str:
     return str(pods.rt.Attach(api_pb2.AttachRequest(container_id=container_id, **streams)).url)
-
-
-def processes_running(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
-            if marker.encode() in argv:
-                found.append(int(entry))
-    return found
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting for a condition"
-        await asyncio.sleep(0.02)
 
 
 def exited(pods: Pods, container_id: str, timeout: float = 20) -> api_pb2.ContainerStatus:

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import pytest
 from tests.integration.conftest import Env
 from tests.integration.runtime.test_containers import ctr
+from tests.support.aio import eventually, processes_running, run
 from tests.support.k8s_stream_client import V4, V5, spdy_attach, spdy_exec, spdy_port_forward, ws_attach, ws_exec
 
 from hawser.cri._sandbox_types import SANDBOX_NOTREADY, SANDBOX_READY, Sandbox
@@ -88,20 +89,6 @@ def _children() -> list[int]:
     return found
 
 
-def _processes_running(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
-            if marker.encode() in argv:
-                found.append(int(entry))
-    return found
-
-
 @pytest.fixture
 def node(ctr: Ctr) -> Iterator[Node]:
     env, ref = ctr
@@ -117,21 +104,6 @@ def node(ctr: Ctr) -> Iterator[Node]:
     assert set(_children()) <= children, "a child process of the test was left"
     leaked = set(os.listdir("/proc/self/fd")) - fds
     assert not leaked, {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in leaked if os.path.exists(f"/proc/self/fd/{fd}")}
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting for a condition"
-        await asyncio.sleep(0.02)
-
-
-def run(test: Callable[[], Any], timeout: float = 60) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(timeout):
-            return await test()
-
-    return asyncio.run(bounded())
 
 
 SLEEPER = ("sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done")
@@ -254,7 +226,7 @@ def test_exec_and_background_processes(node: Node, tty: bool) -> None:
                 assert (await session.read_all()).strip() == b"early"
             assert session.exit_code == 3 and time.monotonic() - start < 3
             if not tty:
-                assert _processes_running("2345"), "the background process goes on in the container"
+                assert processes_running("2345"), "the background process goes on in the container"
 
     run(body)
 
@@ -293,17 +265,17 @@ def test_exec_killed_when_the_client_leaves(node: Node, tty: bool) -> None:
                                                         stderr=not tty))
             async with spdy_exec(url, stdin=True, tty=tty, stderr=not tty) as session:
                 await session.read_until(b"started")
-                await eventually(lambda: bool(_processes_running(marker)))
+                await eventually(lambda: bool(processes_running(marker)))
             # The client went away without a word: the session is cancelled.
-            await eventually(lambda: not _processes_running(marker) and not streaming.server.active_sessions)
+            await eventually(lambda: not processes_running(marker) and not streaming.server.active_sessions)
 
             # And when the server stops under a session.
             url = streaming.server.exec_url(ExecRequest(id_, command, tty=tty, stdout=True, stderr=not tty))
             async with spdy_exec(url, tty=tty, stderr=not tty) as session:
                 await session.read_until(b"started")
-                await eventually(lambda: bool(_processes_running(marker)))
+                await eventually(lambda: bool(processes_running(marker)))
                 await streaming.server.stop()
-            await eventually(lambda: not _processes_running(marker), timeout=1)
+            await eventually(lambda: not processes_running(marker), timeout=1)
 
     run(body)
 
