@@ -149,25 +149,9 @@ def test_failed_network_setup_rolls_everything_back(hawserd: Hawserd, pod_networ
     doc = pod_network.conflist()
     doc["plugins"].append({"type": "failing"})
     (hawserd.cni_conf / "10-test.conflist").write_text(json.dumps(doc))
-    failing = Path("/usr/lib/cni/failing")
-    assert not failing.exists()
-    hawserd_bin = tmp_path / "cni-bin"
-    hawserd_bin.mkdir()
-    # hawserd reads one bin dir: restart it on a copy of the plugins plus the failing one.
-    hawserd.stop()
-    for plugin in os.listdir("/usr/lib/cni"):
-        os.symlink(f"/usr/lib/cni/{plugin}", hawserd_bin / plugin)
     # It fails ADD and lets DEL succeed, as a plugin with nothing to undo does.
-    (hawserd_bin / "failing").write_text('#!/bin/sh\n[ "$CNI_COMMAND" = DEL ] && exit 0\n'
-                                         'echo \'{"cniVersion":"1.0.0","code":11,"msg":"no way"}\'\nexit 1\n')
-    (hawserd_bin / "failing").chmod(0o755)
-    argv = hawserd.argv
-
-    def with_bin(*extra: str) -> list[str]:
-        return [*argv(*extra), "--cni-bin-dir", str(hawserd_bin)]
-
-    hawserd.argv = with_bin  # type: ignore[method-assign]
-    hawserd.start()
+    _plugins_with(hawserd, tmp_path, "failing", '[ "$CNI_COMMAND" = DEL ] && exit 0\n'
+                  'echo \'{"cniVersion":"1.0.0","code":11,"msg":"no way"}\'\nexit 1\n')
     cri = hawserd.client()
     code, message = status_code(cri.runtime.RunPodSandbox, api_pb2.RunPodSandboxRequest(config=pod_config()))
     assert code == grpc.StatusCode.UNAVAILABLE and "no way" in message, (code, message)
@@ -256,3 +240,75 @@ def test_pod_stats(hawserd: Hawserd, pod_network: CniEnv) -> None:
     assert [s.attributes.id for s in listed] == [pod_id]
     code, _ = status_code(cri.runtime.PodSandboxStats, api_pb2.PodSandboxStatsRequest(pod_sandbox_id="e" * 64))
     assert code == grpc.StatusCode.NOT_FOUND
+
+
+def _plugins_with(hawserd: Hawserd, tmp_path: Path, name: str, script: str) -> None:
+    """Restart hawserd on a CNI bin dir holding the real plugins plus ``name``."""
+    bin_dir = tmp_path / "cni-bin"
+    bin_dir.mkdir()
+    for plugin in os.listdir("/usr/lib/cni"):
+        os.symlink(f"/usr/lib/cni/{plugin}", bin_dir / plugin)
+    (bin_dir / name).write_text("#!/bin/sh\n" + script)
+    (bin_dir / name).chmod(0o755)
+    hawserd.stop()
+    argv = hawserd.argv
+    hawserd.argv = lambda *extra: [*argv(*extra), "--cni-bin-dir", str(bin_dir)]  # type: ignore[method-assign]
+    hawserd.start()
+
+
+def test_a_pod_half_made_by_a_crash_is_finished_off(hawserd: Hawserd, pod_network: CniEnv,
+                                                     tmp_path: Path) -> None:
+    import threading
+
+    # A first plugin that takes its time on ADD: hawserd is killed while it runs.
+    doc = pod_network.conflist()
+    doc["plugins"].insert(0, {"type": "slow"})
+    (hawserd.cni_conf / "10-test.conflist").write_text(json.dumps(doc))
+    _plugins_with(hawserd, tmp_path, "slow", '[ "$CNI_COMMAND" = ADD ] && sleep 30\n'
+                                             'echo \'{"cniVersion":"1.0.0"}\'\n')
+    config = pod_config("crashed")
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_pod(hawserd, config)
+        except BaseException as exc:  # the daemon dies under it
+            errors.append(exc)
+
+    caller = threading.Thread(target=run)
+    caller.start()
+    deadline = time.monotonic() + 20
+    while not list((hawserd.state / "sandboxes").glob("*/ns/net")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # inside the slow ADD
+    hawserd.stop(signal.SIGKILL)
+    caller.join(30)
+    assert errors, "RunPodSandbox should have failed with the daemon"
+    subprocess_kill_slow_plugins()
+
+    # Back with a working network: the half-made pod is listed not ready, and it goes.
+    (hawserd.cni_conf / "10-test.conflist").write_text(json.dumps(pod_network.conflist()))
+    hawserd.start()
+    cri = hawserd.client()
+    pods = cri.runtime.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items
+    assert [(p.metadata.name, p.state) for p in pods] == [("crashed", api_pb2.SANDBOX_NOTREADY)]
+    # kubelet's retry of the same request makes a new, working pod in its place.
+    pod_id = run_pod(hawserd, config)
+    assert pod_id != pods[0].id
+    assert status(hawserd, pod_id)[0].state == api_pb2.SANDBOX_READY
+    assert [p.id for p in cri.runtime.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items] == [pod_id]
+    for _ in range(2):
+        cri.runtime.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+        cri.runtime.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+    pod_network.assert_clean(pins=False)
+    assert mounts_under(hawserd.state) == []
+    assert os.listdir(hawserd.state / "sandboxes") == []
+
+
+def subprocess_kill_slow_plugins() -> None:
+    from tests.support.aio import processes_running
+
+    for pid in processes_running("30"):  # the slow plugin's `sleep 30`
+        with open(f"/proc/{pid}/comm") as f:
+            if f.read().strip() == "sleep":
+                os.kill(pid, signal.SIGKILL)
