@@ -57,7 +57,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(p, "umount")) report(p, umount2("/proc/sys", MNT_DETACH));
         else if (!strcmp(p, "keyctl")) report(p, syscall(SYS_keyctl, 0 /* GET_KEYRING_ID */, -3 /* session */, 0));
         else if (!strcmp(p, "add_key")) report(p, syscall(SYS_add_key, "user", "hawser", "x", 1, -3));
-        else if (!strcmp(p, "bpf")) report(p, syscall(SYS_bpf, 0 /* MAP_CREATE */, zeros, sizeof zeros));
+        else if (!strcmp(p, "bpf")) {
+            /* BPF_MAP_CREATE of a one-entry array: valid, so only a permission check can refuse it. */
+            unsigned int attr[32] = {2 /* ARRAY */, 4 /* key size */, 4 /* value size */, 1 /* entries */};
+            report(p, syscall(SYS_bpf, 0, attr, sizeof attr));
+        }
         else if (!strcmp(p, "kexec_load")) report(p, syscall(SYS_kexec_load, 0, 0, NULL, 0xffff0000UL));
         else if (!strcmp(p, "kexec_file_load")) report(p, syscall(SYS_kexec_file_load, -1, -1, 0, NULL, ~0UL));
         else if (!strcmp(p, "init_module")) report(p, syscall(SYS_init_module, NULL, 0, ""));
@@ -174,3 +178,81 @@ def test_setuid_root_binary_gains_nothing_under_no_new_privileges(ctr: tuple[Env
     assert _probe(env, ref, "ids", opts=opt_out, binary="/bin/suid-probe") == {"ids": "1000 0"}
     status = _run(env, ref, "sh", "-c", "grep NoNewPrivs /proc/self/status", opts=("-u", "app"))
     assert status.stdout.split() == ["NoNewPrivs:", "1"], status
+
+
+# --- /proc and /sys -------------------------------------------------------------
+
+# Each write is harmless were it let through: the host's current value (None),
+# or sysrq "h" (print help to the kernel log).  core_pattern is the classic
+# escape: a pipe there runs a program of the container's as root on the host.
+READ_ONLY_WRITES: dict[str, str | None] = {
+    "/proc/sys/kernel/core_pattern": None,
+    "/proc/sys/vm/overcommit_ratio": None,
+    "/proc/sysrq-trigger": "h",
+    "/proc/irq/default_smp_affinity": None,
+    "/sys/class/net/lo/mtu": "65536",
+    "/sys/kernel/mm/transparent_hugepage/enabled": "madvise",
+}
+
+
+@pytest.mark.parametrize("path", sorted(READ_ONLY_WRITES))
+def test_writes_to_proc_and_sys_are_read_only(ctr: tuple[Env, str], path: str) -> None:
+    env, ref = ctr
+    if not os.path.exists(path):
+        pytest.skip(f"{path} is not in this kernel")  # e.g. CONFIG_MAGIC_SYSRQ off
+    value = READ_ONLY_WRITES[path]
+    if value is None:
+        value = Path(path).read_text().strip()
+    proc = _run(env, ref, "sh", "-c", f"printf '%s\\n' \"$0\" > {path}", value)
+    assert proc.returncode != 0
+    assert f"can't create {path}: Read-only file system" in proc.stderr, proc.stderr
+
+
+def test_masked_paths_show_nothing_of_the_host(ctr: tuple[Env, str]) -> None:
+    env, ref = ctr
+    # The host has keys and timers to show; the container sees empty files
+    # (runc binds /dev/null over them), so a write lands in /dev/null.
+    assert Path("/proc/keys").read_text() and Path("/proc/timer_list").read_text()
+    proc = _run(env, ref, "sh", "-c", "echo x > /proc/keys; wc -c < /proc/keys; wc -c < /proc/timer_list; "
+                "stat -c %t:%T /proc/keys")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", "0", "1:3"]
+    # Masked directories are an empty read-only tmpfs.
+    proc = _run(env, ref, "sh", "-c", "ls -A /sys/firmware | wc -l; ls -A /proc/acpi | wc -l; touch /sys/firmware/x")
+    assert proc.stdout.split() == ["0", "0"], proc.stdout
+    assert proc.returncode != 0 and "Read-only file system" in proc.stderr, proc.stderr
+
+
+# --- capabilities and seccomp -----------------------------------------------------
+
+
+def test_raw_sockets_need_net_raw(ctr: tuple[Env, str]) -> None:
+    env, ref = ctr
+    assert _probe(env, ref, "raw") == {"raw": "ok"}  # a default capability, as in containerd
+    assert _probe(env, ref, "raw", opts=("--cap-drop", "NET_RAW")) == {"raw": "EPERM"}
+    assert _probe(env, ref, "raw", opts=("-u", "app")) == {"raw": "EPERM"}
+
+
+def test_kernel_facing_syscalls_are_refused(ctr: tuple[Env, str]) -> None:
+    env, ref = ctr
+    assert _probe(env, ref, *KERNEL_PROBES) == dict.fromkeys(KERNEL_PROBES, "EPERM")
+
+
+def test_capabilities_still_refuse_without_seccomp(ctr: tuple[Env, str]) -> None:
+    """Defence in depth: with the filter off, the capability set alone
+    still stops what needs CAP_SYS_ADMIN, CAP_SYS_BOOT or CAP_SYS_MODULE."""
+    env, ref = ctr
+    probes = ("mount", "umount", "unshare_mnt", "bpf", "kexec_load", "init_module", "finit_module")
+    got = _probe(env, ref, *probes, opts=("--security-opt", "seccomp=unconfined"))
+    # A kernel built without kexec or module support (this test host's) has
+    # no such syscall at all: ENOSYS is as good a refusal.
+    absent = {p: "ENOSYS" for p in ("kexec_load", "init_module", "finit_module") if got[p] == "ENOSYS"}
+    assert got == {**dict.fromkeys(probes, "EPERM"), **absent}
+
+
+def test_busybox_applets_report_the_refusals(ctr: tuple[Env, str]) -> None:
+    env, ref = ctr
+    proc = _run(env, ref, "unshare", "-U", "true")
+    assert proc.returncode != 0 and "Operation not permitted" in proc.stderr, proc.stderr
+    proc = _run(env, ref, "mount", "-t", "tmpfs", "none", "/mnt")
+    assert proc.returncode != 0 and "permission denied" in proc.stderr.lower(), proc.stderr
