@@ -256,3 +256,74 @@ def test_busybox_applets_report_the_refusals(ctr: tuple[Env, str]) -> None:
     assert proc.returncode != 0 and "Operation not permitted" in proc.stderr, proc.stderr
     proc = _run(env, ref, "mount", "-t", "tmpfs", "none", "/mnt")
     assert proc.returncode != 0 and "permission denied" in proc.stderr.lower(), proc.stderr
+
+
+# --- bind mounts through symlinks ---------------------------------------------------
+
+
+@pytest.fixture
+def host_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "volume"
+    path.mkdir()
+    return path
+
+
+def test_destination_through_an_absolute_image_symlink_stays_in_the_rootfs(ctr: tuple[Env, str],
+                                                                            host_dir: Path) -> None:
+    """The image's /data is a symlink to /etc: runc resolves the destination
+    inside the rootfs (securejoin), so the volume covers the container's
+    /etc, never the host's."""
+    env, ref = ctr
+    name = f"hawser-sec-{secrets.token_hex(4)}"
+    try:
+        proc = _run(env, ref, "sh", "-c", f"echo pwned > /data/{name} && cat /etc/{name} && ls /etc | wc -l",
+                    opts=("-v", f"{host_dir}:/data"))
+        assert proc.returncode == 0, proc.stderr
+        # The container's /etc is the (empty) volume, with the file in it.
+        assert proc.stdout.split() == ["pwned", "1"]
+        assert (host_dir / name).read_text() == "pwned\n"
+        assert not os.path.lexists(f"/etc/{name}")
+    finally:
+        if os.path.lexists(f"/etc/{name}"):
+            os.unlink(f"/etc/{name}")
+
+
+def test_destination_climbing_out_through_an_image_symlink_stays_in_the_rootfs(ctr: tuple[Env, str],
+                                                                               host_dir: Path) -> None:
+    """/escape -> ../../../../../../../../etc: ".." stops at the rootfs,
+    so the mount point is made in the container's /etc."""
+    env, ref = ctr
+    name = f"hawser-sec-{secrets.token_hex(4)}"
+    try:
+        proc = _run(env, ref, "sh", "-c", f"echo pwned > /escape/{name}/file && cat /etc/{name}/file "
+                    "&& cat /etc/hostname", opts=("-v", f"{host_dir}:/escape/{name}"))
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == ["pwned", "hawser-test"]  # the image's /etc, not the host's
+        assert (host_dir / "file").read_text() == "pwned\n"
+        assert not os.path.lexists(f"/etc/{name}")
+    finally:
+        if os.path.isdir(f"/etc/{name}"):
+            subprocess.run(["umount", "-l", f"/etc/{name}"], check=False, capture_output=True)
+            os.rmdir(f"/etc/{name}")
+
+
+def test_destination_with_dot_dot_is_refused(ctr: tuple[Env, str], host_dir: Path) -> None:
+    env, ref = ctr
+    proc = _run(env, ref, "true", opts=("-v", f"{host_dir}:/tmp/../../etc"))
+    assert proc.returncode == 1
+    assert "invalid mount destination '/tmp/../../etc': must be a normalised path" in proc.stderr, proc.stderr
+
+
+def test_host_source_through_a_symlink_keeps_read_only(ctr: tuple[Env, str], tmp_path: Path) -> None:
+    """A source path is the (trusted) caller's choice and the kernel follows
+    its symlinks, as docker and containerd do; what the container gets is
+    still only what the mount options say: read-only stays read-only."""
+    env, ref = ctr
+    link = tmp_path / "link"
+    link.symlink_to("/etc")
+    proc = _run(env, ref, "sh", "-c", "cat /hostetc/debian_version; touch /hostetc/hawser-sec",
+                opts=("-v", f"{link}:/hostetc:ro"))
+    assert proc.stdout == Path("/etc/debian_version").read_text()
+    assert proc.returncode != 0
+    assert "touch: /hostetc/hawser-sec: Read-only file system" in proc.stderr, proc.stderr
+    assert not os.path.lexists("/etc/hawser-sec")
