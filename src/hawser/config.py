@@ -145,6 +145,9 @@ def read_config_file(path: str | None) -> tuple[str, str | None]:
         return target, None
     except OSError as exc:
         raise InvalidArgument(f"cannot read config file {target}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"config file {target} is not UTF-8 text: {exc.reason} at byte {exc.start}",
+                              hint="TOML files are UTF-8") from None
 
 
 def load_config(path: str | None) -> Config:

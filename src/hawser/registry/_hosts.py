@@ -158,7 +158,7 @@ def _parse_hosts_file(path: Path, namespace: str, *, scheme: str, netloc: str) -
     try:
         with path.open("rb") as f:
             doc = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # tomllib decodes the bytes as UTF-8 first
         raise InvalidArgument(f"{path}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None

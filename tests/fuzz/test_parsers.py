@@ -1,0 +1,128 @@
+"""Property tests of hawser's text and JSON parsers: hostile input gives a
+HawserError or a result, never another exception (targets.py holds the checks)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hawser.config import Config, load_config
+from hawser.errors import InvalidArgument
+from hawser.registry._hosts import _parse_hosts_file
+from tests.fuzz import targets
+from tests.fuzz.strategies import json_bytes, toml_text
+
+DIGEST = "sha256:" + "a" * 64
+REF_PIECES = st.sampled_from(["docker.io", "localhost", "127.0.0.1:5000", "[::1]:5000", "Host.Example", "library",
+                              "busybox", "a", "A", "a__b", "a--b", "a..b", "_", "-", "x" * 130, "latest", "v1.0",
+                              DIGEST, "sha256:", "sha512:" + "b" * 128, "sha256:" + "G" * 64, "index.docker.io"])
+REF_SEPS = st.sampled_from(["/", ":", "@", "", "//", " ", "\t", ".", "\x00", "é"])
+
+
+@given(st.lists(st.tuples(REF_PIECES, REF_SEPS), max_size=6).map(lambda p: "".join(a + b for a, b in p)))
+def test_reference_from_pieces(text: str) -> None:
+    targets.reference(text.encode())
+
+
+@given(st.text(alphabet="abcAB09._-:/@[]", max_size=80))
+def test_reference_from_text(text: str) -> None:
+    targets.reference(text.encode())
+
+
+DESCRIPTOR = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": DIGEST, "size": 12,
+              "annotations": {"a": "b"}, "platform": {"architecture": "amd64", "os": "linux", "variant": "v8"},
+              "urls": ["https://example.com/l"]}
+MANIFEST = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {**DESCRIPTOR, "mediaType": "application/vnd.oci.image.config.v1+json"}, "layers": [DESCRIPTOR],
+            "annotations": {"org.opencontainers.image.created": "2024"}}
+INDEX = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [DESCRIPTOR]}
+CONFIG = {"architecture": "amd64", "os": "linux", "variant": "", "created": "2024-01-01T00:00:00Z",
+          "rootfs": {"type": "layers", "diff_ids": [DIGEST]},
+          "config": {"Env": ["A=1"], "Entrypoint": ["/bin/sh"], "Cmd": ["-c"], "WorkingDir": "/", "User": "1:1",
+                     "Labels": {"a": "b"}, "StopSignal": "SIGTERM", "ExposedPorts": {"80/tcp": {}},
+                     "Volumes": {"/data": {}}},
+          "history": [{"created_by": "x", "empty_layer": True}]}
+
+
+@given(json_bytes(MANIFEST) | json_bytes(INDEX) | json_bytes(CONFIG) | json_bytes({"schemaVersion": 1}))
+def test_manifest_index_config(data: bytes) -> None:
+    targets.manifest(data)
+
+
+CONFIG_KEYS = ["root", "state", "snapshotter", "config_path", "docker_config", "max_concurrent_downloads",
+               "stall_timeout", "max_retries", "pull_lease_ttl", "grace_period", "runc", "conmon", "cgroup_parent",
+               "stop_timeout", "log_size_max"]
+CONFIG_TABLES = [f.name for f in dataclasses.fields(Config) if f.name in ("registry", "gc", "runtime")]
+
+
+@given(toml_text(CONFIG_KEYS, [*CONFIG_TABLES, "registry.mirrors", "unknown"]))
+def test_hawser_config(text: str) -> None:
+    targets.hawser_config(text.encode())
+
+
+@given(st.binary(max_size=64))
+def test_hawser_config_bytes(data: bytes) -> None:
+    targets.hawser_config(data)
+
+
+HOST_KEYS = ["server", "capabilities", "ca", "client", "skip_verify", "header", "override_path", "proxy",
+             "dial_timeout", "host"]
+HOST_TABLES = ['host."https://mirror.example"', 'host."mirror:5000"', 'host."ftp://x"', 'host."https://u@h/?q"',
+               "host", 'host."https://m".header', 'host."http://[::1]"']
+
+
+@given(toml_text(HOST_KEYS, HOST_TABLES))
+def test_hosts_toml(text: str) -> None:
+    targets.hosts(text.encode())
+
+
+@given(st.binary(max_size=64))
+def test_hosts_toml_bytes(data: bytes) -> None:
+    targets.hosts(data)
+
+
+CHALLENGE_PIECES = st.sampled_from(['Bearer', 'Basic', 'bearer', ' ', ',', '=', '"', '\\', 'realm', 'service',
+                                    'scope', '"https://auth/token"', '"a\\"b"', 'abc==', '\t', 'Digest', ';', '\n'])
+
+
+@given(st.lists(CHALLENGE_PIECES, max_size=20).map("".join) | st.text(max_size=60))
+def test_www_authenticate(text: str) -> None:
+    targets.challenge(text.encode())
+
+
+CNI_RESULT = {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "mac": "aa:bb:cc:dd:ee:ff", "sandbox": "/x"}],
+              "ips": [{"address": "10.88.0.5/16", "gateway": "10.88.0.1", "interface": 0}],
+              "routes": [{"dst": "0.0.0.0/0", "gw": "10.88.0.1"}],
+              "dns": {"nameservers": ["10.0.0.10"], "domain": "d", "search": ["s"], "options": ["o"]}}
+CNI_CONFLIST = {"cniVersion": "1.0.0", "name": "net", "disableCheck": False,
+                "plugins": [{"type": "bridge", "bridge": "cni0", "ipam": {"type": "host-local"}},
+                            {"type": "portmap", "capabilities": {"portMappings": True}}]}
+CNI_CONF = {"cniVersion": "0.4.0", "name": "net", "type": "bridge", "cniVersions": ["0.3.1", "1.0.0"]}
+
+
+@given(json_bytes(CNI_RESULT) | json_bytes(CNI_CONFLIST) | json_bytes(CNI_CONF))
+def test_cni_result_and_config(data: bytes) -> None:
+    targets.cni(data)
+
+
+# --- crashes the fuzzers found ----------------------------------------------------------------------
+
+
+def test_hosts_toml_not_utf8_is_invalid_argument(tmp_path: Path) -> None:
+    # tomllib.load decodes the bytes first: a latin-1 hosts.toml raised UnicodeDecodeError.
+    path = tmp_path / "hosts.toml"
+    path.write_bytes(b'server = "https://r\xe9gistry.example"\n')
+    with pytest.raises(InvalidArgument, match="not valid TOML"):
+        _parse_hosts_file(path, "docker.io", scheme="https", netloc="registry-1.docker.io")
+
+
+def test_config_file_not_utf8_is_invalid_argument(tmp_path: Path) -> None:
+    # read_config_file opened the file as UTF-8 text and let UnicodeDecodeError out.
+    path = tmp_path / "config.toml"
+    path.write_bytes(b'root = "/var/lib/\xe9"\n')
+    with pytest.raises(InvalidArgument, match="not UTF-8"):
+        load_config(str(path))
