@@ -4,6 +4,7 @@ HawserError or a result, never another exception (targets.py holds the checks)."
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hawser.config import Config, load_config
-from hawser.errors import InvalidArgument
+from hawser.errors import FailedPrecondition, InvalidArgument
+from hawser.network import parse_network_config, parse_result
+from hawser.oci import parse_config, parse_index, parse_manifest
 from hawser.registry._hosts import _parse_hosts_file
 from tests.fuzz import targets
 from tests.fuzz.strategies import json_bytes, toml_text
@@ -126,3 +129,20 @@ def test_config_file_not_utf8_is_invalid_argument(tmp_path: Path) -> None:
     path.write_bytes(b'root = "/var/lib/\xe9"\n')
     with pytest.raises(InvalidArgument, match="not UTF-8"):
         load_config(str(path))
+
+
+DEEP_JSON = b"[" * 100_000 + b"]" * 100_000  # 200 kB: under the manifest size limit
+
+
+@pytest.mark.parametrize("parse", [parse_manifest, parse_index, parse_config])
+def test_deeply_nested_manifest_is_invalid_argument(parse: Callable[[bytes], object]) -> None:
+    # json.loads raised RecursionError: a registry could crash the pull with a 10 kB manifest.
+    with pytest.raises(InvalidArgument, match="not valid JSON"):
+        parse(DEEP_JSON)
+
+
+def test_deeply_nested_cni_result_and_config_are_hawser_errors() -> None:
+    with pytest.raises(FailedPrecondition, match="not JSON"):
+        parse_result(DEEP_JSON)
+    with pytest.raises(InvalidArgument, match="not valid JSON"):
+        parse_network_config(DEEP_JSON)

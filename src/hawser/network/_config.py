@@ -127,7 +127,7 @@ def parse_network_config(data: str | bytes, *, source: str = "<config>", single:
     wrapped into a list.  Raises InvalidArgument saying what is wrong."""
     try:
         obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise _invalid(source, f"not valid JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise _invalid(source, "not a JSON object")

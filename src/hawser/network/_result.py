@@ -131,7 +131,7 @@ def parse_result(text: str | bytes, *, source: str = "CNI plugin") -> Result:
     when it is not JSON, not a result, or of an unsupported version."""
     try:
         data = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise _bad(source, f"not JSON ({exc})") from None
     return result_from_json(data, source=source)
 

@@ -142,7 +142,7 @@ def _load(data: bytes, what: str, limit: int) -> dict[str, Any]:
         raise InvalidArgument(f"{what} is {len(data)} bytes, over the {limit} byte limit")
     try:
         obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise InvalidArgument(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise InvalidArgument(f"{what} must be a JSON object")
