@@ -24,3 +24,18 @@ bench: bench-cri
 
 bench-cri:
 	bash bench/cri.sh
+
+# Coverage-guided fuzzing (atheris): each target for FUZZ_SECONDS from its seeds in fuzz/corpus/;
+# new inputs and crashes go to FUZZ_OUT (crashes/TARGET/crash-*), a log per target beside them.
+.PHONY: fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_OUT ?= build/fuzz
+FUZZ_TARGETS ?= reference manifest config hosts challenge cni pod_sandbox container layer layer_overlay
+
+fuzz:
+	@mkdir -p $(FUZZ_OUT); status=0; \
+	for t in $(FUZZ_TARGETS); do \
+		.venv/bin/python -m tests.fuzz.run $$t --seconds $(FUZZ_SECONDS) --out $(FUZZ_OUT) \
+			>$(FUZZ_OUT)/$$t.log 2>&1 || { status=1; echo "!! $$t crashed: see $(FUZZ_OUT)/$$t.log, $(FUZZ_OUT)/crashes/$$t/"; }; \
+		echo "$$t: $$(grep -h '^stat::number_of_executed_units' $(FUZZ_OUT)/$$t.log | cut -d' ' -f2) executions in $(FUZZ_SECONDS) s"; \
+	done; exit $$status
