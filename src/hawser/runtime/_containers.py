@@ -331,8 +331,13 @@ class ContainerManager:
                 undo.push(lambda: self.store.metadata.delete_container(id_, namespace=self.store.namespace))
                 bundle = self.bundle(id_)
                 rootfs = os.path.join(bundle, "rootfs")
+                # The bundle 0700, not just rootfs: the image's root dir mode
+                # replaces rootfs' once it is mounted, and a host user who can
+                # walk in would run the image's setuid-root files or open its
+                # device nodes (containerd's CVE-2021-41103).
                 os.makedirs(rootfs, mode=0o700)
                 undo.push(lambda: shutil.rmtree(bundle, ignore_errors=True))
+                os.chmod(bundle, 0o700)
                 mounts = snapshotter.prepare(key, top)
                 undo.push(lambda: snapshotter.remove(key))
                 mount_all(mounts, rootfs)

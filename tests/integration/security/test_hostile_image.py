@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -327,3 +328,35 @@ def test_host_source_through_a_symlink_keeps_read_only(ctr: tuple[Env, str], tmp
     assert proc.returncode != 0
     assert "touch: /hostetc/hawser-sec: Read-only file system" in proc.stderr, proc.stderr
     assert not os.path.lexists("/etc/hawser-sec")
+
+
+# --- the store and bundles, seen by host users ----------------------------------------
+
+
+def _reachable_by_others(base: str, path: str) -> bool:
+    """Whether a host user outside root's group can walk from ``base`` (the
+    store's root or state dir, where hawser's own directories start) to
+    ``path``: every directory on the way searchable by others."""
+    parts = os.path.relpath(path, base).split("/")
+    return all(os.stat(os.path.join(base, *parts[:i])).st_mode & 0o001 for i in range(1, len(parts)))
+
+
+def test_image_setuid_binaries_and_devices_are_out_of_host_users_reach(ctr: tuple[Env, str]) -> None:
+    """An image's setuid-root files and device nodes are real files on the
+    host (in snapshots, and in a running container's mounted rootfs): a host
+    user who could walk to them would run them as root or open the device."""
+    env, ref = ctr
+    env.cli("run", "-d", ref, "sleep", "1000")
+    found = []
+    for base in (env.root, env.state):
+        for dirpath, _, files in os.walk(base):
+            for f in files:
+                path = os.path.join(dirpath, f)
+                st = os.lstat(path)
+                setuid_root = bool(st.st_mode & stat.S_ISUID) and st.st_uid == 0
+                image_device = stat.S_ISCHR(st.st_mode) and path.endswith("/opt/app/null")
+                if setuid_root or image_device:
+                    found.append((base, path))
+    # Both places hold them: the snapshots, and the running container's rootfs.
+    assert {base for base, _ in found} == {env.root, env.state}, found
+    assert [path for base, path in found if _reachable_by_others(base, path)] == []
