@@ -80,14 +80,22 @@ def _read_db(rootfs: str, path: str) -> list[list[str]] | None:
     host = resolve_in_root(rootfs, path)
     try:
         # O_NOFOLLOW: the walk resolved every link; a link here would be a race, so refuse it.
-        fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        # O_PATH first: opening an image's device node or FIFO for real, as root on the
+        # host, can have effects (a watchdog arms, a blocked FIFO writer wakes).
+        pfd = os.open(host, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise InvalidArgument(f"cannot read the image's {path}: {exc.strerror}") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        if not stat.S_ISREG(os.fstat(pfd).st_mode):
             raise InvalidArgument(f"the image's {path} is not a regular file")
+        fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read the image's {path}: {exc.strerror}") from None
+    finally:
+        os.close(pfd)
+    try:
         data = b""
         while len(data) <= _MAX_DB_BYTES:
             chunk = os.read(fd, 1 << 16)
