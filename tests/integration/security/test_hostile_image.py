@@ -90,7 +90,20 @@ def _hostile_layer(probe: bytes) -> bytes:
     layer.add_symlink("data", "/etc")
     layer.add_symlink("escape", "../../../../../../../../etc")
     layer.add_dir("mnt")
+    # Device nodes of the host's kernel log and of its first disk, world-readable.
+    layer.add_dir("evil")
+    layer.add_char("evil/kmsg", 1, 11, mode=0o666)
+    major, minor = _host_disk()
+    layer.add_block("evil/disk", major, minor, mode=0o666)
     return layer.build()
+
+
+def _host_disk() -> tuple[int, int]:
+    for name in sorted(os.listdir("/sys/block")):
+        if not name.startswith(("loop", "ram", "zram")):
+            major, minor = Path(f"/sys/block/{name}/dev").read_text().split(":")
+            return int(major), int(minor)
+    return 7, 0  # loop0
 
 
 @pytest.fixture(scope="module")
@@ -238,6 +251,19 @@ def test_raw_sockets_need_net_raw(ctr: tuple[Env, str]) -> None:
     assert _probe(env, ref, "raw") == {"raw": "ok"}  # a default capability, as in containerd
     assert _probe(env, ref, "raw", opts=("--cap-drop", "NET_RAW")) == {"raw": "EPERM"}
     assert _probe(env, ref, "raw", opts=("-u", "app")) == {"raw": "EPERM"}
+
+
+def test_device_nodes_from_the_image_cannot_be_opened(ctr: tuple[Env, str]) -> None:
+    """The layer applier keeps device nodes (images may carry them) and
+    CAP_MKNOD lets a container make more: the device cgroup is what stops
+    them being opened."""
+    env, ref = ctr
+    proc = _run(env, ref, "sh", "-c", "head -c 1 /evil/kmsg; head -c 1 /evil/disk; mknod /tmp/disk b $0 && "
+                "head -c 1 /tmp/disk; head -c 1 /opt/app/null && echo null-ok", " ".join(map(str, _host_disk())))
+    assert proc.stderr.splitlines() == ["head: /evil/kmsg: Operation not permitted",
+                                        "head: /evil/disk: Operation not permitted",
+                                        "head: /tmp/disk: Operation not permitted"], proc.stderr
+    assert proc.stdout == "null-ok\n"  # /dev/null's numbers are allowed, wherever the node is
 
 
 def test_kernel_facing_syscalls_are_refused(ctr: tuple[Env, str]) -> None:
