@@ -194,6 +194,17 @@ def test_setuid_root_binary_gains_nothing_under_no_new_privileges(ctr: tuple[Env
     assert status.stdout.split() == ["NoNewPrivs:", "1"], status
 
 
+def test_exec_gets_the_same_confinement(ctr: tuple[Env, str]) -> None:
+    """A process exec'd into a running container: the container's process
+    spec (no-new-privileges, capabilities) and its seccomp filter apply."""
+    env, ref = ctr
+    id_ = env.cli("run", "-d", ref, "sleep", "1000").stdout.strip()
+    proc = env.cli("exec", "-u", "app", id_, "/bin/suid-probe", "ids", "mount", "keyctl", "unshare_user")
+    assert proc.stdout.splitlines() == ["ids: 1000 1000", "mount: EPERM", "keyctl: EPERM", "unshare_user: EPERM"]
+    proc = env.cli("exec", id_, "/bin/probe", "mount", "bpf", "init_module")
+    assert proc.stdout.splitlines() == ["mount: EPERM", "bpf: EPERM", "init_module: EPERM"]
+
+
 # --- /proc and /sys -------------------------------------------------------------
 
 # Each write is harmless were it let through: the host's current value (None),
