@@ -146,3 +146,12 @@ def test_deeply_nested_cni_result_and_config_are_hawser_errors() -> None:
         parse_result(DEEP_JSON)
     with pytest.raises(InvalidArgument, match="not valid JSON"):
         parse_network_config(DEEP_JSON)
+
+
+@pytest.mark.parametrize("text", ['[host."http[?q"]\n', 'server = "https://[::1"\n'])
+def test_hosts_toml_unbalanced_ipv6_bracket_is_invalid_argument(tmp_path: Path, text: str) -> None:
+    # urlsplit raises ValueError("Invalid IPv6 URL"); found by `make fuzz` (fuzz/corpus/hosts/crash-*).
+    path = tmp_path / "hosts.toml"
+    path.write_text(text)
+    with pytest.raises(InvalidArgument, match="is not a URL"):
+        _parse_hosts_file(path, "docker.io", scheme="https", netloc="registry-1.docker.io")

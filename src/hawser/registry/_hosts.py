@@ -190,7 +190,10 @@ def _parse_hosts_file(path: Path, namespace: str, *, scheme: str, netloc: str) -
 def _split_url(url: str, what: str, *, default_scheme: str) -> tuple[str, str, str]:
     if "://" not in url:
         url = f"{default_scheme}://{url}"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unbalanced "[" of an IPv6 literal
+        raise InvalidArgument(f"{what}: {url!r} is not a URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise InvalidArgument(f"{what}: {url!r} is not an http(s) URL")
     if parts.query or parts.fragment or "@" in parts.netloc:
