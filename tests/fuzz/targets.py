@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 from cri_api.v1 import api_pb2
 from google.protobuf.message import DecodeError
 
@@ -31,6 +32,7 @@ from hawser.errors import HawserError
 from hawser.images._apply import _octal, apply_layer
 from hawser.network import parse_network_config, parse_result
 from hawser.oci import parse_config, parse_index, parse_manifest, parse_reference, sniff_media_type
+from hawser.registry import RegistryClient, RegistryOptions
 from hawser.registry._challenge import parse_www_authenticate, pick_challenge
 from hawser.registry._hosts import _parse_hosts_file
 from hawser.snapshots import ApplyTarget
@@ -96,6 +98,41 @@ def challenge(data: bytes) -> None:
     values = _text(data).split("\n")
     pick_challenge(parse_www_authenticate(values))
     pick_challenge(parse_www_authenticate(values[0]))
+
+
+class _Clock:
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+_REF = parse_reference("registry.test/team/app:v1")
+
+
+def challenge_client(data: bytes, *, reraise: bool = False) -> None:
+    """The registry client answering a 401 whose WWW-Authenticate is the input (any bytes but CR and LF), then fetching a token from whatever realm the challenge names."""
+    value = data.replace(b"\r", b" ").replace(b"\n", b" ")
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "registry.test" and "authorization" not in request.headers:
+            return httpx.Response(401, headers=[(b"www-authenticate", value)])
+        if request.url.host == "registry.test":
+            return httpx.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN", "message": "no"}]})
+        return httpx.Response(200, json={"token": "t", "expires_in": 60})
+
+    clock = _Clock()
+    options = RegistryOptions(transport=httpx.MockTransport(handle), clock=clock, sleep=clock.sleep,
+                              docker_config=None, max_retries=1)
+    try:
+        with RegistryClient(options) as client:
+            client.resolve(_REF)
+    except HawserError:
+        if reraise:
+            raise
 
 
 def cni(data: bytes) -> None:
@@ -213,6 +250,7 @@ TARGETS: dict[str, Target] = {
     "config": hawser_config,
     "hosts": hosts,
     "challenge": challenge,
+    "challenge_client": challenge_client,
     "cni": cni,
     "pod_sandbox": pod_sandbox,
     "container": container,

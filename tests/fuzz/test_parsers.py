@@ -8,11 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hawser.config import Config, load_config
-from hawser.errors import FailedPrecondition, InvalidArgument
+from hawser.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from hawser.network import parse_network_config, parse_result
 from hawser.oci import parse_config, parse_index, parse_manifest
 from hawser.registry._hosts import _parse_hosts_file
@@ -88,6 +88,8 @@ def test_hosts_toml_bytes(data: bytes) -> None:
     targets.hosts(data)
 
 
+REALMS = ['"https://[x/token"', '"https://a\x00b/"', '"https://a b/"', '"https://a:99999/"', '"https://auth.test/t"',
+          '"ftp://x"', '""', '"https://[::1]:5000/t"', '"https://a:x/"']
 CHALLENGE_PIECES = st.sampled_from(['Bearer', 'Basic', 'bearer', ' ', ',', '=', '"', '\\', 'realm', 'service',
                                     'scope', '"https://auth/token"', '"a\\"b"', 'abc==', '\t', 'Digest', ';', '\n'])
 
@@ -95,6 +97,13 @@ CHALLENGE_PIECES = st.sampled_from(['Bearer', 'Basic', 'bearer', ' ', ',', '=', 
 @given(st.lists(CHALLENGE_PIECES, max_size=20).map("".join) | st.text(max_size=60))
 def test_www_authenticate(text: str) -> None:
     targets.challenge(text.encode())
+
+
+@settings(max_examples=100)  # each example runs the registry client over a mock transport
+@given(st.lists(CHALLENGE_PIECES | st.sampled_from(REALMS), max_size=12).map("".join).map(str.encode)
+       | st.binary(max_size=80))
+def test_www_authenticate_through_the_client(data: bytes) -> None:
+    targets.challenge_client(data)
 
 
 CNI_RESULT = {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "mac": "aa:bb:cc:dd:ee:ff", "sandbox": "/x"}],
@@ -155,3 +164,10 @@ def test_hosts_toml_unbalanced_ipv6_bracket_is_invalid_argument(tmp_path: Path, 
     path.write_text(text)
     with pytest.raises(InvalidArgument, match="is not a URL"):
         _parse_hosts_file(path, "docker.io", scheme="https", netloc="registry-1.docker.io")
+
+
+@pytest.mark.parametrize("realm", [b"https://[x/token", b"https://a\x00b/token", b"https://a\x7f/token"])
+def test_unusable_realm_is_permission_denied(realm: bytes) -> None:
+    # urlsplit raised ValueError (unbalanced "[") and httpx InvalidURL (NUL, DEL) out of the token fetch.
+    with pytest.raises(PermissionDenied, match="unusable realm"):
+        targets.challenge_client(b'Bearer realm="' + realm + b'"', reraise=True)

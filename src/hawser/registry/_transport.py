@@ -481,9 +481,14 @@ class Engine:
     def _fetch_token(self, host: RegistryHost, op: Operation, challenge: Challenge, scope: str,
                      creds: Credentials | None, extra_scope: str) -> Token:
         realm = challenge.get("realm")
-        parts = urlsplit(realm)
+        unusable = PermissionDenied(f"registry {host.host} asked for a token from an unusable realm {realm!r}")
+        try:
+            parts = urlsplit(realm)
+            httpx.URL(realm)  # the request is built from it: httpx refuses more (NUL, non-printables)
+        except (ValueError, httpx.InvalidURL):  # e.g. an unbalanced "[" of an IPv6 literal
+            raise unusable from None
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise PermissionDenied(f"registry {host.host} asked for a token from an unusable realm {realm!r}")
+            raise unusable
         scopes = [scope]
         # Ask for what the registry said it wants too (a cross-repository
         # mount, say), beside the scope this client computed.
