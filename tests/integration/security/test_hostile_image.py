@@ -38,6 +38,7 @@ PROBE_C = r"""
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -70,6 +71,16 @@ int main(int argc, char **argv) {
         else if (!strcmp(p, "unshare_user")) report(p, unshare(CLONE_NEWUSER));
         else if (!strcmp(p, "unshare_mnt")) report(p, unshare(CLONE_NEWNS));
         else if (!strcmp(p, "setns")) report(p, syscall(SYS_setns, -1, 0));
+        else if (!strcmp(p, "userfaultfd")) report(p, syscall(SYS_userfaultfd, 0));
+        else if (!strcmp(p, "perf_event_open")) report(p, syscall(SYS_perf_event_open, zeros, 0, -1, -1, 0));
+        else if (!strcmp(p, "ptrace")) report(p, syscall(SYS_ptrace, 0x4206 /* SEIZE */, getppid(), 0, 0));
+        else if (!strcmp(p, "acct")) report(p, syscall(SYS_acct, NULL));
+        else if (!strcmp(p, "clone_newuser")) {
+            long pid = syscall(SYS_clone, 0x10000000L /* CLONE_NEWUSER */ | 17 /* SIGCHLD */, 0, 0, 0, 0);
+            if (pid == 0) _exit(0);
+            if (pid > 0) waitpid((pid_t)pid, NULL, 0);
+            report(p, pid);
+        }
         else if (!strcmp(p, "open_by_handle_at")) report(p, syscall(SYS_open_by_handle_at, -1, zeros, 0));
         else { printf("%s: unknown probe\n", p); return 2; }
     }
@@ -78,7 +89,8 @@ int main(int argc, char **argv) {
 """
 
 KERNEL_PROBES = ("mount", "umount", "keyctl", "add_key", "bpf", "kexec_load", "kexec_file_load", "init_module",
-                 "finit_module", "unshare_user", "unshare_mnt", "setns", "open_by_handle_at")
+                 "finit_module", "unshare_user", "unshare_mnt", "clone_newuser", "setns", "open_by_handle_at",
+                 "userfaultfd", "perf_event_open", "ptrace", "acct")
 
 
 def _hostile_layer(probe: bytes) -> bytes:
