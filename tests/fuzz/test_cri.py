@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from cri_api.v1 import api_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hawser.cri._container_options import plan_container
+from hawser.errors import InvalidArgument
 from tests.fuzz import targets
+from tests.unit.cri.conftest import FakeFiles, make_sandbox
 
 STRINGS = st.sampled_from(["", "a", "web", "ns", "u1", "a_b", "/", "/srv/data", "/etc/seccomp/app.json", "app.json",
                            "../../etc/shadow", "relative/path", "/var/log/../../etc", "runtime/default",
@@ -89,3 +93,12 @@ def test_pod_sandbox_config(data: bytes) -> None:
 @given(messages(api_pb2.ContainerConfig, {"metadata": {"name": "app"}, "image": {"image": "127.0.0.1:5000/app:v1"}}))
 def test_container_config(data: bytes) -> None:
     targets.container(data)
+
+
+@pytest.mark.parametrize("signal", [-1, 66, 1000])
+def test_unknown_stop_signal_is_invalid_argument(signal: int) -> None:
+    # api_pb2.Signal.Name raised ValueError for a number the enum does not name.
+    config = api_pb2.ContainerConfig(metadata=api_pb2.ContainerMetadata(name="app"),
+                                     image=api_pb2.ImageSpec(image="127.0.0.1:5000/app:v1"), stop_signal=signal)
+    with pytest.raises(InvalidArgument, match="unknown stop signal"):
+        plan_container(config, make_sandbox(), files=FakeFiles())

@@ -203,7 +203,7 @@ def plan_container(config: api_pb2.ContainerConfig, sandbox: Sandbox, *, files: 
         namespaces=_namespaces(sc.namespace_options, sandbox, target_pid),
         seccomp=seccomp,
         seccomp_profile=profile,
-        stop_signal=api_pb2.Signal.Name(config.stop_signal) if config.stop_signal else None,
+        stop_signal=_stop_signal(config.stop_signal),
         devices=devices,
         masked_paths=tuple(sc.masked_paths) or None,
         readonly_paths=tuple(sc.readonly_paths) or None,
@@ -230,6 +230,15 @@ def plan_container(config: api_pb2.ContainerConfig, sandbox: Sandbox, *, files: 
         labels={LABEL_SANDBOX_ID: sandbox.id, LABEL_KIND: KIND_CONTAINER}, extra_config=extra,
         log_path=log_path, cgroup_parent=sandbox.cgroup_parent, host_dirs=tuple(host_dirs),
         cri_labels=dict(config.labels))
+
+
+def _stop_signal(value: api_pb2.Signal.ValueType) -> str | None:
+    if not value:
+        return None
+    try:
+        return api_pb2.Signal.Name(value)
+    except ValueError:  # proto3 enums are open: a client may send any number
+        raise InvalidArgument(f"CreateContainer: unknown stop signal {value}") from None
 
 
 # --- resources --------------------------------------------------------------------
