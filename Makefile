@@ -30,7 +30,7 @@ bench-cri:
 .PHONY: fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_OUT ?= build/fuzz
-FUZZ_TARGETS ?= reference manifest config hosts challenge challenge_client cni pod_sandbox container layer layer_overlay
+FUZZ_TARGETS ?= reference manifest config hosts docker_config challenge challenge_client cni pod_sandbox container layer layer_overlay
 
 fuzz:
 	@mkdir -p $(FUZZ_OUT); status=0; \

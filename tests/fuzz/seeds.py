@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cri_api.v1 import api_pb2
 
-from tests.fuzz.test_parsers import CNI_CONF, CNI_CONFLIST, CNI_RESULT, CONFIG, DIGEST, INDEX, MANIFEST
+from tests.fuzz.test_parsers import CNI_CONF, CNI_CONFLIST, CNI_RESULT, CONFIG, DIGEST, DOCKER_CONFIG, INDEX, MANIFEST
 from tests.support.layers import LayerBuilder
 
 CORPUS = Path(__file__).resolve().parents[2] / "fuzz" / "corpus"
@@ -84,6 +84,9 @@ def seeds() -> dict[str, dict[str, bytes]]:
         "challenge": {"bearer": b'Bearer realm="https://auth.example/token",service="registry",scope="repository:a:pull"',
                       "two": b'Basic realm="r", Bearer realm="x"\nNegotiate abc==',
                       "quotes": b'Bearer realm="a\\"b,c",, ,error="insufficient_scope"', "junk": b'=,"\\'},
+        "docker_config": {"auths": json.dumps(DOCKER_CONFIG).encode(), "empty": b"{}", "deep": b"[" * 5000 + b"]" * 5000,
+                          "crash-bracket-key": b'{"auths": {"https://[x": {"auth": "eDp5"}}}',
+                          "bad-auth": b'{"auths": {"a": {"auth": "!!!"}, "b": 5}}'},
         "challenge_client": {"bearer": b'Bearer realm="https://auth.test/token",service="registry.test"',
                              "basic": b'Basic realm="r"', "ipv6-realm": b'Bearer realm="https://[::1]:5000/token"',
                              "crash-unbalanced-bracket": b'Bearer realm="https://[x/token"',

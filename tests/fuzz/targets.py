@@ -34,6 +34,7 @@ from hawser.network import parse_network_config, parse_result
 from hawser.oci import parse_config, parse_index, parse_manifest, parse_reference, sniff_media_type
 from hawser.registry import RegistryClient, RegistryOptions
 from hawser.registry._challenge import parse_www_authenticate, pick_challenge
+from hawser.registry._credentials import load_docker_config
 from hawser.registry._hosts import _parse_hosts_file
 from hawser.snapshots import ApplyTarget
 from tests.unit.cri.conftest import FakeFiles, make_sandbox
@@ -89,6 +90,15 @@ def hosts(data: bytes) -> None:
     path = _scratch_file("hosts.toml", data)
     try:
         _parse_hosts_file(path, "docker.io", scheme="https", netloc="registry-1.docker.io")
+    except HawserError:
+        pass
+
+
+def docker_config(data: bytes) -> None:
+    try:
+        config = load_docker_config(_scratch_file("config.json", data))
+        for host in ("docker.io", "registry.test", "[::1]:5000", "https://[x"):
+            config.lookup(host)
     except HawserError:
         pass
 
@@ -249,6 +259,7 @@ TARGETS: dict[str, Target] = {
     "manifest": manifest,
     "config": hawser_config,
     "hosts": hosts,
+    "docker_config": docker_config,
     "challenge": challenge,
     "challenge_client": challenge_client,
     "cni": cni,

@@ -4,6 +4,7 @@ HawserError or a result, never another exception (targets.py holds the checks)."
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from hawser.config import Config, load_config
 from hawser.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from hawser.network import parse_network_config, parse_result
 from hawser.oci import parse_config, parse_index, parse_manifest
+from hawser.registry._credentials import load_docker_config
 from hawser.registry._hosts import _parse_hosts_file
 from tests.fuzz import targets
 from tests.fuzz.strategies import json_bytes, toml_text
@@ -86,6 +88,18 @@ def test_hosts_toml(text: str) -> None:
 @given(st.binary(max_size=64))
 def test_hosts_toml_bytes(data: bytes) -> None:
     targets.hosts(data)
+
+
+DOCKER_CONFIG = {"auths": {"docker.io": {"auth": "dXNlcjpwYXNz"}, "https://index.docker.io/v1/": {"auth": "eDp5"},
+                            "[::1]:5000": {"username": "u", "password": "p"}, "r.test": {"identitytoken": "t"}},
+                 "credsStore": "desktop", "credHelpers": {"r.test": "ecr-login"}}
+
+
+@given(json_bytes(DOCKER_CONFIG) | st.dictionaries(st.sampled_from(["https://[x", "https://a/v1/", "[::1", "a:b",
+                                                                     "HTTP://X"]), st.just({"auth": "eDp5"}))
+       .map(lambda auths: json.dumps({"auths": auths}).encode()))
+def test_docker_config(data: bytes) -> None:
+    targets.docker_config(data)
 
 
 REALMS = ['"https://[x/token"', '"https://a\x00b/"', '"https://a b/"', '"https://a:99999/"', '"https://auth.test/t"',
@@ -171,3 +185,13 @@ def test_unusable_realm_is_permission_denied(realm: bytes) -> None:
     # urlsplit raised ValueError (unbalanced "[") and httpx InvalidURL (NUL, DEL) out of the token fetch.
     with pytest.raises(PermissionDenied, match="unusable realm"):
         targets.challenge_client(b'Bearer realm="' + realm + b'"', reraise=True)
+
+
+def test_docker_config_odd_keys_and_deep_json(tmp_path: Path) -> None:
+    # normalize_host let urlsplit's ValueError out for a key "https://[x"; json.loads raised RecursionError.
+    path = tmp_path / "config.json"
+    path.write_text('{"auths": {"https://[x": {"auth": "eDp5"}, "docker.io": {"auth": "eDp5"}}}')
+    assert load_docker_config(path).lookup("docker.io") is not None
+    path.write_bytes(DEEP_JSON)
+    with pytest.raises(InvalidArgument, match="not valid JSON"):
+        load_docker_config(path)

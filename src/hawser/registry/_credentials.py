@@ -50,7 +50,10 @@ def normalize_host(key: str) -> str:
     dropped and the host is lower-cased (ports kept).
     """
     key = key.strip()
-    key = urlsplit(key).netloc if "://" in key else key.split("/", 1)[0]
+    try:
+        key = urlsplit(key).netloc if "://" in key else key.split("/", 1)[0]
+    except ValueError:  # an unbalanced "[": no host to normalise, compare the key as written
+        pass
     key = key.lower()
     return "docker.io" if key in _DOCKER_HUB_ALIASES else key
 
@@ -117,7 +120,7 @@ def load_docker_config(path: str | os.PathLike[str]) -> DockerConfig:
         raise InvalidArgument(f"cannot read docker config {p}: {exc.strerror}") from None
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise InvalidArgument(f"docker config {p} is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise InvalidArgument(f"docker config {p} must be a JSON object")
