@@ -1,7 +1,8 @@
 """Hypothesis settings for the fuzz tier: a few seconds per property in the
 normal suite, nothing written into the repository.
 
-HYPOTHESIS_PROFILE=fuzz-long runs each property far longer (by hand)."""
+HYPOTHESIS_PROFILE=fuzz-long runs each property far longer, by hand
+(HYPOTHESIS_EXAMPLES examples each, 20000 by default)."""
 
 from __future__ import annotations
 
@@ -16,5 +17,6 @@ set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "hawser-hypothesis")
 
 _COMMON = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("hawser-ci", max_examples=300, **_COMMON)  # type: ignore[arg-type]
-settings.register_profile("fuzz-long", max_examples=50_000, **_COMMON)  # type: ignore[arg-type]
+settings.register_profile("fuzz-long", max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "20000")),
+                          **_COMMON)  # type: ignore[arg-type]
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "hawser-ci"))
