@@ -1,5 +1,5 @@
-"""Small helpers the streaming tests share: run a coroutine with a deadline,
-wait for a condition, find processes by an argument."""
+"""Small helpers tests share: run a coroutine with a deadline, wait for a
+condition, find processes by an argument (and the conmons of a state dir)."""
 
 from __future__ import annotations
 
@@ -42,3 +42,19 @@ def processes_running(marker: str) -> list[int]:
             if marker.encode() in argv:
                 found.append(int(entry))
     return found
+
+
+def conmons_of(state: str) -> list[int]:
+    """Pids of the conmon processes working for the hawser state dir ``state``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"conmon") and any(state.encode() in a for a in argv):
+            pids.append(int(entry))
+    return pids

@@ -17,26 +17,12 @@ from pathlib import Path
 
 import pytest
 from tests.integration.conftest import Env, unmount_under
+from tests.support.aio import conmons_of
 from tests.support.images import BuiltImage
 
 pytestmark = pytest.mark.integration
 
 CGROUP_V1 = "/sys/fs/cgroup"
-
-
-def _conmons(state: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"conmon") and any(state.encode() in a for a in argv):
-            pids.append(int(entry))
-    return pids
 
 
 def _cgroups_under(parent: str) -> list[str]:
@@ -73,7 +59,7 @@ def ctr(tmp_path: Path, busybox: tuple[str, BuiltImage]) -> Iterator[tuple[Env, 
         ids = env.cli("ps", "-a", "-q", "--no-trunc", check=False).stdout.split()
         for id_ in ids:
             env.cli("rm", "-f", id_, check=False)
-        leftovers = {"conmon": _conmons(env.state), "cgroups": _cgroups_under(env.cgroup_parent)}
+        leftovers = {"conmon": conmons_of(env.state), "cgroups": _cgroups_under(env.cgroup_parent)}
         for pid in leftovers["conmon"]:
             os.kill(pid, signal.SIGKILL)
         unmount_under(str(tmp_path))
@@ -287,7 +273,7 @@ def test_zombies_are_reaped(ctr: tuple[Env, str]) -> None:
     time.sleep(0.5)
     env.cli("rm", "-f", id_)
     zombies = []
-    for pid in _conmons(env.state):
+    for pid in conmons_of(env.state):
         with open(f"/proc/{pid}/stat") as f:
             if f.read().rsplit(")", 1)[1].split()[0] == "Z":
                 zombies.append(pid)
@@ -331,13 +317,13 @@ def test_fifty_containers_at_once(ctr: tuple[Env, str]) -> None:
         ids.append(out.strip())
     assert len(set(ids)) == 50
     assert len(env.cli("ps", "-q").stdout.split()) == 50
-    assert len(_conmons(env.state)) == 50
+    assert len(conmons_of(env.state)) == 50
     removers = [env.popen("rm", "-f", *ids[i::5]) for i in range(5)]
     for p in removers:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     assert env.cli("ps", "-a", "-q").stdout.strip() == ""
-    assert _conmons(env.state) == [] and _mounts_under(env.state) == []
+    assert conmons_of(env.state) == [] and _mounts_under(env.state) == []
     assert _cgroups_under(env.cgroup_parent) == []
     assert os.listdir(os.path.join(env.state, "containers")) == []
     assert os.listdir(os.path.join(env.state, "exits")) == []
@@ -373,7 +359,7 @@ def test_exec_sync_timeout_holds_with_a_background_process_on_stdout(ctr: tuple[
         assert manager.status(manager.lookup(cid)).state == "running"
     finally:
         store.close()
-    assert len(_conmons(env.state)) == 1, "an exec's conmon outlived its deadline"
+    assert len(conmons_of(env.state)) == 1, "an exec's conmon outlived its deadline"
 
 
 def test_run_it_gives_a_real_terminal(ctr: tuple[Env, str]) -> None:

@@ -22,6 +22,7 @@ import pytest
 
 from hawser.registry import RegistryClient
 from tests.integration.conftest import Env, Registry, unmount_under
+from tests.support.aio import conmons_of
 from tests.support.images import build_image, push_image
 from tests.support.layers import LayerBuilder, busybox_layers
 
@@ -130,21 +131,6 @@ def hostile(registry: Registry, push_client: RegistryClient, tmp_path_factory: p
     return ref
 
 
-def _conmons(state: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"conmon") and any(state.encode() in a for a in argv):
-            pids.append(int(entry))
-    return pids
-
-
 def _cgroups(parent: str) -> list[str]:
     found = []
     for controller in os.listdir(CGROUP_V1):
@@ -174,7 +160,7 @@ def ctr(tmp_path: Path, hostile: str) -> Iterator[tuple[Env, str]]:
     finally:
         for id_ in env.cli("ps", "-a", "-q", "--no-trunc", check=False).stdout.split():
             env.cli("rm", "-f", id_, check=False)
-        leftovers = {"conmon": _conmons(env.state), "cgroups": _cgroups(env.cgroup_parent)}
+        leftovers = {"conmon": conmons_of(env.state), "cgroups": _cgroups(env.cgroup_parent)}
         for pid in leftovers["conmon"]:
             os.kill(pid, signal.SIGKILL)
         unmount_under(str(tmp_path))
