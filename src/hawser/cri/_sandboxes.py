@@ -315,8 +315,11 @@ class Sandboxes:
             record = await self.blocking(self._record, sandbox_id)
         except NotFound:
             return
-        async with self._lock(record.name):
+        lock = self._lock(record.name)
+        async with lock:
             await self._remove(record)
+        if not lock.locked() and self._locks.get(record.name) is lock:
+            del self._locks[record.name]  # one lock per live pod, not per pod ever made
 
     async def _remove(self, record: SandboxRecord) -> None:
         await self._stop(record)

@@ -9,7 +9,6 @@ namespace.  A pod with no container yet has no cgroup: its counters are zero.
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import TYPE_CHECKING
 
@@ -21,14 +20,14 @@ from hawser.cri.types import CriDeps
 from hawser.errors import InvalidArgument, NotFound
 
 if TYPE_CHECKING:
-    from hawser.host import CgroupLayout
+    from hawser.cri.container_stats import ContainerStatsReader
 
 
 async def pod_sandbox_stats(deps: CriDeps, request: api_pb2.PodSandboxStatsRequest) -> api_pb2.PodSandboxStatsResponse:
     if not request.pod_sandbox_id:
         raise InvalidArgument("PodSandboxStats: pod_sandbox_id is empty")
     sandbox = await deps.blocking(deps.require_sandboxes().get, request.pod_sandbox_id)
-    return api_pb2.PodSandboxStatsResponse(stats=await deps.blocking(sandbox_stats, sandbox))
+    return api_pb2.PodSandboxStatsResponse(stats=await deps.blocking(sandbox_stats, sandbox, deps.container_stats))
 
 
 async def list_pod_sandbox_stats(deps: CriDeps,
@@ -39,25 +38,19 @@ async def list_pod_sandbox_stats(deps: CriDeps,
                  and all(s.labels.get(k) == v for k, v in wanted.label_selector.items())]
     stats = []
     for sandbox in sandboxes:
-        stats.append(await deps.blocking(sandbox_stats, sandbox))
+        stats.append(await deps.blocking(sandbox_stats, sandbox, deps.container_stats))
     return api_pb2.ListPodSandboxStatsResponse(stats=stats)
 
 
-@functools.cache
-def _layout() -> CgroupLayout:
-    from hawser.host import CgroupLayout
-
-    return CgroupLayout.detect()
-
-
-def sandbox_stats(sandbox: Sandbox) -> api_pb2.PodSandboxStats:
-    """One sample of the pod's counters (blocking: reads cgroup files and /proc)."""
+def sandbox_stats(sandbox: Sandbox, reader: ContainerStatsReader) -> api_pb2.PodSandboxStats:
+    """One sample of the pod's counters (blocking: reads cgroup files and /proc), on the
+    cgroup layout the container stats reader detected once."""
     from hawser.host import read_stats
 
     now = time.time_ns()
     linux = api_pb2.LinuxPodSandboxStats()
     try:
-        sample = read_stats(_layout(), sandbox.cgroup_parent) if sandbox.cgroup_parent else None
+        sample = read_stats(reader.layout(), sandbox.cgroup_parent) if sandbox.cgroup_parent else None
     except NotFound:
         sample = None
     linux.cpu.timestamp = linux.memory.timestamp = linux.process.timestamp = now
