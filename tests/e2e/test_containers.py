@@ -22,6 +22,7 @@ from cri_api.v1 import api_pb2
 from tests.e2e.conftest import CniEnv, Hawserd, Registry
 from tests.e2e.helpers import pull_request, status_code
 from tests.support.images import BuiltImage
+from tests.support.protos import set_fields
 
 CGROUP_PARENT = f"/hawser-e2e-ctr-{secrets.token_hex(3)}"
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -64,20 +65,7 @@ class Pods:
             metadata=api_pb2.ContainerMetadata(name=name, attempt=attempt), image=api_pb2.ImageSpec(image=self.image),
             command=list(args[:1]), args=list(args[1:]), log_path=f"{name}/{attempt}.log",
             labels={"container": name}, annotations={"note": f"about {name}"})
-        for key, value in fields.items():
-            target = config
-            *path, last = key.split("__")
-            for part in path:
-                target = getattr(target, part)
-            attr = getattr(target, last)
-            if isinstance(value, list):
-                attr.extend(value)
-            elif isinstance(value, dict):
-                attr.update(value)
-            elif hasattr(attr, "CopyFrom"):
-                attr.CopyFrom(value)
-            else:
-                setattr(target, last, value)
+        set_fields(config, **fields)
         return config
 
     def create(self, pod: tuple[str, api_pb2.PodSandboxConfig], config: api_pb2.ContainerConfig) -> str:

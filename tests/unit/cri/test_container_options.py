@@ -34,6 +34,7 @@ from hawser.oci import ImageConfig, Platform
 from hawser.runtime._defaults import DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS
 from hawser.runtime._options import BindMount, Device, HostLimits, Namespaces, Resources
 from hawser.runtime._spec import build_spec
+from tests.support.protos import set_fields
 from tests.unit.cri.conftest import FakeFiles, make_sandbox
 
 SB = "/run/hawser/sandboxes/sb1"
@@ -51,20 +52,7 @@ def config(*, name: str = "app", attempt: int = 0, image: str = "127.0.0.1:5000/
     """A ContainerConfig; ``a__b=value`` sets the nested field a.b (lists extend, dicts update, messages copy)."""
     message = api_pb2.ContainerConfig(metadata=api_pb2.ContainerMetadata(name=name, attempt=attempt),
                                       image=api_pb2.ImageSpec(image=image), log_path=f"{name}/{attempt}.log")
-    for key, value in fields.items():
-        target: Any = message
-        *path, last = key.split("__")
-        for part in path:
-            target = getattr(target, part)
-        attr = getattr(target, last)
-        if isinstance(value, list):
-            attr.extend(value)
-        elif isinstance(value, dict):
-            attr.update(value)
-        elif hasattr(attr, "CopyFrom"):
-            attr.CopyFrom(value)
-        else:
-            setattr(target, last, value)
+    set_fields(message, **fields)
     return message
 
 
