@@ -365,12 +365,7 @@ class WebSocketRemoteCommand(RemoteCommandSession):
 
     async def aclose(self) -> None:
         if self._reader is not None and not self._reader.done():
-            with suppress(ConnectionError, OSError):
-                await self.ws.start_close()
-            with suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._reader), 2)
-            self._reader.cancel()
-            await asyncio.wait([self._reader])
+            await _close_handshake(self.ws, self._reader)
         self.ws.abort()
 
 
@@ -524,12 +519,7 @@ class WsPortForward:
         return (await asyncio.wait_for(self._errors[index].wait_done(), timeout)).decode()
 
     async def aclose(self) -> None:
-        with suppress(ConnectionError, OSError):
-            await self.ws.start_close()
-        with suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._reader), 2)
-        self._reader.cancel()
-        await asyncio.wait([self._reader])
+        await _close_handshake(self.ws, self._reader)
         self.ws.abort()
 
 
@@ -544,3 +534,13 @@ async def ws_port_forward(url: str, ports: Sequence[int], *, protocols: Sequence
         yield forward
     finally:
         await forward.aclose()
+
+
+async def _close_handshake(ws: Any, reader: asyncio.Task[Any]) -> None:
+    """Start the WebSocket close, give the reader 2 s to see the peer's answer, then stop it."""
+    with suppress(ConnectionError, OSError):
+        await ws.start_close()
+    with suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(reader), 2)
+    reader.cancel()
+    await asyncio.wait([reader])
