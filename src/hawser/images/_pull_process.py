@@ -80,11 +80,11 @@ def _error(out: bytes, err: bytes, returncode: int | None) -> errors.HawserError
 
 
 def _main() -> int:
-    from hawser.config import _build
+    from hawser.config import Config, _build
     from hawser.images import ImageStore
 
     request = json.load(sys.stdin)
-    config = _build(_config_class(), request["config"], "")
+    config = _build(Config, request["config"], "")
     lookup = None
     if "credentials" in request:
         lookup = _lookup(request["credentials"])
@@ -104,12 +104,6 @@ def _main() -> int:
         json.dump({"kind": kind, "message": f"pull failed: {exc}", "hint": None}, sys.stdout)
         return 1
     return 0
-
-
-def _config_class() -> type[Any]:
-    from hawser.config import Config
-
-    return Config
 
 
 def _lookup(creds: dict[str, str]) -> Any:
