@@ -7,9 +7,9 @@ global.  Unknown keys are errors, so a typo does not silently keep a default.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from hawser._dataclass import dataclass, field, fields, is_dataclass, replace
 from hawser.errors import InvalidArgument
 
 DEFAULT_CONFIG_PATH = "/etc/hawser/config.toml"
@@ -102,7 +102,7 @@ def _build(cls: type[Any], data: dict[str, Any], where: str) -> Any:
         if spec is None:
             raise InvalidArgument(f"config: unknown key {where}{key!r}", hint=f"known keys: {', '.join(known)}")
         default = getattr(cls(), key)
-        if hasattr(default, "__dataclass_fields__"):
+        if is_dataclass(default):
             if not isinstance(value, dict):
                 raise InvalidArgument(f"config: {where}{key} must be a table")
             kwargs[key] = _build(type(default), value, f"{where}{key}.")

@@ -3,7 +3,6 @@ HawserError or a result, never another exception (targets.py holds the checks)."
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hawser import _dataclass as dataclasses
 from hawser.config import Config, load_config
 from hawser.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from hawser.network import parse_network_config, parse_result

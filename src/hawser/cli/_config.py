@@ -35,6 +35,7 @@ def show(p: Parser) -> Handler:
 
 def _show(ctx: CliContext, a: Namespace) -> None:
     import json
-    from dataclasses import asdict
+
+    from hawser._dataclass import asdict
 
     echo(json.dumps(asdict(ctx.config), indent=2))

@@ -23,8 +23,7 @@ class CliContext:
     @property
     def config(self) -> Config:
         if self._config is None:
-            from dataclasses import replace
-
+            from hawser._dataclass import replace
             from hawser.config import load_config
 
             config = load_config(self._config_path).with_overrides(**self._overrides)
@@ -39,6 +38,14 @@ class CliContext:
 
             self._store = ImageStore.open(self.config, to_free_space=to_free_space)
         return self._store
+
+    def close(self) -> None:
+        """Close the store's databases: the last connection to close folds SQLite's
+        write-ahead log into the database and deletes it (the console script
+        exits without the interpreter's teardown, which would otherwise do it)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
 
 def echo(text: object = "", *, err: bool = False, end: str = "\n") -> None:

@@ -77,7 +77,10 @@ def run() -> None:
         debug = args.debug
         ctx = CliContext(config_path=args.config, root=args.root, state=args.state,
                          registry_config_dir=args.registry_config_dir, snapshotter=args.snapshotter, debug=debug)
-        code = parser.run_command(ctx, args, _load)
+        try:
+            code = parser.run_command(ctx, args, _load)
+        finally:
+            ctx.close()
     except KeyboardInterrupt:
         sys.exit(130)
     except BrokenPipeError:

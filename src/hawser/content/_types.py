@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from types import TracebackType
 from typing import BinaryIO, Protocol, runtime_checkable
 
+from hawser._dataclass import dataclass
 from hawser.oci import Digest
 
 

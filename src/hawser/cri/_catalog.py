@@ -21,9 +21,9 @@ import re
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hawser._dataclass import dataclass
 from hawser.errors import InvalidArgument, NotFound
 from hawser.oci import parse_reference
 from hawser.snapshots import Kind, Usage

@@ -27,11 +27,11 @@ import os
 import posixpath
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cri_api.v1 import api_pb2
 
+from hawser._dataclass import dataclass, field
 from hawser.cri._sandbox_types import LABEL_KIND, LABEL_SANDBOX_ID, Sandbox
 from hawser.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
 from hawser.runtime._options import (

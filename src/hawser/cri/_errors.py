@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 
 from hawser import errors
+from hawser._dataclass import dataclass
 
 log = logging.getLogger("hawser.cri")
 

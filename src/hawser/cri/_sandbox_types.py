@@ -9,8 +9,9 @@ from the SQLite record (``metadata.SandboxRecord``); never mutated.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from hawser._dataclass import dataclass, field
 
 # SandboxRecord.state values, as the CRI names them.
 SANDBOX_READY = "ready"

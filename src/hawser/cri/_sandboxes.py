@@ -23,9 +23,9 @@ import os
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from hawser._dataclass import dataclass, field
 from hawser._logging import get_logger
 from hawser.cri._sandbox_types import (
     LABEL_SANDBOX_ID,

@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+from hawser._dataclass import dataclass
 from hawser._logging import get_logger
 from hawser.cri.streaming import AsyncReader, AsyncWriter, DuplexStream, StreamingServer, TerminalSize
 from hawser.errors import FailedPrecondition, Unavailable

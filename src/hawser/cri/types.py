@@ -9,8 +9,9 @@ one :class:`CriDeps`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+
+from hawser._dataclass import dataclass, field
 
 if TYPE_CHECKING:
     from hawser.cri._catalog import ImageCatalog

@@ -20,13 +20,13 @@ so both keep rejecting unknown keys.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
-from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from hawser import _dataclass as dataclasses
+from hawser._dataclass import dataclass, field, fields, replace
 from hawser.config import Config, parse_config, read_config_file
 from hawser.errors import InvalidArgument
 

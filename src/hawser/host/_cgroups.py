@@ -32,9 +32,9 @@ import re
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from functools import cache
 
+from hawser._dataclass import dataclass, field
 from hawser.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 
 # Mount options of a v1 cgroup mount that are not controllers.

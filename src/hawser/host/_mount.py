@@ -13,8 +13,8 @@ import errno
 import os
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from hawser._dataclass import dataclass
 from hawser.host._libc import sys_mount, sys_umount2
 
 MS_RDONLY = 0x1

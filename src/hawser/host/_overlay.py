@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from dataclasses import dataclass
 
+from hawser._dataclass import dataclass
 from hawser.host._mount import mount, unmount
 
 _cache: dict[str, bool] = {}

@@ -70,9 +70,9 @@ import io
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Literal, NoReturn, cast
 
+from hawser._dataclass import dataclass
 from hawser.errors import HawserError, Internal, InvalidArgument, ResourceExhausted
 
 if TYPE_CHECKING:

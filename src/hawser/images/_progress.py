@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
+
+from hawser._dataclass import dataclass
 
 Stage = Literal["waiting", "fetching", "unpacking", "exists", "done", "failed"]
 

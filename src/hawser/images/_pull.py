@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
+from hawser._dataclass import dataclass
 from hawser.errors import InvalidArgument
 from hawser.images._labels import config_labels, index_labels, manifest_labels
 from hawser.images._progress import ProgressSink, PullMessage

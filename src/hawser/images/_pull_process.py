@@ -16,13 +16,13 @@ success, or writes ``{"kind", "message", "hint"}`` on stdout and exits 1.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
+from hawser import _dataclass as dataclasses
 from hawser import errors
 
 if TYPE_CHECKING:

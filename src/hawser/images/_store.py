@@ -12,13 +12,13 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from hawser._dataclass import dataclass, field
 from hawser._logging import get_logger
 from hawser.config import Config
 from hawser.content import ContentStore, LocalStore
-from hawser.errors import InvalidArgument, NotFound
+from hawser.errors import FailedPrecondition, InvalidArgument, NotFound
 from hawser.metadata import LABEL_REF_CONTENT, LABEL_REF_SNAPSHOT, Metadata
 from hawser.oci import (
     Descriptor,
@@ -64,9 +64,16 @@ class ImageDetail:
     manifest: Manifest
     config_digest: Digest
     config: ImageConfig
-    chain_ids: tuple[Digest, ...]
     size: int
     labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def chain_ids(self) -> tuple[Digest, ...]:
+        """The snapshot key of each layer, bottom first (computed on demand: sha256 costs
+        hashlib's import, ~4 ms, which a container start does without; see top_snapshot)."""
+        from hawser.images._chain import chain_ids
+
+        return tuple(chain_ids(self.config.diff_ids))
 
     def to_json(self) -> dict[str, Any]:
         c = self.config
@@ -258,8 +265,6 @@ class ImageStore:
                             record.updated_at)
 
     def inspect(self, name: str, platform: Platform | None = None) -> ImageDetail:
-        from hawser.images._chain import chain_ids
-
         record = self.metadata.get_image(name, namespace=self.namespace)
         manifest_desc = self._platform_manifest(record.target, platform or Platform.host())
         manifest = parse_manifest(self.content.read_all(manifest_desc.digest, limit=manifest_desc.size or None),
@@ -270,9 +275,24 @@ class ImageStore:
             size += record.target.size
         return ImageDetail(
             name=name, target=record.target, manifest_digest=manifest_desc.digest, manifest=manifest,
-            config_digest=manifest.config.digest, config=config, chain_ids=tuple(chain_ids(config.diff_ids)),
+            config_digest=manifest.config.digest, config=config,
             size=size, labels=dict(record.labels),
         )
+
+    def top_snapshot(self, detail: ImageDetail) -> str:
+        """The key of the image's top layer snapshot in this store's snapshotter, as
+        unpacking labelled its config; "" for an image without layers.
+        FailedPrecondition if the image is not unpacked there."""
+        if not detail.config.diff_ids:
+            return ""
+        label = f"{LABEL_REF_SNAPSHOT}{self.snapshotter.name}"
+        try:
+            top = self.metadata.get_blob(detail.config_digest, namespace=self.namespace).labels.get(label, "")
+        except NotFound:
+            top = ""
+        if not top:
+            raise FailedPrecondition(f"image {detail.name} is not unpacked", hint="pull it again")
+        return top
 
     def _platform_manifest(self, target: Descriptor, platform: Platform) -> Descriptor:
         if target.media_type not in media.INDEXES:

@@ -25,10 +25,10 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import IO, Any
 
 from hawser import errors
+from hawser._dataclass import dataclass
 from hawser.content import ContentStore
 from hawser.errors import AlreadyExists, DataLoss, HawserError, Internal, InvalidArgument, NotFound
 from hawser.host import FileLock

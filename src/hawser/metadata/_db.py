@@ -29,10 +29,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any
 
+from hawser._dataclass import dataclass
 from hawser.errors import (
     AlreadyExists,
     DataLoss,

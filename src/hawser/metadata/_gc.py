@@ -50,8 +50,8 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
+from hawser._dataclass import dataclass, field
 from hawser.content import Cleaner
 from hawser.content import Info as BlobInfo
 from hawser.content import Status as IngestStatus

@@ -14,8 +14,9 @@ import json
 import logging
 import os
 import secrets
-from dataclasses import dataclass
 from typing import Any
+
+from hawser._dataclass import dataclass
 
 log = logging.getLogger("hawser.network")
 

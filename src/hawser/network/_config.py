@@ -16,9 +16,9 @@ import logging
 import os
 import re
 import threading
-from dataclasses import dataclass
 from typing import Any
 
+from hawser._dataclass import dataclass
 from hawser.errors import InvalidArgument
 
 log = logging.getLogger("hawser.network")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from hawser._dataclass import dataclass
 from hawser.errors import (
     DeadlineExceeded,
     FailedPrecondition,

@@ -15,8 +15,9 @@ import json
 import os
 import signal
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from hawser._dataclass import dataclass
 
 T = TypeVar("T")
 

@@ -28,9 +28,9 @@ import logging
 import os
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any
 
+from hawser._dataclass import dataclass, field, replace
 from hawser.errors import FailedPrecondition, InvalidArgument, NotFound
 from hawser.host import is_netns
 from hawser.network._cache import CacheEntry, ResultCache

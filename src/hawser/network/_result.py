@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass
 from typing import Any
 
+from hawser._dataclass import dataclass
 from hawser.errors import FailedPrecondition
 
 # Spec versions whose results this parser reads (0.1/0.2 used ip4/ip6 objects).

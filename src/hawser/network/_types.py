@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
+from hawser._dataclass import dataclass
 from hawser.network._result import IPConfig, Result
 
 

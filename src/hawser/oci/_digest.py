@@ -51,10 +51,30 @@ class Digest(str):
 
     @classmethod
     def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
-        import hashlib
-
-        return cls(f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}")
+        return cls(f"{algorithm}:{_hash_bytes(algorithm, data)}")
 
     @classmethod
     def from_hasher(cls, hasher: hashlib._Hash) -> Digest:
         return cls(f"{hasher.name}:{hasher.hexdigest()}")
+
+
+_SMALL = 1 << 20
+
+
+def _hash_bytes(algorithm: str, data: bytes) -> str:
+    """Hex digest of ``data``. The manifests and configs a container start reads
+    (a few KB) are hashed by CPython's built-in sha256, which costs no import;
+    hashlib loads OpenSSL (~3 ms), faster per byte, for anything bigger."""
+    if algorithm == "sha256" and len(data) <= _SMALL:
+        try:
+            from _sha2 import sha256  # type: ignore[import-not-found]  # CPython >= 3.12
+        except ImportError:
+            try:
+                from _sha256 import sha256  # type: ignore[import-not-found,no-redef]  # CPython 3.11
+            except ImportError:
+                sha256 = None
+        if sha256 is not None:
+            return str(sha256(data).hexdigest())
+    import hashlib
+
+    return hashlib.new(algorithm, data).hexdigest()

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from hawser._dataclass import dataclass, field
 from hawser.errors import InvalidArgument, Unimplemented
 from hawser.oci import _media as media
 from hawser.oci._digest import Digest

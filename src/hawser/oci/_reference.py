@@ -9,8 +9,8 @@ references.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
+from hawser._dataclass import dataclass
 from hawser.errors import InvalidArgument
 from hawser.oci._digest import Digest
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from hawser._dataclass import dataclass
 from hawser.errors import Unavailable
 from hawser.registry._challenge import Challenge
 

@@ -10,7 +10,8 @@ before it are kept.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+
+from hawser._dataclass import dataclass, field
 
 # Registries send a few hundred bytes; anything far bigger is hostile or broken.
 MAX_HEADER_CHARS = 16 * 1024

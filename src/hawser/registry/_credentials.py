@@ -12,10 +12,10 @@ import binascii
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from hawser._dataclass import dataclass, field
 from hawser.errors import InvalidArgument
 
 DEFAULT_DOCKER_CONFIG = "~/.docker/config.json"

@@ -22,11 +22,11 @@ import logging
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from hawser._dataclass import dataclass
 from hawser.errors import InvalidArgument
 
 _log = logging.getLogger(__name__)

@@ -18,13 +18,13 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
 from urllib.parse import urlsplit
 
 import httpx
 
+from hawser._dataclass import dataclass
 from hawser.errors import (
     DataLoss,
     DeadlineExceeded,

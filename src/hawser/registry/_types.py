@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import httpx
 
 from hawser import __version__
+from hawser._dataclass import dataclass
 from hawser.errors import InvalidArgument
 from hawser.oci import Descriptor
 from hawser.registry._credentials import DEFAULT_DOCKER_CONFIG, CredentialsFunc

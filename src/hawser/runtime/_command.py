@@ -10,8 +10,8 @@ import os
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
+from hawser._dataclass import dataclass
 from hawser.errors import DeadlineExceeded, FailedPrecondition, HawserError, NotFound
 
 TERM_GRACE = 2.0

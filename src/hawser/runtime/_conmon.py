@@ -18,8 +18,8 @@ import select
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
 
+from hawser._dataclass import dataclass
 from hawser.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 from hawser.runtime._runc import Runc
 
@@ -165,6 +165,70 @@ class ConmonSession:
 
     def close(self) -> None:
         self.pipe.close()
+
+
+def is_conmon(pid: int) -> bool:
+    """``pid`` is a live (not zombie) conmon."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    name = stat[stat.find("(") + 1:stat.rfind(")")]
+    fields = stat[stat.rfind(")") + 2:].split()
+    return name == "conmon" and bool(fields) and fields[0] != "Z"
+
+
+class ConmonWatch:
+    """A container's conmon, watched for its exit.
+
+    Through a pidfd (Linux 5.3+) that becomes readable the moment conmon exits,
+    so a wait ends then and not at the next poll: a `run --rm` of a short
+    command learns of the exit at once. Opening the pidfd before checking the
+    process's name makes the check stick (the pid cannot be reused under it).
+    Without pidfds: the name is polled."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid or 0
+        self._fd = -1
+        if self.pid <= 0:
+            return
+        try:
+            self._fd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            self.pid = 0
+            return
+        except OSError:  # no pidfds on this kernel: poll
+            pass
+        if not is_conmon(self.pid):
+            self.close()
+            self.pid = 0
+
+    def alive(self) -> bool:
+        return self.pid > 0 and not self.wait(0)
+
+    def wait(self, timeout: float) -> bool:
+        """True once conmon is gone; waits at most ``timeout`` seconds for that."""
+        if self.pid <= 0:
+            return True
+        if self._fd >= 0:
+            poller = select.poll()
+            poller.register(self._fd, select.POLLIN)
+            return bool(poller.poll(max(0, int(timeout * 1000))))
+        if timeout > 0 and is_conmon(self.pid):
+            time.sleep(timeout)
+        return not is_conmon(self.pid)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> ConmonWatch:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 def runtime_error(message: str) -> Exception:

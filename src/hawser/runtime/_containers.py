@@ -25,9 +25,9 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
+from hawser._dataclass import dataclass, replace
 from hawser._logging import get_logger
 from hawser.errors import (
     DeadlineExceeded,
@@ -39,7 +39,7 @@ from hawser.errors import (
 from hawser.host import FileLock
 from hawser.images import ImageStore
 from hawser.metadata import Container
-from hawser.runtime._conmon import ConmonPaths, ConmonSession, conmon_argv
+from hawser.runtime._conmon import ConmonPaths, ConmonSession, ConmonWatch, conmon_argv
 from hawser.runtime._logs import LogEntry, follow_log, log_size, read_log
 from hawser.runtime._options import ContainerOptions, HostLimits, Resources
 from hawser.runtime._runc import Runc
@@ -248,12 +248,8 @@ class ContainerManager:
             return ContainerStatus(PAUSED, pid=state.pid, started_at=started)
         # runc says stopped and there is no exit file: conmon is recording the exit
         # right now (it reaps, then writes), or it died without doing so.
-        conmon = _read_int(os.path.join(bundle, "conmon.pid"))
-        deadline = time.monotonic() + EXIT_RECORD_WAIT
-        for pause in _backoff(most=0.01):
-            if not (conmon and _is_conmon(conmon)) or time.monotonic() >= deadline:
-                break
-            time.sleep(pause)
+        with ConmonWatch(_read_int(os.path.join(bundle, "conmon.pid"))) as conmon:
+            conmon.wait(EXIT_RECORD_WAIT)
         exited = self._exited(id_, started)
         if exited is not None:
             return exited
@@ -299,7 +295,7 @@ class ContainerManager:
             raise InvalidArgument(f"invalid log path {log_path!r}: must be a normalised absolute path")
         image_name = self.store.resolve_name(image)
         detail = self.store.inspect(image_name)
-        top = str(detail.chain_ids[-1]) if detail.chain_ids else ""
+        top = self.store.top_snapshot(detail)
         snapshotter = self.store.snapshotter
         if top:
             try:
@@ -401,17 +397,10 @@ class ContainerManager:
             os.unlink(self._exit_file(id_))
 
     def _wait_conmon(self, id_: str) -> None:
-        pid = _read_int(os.path.join(self.bundle(id_), "conmon.pid"))
-        if not pid or not _is_conmon(pid):
-            return
-        deadline = time.monotonic() + CONMON_EXIT_TIMEOUT
-        for pause in _backoff():
-            if not _is_conmon(pid) or time.monotonic() >= deadline:
-                break
-            time.sleep(pause)
-        if _is_conmon(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        with ConmonWatch(_read_int(os.path.join(self.bundle(id_), "conmon.pid"))) as conmon:
+            if not conmon.wait(CONMON_EXIT_TIMEOUT):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(conmon.pid, signal.SIGKILL)
 
     def start(self, text: str) -> ContainerInfo:
         """Start a created container. FailedPrecondition in any other state."""
@@ -451,17 +440,19 @@ class ContainerManager:
 
     def _wait_exit(self, record: Container, timeout: float | None) -> ContainerStatus:
         deadline = None if timeout is None else time.monotonic() + timeout
-        conmon = _read_int(os.path.join(self.bundle(record.id), "conmon.pid"))
-        for pause in _backoff():
-            # conmon writes the exit file; only if conmon is gone without one is runc asked.
-            if os.path.exists(self._exit_file(record.id)) or not (conmon and _is_conmon(conmon)):
-                status = self.status(record)
-                if status.state in (EXITED, UNKNOWN):
-                    return status
-                conmon = 0
-            if deadline is not None and time.monotonic() >= deadline:
-                raise DeadlineExceeded(f"container {record.name} is still running after {timeout:g}s")
-            time.sleep(pause)
+        with ConmonWatch(_read_int(os.path.join(self.bundle(record.id), "conmon.pid"))) as conmon:
+            for pause in _backoff():
+                # conmon writes the exit file, then exits; only if it is gone without one is runc asked.
+                if os.path.exists(self._exit_file(record.id)) or not conmon.alive():
+                    status = self.status(record)
+                    if status.state in (EXITED, UNKNOWN):
+                        return status
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise DeadlineExceeded(f"container {record.name} is still running after {timeout:g}s")
+                if conmon.alive():
+                    conmon.wait(pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic())))
+                else:
+                    time.sleep(pause)
         raise AssertionError("unreachable")
 
     def stop(self, text: str, timeout: float | None = None) -> ContainerStatus:
@@ -721,10 +712,13 @@ class ContainerManager:
 
     def follow_output(self, record: Container, start: int = 0) -> Iterator[LogEntry]:
         """Everything the container writes from byte ``start`` of its log, until it exits."""
-        conmon = _read_int(os.path.join(self.bundle(record.id), "conmon.pid"))
         exit_file = self._exit_file(record.id)
-        return follow_log(self.container_log_path(record), start=start,
-                          done=lambda: os.path.exists(exit_file) or not (conmon and _is_conmon(conmon)))
+        conmon = ConmonWatch(_read_int(os.path.join(self.bundle(record.id), "conmon.pid")))
+        try:
+            yield from follow_log(self.container_log_path(record), start=start, idle=conmon.wait,
+                                  done=lambda: os.path.exists(exit_file) or not conmon.alive())
+        finally:
+            conmon.close()
 
     def cgroup(self, record: Container) -> str:
         return str(record.config.get("cgroups_path") or "")
@@ -735,7 +729,7 @@ class ContainerManager:
 
 def _options_json(options: ContainerOptions, stop_sig: int) -> dict[str, Any]:
     """What inspect shows and stop needs, as plain JSON."""
-    from dataclasses import asdict
+    from hawser._dataclass import asdict
 
     data = asdict(options)
     data["stop_signal"] = stop_sig
@@ -793,17 +787,6 @@ def _read_int(path: str) -> int:
             return int(f.read().strip())
     except (FileNotFoundError, ValueError):
         return 0
-
-
-def _is_conmon(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    name = stat[stat.find("(") + 1:stat.rfind(")")]
-    fields = stat[stat.rfind(")") + 2:].split()
-    return name == "conmon" and bool(fields) and fields[0] != "Z"
 
 
 __all__ = ["CREATED", "EXITED", "PAUSED", "RUNNING", "UNKNOWN", "ContainerInfo", "ContainerManager",

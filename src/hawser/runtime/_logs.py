@@ -13,8 +13,8 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
+from hawser._dataclass import dataclass
 from hawser.errors import InvalidArgument
 
 
@@ -105,9 +105,12 @@ def read_log(path: str, *, since: float | None = None, tail: int | None = None) 
         return []
 
 
-def follow_log(path: str, *, start: int, done: Callable[[], bool], poll: float = 0.05) -> Iterator[LogEntry]:
+def follow_log(path: str, *, start: int, done: Callable[[], bool], poll: float = 0.05,
+               idle: Callable[[float], object] = time.sleep) -> Iterator[LogEntry]:
     """Entries appended after byte offset ``start``, until ``done()`` is true
-    and the file holds nothing more (so the last lines are never lost)."""
+    and the file holds nothing more (so the last lines are never lost).
+    ``idle(seconds)`` waits between reads; one that returns early when the
+    writer is done (a conmon pidfd) ends the follow without a poll's delay."""
 
     def chunks() -> Iterator[bytes]:
         offset = start
@@ -127,7 +130,7 @@ def follow_log(path: str, *, start: int, done: Callable[[], bool], poll: float =
             if finished:
                 return
             # Quick at first (a short-lived container's output is read at once), then every ``poll``.
-            time.sleep(wait)
+            idle(wait)
             wait = min(wait * 1.5, poll)
 
     yield from _entries(chunks())

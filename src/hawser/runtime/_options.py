@@ -14,9 +14,9 @@ import posixpath
 import resource
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from hawser._dataclass import dataclass, field
 from hawser.errors import InvalidArgument
 
 PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
 from typing import Any
 
+from hawser._dataclass import dataclass
 from hawser.errors import FailedPrecondition, InvalidArgument, NotFound
 from hawser.runtime._command import CommandFailed, CommandResult, RunningCommand, run_command, start_command
 

@@ -19,9 +19,9 @@ import functools
 import json
 import os
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from hawser._dataclass import dataclass
 from hawser.errors import Internal, InvalidArgument
 from hawser.runtime._defaults import ALL_CAPABILITIES
 

@@ -37,9 +37,9 @@ import termios
 import time
 import tty as tty_mod
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from hawser._dataclass import dataclass
 from hawser._logging import get_logger
 from hawser.errors import NotFound
 from hawser.runtime._attach import BUFSIZE, STDERR, _connect

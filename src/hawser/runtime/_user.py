@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from dataclasses import dataclass
 
+from hawser._dataclass import dataclass
 from hawser.errors import InvalidArgument
 
 _MAX_SYMLINKS = 40  # the kernel's limit (MAXSYMLINKS) for one lookup

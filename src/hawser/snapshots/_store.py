@@ -33,8 +33,8 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 
+from hawser._dataclass import dataclass
 from hawser._logging import get_logger
 from hawser.errors import (
     AlreadyExists,

@@ -15,11 +15,11 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from hawser._dataclass import replace
 from hawser.oci import ImageConfig, Platform
 from hawser.runtime._options import ContainerOptions, HostLimits, Namespaces
 from hawser.runtime._spec import build_spec

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cri_api.v1 import api_pb2
 
+from hawser._dataclass import replace
 from hawser.cri._container_options import (
     CRI_ANNOTATIONS,
     CRI_LABELS,

@@ -8,11 +8,11 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
 
+from hawser._dataclass import replace
 from hawser.cri._sandbox_types import SANDBOX_NOTREADY, SANDBOX_READY, Sandbox
 from hawser.cri._stream_runtime import ContainerStreams
 from hawser.cri.streaming._pipe import BoundedPipe

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import fcntl
 import os
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from hawser._dataclass import replace
 from hawser.content import LocalStore
 from hawser.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from hawser.metadata import (
@@ -89,7 +89,7 @@ class FakeSnapshotter:
         if name in self.infos:
             raise AlreadyExists(f"snapshot {name}")
         del self.infos[key]
-        self.infos[name] = dataclasses.replace(
+        self.infos[name] = replace(
             active, key=name, kind=Kind.COMMITTED, labels=dict(labels or active.labels), updated=time.time()
         )
 
@@ -114,7 +114,7 @@ class FakeSnapshotter:
         return Usage(size=self.sizes.get(key, 0), inodes=1)
 
     def update_labels(self, key: str, labels: Mapping[str, str]) -> Info:
-        self.infos[key] = dataclasses.replace(self.stat(key), labels=dict(labels))
+        self.infos[key] = replace(self.stat(key), labels=dict(labels))
         return self.infos[key]
 
     def cleanup(self) -> list[str]:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hawser._dataclass import replace
 from hawser.errors import InvalidArgument
 from hawser.oci import ImageConfig, Platform
 from hawser.runtime._defaults import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS

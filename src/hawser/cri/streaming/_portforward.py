@@ -19,9 +19,9 @@ import asyncio
 import logging
 import struct
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from hawser._dataclass import dataclass
 from hawser.cri.streaming._spdy import RstStatus
 from hawser.cri.streaming._spdy_conn import SpdyConnection, SpdyStream
 from hawser.cri.streaming._tunnel import PROTOCOL as TUNNEL_PROTOCOL

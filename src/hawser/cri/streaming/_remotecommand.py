@@ -21,9 +21,9 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
+from hawser._dataclass import dataclass
 from hawser.cri.streaming._spdy import RstStatus
 from hawser.cri.streaming._spdy_conn import SpdyConnection, SpdyStream
 from hawser.cri.streaming._types import (

@@ -18,8 +18,9 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import IntEnum
+
+from hawser._dataclass import dataclass
 
 VERSION = 3
 

@@ -4,9 +4,9 @@ sizes, the byte-stream roles, and the runtime it drives."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
+from hawser._dataclass import dataclass, field
 from hawser.errors import InvalidArgument
 
 

@@ -11,8 +11,9 @@ import asyncio
 import base64
 import hashlib
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
+
+from hawser._dataclass import dataclass
 
 # RFC 6455 section 1.3: the GUID the server appends to the client's key.
 _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
