@@ -8,10 +8,10 @@ behaves as ``logging.getLogger(name)`` once anything is logged.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
-
+TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
     import logging
+    from typing import Any
 
 
 class _LazyLogger:
@@ -31,4 +31,4 @@ class _LazyLogger:
 
 def get_logger(name: str) -> logging.Logger:
     """``logging.getLogger(name)``, imported when first used."""
-    return cast("logging.Logger", _LazyLogger(name))
+    return _LazyLogger(name)  # type: ignore[return-value]  # a Logger in all but name

@@ -7,10 +7,13 @@ global.  Unknown keys are errors, so a typo does not silently keep a default.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from hawser._dataclass import dataclass, field, fields, is_dataclass, replace
 from hawser.errors import InvalidArgument
+
+TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_CONFIG_PATH = "/etc/hawser/config.toml"
 

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from types import TracebackType
-from typing import BinaryIO, Protocol, runtime_checkable
 
 from hawser._dataclass import dataclass
 from hawser.oci import Digest
+
+TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
+if TYPE_CHECKING:
+    from typing import BinaryIO, Protocol, runtime_checkable
+else:
+    # The role Protocols below are for type checkers; at run time they are plain
+    # base classes, and implementations name the roles they fill.
+    Protocol = object
+
+    def runtime_checkable(cls):
+        return cls
 
 
 @dataclass(frozen=True, slots=True)

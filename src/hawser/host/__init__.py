@@ -9,9 +9,11 @@ Submodules load on first use, so the unpack worker can import
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from hawser.host._cgroups import (
         CgroupLayout,
         CgroupStats,

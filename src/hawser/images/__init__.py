@@ -7,9 +7,11 @@ hawser.images._unpack_worker`` and must not pay for the store's imports.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from hawser.images._progress import LayerProgress, ProgressEvent, ProgressSink, PullMessage
     from hawser.images._store import ImageDetail, ImageStore, ImageSummary
 

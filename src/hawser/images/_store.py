@@ -12,7 +12,6 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
 
 from hawser._dataclass import dataclass, field
 from hawser._logging import get_logger
@@ -34,7 +33,10 @@ from hawser.oci import (
 )
 from hawser.snapshots import Snapshotter
 
+TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from hawser.images._progress import ProgressSink
     from hawser.metadata import GCReport
 

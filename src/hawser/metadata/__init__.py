@@ -4,7 +4,7 @@ Records are written only after what they describe is on disk; the garbage
 collector (``collect``) removes what no image, lease or pin reaches.
 """
 
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
 
 from hawser.metadata._db import (
     DEFAULT_BUSY_TIMEOUT,
@@ -35,7 +35,10 @@ from hawser.metadata._labels import (
 )
 from hawser.metadata._schema import MIGRATIONS, Migration
 
+TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from hawser.metadata._gc import (
         DEFAULT_GRACE_PERIOD,
         REASON_ABANDONED_LEASE,

@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import MappingProxyType, TracebackType
-from typing import Any
 
 from hawser._dataclass import dataclass
 from hawser.errors import (
@@ -46,6 +45,10 @@ from hawser.errors import (
 from hawser.metadata._labels import RESOURCE_CONTENT, RESOURCE_INGEST, RESOURCE_SNAPSHOT_PREFIX
 from hawser.metadata._schema import MIGRATIONS, Migration
 from hawser.oci import Descriptor, Digest
+
+TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_NAMESPACE = "default"
 DEFAULT_BUSY_TIMEOUT = 30.0

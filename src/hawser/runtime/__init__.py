@@ -6,10 +6,14 @@ image config + options in, config.json out.  ``ContainerManager`` drives runc
 and conmon and keeps no process of its own alive.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
 
+import importlib
+
+TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from hawser.runtime._attach import attach
     from hawser.runtime._containers import (
         CREATED,

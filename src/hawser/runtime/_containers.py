@@ -25,7 +25,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
 
 from hawser._dataclass import dataclass, replace
 from hawser._logging import get_logger
@@ -46,6 +45,10 @@ from hawser.runtime._runc import Runc
 from hawser.runtime._spec import build_spec, stop_signal
 from hawser.runtime._user import find_executable
 from hawser.snapshots import mount_all, unmount_all
+
+TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
+if TYPE_CHECKING:
+    from typing import Any
 
 log = get_logger(__name__)
 

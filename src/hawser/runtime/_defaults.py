@@ -7,7 +7,10 @@ from containerd to hawser sees the same container.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
+if TYPE_CHECKING:
+    from typing import Any
+
 
 # Every capability by number (capability.h); index = capability number.
 ALL_CAPABILITIES: tuple[str, ...] = (

@@ -14,10 +14,13 @@ import posixpath
 import resource
 import stat
 from collections.abc import Mapping
-from typing import Any
 
 from hawser._dataclass import dataclass, field
 from hawser.errors import InvalidArgument
+
+TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
+if TYPE_CHECKING:
+    from typing import Any
 
 PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any
 
 from hawser._dataclass import dataclass
 from hawser.errors import FailedPrecondition, InvalidArgument, NotFound
 from hawser.runtime._command import CommandFailed, CommandResult, RunningCommand, run_command, start_command
+
+TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
+if TYPE_CHECKING:
+    from typing import Any
 
 RUNC_TIMEOUT = 30.0
 

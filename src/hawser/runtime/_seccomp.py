@@ -19,11 +19,14 @@ import functools
 import json
 import os
 from collections.abc import Collection, Mapping
-from typing import Any
 
 from hawser._dataclass import dataclass
 from hawser.errors import Internal, InvalidArgument
 from hawser.runtime._defaults import ALL_CAPABILITIES
+
+TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
+if TYPE_CHECKING:
+    from typing import Any
 
 _ACTIONS = ("allow", "block", "errno")
 _OPERATORS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT",

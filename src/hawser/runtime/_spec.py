@@ -13,7 +13,6 @@ import re
 import signal
 from collections.abc import Mapping
 from os import path as _ospath
-from typing import Any
 
 from hawser.errors import InvalidArgument
 from hawser.oci import ImageConfig
@@ -38,6 +37,10 @@ from hawser.runtime._options import (
 )
 from hawser.runtime._seccomp import seccomp_spec
 from hawser.runtime._user import resolve_user
+
+TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
+if TYPE_CHECKING:
+    from typing import Any
 
 # What runc 1.1.5 reports as its spec version (`runc --version`).
 OCI_VERSION = "1.0.2-dev"

@@ -8,11 +8,13 @@ helpers.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 from hawser.snapshots._types import ApplyTarget, Info, Kind, Mount, Snapshotter, Usage
 
+TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from hawser.snapshots._native import NativeSnapshotter
     from hawser.snapshots._overlay import OverlaySnapshotter
     from hawser.snapshots._store import SnapshotterBase, disk_usage, mount_all, unmount_all
