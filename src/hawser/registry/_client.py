@@ -30,7 +30,7 @@ from hawser.errors import (
 from hawser.oci import MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, Descriptor, Digest, Reference, media, sniff_media_type
 from hawser.registry._auth import scope_for
 from hawser.registry._hosts import CAP_PULL, CAP_PUSH, CAP_RESOLVE, RegistryHost
-from hawser.registry._transport import Engine, Operation, status_error
+from hawser.registry._transport import Engine, Operation, retryable, status_error
 from hawser.registry._types import RegistryOptions, Resolved
 
 _T = TypeVar("_T")
@@ -189,35 +189,56 @@ class RegistryClient:
                       preferred: tuple[str, ...], retries: int | None) -> tuple[bytes, str, str]:
         accept = list(preferred) + [t for t in media.MANIFEST_ACCEPT if t not in preferred]
         headers = {"Accept": ", ".join(accept)}
-        resp = self._engine.request(host, op, "GET", _manifest_url(host, ref, obj), scope=scope_for(ref.path),
-                                    headers=headers, stream=True, retries=retries)
         what = f"manifest {ref.name}@{obj}" if ":" in obj else f"manifest {ref.name}:{obj}"
-        if resp.status_code != 200:
-            raise status_error(resp, host=host, what=what, repository=ref.path)
-        try:
-            data = self._read_limited(resp, host, op, what, MAX_MANIFEST_BYTES)
-        finally:
-            resp.close()
+        budget = self.options.max_retries if retries is None else retries
+        tries = 0
+        while True:
+            resp = self._engine.request(host, op, "GET", _manifest_url(host, ref, obj), scope=scope_for(ref.path),
+                                        headers=headers, stream=True, retries=retries)
+            if resp.status_code != 200:
+                raise status_error(resp, host=host, what=what, repository=ref.path)
+            try:
+                data = self._read_limited(resp, host, op, what, MAX_MANIFEST_BYTES)
+                break
+            except httpx.TransportError as exc:
+                # The body broke off (a reset, fewer bytes than its Content-Length):
+                # ask again, as for a dropped blob.
+                if tries >= budget or not retryable(exc):
+                    raise self._engine.transport_error(host, exc) from None
+                delay = self._engine.backoff(tries)
+                tries += 1
+                _log.info("%s from %s: %s; retry %d/%d in %.1fs", what, host, exc, tries, budget, delay)
+                self._engine.pause(op, delay)
+            finally:
+                resp.close()
         declared = resp.headers.get("content-type", "").split(";")[0].strip()
         return data, declared, resp.headers.get("docker-content-digest", "")
 
     def _read_limited(self, resp: httpx.Response, host: RegistryHost, op: Operation, what: str,
                       limit: int) -> bytes:
+        """The body, at most ``limit`` bytes.  A dropped connection is left to
+        the caller (httpx.TransportError)."""
         length = resp.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             raise ResourceExhausted(f"{what} from {host.host} is {length} bytes, over the {limit} byte limit")
         buf = bytearray()
+        watch = self._engine.drip_watch()
+        chunks = resp.iter_bytes()
         try:
-            for chunk in resp.iter_bytes():
+            while True:
+                since = watch.now()
+                chunk = next(chunks, None)
+                if chunk is None:
+                    break
                 buf += chunk
                 # Stop at limit+1: enough to know it is too big, no more.
                 if len(buf) > limit:
                     raise ResourceExhausted(f"{what} from {host.host} is over the {limit} byte limit")
                 op.check()
+                if watch.arrived(since, len(chunk)):
+                    raise self._engine.drip_error(host, op, watch)
         except httpx.TimeoutException as exc:
             raise self._engine.timeout_error(host, op, exc) from None
-        except httpx.TransportError as exc:
-            raise self._engine.transport_error(host, exc) from None
         except httpx.DecodingError as exc:
             raise DataLoss(f"{what} from {host.host}: cannot decode its Content-Encoding: {exc}") from None
         return bytes(buf)
@@ -409,6 +430,9 @@ class BlobStream:
         self._carry = b""
         self._failures = 0
         self._closed = False
+        self._watch = engine.drip_watch()
+        # A stall found after some bytes arrived: raised once those are handed out.
+        self._pending: HawserError | None = None
         self._what = f"blob {desc.digest} of {ref.name}"
 
     @property
@@ -452,20 +476,25 @@ class BlobStream:
         self._host = host
         self._resp = resp
         self._chunks = _raw_chunks(resp)
+        self._watch = self._engine.drip_watch()
 
     def _check_answer(self, resp: httpx.Response, host: RegistryHost) -> int:
         """Bytes to discard before ``position`` is reached (a server that ignored Range)."""
         size = self._desc.size
         what = f"{self._what} from {host.host}"
+        hint = ("the registry's copy does not match the image manifest, or something between hawser and the "
+                "registry changed the answer; try the pull again")
         if resp.status_code == 200:
             length = resp.headers.get("content-length", "")
             if length.isdigit() and int(length) != size:
-                raise DataLoss(f"{what}: registry has {length} bytes, the descriptor says {size}")
+                raise DataLoss(f"{what}: registry has {length} bytes (its Content-Length), the descriptor says {size}",
+                               hint=hint)
             return self.position
         if resp.status_code == 206:
             start, total = _content_range(resp.headers.get("content-range", ""))
             if total is not None and total != size:
-                raise DataLoss(f"{what}: registry has {total} bytes, the descriptor says {size}")
+                raise DataLoss(f"{what}: registry has {total} bytes (its Content-Range), the descriptor says {size}",
+                               hint=hint)
             if start is None or start > self.position:
                 raise Unavailable(f"{what}: registry answered a range request with bad Content-Range "
                                   f"{resp.headers.get('content-range')!r}")
@@ -478,6 +507,10 @@ class BlobStream:
     def __next__(self) -> bytes:
         size = self._desc.size
         while True:
+            if self._pending is not None:
+                err, self._pending = self._pending, None
+                self.close()
+                raise err
             if self._closed:
                 raise StopIteration
             if self.position >= size:
@@ -508,7 +541,8 @@ class BlobStream:
 
         Pieces are collected until a chunk is full, so that a drop loses
         nothing already received.  Raises DataLoss past ``size``,
-        DeadlineExceeded on a stall or the deadline.
+        DeadlineExceeded on a stall (silence for stall_timeout, or a slow
+        drip) or the deadline.
         """
         assert self._chunks is not None
         limit = self._engine.opts.chunk_size
@@ -518,7 +552,11 @@ class BlobStream:
                 if self._carry:
                     piece, self._carry = self._carry, b""
                 else:
+                    since = self._watch.now()
                     piece = next(self._chunks)
+                    if self._watch.arrived(since, len(piece)):
+                        assert self._host is not None
+                        return self._stalled(buf, self._engine.drip_error(self._host, self._op, self._watch))
                 if self._skip:
                     cut = min(self._skip, len(piece))
                     self._skip -= cut
@@ -537,14 +575,22 @@ class BlobStream:
             return bytes(buf), True, None
         except httpx.TimeoutException as exc:
             assert self._host is not None
-            err = self._engine.timeout_error(self._host, self._op, exc)
-            self.close()
-            raise err from None
+            return self._stalled(buf, self._engine.timeout_error(self._host, self._op, exc))
         except httpx.TransportError as exc:
             return bytes(buf), False, exc
         except BaseException:
             self.close()
             raise
+        return bytes(buf), False, None
+
+    def _stalled(self, buf: bytearray, err: HawserError) -> tuple[bytes, bool, None]:
+        """Give out what arrived before a stall (so the caller can keep it for a
+        later resume) and raise ``err`` on the next call; with nothing to give, now."""
+        if not buf:
+            self.close()
+            raise err from None
+        self._pending = err
+        self._drop()
         return bytes(buf), False, None
 
     def _resume(self) -> None:

@@ -9,6 +9,7 @@ clients pool connections and are thread-safe; the auth cache has its own lock.
 from __future__ import annotations
 
 import base64
+import datetime
 import email.utils
 import json
 import logging
@@ -45,11 +46,14 @@ from hawser.registry._types import RegistryOptions
 _log = logging.getLogger("hawser.registry")
 
 MAX_REDIRECTS = 10
-# Never wait longer than this for a Retry-After, whatever the server asks.
+# The longest Retry-After waited for.  A server asking for more gets no retry:
+# the request fails at once with the wait in its message (a pull blocked for
+# an hour, or retried early against the server's wish, helps nobody).
 MAX_RETRY_AFTER = 60.0
 # Error bodies are read for their message only; a hostile one cannot grow memory.
 MAX_ERROR_BODY = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_REQUEST_CHALLENGE_PARAMS = frozenset({"scope", "error", "error_description", "error_uri"})
 
 Content: TypeAlias = bytes | Callable[[], Iterable[bytes]] | None
 
@@ -77,6 +81,37 @@ class Operation:
     def check(self) -> None:
         if self.expired():
             raise self.exceeded()
+
+
+class DripWatch:
+    """Catches a body that trickles in: fewer than ``min_bytes`` over
+    ``window`` seconds spent waiting for it.  The stall timeout alone cannot,
+    as every byte restarts it.  Time the caller spends on the bytes (hashing,
+    writing, unpacking) is not counted."""
+
+    def __init__(self, clock: Callable[[], float], window: float, min_bytes: int) -> None:
+        self._clock = clock
+        self.window = window
+        self.min_bytes = min_bytes
+        self.waited = 0.0
+        self.got = 0
+
+    def now(self) -> float:
+        return self._clock()
+
+    def arrived(self, since: float, nbytes: int) -> bool:
+        """Count ``nbytes`` that took from ``since`` until now to arrive; True
+        when a whole window has passed with too few bytes."""
+        if self.min_bytes <= 0:
+            return False
+        self.waited += self._clock() - since
+        self.got += nbytes
+        if self.waited < self.window:
+            return False
+        if self.got < self.min_bytes:
+            return True
+        self.waited, self.got = 0.0, 0
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,20 +155,23 @@ def registry_error_detail(resp: httpx.Response) -> str:
 
 
 def retry_after_seconds(resp: httpx.Response) -> float | None:
-    """Seconds a 429/503 asks us to wait (Retry-After: seconds or HTTP-date), capped."""
+    """Seconds a 429/503 asks us to wait (Retry-After: seconds or HTTP-date);
+    None without a usable header.  Not capped: see MAX_RETRY_AFTER."""
     value = resp.headers.get("retry-after")
     if not value:
         return None
     value = value.strip()
     if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER)
+        return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None:
         return None
-    return max(0.0, min(when.timestamp() - time.time(), MAX_RETRY_AFTER))
+    if when.tzinfo is None:  # RFC 9110: HTTP-dates are GMT; parsedate gives naive for "-0000"
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _unavailable(host: RegistryHost, exc: httpx.TransportError, proxy: str | None, hosts_file: str) -> Unavailable:
@@ -174,7 +212,7 @@ def _unavailable(host: RegistryHost, exc: httpx.TransportError, proxy: str | Non
                        hint="is the registry running and reachable?")
 
 
-def _retryable(exc: httpx.TransportError) -> bool:
+def retryable(exc: httpx.TransportError) -> bool:
     # Resets and drops mid-exchange are worth another try; refused connections,
     # DNS and TLS failures are not going to heal in a few seconds.  A TLS
     # alert can surface as a read error (TLS 1.3 checks client certificates
@@ -215,7 +253,11 @@ def status_error(resp: httpx.Response, *, host: RegistryHost, what: str, reposit
     if status == 416:
         return DataLoss(f"{what}: registry {name} cannot serve the requested byte range (416){suffix}")
     if status == 429 or status >= 500:
-        return Unavailable(f"{what}: registry {name} answered {status}{suffix}",
+        asked = retry_after_seconds(resp)
+        wait = ""
+        if asked is not None and asked > MAX_RETRY_AFTER:
+            wait = f"; it asks to retry after {asked:.0f}s, longer than hawser waits ({MAX_RETRY_AFTER:g}s)"
+        return Unavailable(f"{what}: registry {name} answered {status}{suffix}{wait}",
                            hint="the registry is overloaded or failing; try again later")
     if status == 400 and ("DIGEST_INVALID" in detail or "SIZE_INVALID" in detail):
         return DataLoss(f"{what}: registry {name} rejected the content: {detail}")
@@ -362,6 +404,17 @@ class Engine:
             f"{op.what}: registry {host.host} sent nothing for {self.opts.stall_timeout:g}s (stall timeout)",
             hint="the registry or the network stalled; try again or raise the stall timeout")
 
+    def drip_watch(self) -> DripWatch:
+        return DripWatch(self.opts.clock, self.opts.stall_timeout, self.opts.stall_bytes)
+
+    def drip_error(self, host: RegistryHost, op: Operation, watch: DripWatch) -> HawserError:
+        if op.expired():
+            return op.exceeded()
+        return DeadlineExceeded(
+            f"{op.what}: registry {host.host} sent only {watch.got} bytes in {watch.waited:.1f}s "
+            f"(stall timeout: fewer than {watch.min_bytes} bytes in {watch.window:g}s)",
+            hint="the registry or the network stalled; try again or raise the stall timeout")
+
     def transport_error(self, host: RegistryHost, exc: httpx.TransportError) -> Unavailable:
         base = str(self.config_dir) if self.config_dir is not None else "<registry config dir>"
         hosts_file = f"{base}/{normalize_host(host.namespace or host.host)}/hosts.toml"
@@ -387,7 +440,9 @@ class Engine:
 
         Drops and resets are retried with exponential backoff; a stall raises
         DeadlineExceeded; what cannot heal (refused, DNS, TLS) raises Unavailable
-        at once.  The last 5xx/429 answer is returned for the caller to map.
+        at once.  A Retry-After is honoured (at least the backoff) up to
+        MAX_RETRY_AFTER; an answer asking for longer is not retried.  The last
+        5xx/429 answer is returned for the caller to map.
         """
         budget = self.opts.max_retries if retries is None else retries
         attempt = 0
@@ -398,7 +453,7 @@ class Engine:
             except httpx.TimeoutException as exc:
                 raise self.timeout_error(host, op, exc) from None
             except httpx.TransportError as exc:
-                if attempt < budget and _retryable(exc):
+                if attempt < budget and retryable(exc):
                     delay = self.backoff(attempt)
                     attempt += 1
                     _log.info("%s: %s: %s; retry %d/%d in %.1fs", op.what, host, exc, attempt, budget, delay)
@@ -408,6 +463,10 @@ class Engine:
             if (resp.status_code == 429 or resp.status_code >= 500) and attempt < budget:
                 delay = self.backoff(attempt)
                 asked = retry_after_seconds(resp)
+                if asked is not None and asked > MAX_RETRY_AFTER:
+                    _log.info("%s: %s answered %d, retry after %.0fs: too long to wait", op.what, host,
+                              resp.status_code, asked)
+                    return resp
                 if asked is not None:
                     delay = max(delay, asked)
                 resp.close()
@@ -439,11 +498,13 @@ class Engine:
         challenge = pick_challenge(parse_www_authenticate(resp.headers.get_list("www-authenticate")))
         if challenge is None:
             return resp
-        # The challenge's own scope belongs to this request only; what is
-        # remembered for the host is its scheme, realm and service.
+        # The challenge's own scope (and RFC 6750's error, e.g. "invalid_token"
+        # for an expired token) belong to this request only; what is remembered
+        # for the host is its scheme, realm and service.  A changed challenge
+        # drops every token of the host, so an error must not count as a change.
         extra_scope = challenge.get("scope")
-        self.auth.learn(host.host, Challenge(challenge.scheme,
-                                             {k: v for k, v in challenge.params.items() if k != "scope"}))
+        self.auth.learn(host.host, Challenge(challenge.scheme, {
+            k: v for k, v in challenge.params.items() if k not in _REQUEST_CHALLENGE_PARAMS}))
         rejected = auth[len("Bearer "):] if auth and auth.startswith("Bearer ") else None
         if rejected is not None:
             self.auth.invalidate(host.host, scope, rejected)

@@ -29,6 +29,11 @@ class RegistryOptions:
     plain_http: bool = False
     # No byte for this many seconds on a connection -> DeadlineExceeded.
     stall_timeout: float = 30.0
+    # A body that brings fewer bytes than this in stall_timeout seconds of
+    # waiting (a slow drip, which never goes quiet long enough for the stall
+    # timeout) has stalled too; 0 turns the check off.  The default, 1 KiB per
+    # 30 s, is far below any working link.
+    stall_bytes: int = 1024
     # Seconds to establish a connection (a host's dial_timeout overrides it).
     connect_timeout: float = 30.0
     # Wall-clock limit of one operation (a resolve, a whole blob download); None: none.
@@ -56,6 +61,8 @@ class RegistryOptions:
             raise InvalidArgument(f"registry option deadline must be positive, not {self.deadline!r}")
         if self.max_retries < 0:
             raise InvalidArgument(f"registry option max_retries must not be negative, not {self.max_retries}")
+        if self.stall_bytes < 0:
+            raise InvalidArgument(f"registry option stall_bytes must not be negative, not {self.stall_bytes}")
         if self.chunk_size < 1:
             raise InvalidArgument(f"registry option chunk_size must be positive, not {self.chunk_size}")
         if self.backoff_base < 0 or self.backoff_max < 0:
