@@ -25,7 +25,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "images": ("_images", "images", "List images."),
     "rmi": ("_images", "rmi", "Remove images."),
     "image": ("_images", "image", "Manage images (inspect, import, rm, ls)."),
-    "system": ("_system", "system", "Store usage, garbage collection."),
+    "system": ("_system", "system", "Store usage, garbage collection, consistency check."),
     "config": ("_config", "config", "Show configuration."),
     "run": ("_containers", "run", "Create and start a container."),
     "create": ("_containers", "create", "Create a container."),

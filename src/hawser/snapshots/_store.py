@@ -385,6 +385,11 @@ class SnapshotterBase:
         rec = self._must_get(key)
         return disk_usage(self._fs(rec))
 
+    def directory(self, key: str) -> str:
+        """The directory of snapshot ``key`` (``snapshots/<id>``, holding its ``fs``),
+        whether or not it is still on disk; for consistency checks. NotFound if absent."""
+        return self._dir(self._must_get(key))
+
     def update_labels(self, key: str, labels: Mapping[str, str]) -> Info:
         """Replace the labels of a snapshot. NotFound if absent, InvalidArgument for bad labels."""
         new = _check_labels(labels)

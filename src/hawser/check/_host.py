@@ -1,0 +1,171 @@
+"""SystemHost: the real host behind ``Host`` (/proc, mount(2), runc, cgroupfs)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from hawser.check._types import MountPoint, Process
+from hawser.host import CgroupLayout
+
+if TYPE_CHECKING:
+    from hawser.images import ImageStore
+    from hawser.metadata import Container
+
+# The label hawser's pulls put on their lease (hawser.images._store.LEASE_OWNER_PID): "pid:starttime".
+LEASE_OWNER_PID = "hawser.io/lease.owner-pid"
+
+
+def _stat_fields(pid: int) -> tuple[str, list[str]] | None:
+    """(comm, the fields after it) of /proc/<pid>/stat; None once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    return raw[raw.find("(") + 1:raw.rfind(")")], raw[raw.rfind(")") + 2:].split()
+
+
+def _start_time(pid: int) -> int | None:
+    """Start time of a live (not zombie) process, None otherwise."""
+    found = _stat_fields(pid)
+    if found is None:
+        return None
+    fields = found[1]
+    # pid 1 here does not reap orphans: a zombie is a dead process that has not been waited for.
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    try:
+        return int(fields[19])
+    except ValueError:
+        return None
+
+
+def _unescape(field: str) -> str:
+    # mountinfo writes space, tab, newline and backslash as \ooo
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+class SystemHost:
+    """The host the check runs on. ``runc``: the runtime binary (empty: from PATH)."""
+
+    def __init__(self, *, runc: str = "") -> None:
+        self._runc = runc or shutil.which("runc") or "/usr/sbin/runc"
+
+    def mounts(self) -> list[MountPoint]:
+        found = []
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                fields = line.split(" ")
+                try:
+                    dash = fields.index("-", 6)
+                except ValueError:
+                    continue
+                if len(fields) > dash + 2:
+                    found.append(MountPoint(path=_unescape(fields[4]), fstype=fields[dash + 1],
+                                            source=_unescape(fields[dash + 2])))
+        return found
+
+    def unmount(self, path: str) -> None:
+        from hawser.host import unmount_all
+
+        unmount_all(path, detach=True)
+
+    def processes(self, name: str) -> list[Process]:
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            stat = _stat_fields(pid)
+            if stat is None or stat[0] != name:
+                continue
+            start = _start_time(pid)
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = tuple(os.fsdecode(a) for a in f.read().split(b"\0") if a)
+            except OSError:
+                continue
+            if start is not None:
+                found.append(Process(pid=pid, start=start, argv=argv))
+        return found
+
+    def alive(self, process: Process) -> bool:
+        return _start_time(process.pid) == process.start
+
+    def kill(self, process: Process) -> None:
+        # pidfd: the signal cannot reach a process that took the pid after the check below.
+        try:
+            fd = os.pidfd_open(process.pid)
+        except ProcessLookupError:
+            return
+        try:
+            if self.alive(process):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        finally:
+            os.close(fd)
+
+    def lease_owner_alive(self, labels: Mapping[str, str]) -> bool:
+        token = labels.get(LEASE_OWNER_PID)
+        if not token:
+            return True
+        pid_text, _, start_text = token.partition(":")
+        try:
+            pid, start = int(pid_text), int(start_text or "0")
+        except ValueError:
+            return True  # not ours to judge
+        now = _start_time(pid)
+        return now is not None and (start == 0 or now == start)
+
+    def namespace_kind(self, path: str) -> str | None:
+        from hawser.host import namespace_kind
+
+        return namespace_kind(path)
+
+    def remove_pin_dir(self, path: str) -> None:
+        from hawser.host import remove_pin_dir
+
+        remove_pin_dir(path)
+
+    def pid_namespace_alive(self, holder: int, init: int, marker: str) -> bool:
+        from hawser.host._infra import pid_namespace_alive
+
+        return pid_namespace_alive(holder, init, marker)
+
+    def runc_status(self, runc_root: str, container_id: str) -> str | None:
+        from hawser.runtime._runc import Runc
+
+        state = Runc(runc_root, self._runc).state(container_id)
+        return None if state is None else state.status
+
+    def runc_delete(self, runc_root: str, container_id: str) -> None:
+        from hawser.runtime._runc import Runc
+
+        Runc(runc_root, self._runc).delete(container_id, force=True)
+
+    def remove_container(self, store: ImageStore, record: Container) -> None:
+        from hawser.images import ImageStore
+        from hawser.runtime import ContainerManager
+
+        # ContainerManager works in its store's namespace: a view of the same store in the record's.
+        view = ImageStore(config=store.config, content=store.content, metadata=store.metadata,
+                          snapshotter=store.snapshotter, namespace=record.namespace)
+        ContainerManager(view).remove(record.id, force=True)
+
+    def cgroup_layout(self) -> CgroupLayout:
+        return CgroupLayout.detect()
