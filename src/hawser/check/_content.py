@@ -22,6 +22,7 @@ import sqlite3
 from collections.abc import Iterable
 
 from hawser.check._context import Context, NotRepaired, Records, Resolved, listdir
+from hawser.check._records import image_needs
 from hawser.check._types import BLOB_CORRUPT, BLOB_MISSING, BLOB_ORPHAN, INGEST_LEFTOVER, INGEST_STALE
 from hawser.content import Cleaner, PathProvider
 from hawser.content import Info as BlobInfo
@@ -42,14 +43,14 @@ def check_content(ctx: Context) -> None:
     ingest_dirs = listdir(ingest_root)
     # 2. The records.
     records = ctx.read_records()
-    users = _image_users(records)
+    users = image_needs(ctx, records)
     for info in files.values():
         with ctx.guard(f"blob {info.digest}"):
             _verify(ctx, info, users)
     for digest in sorted(records.blobs.keys() - files.keys()):
         with ctx.guard(f"blob {digest}"):
             _record_without_file(ctx, digest, records, users)
-    named = _named(records)
+    named = _named(records) | users.keys()
     for info in files.values():
         if info.digest in named or info.digest in ctx.corrupt or info.created > ctx.fresh_after:
             continue
@@ -62,26 +63,6 @@ def check_content(ctx: Context) -> None:
             _ingest(ctx, status, records)
     with ctx.guard("ingest directories"):
         _ingest_leftovers(ctx, ingest_root, ingest_dirs, ingests)
-
-
-def _image_users(records: Records) -> dict[Digest, set[str]]:
-    """For every digest an image needs (through its records' gc.ref.content
-    labels), the names of those images."""
-    by_ns = {(blob.namespace, digest): blob for digest, blobs in records.blobs.items() for blob in blobs}
-    users: dict[Digest, set[str]] = {}
-    for image in records.images:
-        name = image.name if image.namespace == "default" else f"{image.namespace}/{image.name}"
-        todo, seen = [image.target.digest], set()
-        while todo:
-            digest = todo.pop()
-            if digest in seen:
-                continue
-            seen.add(digest)
-            users.setdefault(digest, set()).add(name)
-            blob = by_ns.get((image.namespace, digest))
-            if blob is not None:
-                todo.extend(content_refs(blob.labels))
-    return users
 
 
 def _named(records: Records) -> set[Digest]:

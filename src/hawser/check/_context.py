@@ -77,6 +77,8 @@ class Context:
         # Blobs found corrupt and still on disk (a check without --repair): the
         # records area does not report the images using them a second time.
         self.corrupt: set[Digest] = set()
+        # Likewise, snapshot keys found broken (or built on a broken one) and still there.
+        self.broken_snapshots: set[str] = set()
 
     @property
     def fresh_after(self) -> float:

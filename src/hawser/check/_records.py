@@ -24,7 +24,7 @@ from hawser.check._types import (
     SNAPSHOT_REF_MISSING,
 )
 from hawser.cri._sandbox_types import LABEL_SANDBOX_ID, SANDBOX_READY
-from hawser.errors import DataLoss, NotFound
+from hawser.errors import DataLoss, HawserError, NotFound
 from hawser.metadata import (
     LABEL_REF_SNAPSHOT,
     Blob,
@@ -59,6 +59,54 @@ def check_records(ctx: Context) -> None:
 
 def _name(image: Image) -> str:
     return image.name if image.namespace == "default" else f"{image.namespace}/{image.name}"
+
+
+def image_needs(ctx: Context, records: Records) -> dict[Digest, set[str]]:
+    """Every digest an image needs, with the names of those images: followed
+    through the records' gc.ref.content labels, as GC does, and through the
+    index and manifest blobs themselves, so that a blob whose record is gone
+    is still known as needed (the records area records it again)."""
+    by_ns = {(blob.namespace, digest): blob for digest, blobs in records.blobs.items() for blob in blobs}
+    needs: dict[Digest, set[str]] = {}
+    for image in records.images:
+        name = _name(image)
+        todo: list[tuple[Digest, str]] = [(image.target.digest, image.target.media_type)]
+        seen: set[Digest] = set()
+        while todo:
+            digest, media_type = todo.pop()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            needs.setdefault(digest, set()).add(name)
+            blob = by_ns.get((image.namespace, digest))
+            if blob is not None:
+                todo.extend((child, "") for child in content_refs(blob.labels))
+            if media_type in media.INDEXES or media_type in media.MANIFESTS:
+                todo.extend(_children(ctx, digest, media_type))
+    return needs
+
+
+def _children(ctx: Context, digest: Digest, media_type: str) -> list[tuple[Digest, str]]:
+    try:
+        data = ctx.content.read_all(digest)
+        if media_type in media.INDEXES:
+            return [(m.digest, m.media_type) for m in parse_index(data, media_type).manifests]
+        manifest = parse_manifest(data, media_type)
+    except HawserError:
+        return []  # missing or corrupt: reported on its own
+    return [(manifest.config.digest, manifest.config.media_type), *((d.digest, d.media_type) for d in manifest.layers)]
+
+
+def image_snapshots(ctx: Context, records: Records, needs: dict[Digest, set[str]]) -> dict[str, set[str]]:
+    """The top snapshot key each image's config names (for this store's snapshotter), with the images."""
+    label = f"{LABEL_REF_SNAPSHOT}{ctx.snapshotter.name}"
+    tops: dict[str, set[str]] = {}
+    for digest, blobs in records.blobs.items():
+        for blob in blobs:
+            key = blob.labels.get(label)
+            if key and digest in needs:
+                tops.setdefault(key, set()).update(needs[digest])
+    return tops
 
 
 def chain_ids(diff_ids: tuple[Digest, ...]) -> list[Digest]:
@@ -170,6 +218,8 @@ class _ImageCheck:
             if not any(key.startswith(LABEL_REF_SNAPSHOT) for key in record.labels):
                 self.missing.append("its unpacked layers (never unpacked)")
             return  # unpacked for another snapshotter only: run it with that one
+        if top_key in self.ctx.broken_snapshots:
+            return  # reported as a broken snapshot, with this image named
         if self.committed(top_key):
             return
         self.missing.append("its unpacked layers")
@@ -266,4 +316,4 @@ def _sandbox(ctx: Context, sandbox: SandboxRecord) -> None:
                  "(hawserd marks it so when it starts; RemovePodSandbox cleans it up)")
 
 
-__all__ = ["LIVE", "chain_ids", "check_records"]
+__all__ = ["LIVE", "chain_ids", "check_records", "image_needs", "image_snapshots"]

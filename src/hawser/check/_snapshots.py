@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 
 from hawser.check._context import Context, NotRepaired, Records, Resolved, listdir
+from hawser.check._records import image_needs, image_snapshots
 from hawser.check._types import SNAPSHOT_DIR_MISSING, SNAPSHOT_ORPHAN_DIR, SNAPSHOT_PARENT_MISSING
 from hawser.errors import NotFound
 from hawser.host import FileLock, try_lock_fd
@@ -38,6 +39,7 @@ def check_snapshots(ctx: Context) -> None:
                 continue
         leftovers = _leftovers(snapdir, set(directories.values()))
     records = ctx.read_records()
+    tops = image_snapshots(ctx, records, image_needs(ctx, records))
 
     broken: dict[str, str] = {}
     for key, info in sorted(infos.items()):
@@ -53,13 +55,21 @@ def check_snapshots(ctx: Context) -> None:
         if any(ancestor in broken for ancestor in _ancestors(infos, key)):
             continue  # reported with the broken snapshot it is built on
         with ctx.guard(f"snapshot {key}"):
-            _broken(ctx, key, reason, _descendants(children, key), records)
+            _broken(ctx, key, reason, _descendants(children, key), records, tops)
 
     cleaned: list[bool] = []
     for path, why in leftovers:
 
         def repair(path: str = path) -> None:
             if not cleaned:
+                # cleanup() deletes trees: never through something mounted in one
+                # (a mount in a directory no snapshot owns is a leftover too).
+                tops = [p for p, _ in leftovers]
+                mounted = sorted((m.path for m in ctx.host.mounts()
+                                  if any(m.path == t or m.path.startswith(t + "/") for t in tops)),
+                                 key=lambda p: -p.count("/"))
+                for target in mounted:
+                    ctx.host.unmount(target)
                 snapshotter.cleanup()
                 cleaned.append(True)
             if os.path.lexists(path):
@@ -120,14 +130,19 @@ def _descendants(children: Mapping[str, list[str]], key: str) -> list[str]:
     return list(reversed(order))
 
 
-def _broken(ctx: Context, key: str, reason: str, built_on: list[str], records: Records) -> None:
+def _broken(ctx: Context, key: str, reason: str, built_on: list[str], records: Records,
+            tops: dict[str, set[str]]) -> None:
     name = ctx.snapshotter.name
     doomed = [*built_on, key]  # children first
+    ctx.broken_snapshots.update(doomed)
     users = sorted(c.id[:12] for c in records.containers if c.snapshotter == name and c.snapshot_key in doomed)
+    images = sorted({image for k in doomed for image in tops.get(k, ())})
     leased = [k for k in doomed if records.leased_snapshot(name, k)]
     detail = f"{reason}: it cannot be mounted"
     if built_on:
         detail += f", nor the {len(built_on)} snapshot(s) built on it"
+    if images:
+        detail += f"; unpacked layers of image {', '.join(images)}"
     if users:
         detail += f"; used by container {', '.join(users)}"
 
@@ -149,6 +164,7 @@ def _broken(ctx: Context, key: str, reason: str, built_on: list[str], records: R
                 except NotFound:
                     if each == key:
                         raise Resolved("removed meanwhile") from None
+            ctx.broken_snapshots.discard(each)
 
     ctx.report(SNAPSHOT_PARENT_MISSING if "parent" in reason else SNAPSHOT_DIR_MISSING, key,
                detail + " (repair removes it and what is built on it; the next pull unpacks the image again)",

@@ -1,0 +1,92 @@
+"""Records: images and what they name, containers, pods."""
+
+from __future__ import annotations
+
+import os
+
+from hawser.check import (
+    BLOB_UNRECORDED,
+    CONTAINER_SANDBOX_MISSING,
+    CONTAINER_SNAPSHOT_MISSING,
+    IMAGE_INCOMPLETE,
+    INFO,
+    SANDBOX_NOT_READY,
+    SNAPSHOT_REF_MISSING,
+)
+from hawser.metadata import snapshot_ref_label
+from tests.unit.check.conftest import Node, kinds
+
+
+def test_records_an_image_needs_are_rebuilt_with_their_labels(node: Node) -> None:
+    image = node.add_image()
+    manifest, config = image.built.manifest_desc.digest, image.built.config_desc.digest
+    labels = {d: node.md.get_blob(d).labels for d in (manifest, config)}
+    for digest in (manifest, config, image.layer_digests[1]):
+        node.md.delete_blob(digest)
+    report = node.check()
+    assert kinds(report) == sorted((BLOB_UNRECORDED, d) for d in (manifest, config, image.layer_digests[1]))
+    assert all(f.repaired for f in node.check(repair=True).findings)
+    assert {d: node.md.get_blob(d).labels for d in (manifest, config)} == labels
+    assert node.check().findings == ()
+
+
+def test_a_config_label_naming_a_missing_snapshot_is_dropped(node: Node) -> None:
+    image = node.add_image()
+    config = image.built.config_desc.digest
+    label = snapshot_ref_label(node.store.snapshotter.name)
+    node.md.update_blob_labels(config, {label: "sha256:" + "0" * 64}, merge=True)
+    assert kinds(node.check()) == [(IMAGE_INCOMPLETE, image.name), (SNAPSHOT_REF_MISSING, config)]
+    assert next(f for f in node.check(repair=True).findings if f.kind == SNAPSHOT_REF_MISSING).repaired
+    assert label not in node.md.get_blob(config).labels
+
+
+def test_an_image_unpacked_for_another_snapshotter_only_is_fine(node: Node) -> None:
+    image = node.add_image()
+    config = image.built.config_desc.digest
+    node.md.update_blob_labels(config, {snapshot_ref_label("overlayfs"): image.top})
+    assert node.check().findings == ()
+
+
+def test_a_stopped_container_whose_snapshot_is_gone_is_removed(node: Node) -> None:
+    image = node.add_image()
+    container = node.add_container(image)
+    node.store.snapshotter.remove(container.snapshot_key)
+    report = node.check()
+    assert kinds(report) == [(CONTAINER_SNAPSHOT_MISSING, container.id)]
+    repaired = node.check(repair=True)
+    assert repaired.findings[0].repaired and ("remove_container", container.id) in node.host.calls
+    assert node.md.list_containers() == []
+
+
+def test_a_running_container_is_never_removed(node: Node) -> None:
+    image = node.add_image()
+    container = node.add_container(image)
+    node.host.runc[container.id] = "running"
+    node.store.snapshotter.remove(container.snapshot_key)
+    finding = node.check(repair=True).findings[0]
+    assert finding.kind == CONTAINER_SNAPSHOT_MISSING and not finding.repaired
+    assert "running" in (finding.error or "") and node.md.list_containers() == [container]
+    assert not any(call[0] == "remove_container" for call in node.host.calls)
+
+
+def test_a_container_of_a_pod_that_has_no_record(node: Node) -> None:
+    image = node.add_image()
+    pod = node.add_sandbox()
+    kept = node.add_container(image, labels={"io.hawser.cri.sandbox-id": pod.id})
+    lost = node.add_container(image, labels={"io.hawser.cri.sandbox-id": "f" * 64})
+    assert kinds(node.check()) == [(CONTAINER_SANDBOX_MISSING, lost.id)]
+    node.check(repair=True)
+    assert [c.id for c in node.md.list_containers()] == [kept.id]
+
+
+def test_a_pod_whose_namespaces_are_gone_is_info_only(node: Node) -> None:
+    pins = os.path.join(node.state, "sandboxes", "a" * 64, "ns")
+    pod = node.add_sandbox(id_="a" * 64, status={"net": f"{pins}/net", "ipc": f"{pins}/ipc",
+                                                 "cgroup_parent": "/hawser-unit/pod-aaaaaaaaaaaa"})
+    node.host.namespaces[f"{pins}/ipc"] = "ipc"  # net is gone, ipc is still pinned
+    report = node.check()
+    assert kinds(report) == [(SANDBOX_NOT_READY, pod.id)]
+    assert report.findings[0].severity == INFO and "net namespace" in report.findings[0].detail
+    assert report.exit_code == 0
+    node.add_sandbox(ready=False)  # a pod already marked not ready is not news
+    assert len(node.check().findings) == 1
