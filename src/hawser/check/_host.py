@@ -120,6 +120,16 @@ class SystemHost:
         finally:
             os.close(fd)
 
+    def wait_exit(self, process: Process, timeout: float) -> bool:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.alive(process):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def lease_owner_alive(self, labels: Mapping[str, str]) -> bool:
         token = labels.get(LEASE_OWNER_PID)
         if not token:

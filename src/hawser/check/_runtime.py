@@ -52,6 +52,7 @@ STANDIN = re.compile(r"^\.standin-([0-9a-f]{64})-")
 # The overlay probe (hawser.host._overlay) mounts in a fresh store for a moment.
 PROBE_AGE = 60.0
 CGROUP_REMOVE_TIMEOUT = 2.0
+CONMON_EXIT_WAIT = 2.0
 
 
 def _under(path: str, top: str) -> str | None:
@@ -119,16 +120,16 @@ def check_runtime(ctx: Context) -> None:
     for id_ in listed["pods"]:
         if id_ not in pods:
             orphan.pod_dir(id_)
-    for id_ in listed["exits"]:
-        if id_ not in containers:
-            orphan.file(EXIT_FILE_ORPHAN, id_, os.path.join(paths.exits, id_), "conmon's exit file")
-    for id_ in listed["logs"]:
-        if id_ not in containers:
-            orphan.file(LOG_DIR_ORPHAN, id_, os.path.join(paths.logs, id_), "a log directory")
-    for id_ in listed["attach"]:
-        if id_ not in containers:
-            orphan.file(ATTACH_DIR_ORPHAN, id_, os.path.join(paths.attach, id_),
-                        "conmon's attach socket directory (hawser rm leaves it behind)", info=True)
+    # Files are judged for every id without a record seen anywhere above, at this
+    # point: a conmon whose container went with its runc state has just written
+    # its exit file.
+    gone = {id_ for key in ("bundles", "exits", "attach", "runc", "logs") for id_ in listed[key]}
+    gone.update(cid for p in conmons if (cid := _conmon_id(p, paths.runc)))
+    for id_ in sorted(gone - containers):
+        orphan.file(EXIT_FILE_ORPHAN, id_, os.path.join(paths.exits, id_), "conmon's exit file")
+        orphan.file(LOG_DIR_ORPHAN, id_, os.path.join(paths.logs, id_), "a log directory")
+        orphan.file(ATTACH_DIR_ORPHAN, id_, os.path.join(paths.attach, id_),
+                    "conmon's attach socket directory (hawser rm leaves it behind)", info=True)
     if cgroups is not None and layout is not None:
         known = _known_cgroups(records.containers, records.sandboxes)
         for cgroup, directories in _orphan_cgroups(ctx.config.runtime.cgroup_parent, cgroups, known):
@@ -317,7 +318,9 @@ class _Orphans:
             return
 
         def step() -> None:
-            if host.alive(process):
+            # Once its container is gone (runc delete, above), conmon records the
+            # exit and ends by itself; only one that does not is killed.
+            if not host.wait_exit(process, CONMON_EXIT_WAIT):
                 host.kill(process)
 
         self.ctx.report(CONMON_ORPHAN, str(process.pid),

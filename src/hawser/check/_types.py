@@ -140,6 +140,10 @@ class Host(Protocol):
         """SIGKILL ``process`` unless it is gone already."""
         ...
 
+    def wait_exit(self, process: Process, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for ``process`` to end; whether it did."""
+        ...
+
     def lease_owner_alive(self, labels: Mapping[str, str]) -> bool:
         """Whether the process a lease names as its owner (if any) still lives."""
         ...

@@ -62,6 +62,9 @@ class FakeHost:
         self.calls.append(("kill", str(process.pid)))
         self.conmons.remove(process)
 
+    def wait_exit(self, process: Process, timeout: float) -> bool:
+        return process not in self.conmons
+
     def lease_owner_alive(self, labels: Mapping[str, str]) -> bool:
         return labels.get(OWNER, "") not in self.dead_owners
 
