@@ -264,7 +264,7 @@ class _ImageCheck:
                         "of it (repair records it again)", repair=repair)
 
 
-def _container(ctx: Context, container: Container, sandboxes: set[tuple[str, str]], removed: set[str]) -> None:
+def _container_problems(ctx: Context, container: Container, sandboxes: set[tuple[str, str]]) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     if container.snapshotter == ctx.snapshotter.name:
         try:
@@ -275,10 +275,25 @@ def _container(ctx: Context, container: Container, sandboxes: set[tuple[str, str
     sandbox = container.labels.get(LABEL_SANDBOX_ID)
     if sandbox and (container.namespace, sandbox) not in sandboxes:
         problems.append((CONTAINER_SANDBOX_MISSING, f"its pod sandbox {sandbox} has no record"))
+    return problems
+
+
+def _container(ctx: Context, container: Container, sandboxes: set[tuple[str, str]], removed: set[str]) -> None:
+    if not _container_problems(ctx, container, sandboxes):
+        return
+    # A create or rm holds the container's lock from before its record is written
+    # until it is done (or until it died): judged again under it, a container
+    # being made right now is not taken for a half-made one.
+    runc_root = os.path.join(ctx.config.state, "runc")
+    with ctx.container_lock(container.id):
+        try:
+            container = ctx.metadata.get_container(container.id, namespace=container.namespace)
+        except NotFound:
+            return
+        problems = _container_problems(ctx, container, sandboxes)
+        status = ctx.host.runc_status(runc_root, container.id)
     if not problems:
         return
-    runc_root = os.path.join(ctx.config.state, "runc")
-    status = ctx.host.runc_status(runc_root, container.id)
     live = status in LIVE
 
     def repair() -> None:
@@ -287,7 +302,10 @@ def _container(ctx: Context, container: Container, sandboxes: set[tuple[str, str
         if live:
             raise NotRepaired(f"it is {status}: stop and remove it yourself (hawser rm -f {container.id[:12]})")
         # The same removal as `hawser rm -f`: runc, conmon, mounts, bundle, logs, then the record.
-        ctx.host.remove_container(ctx.store, container)
+        try:
+            ctx.host.remove_container(ctx.store, container)
+        except NotFound:
+            raise Resolved("removed meanwhile") from None
         removed.add(container.id)
 
     for kind, detail in problems:

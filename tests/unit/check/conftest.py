@@ -193,11 +193,12 @@ class Node:
         self.md.put_image(name, built.manifest_desc)
         return StoredImage(name=name, built=built, chains=chains)
 
-    def add_container(self, image: StoredImage, *, id_: str | None = None, labels: dict[str, str] | None = None
-                      ) -> Container:
+    def add_container(self, image: StoredImage, *, id_: str | None = None, labels: dict[str, str] | None = None,
+                      snapshot: bool = True) -> Container:
         id_ = id_ or os.urandom(32).hex()
         key = f"container-{id_}"
-        self.store.snapshotter.prepare(key, image.top)
+        if snapshot:
+            self.store.snapshotter.prepare(key, image.top)
         record = Container(namespace="default", id=id_, name=f"c-{id_[:6]}", image=image.name,
                            image_id=str(image.built.config_desc.digest), snapshotter=self.store.snapshotter.name,
                            snapshot_key=key, config={"cgroups_path": f"{CGROUP_PARENT}/{id_}"},

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 from hawser.check import (
     BLOB_UNRECORDED,
@@ -13,6 +15,7 @@ from hawser.check import (
     SANDBOX_NOT_READY,
     SNAPSHOT_REF_MISSING,
 )
+from hawser.host import FileLock
 from hawser.metadata import snapshot_ref_label
 from tests.unit.check.conftest import Node, kinds
 
@@ -67,6 +70,29 @@ def test_a_running_container_is_never_removed(node: Node) -> None:
     assert finding.kind == CONTAINER_SNAPSHOT_MISSING and not finding.repaired
     assert "running" in (finding.error or "") and node.md.list_containers() == [container]
     assert not any(call[0] == "remove_container" for call in node.host.calls)
+
+
+def test_a_container_being_created_is_judged_once_its_creator_is_done(node: Node) -> None:
+    image = node.add_image()
+    locks = os.path.join(node.state, "locks")
+    os.makedirs(locks)
+    container_id = os.urandom(32).hex()
+    creating = FileLock(os.path.join(locks, f"container-{container_id}.lock"))
+    creating.acquire()  # as ContainerManager.create holds it, from before the record on
+    container = node.add_container(image, id_=container_id, snapshot=False)
+
+    def finish_create() -> None:
+        time.sleep(0.3)
+        node.store.snapshotter.prepare(container.snapshot_key, image.top)
+        creating.release()
+
+    creator = threading.Thread(target=finish_create)
+    creator.start()
+    try:
+        assert node.check(repair=True).findings == ()
+    finally:
+        creator.join()
+    assert node.md.list_containers() == [container]
 
 
 def test_a_container_of_a_pod_that_has_no_record(node: Node) -> None:
