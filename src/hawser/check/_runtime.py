@@ -408,7 +408,7 @@ class _Orphans:
                repair=self._container_repair(id_, step))
 
     def cgroup(self, layout: CgroupLayout, cgroup: str, directories: list[str]) -> None:
-        from hawser.host import remove_cgroup
+        from hawser.host import cgroup_pids, remove_cgroup
 
         if not any(os.path.isdir(d) for d in directories):
             return
@@ -417,10 +417,23 @@ class _Orphans:
         def step() -> None:
             remove_cgroup(layout, cgroup, timeout=CGROUP_REMOVE_TIMEOUT)
 
-        repair = self._container_repair(id_, step) if ID.match(id_) else step
-        self.ctx.report(CGROUP_ORPHAN, cgroup,
-                        f"a cgroup no container or pod record names, in {len(directories)} hierarchies "
-                        "(repair removes it if it is empty; its processes are left alone)", repair=repair)
+        if ID.match(id_):
+            self.ctx.report(CGROUP_ORPHAN, cgroup,
+                            f"the cgroup of container {id_[:12]}, which has no record, in {len(directories)} "
+                            "hierarchies (repair removes it if it is empty; its processes are left alone)",
+                            repair=self._container_repair(id_, step))
+            return
+        # A pod's cgroup: RemovePodSandbox leaves it behind, empty, once runc has
+        # removed its containers' cgroups. Only one that still holds something is a problem.
+        busy = any(os.path.isdir(os.path.join(d, sub)) for d in directories for sub in listdir(d))
+        try:
+            busy = busy or bool(cgroup_pids(layout, cgroup))
+        except NotFound:
+            return
+        report = self.ctx.report if busy else self.ctx.info
+        what = "holding cgroups or processes" if busy else "empty (RemovePodSandbox leaves it behind)"
+        report(CGROUP_ORPHAN, cgroup, f"the cgroup of a pod that has no record, {what} "
+               "(repair removes it if it is empty; its processes are left alone)", repair=step)
 
 
 __all__ = ["check_runtime"]

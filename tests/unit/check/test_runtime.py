@@ -109,10 +109,15 @@ def test_cgroups_are_judged_by_the_records_that_name_them(node: Node) -> None:
     node.make_cgroup(f"{CGROUP_PARENT}/{container.id}/sub")  # a container's own sub-cgroup
     node.make_cgroup(f"{pod_cgroup}/{'d' * 64}")  # in a live pod, no container record
     node.make_cgroup(f"{CGROUP_PARENT}/pod-eeeeeeeeeeee/{'f' * 64}")  # a whole pod gone
+    node.make_cgroup(f"{CGROUP_PARENT}/pod-999999999999")  # what RemovePodSandbox leaves: info
     node.make_cgroup(f"{CGROUP_PARENT}/not-hawsers")
-    assert kinds(node.check()) == sorted([(CGROUP_ORPHAN, f"{pod_cgroup}/{'d' * 64}"),
-                                          (CGROUP_ORPHAN, f"{CGROUP_PARENT}/pod-eeeeeeeeeeee")])
+    report = node.check()
+    assert kinds(report) == sorted([(CGROUP_ORPHAN, f"{pod_cgroup}/{'d' * 64}"),
+                                    (CGROUP_ORPHAN, f"{CGROUP_PARENT}/pod-999999999999"),
+                                    (CGROUP_ORPHAN, f"{CGROUP_PARENT}/pod-eeeeeeeeeeee")])
+    assert [f.subject for f in report.findings if f.severity == INFO] == [f"{CGROUP_PARENT}/pod-999999999999"]
     assert all(f.repaired for f in node.check(repair=True).findings)
+    assert not any(os.path.exists(d) for d in node.host.cgroup_dirs(f"{CGROUP_PARENT}/pod-999999999999"))
     assert os.path.isdir(node.host.cgroup_dirs(pod_cgroup)[0])
     assert os.path.isdir(node.host.cgroup_dirs(f"{CGROUP_PARENT}/{container.id}/sub")[0])
 
