@@ -116,3 +116,51 @@ def test_a_pod_whose_namespaces_are_gone_is_info_only(node: Node) -> None:
     assert report.exit_code == 0
     node.add_sandbox(ready=False)  # a pod already marked not ready is not news
     assert len(node.check().findings) == 1
+
+
+def test_an_index_image_needs_only_the_manifests_its_pull_stored(node: Node) -> None:
+    import json
+
+    from hawser.images._labels import index_labels
+    from hawser.oci import Descriptor, Digest, media
+
+    image = node.add_image()
+    absent = Descriptor(media_type=media.OCI_MANIFEST, digest=Digest.of(b"another platform's manifest"), size=27)
+    index = json.dumps({"schemaVersion": 2, "mediaType": media.OCI_INDEX,
+                        "manifests": [image.built.manifest_desc.to_json(), absent.to_json()]}).encode()
+    digest = node.write_blob(index)
+    node.md.record_blob(digest, len(index), index_labels([image.built.manifest_desc]))
+    node.md.put_image("127.0.0.1/test/multi:1", Descriptor(media_type=media.OCI_INDEX, digest=digest,
+                                                           size=len(index)))
+    assert node.check().findings == ()
+    # Without its record, the index is recorded again, naming the manifests that are stored.
+    node.md.delete_blob(digest)
+    assert kinds(node.check()) == [(BLOB_UNRECORDED, digest)]
+    node.check(repair=True)
+    assert dict(node.md.get_blob(digest).labels) == index_labels([image.built.manifest_desc])
+    # A stored manifest the index record names, gone: the image is incomplete.
+    os.unlink(node.blob_path(image.built.manifest_desc.digest))
+    node.md.delete_image(image.name)
+    node.md.delete_blob(image.built.manifest_desc.digest)
+    report = node.check()
+    assert (IMAGE_INCOMPLETE, "127.0.0.1/test/multi:1") in kinds(report)
+    assert f"manifest {image.built.manifest_desc.digest}" in next(
+        f.detail for f in report.findings if f.kind == IMAGE_INCOMPLETE)
+
+
+def test_namespaces_share_blobs_and_a_corrupt_one_goes_from_each(node: Node) -> None:
+    from hawser.check import BLOB_CORRUPT
+
+    image = node.add_image()
+    for desc in (image.built.manifest_desc, image.built.config_desc, *(d for d, _ in image.built.layers)):
+        node.md.record_blob(desc.digest, desc.size, dict(node.md.get_blob(desc.digest).labels), namespace="k8s.io")
+    node.md.put_image(image.name, image.built.manifest_desc, namespace="k8s.io")
+    assert node.check().findings == ()
+    layer = image.layer_digests[0]
+    node.corrupt(layer)
+    report = node.check()
+    assert kinds(report) == [(BLOB_CORRUPT, layer)]
+    assert f"{image.name}, k8s.io/{image.name}" in report.findings[0].detail
+    repaired = node.check(repair=True)
+    assert (IMAGE_INCOMPLETE, f"k8s.io/{image.name}") in kinds(repaired)
+    assert all(b.digest != layer for ns in ("default", "k8s.io") for b in node.md.list_blobs(namespace=ns))
