@@ -294,3 +294,23 @@ def test_hawser_run_killed_mid_way_is_fine_once_checked(node: tuple[Env, str]) -
              for info in json.loads(env.cli("ps", "-a", "--format", "json").stdout)}
     # No container that got far enough to run lost anything.
     assert {i for i, s in before.items() if s == "running"} <= {i for i, s in after.items() if s == "running"}
+
+
+def test_a_repair_beside_a_pull_takes_nothing_the_pull_holds(node: tuple[Env, str]) -> None:
+    env, ref = node
+    env.cli("rmi", ref)
+    env.cli("system", "prune")
+    for _ in range(3):
+        pull = env.popen("pull", "--plain-http", "-q", ref)
+        runs = 0
+        while pull.poll() is None or runs == 0:
+            _, findings = check(env, "--repair")
+            runs += 1
+            # Whatever a check sees mid-pull, it must not be something it would take from the pull.
+            assert not [f for f in findings if f["repaired"] and f["severity"] == "problem"], findings
+        _, err = pull.communicate()
+        assert pull.returncode == 0, err
+        assert_clean(env)
+        assert env.cli("run", "--rm", ref, "echo", "ok").stdout == "ok\n"
+        env.cli("rmi", ref)
+        env.cli("system", "prune")
