@@ -209,6 +209,16 @@ def _check_resource(kind: str, key: str) -> None:
 # --- the database --------------------------------------------------------------
 
 
+def _out_of_space(directory: str) -> bool:
+    """Whether the filesystem under ``directory`` has less room than SQLite's
+    shared-memory file takes (32 KiB)."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
+
+
 class Metadata:
     """Records of namespaces, images, blobs and leases in ``path`` (an SQLite file).
 
@@ -292,8 +302,12 @@ class Metadata:
                 f"metadata database {self.path} is busy: {message}",
                 hint="another hawser process is writing it; retry",
             )
-        if "disk is full" in lowered:
-            return ResourceExhausted(f"no space left on device writing metadata database {self.path}")
+        # SQLite reports a write to its -shm or -wal file that failed for lack of
+        # room (opening the store creates them) as an I/O error, not as a full disk.
+        if "disk is full" in lowered or ("disk i/o error" in lowered and _out_of_space(self.root)):
+            return ResourceExhausted(f"no space left on device writing metadata database {self.path}",
+                                     hint="free disk space (hawser rmi unused images, then hawser system prune) "
+                                          "and retry")
         if "malformed" in lowered or "not a database" in lowered:
             return DataLoss(f"metadata database {self.path} is corrupt: {message}")
         return FailedPrecondition(f"metadata database {self.path}: {message}")
