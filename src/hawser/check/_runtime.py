@@ -91,19 +91,23 @@ def check_runtime(ctx: Context) -> None:
     pods = {s.id for s in records.sandboxes}
     orphan = _Orphans(ctx, paths)
 
+    def each(what: str, step: Callable[..., None], *args: object) -> None:
+        with ctx.guard(what):
+            step(*args)
+
     for id_ in listed["runc"]:
         if id_ not in containers:
-            orphan.runc(id_)
+            each(f"runc state {id_}", orphan.runc, id_)
     for process in conmons:
         cid = _conmon_id(process, paths.runc)
         if cid and cid not in containers:
-            orphan.conmon(cid, process)
+            each(f"conmon {process.pid}", orphan.conmon, cid, process)
     pinned: dict[str, list[MountPoint]] = {}
     for mount in mounts:  # deepest first
         owner = _owner(mount.path, paths)
         if owner is None:
             if not _young_probe(mount.path, paths):
-                orphan.mount(mount, "no container or pod owns it")
+                each(f"mount {mount.path}", orphan.mount, mount, "no container or pod owns it")
             continue
         kind, id_, pin_dir = owner
         if (kind == "container" and id_ in containers) or (kind == "pod" and id_ in pods):
@@ -111,29 +115,32 @@ def check_runtime(ctx: Context) -> None:
         if pin_dir:
             pinned.setdefault(pin_dir, []).append(mount)
         else:
-            orphan.mount(mount, f"its {kind} {id_} has no record")
+            each(f"mount {mount.path}", orphan.mount, mount, f"its {kind} {id_} has no record")
     for pin_dir, pins in sorted(pinned.items()):
-        orphan.pins(pin_dir, pins)
+        each(f"pins {pin_dir}", orphan.pins, pin_dir, pins)
     for id_ in listed["bundles"]:
         if id_ not in containers:
-            orphan.bundle(id_)
+            each(f"bundle {id_}", orphan.bundle, id_)
     for id_ in listed["pods"]:
         if id_ not in pods:
-            orphan.pod_dir(id_)
+            each(f"pod directory {id_}", orphan.pod_dir, id_)
     # Files are judged for every id without a record seen anywhere above, at this
     # point: a conmon whose container went with its runc state has just written
     # its exit file.
     gone = {id_ for key in ("bundles", "exits", "attach", "runc", "logs") for id_ in listed[key]}
     gone.update(cid for p in conmons if (cid := _conmon_id(p, paths.runc)))
     for id_ in sorted(gone - containers):
-        orphan.file(EXIT_FILE_ORPHAN, id_, os.path.join(paths.exits, id_), "conmon's exit file")
-        orphan.file(LOG_DIR_ORPHAN, id_, os.path.join(paths.logs, id_), "a log directory")
-        orphan.file(ATTACH_DIR_ORPHAN, id_, os.path.join(paths.attach, id_),
-                    "conmon's attach socket directory (hawser rm leaves it behind)", info=True)
+        each(f"exit file {id_}", orphan.file, EXIT_FILE_ORPHAN, id_, os.path.join(paths.exits, id_),
+             "conmon's exit file")
+        each(f"log directory {id_}", orphan.file, LOG_DIR_ORPHAN, id_, os.path.join(paths.logs, id_),
+             "a log directory")
+        with ctx.guard(f"attach directory {id_}"):
+            orphan.file(ATTACH_DIR_ORPHAN, id_, os.path.join(paths.attach, id_),
+                        "conmon's attach socket directory (hawser rm leaves it behind)", info=True)
     if cgroups is not None and layout is not None:
         known = _known_cgroups(records.containers, records.sandboxes)
         for cgroup, directories in _orphan_cgroups(ctx.config.runtime.cgroup_parent, cgroups, known):
-            orphan.cgroup(layout, cgroup, directories)
+            each(f"cgroup {cgroup}", orphan.cgroup, layout, cgroup, directories)
 
 
 # --- classification -------------------------------------------------------------------------
@@ -307,10 +314,9 @@ class _Orphans:
             if os.path.isdir(os.path.join(root, id_)):
                 raise NotRepaired("runc delete --force left its state directory")
 
-        with self.ctx.guard(f"runc state {id_}"):
-            self.ctx.report(RUNC_ORPHAN, id_, f"runc knows container {id_[:12]} ({status}) but hawser has no record "
-                            "of it (repair: runc delete --force, which kills its processes)",
-                            repair=self._container_repair(id_, step))
+        self.ctx.report(RUNC_ORPHAN, id_, f"runc knows container {id_[:12]} ({status}) but hawser has no record "
+                        "of it (repair: runc delete --force, which kills its processes)",
+                        repair=self._container_repair(id_, step))
 
     def conmon(self, id_: str, process: Process) -> None:
         host = self.ctx.host
