@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from types import TracebackType
 
+from hawser._failpoints import failpoint
 from hawser.content._types import Cleaner, Info, PathProvider, Status, Store, Verifier
 from hawser.errors import (
     AlreadyExists,
@@ -584,11 +585,13 @@ class _Writer:
                 return self._store.info(self._expected)
             directory = os.path.dirname(target)
             os.makedirs(directory, mode=0o755, exist_ok=True)
+            failpoint("content.commit.before-rename")
             # Atomic: the blob is whole or absent. Should another writer rename
             # the same blob at the same moment, one replaces the other with
             # identical bytes; open readers keep their inode.
             os.rename(self._data_path, target)
             _fsync_dir(directory)
+            failpoint("content.commit.after-rename")
         except OSError as exc:
             if exc.errno in _NOSPACE:
                 raise self._no_space() from None

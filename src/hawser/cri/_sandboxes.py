@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hawser._dataclass import dataclass, field
+from hawser._failpoints import failpoint
 from hawser._logging import get_logger
 from hawser.cri._sandbox_types import (
     LABEL_SANDBOX_ID,
@@ -222,6 +223,7 @@ class Sandboxes:
             undo.append(unpin)
             status.update({kind: path for kind, path in pins.items()})
             await save()
+            failpoint("sandbox.run.after-namespaces")
 
         if spec.ipc_mode != NODE:
             shm = os.path.join(directory, "shm")
@@ -327,6 +329,7 @@ class Sandboxes:
             with contextlib.suppress(NotFound):
                 await self.blocking(self.containers.remove, container, force=True)
         await self.blocking(_remove_files, self.directory(record.id))
+        failpoint("sandbox.remove.before-record-delete")
         await self.blocking(self._md.delete_sandbox, record.id, namespace=self._ns)
 
     def _containers_of(self, sandbox_id: str) -> list[str]:

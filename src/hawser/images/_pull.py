@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from hawser._dataclass import dataclass
+from hawser._failpoints import failpoint
 from hawser.errors import InvalidArgument
 from hawser.images._labels import config_labels, index_labels, manifest_labels
 from hawser.images._progress import ProgressSink, PullMessage
@@ -77,6 +78,7 @@ def pull_into(store: ImageStoreLike, client: RegistryClient, ref: Reference, opt
     config = parse_config(config_data)
     if index_desc is None and options.platform is not None and not options.platform.matches(config.platform):
         raise InvalidArgument(f"{ref} is for {config.platform}, not {options.platform}")
+    failpoint("pull.after-manifest")
 
     pipeline = LayerPipeline(
         content=store.content, metadata=store.metadata, snapshotter=store.snapshotter,
@@ -84,6 +86,7 @@ def pull_into(store: ImageStoreLike, client: RegistryClient, ref: Reference, opt
         max_concurrent=store.config.registry.max_concurrent_downloads, progress=progress,
     )
     top = pipeline.run(manifest, config)
+    failpoint("pull.after-layers")
     store_small_blob(store.content, store.metadata, lease, manifest.config, config_data,
                      config_labels(store.snapshotter.name, top), store.namespace)
     store_small_blob(store.content, store.metadata, lease, manifest_desc, manifest_data,

@@ -29,6 +29,7 @@ from typing import IO, Any
 
 from hawser import errors
 from hawser._dataclass import dataclass
+from hawser._failpoints import failpoint
 from hawser.content import ContentStore
 from hawser.errors import AlreadyExists, DataLoss, HawserError, Internal, InvalidArgument, NotFound
 from hawser.host import FileLock
@@ -269,6 +270,7 @@ class LayerPipeline:
                 check_implicit_dirs(applied.result.implicit_dirs, self._snapshotter.lower_dirs(parent),
                                     upper=self._snapshotter.apply_target(applied.key).path)
             self._metadata.add_lease_resource(self._lease, f"snapshot/{self._snapshotter.name}", str(chain))
+            failpoint("unpack.before-commit")
             try:
                 self._snapshotter.commit(str(chain), applied.key, parent=parent)
             except AlreadyExists:
@@ -276,6 +278,7 @@ class LayerPipeline:
             with self._active_lock:
                 self._active.discard(applied.key)
             self._progress(LayerProgress(str(desc.digest), "done", desc.size, desc.size))
+            failpoint("unpack.after-layer")
         finally:
             applied.lock.release()
 
@@ -311,10 +314,12 @@ class LayerPipeline:
             self._remove_quietly(key)
             raise
         self._metadata.add_lease_resource(self._lease, f"snapshot/{self._snapshotter.name}", str(chain))
+        failpoint("unpack.before-commit")
         self._snapshotter.commit(str(chain), key)
         with self._active_lock:
             self._active.discard(key)
         self._progress(LayerProgress(str(desc.digest), "done", desc.size, desc.size))
+        failpoint("unpack.after-layer")
 
     @staticmethod
     def _check_diff_id(desc: Descriptor, expected: Digest, actual: Digest) -> None:

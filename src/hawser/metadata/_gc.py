@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from hawser._dataclass import dataclass, field
+from hawser._failpoints import failpoint
 from hawser.content import Cleaner
 from hawser.content import Info as BlobInfo
 from hawser.content import Status as IngestStatus
@@ -403,6 +404,7 @@ def collect(
                 if not dry_run:
                     c.execute("DELETE FROM blobs WHERE namespace = ? AND digest = ?", (namespace, str(digest)))
                 report.records.append(Removal("record", digest, REASON_UNREFERENCED_BLOB, namespace=namespace))
+        failpoint("gc.after-records")
 
         # 3. Files, ingests and snapshots, each re-checked under the write lock.
         fresh_after = now - grace_period
@@ -410,8 +412,10 @@ def collect(
             _sweep_blobs(metadata, content_store, blobs, state, marks, report, now=now, fresh_after=fresh_after)
         if ingests is not None:
             _sweep_ingests(metadata, content_store, ingests, marks, report, now=now, fresh_after=fresh_after)
+        failpoint("gc.after-files")
         for name, infos in snapshots.items():
             _sweep_snapshots(metadata, name, snapshotters[name], infos, marks.snapshots[name], report, now=now)
+        failpoint("gc.after-snapshots")
 
         # 4. Directories a crash left that no record names.
         if not dry_run:

@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from hawser._dataclass import dataclass, field, replace
+from hawser._failpoints import failpoint
 from hawser.errors import FailedPrecondition, InvalidArgument, NotFound
 from hawser.host import is_netns
 from hawser.network._cache import CacheEntry, ResultCache
@@ -234,9 +235,11 @@ class CNINetwork:
                     out = await self._exec(net, plugin, "ADD", attachment, caps, prev)
                     result = parse_result(out, source=f"CNI plugin {plugin.type} (network {net.name!r})")
                     prev = result.raw
+                    failpoint("cni.add.after-plugin")
                 assert result is not None  # a network has at least one plugin
                 entry = replace(entry, result=result.raw)
                 await asyncio.to_thread(self._cache.write, entry)
+                failpoint("cni.add.after-result")
             except BaseException as exc:
                 await finish(self._rollback(net, entry, attachment, caps, prev, exc))
                 raise
@@ -335,6 +338,8 @@ class CNINetwork:
                 await self._exec(net, plugin, "DEL", attachment, caps, prev)
             except CNIError as exc:
                 failures.extend(exc.failures)
+            else:
+                failpoint("cni.del.after-plugin")
         return failures
 
     # -- check -----------------------------------------------------------------
