@@ -13,8 +13,8 @@ Crash safety, after containerd: a new snapshot is built under a temporary
 name, then, holding the lock and inside one SQLite transaction, its row is
 inserted and the directory renamed to its id before the transaction commits.
 A crash leaves either a temporary dir or an id dir without a row; both are
-what :meth:`SnapshotterBase.cleanup` removes.  Removal deletes the row and
-renames the dir to ``rm-*`` in one transaction, then deletes the tree.
+what :meth:`SnapshotterBase.cleanup` removes.  Removal deletes the row (one
+transaction), then renames the dir to ``rm-*`` and deletes the tree.
 
 Several processes may share a root: SQLite serialises the rows, the lock
 file serialises the renames and cleanup, and each temporary dir is flocked by
@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from hawser._dataclass import dataclass
+from hawser._failpoints import failpoint
 from hawser._logging import get_logger
 from hawser.errors import (
     AlreadyExists,
@@ -344,20 +345,27 @@ class SnapshotterBase:
                 "UPDATE snapshots SET key = ?, kind = ?, parent = ?, labels = ?, updated = ? WHERE id = ?",
                 (name, Kind.COMMITTED.value, new_parent,
                  json.dumps(rec.labels if new_labels is None else new_labels, sort_keys=True), time.time(), rec.id))
+            failpoint("snapshot.commit.in-tx")
+        failpoint("snapshot.commit.after-tx")
 
     def remove(self, key: str) -> None:
         """Remove a snapshot and its directory.
 
         NotFound if absent; FailedPrecondition if it has children.  The row
-        goes first (with the dir renamed aside in the same transaction), so a
-        crash never leaves a row without its tree; leftovers go in cleanup()."""
-        with FileLock(self._lock_path), self._tx() as undo:
-            rec = self._must_get(key)
-            (children,) = self._db.execute("SELECT COUNT(*) FROM snapshots WHERE parent = ?", (key,)).fetchone()
-            if children:
-                raise FailedPrecondition(f"snapshot {key!r} has {children} child snapshot(s)",
-                                         hint="remove the children first")
-            self._db.execute("DELETE FROM snapshots WHERE id = ?", (rec.id,))
+        goes first, in a transaction of its own; the dir is renamed aside only
+        once that is committed, so a crash never leaves a row without its
+        tree (a killed transaction rolls back, a renamed dir would not); it
+        may leave a tree without a row, which cleanup() removes."""
+        with FileLock(self._lock_path):
+            with self._tx():
+                rec = self._must_get(key)
+                (children,) = self._db.execute("SELECT COUNT(*) FROM snapshots WHERE parent = ?", (key,)).fetchone()
+                if children:
+                    raise FailedPrecondition(f"snapshot {key!r} has {children} child snapshot(s)",
+                                             hint="remove the children first")
+                self._db.execute("DELETE FROM snapshots WHERE id = ?", (rec.id,))
+                failpoint("snapshot.remove.in-tx")
+            failpoint("snapshot.remove.after-commit")
             path = self._dir(rec)
             trash = os.path.join(self._snapdir, f"rm-{rec.id}-{os.urandom(4).hex()}")
             try:
@@ -365,8 +373,7 @@ class SnapshotterBase:
             except FileNotFoundError:
                 log.warning("snapshot %r (%s): directory %s was already gone", key, self.name, path)
                 trash = ""
-            else:
-                undo.append(lambda: os.rename(trash, path))
+        failpoint("snapshot.remove.before-rmtree")
         if trash:
             _rmtree(trash)
 
@@ -463,6 +470,7 @@ class SnapshotterBase:
                 os.rename(tmp, final)
                 undo.append(lambda: os.rename(final, tmp))
                 _fsync_dir(self._snapdir)
+                failpoint("snapshot.create.after-rename")
             return rec
         finally:
             os.close(tmp_fd)
