@@ -213,7 +213,7 @@ def test_retry_after_is_honoured(network: FakeNetwork, registry: FakeRegistry, c
             httpx.Response(503, headers={"Retry-After": "60"}))
     with make_client(network, clock) as client:
         client.resolve(REF)
-    assert clock.sleeps == [7.0, 60.0]  # up to MAX_RETRY_AFTER; beyond it: test_registry_faults.py
+    assert clock.sleeps == [7.0, 60.0]  # up to MAX_RETRY_AFTER; beyond it: test_registry_stalls_and_retries.py
 
 
 def test_retries_are_bounded(network: FakeNetwork, registry: FakeRegistry, clock: FakeClock) -> None:
