@@ -161,7 +161,15 @@ def _run(ctx: CliContext, a: Namespace) -> int | None:
         manager.start_created(info)
         echo(info.id)
         return None
-    code = _run_foreground(manager, info, interactive=a.interactive, tty=a.tty)
+    try:
+        code = _run_foreground(manager, info, interactive=a.interactive, tty=a.tty)
+    except Exception:
+        if a.remove:  # --rm holds when the container cannot start too (as with docker)
+            try:
+                manager.remove(info.id, force=True)
+            except Exception:
+                pass  # the error to report is the first one
+        raise
     if a.remove:
         manager.remove(info.id, force=True)
     return code
@@ -394,7 +402,10 @@ def rm(p: Parser) -> Handler:
 
 
 def _rm(ctx: CliContext, a: Namespace) -> None:
-    manager = _manager(ctx)
+    from hawser.runtime import ContainerManager
+
+    # As rmi and prune: on a full disk the store opens with the reserve given back.
+    manager = ContainerManager(ctx.store(to_free_space=True))
     for c in a.containers:
         manager.remove(c, force=a.force)
         echo(c)

@@ -329,6 +329,9 @@ class Sandboxes:
             with contextlib.suppress(NotFound):
                 await self.blocking(self.containers.remove, container, force=True)
         await self.blocking(_remove_files, self.directory(record.id))
+        own_cgroup = f"{self.default_cgroup_parent}/pod-{record.id[:12]}"
+        if record.status.get("cgroup_parent") == own_cgroup:  # one kubelet gave is kubelet's to remove
+            await self.blocking(_remove_pod_cgroup, own_cgroup)
         failpoint("sandbox.remove.before-record-delete")
         await self.blocking(self._md.delete_sandbox, record.id, namespace=self._ns)
 
@@ -424,6 +427,16 @@ def _unmount_shm(path: str) -> None:
     unmount(path, detach=True)
     with contextlib.suppress(FileNotFoundError, OSError):
         os.rmdir(path)
+
+
+def _remove_pod_cgroup(cgroup: str) -> None:
+    """The pod's cgroup, which runc made for its first container and nobody else removes."""
+    from hawser.host._cgroups import CgroupLayout, remove_cgroup
+
+    try:
+        remove_cgroup(CgroupLayout.detect(), cgroup, timeout=1.0)
+    except HawserError as exc:  # the pod goes anyway; `hawser system check --repair` finds what stays
+        log.warning("pod cgroup not removed", extra={"cgroup": cgroup, "error": str(exc)})
 
 
 def _remove_files(directory: str) -> None:

@@ -14,10 +14,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from hawser._dataclass import dataclass, field
+from hawser._failpoints import failpoint
 from hawser._logging import get_logger
 from hawser.config import Config
 from hawser.content import ContentStore, LocalStore
-from hawser.errors import FailedPrecondition, InvalidArgument, NotFound
+from hawser.errors import FailedPrecondition, HawserError, InvalidArgument, NotFound, ResourceExhausted
 from hawser.metadata import LABEL_REF_CONTENT, LABEL_REF_SNAPSHOT, Metadata
 from hawser.oci import (
     Descriptor,
@@ -31,7 +32,7 @@ from hawser.oci import (
     parse_manifest,
     parse_reference,
 )
-from hawser.snapshots import Snapshotter
+from hawser.snapshots import Kind, Snapshotter
 
 TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
@@ -167,6 +168,15 @@ class ImageStore:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
 
+    def make_room(self) -> None:
+        """On a full disk, give back the reserve (see ``_keep_reserve``): for
+        removals, which free space, and for undoing what failed for lack of it.
+        The next store opened takes the reserve again once there is room."""
+        if _free_bytes(self.config.root) < RESERVE_BYTES:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._reserve_path)
+                log.info("the disk under %s is full: gave back hawser's reserve", self.config.root)
+
     def close(self) -> None:
         self.metadata.close()
         self.snapshotter.close()
@@ -183,8 +193,24 @@ class ImageStore:
             ttl=self.config.gc.pull_lease_ttl, labels={LEASE_OWNER_PID: _pid_token(os.getpid())})
         try:
             yield lease
+        except ResourceExhausted:
+            # The disk filled up.  Snapshots the operation left unfinished (a
+            # layer it was unpacking; its own removal found no room to record
+            # it) go now rather than at the next GC: they are what fills the disk.
+            self.make_room()
+            self._remove_unfinished(lease)
+            raise
         finally:
             self.metadata.delete_lease(lease)
+
+    def _remove_unfinished(self, lease: str) -> None:
+        kind = f"snapshot/{self.snapshotter.name}"
+        for resource in self.metadata.list_resources(lease):
+            if resource.kind != kind:
+                continue
+            with contextlib.suppress(HawserError):
+                if self.snapshotter.stat(resource.key).kind is not Kind.COMMITTED:
+                    self.snapshotter.remove(resource.key)
 
     # --- pull / import ---------------------------------------------------------
 
@@ -207,7 +233,9 @@ class ImageStore:
             with self.lease() as lease:
                 root = pull_into(self, client, ref, PullOptions(platform=platform, plain_http=plain_http),
                                  progress, lease)
+                failpoint("pull.before-image-record")
                 self._put_image(str(ref), root)
+                failpoint("pull.after-image-record")
         finally:
             client.close()
         progress(PullMessage(f"stored {ref} ({root.digest})"))

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from hawser._dataclass import dataclass, replace
+from hawser._failpoints import failpoint
 from hawser._logging import get_logger
 from hawser.errors import (
     DeadlineExceeded,
@@ -328,6 +329,7 @@ class ContainerManager:
                 # The record first: from here on nothing can exist that hawser does not know of.
                 self.store.metadata.create_container(record)
                 undo.push(lambda: self.store.metadata.delete_container(id_, namespace=self.store.namespace))
+                failpoint("create.after-record")
                 bundle = self.bundle(id_)
                 rootfs = os.path.join(bundle, "rootfs")
                 # The bundle 0700, not just rootfs: the image's root dir mode
@@ -341,6 +343,7 @@ class ContainerManager:
                 undo.push(lambda: snapshotter.remove(key))
                 mount_all(mounts, rootfs)
                 undo.push(lambda: unmount_all(rootfs, detach=True))
+                failpoint("create.after-mount")
                 spec = build_spec(detail.config, options, rootfs=rootfs, host=self.host)
                 process = spec["process"]
                 env_path = next((e[5:] for e in process.get("env", ()) if e.startswith("PATH=")), "")
@@ -355,7 +358,9 @@ class ContainerManager:
                         undo.push(lambda: _unlink(log_path))
                 pid = self._conmon_create(record, bundle, tty=options.tty, stdin=options.stdin,
                                           leave_stdin_open=options.stdin and not options.stdin_once, undo=undo)
+                failpoint("create.after-conmon")
             except BaseException:
+                self.store.make_room()  # a full disk: the undo's records need room to be removed
                 undo.run()
                 raise
         info = ContainerInfo(record=record, status=ContainerStatus(CREATED, pid=pid), bundle=self.bundle(id_),
@@ -381,20 +386,32 @@ class ContainerManager:
         finally:
             session.close()
 
-    def _forget_runtime(self, id_: str, *, meanwhile: Callable[[], None] | None = None) -> None:
+    def _forget_runtime(self, id_: str, *, meanwhile: Callable[[], None] | None = None,
+                        strict: bool = False) -> None:
         """runc's container gone, conmon gone, its exit file gone. Idempotent.
-        ``meanwhile`` runs while runc deletes (a runc start-up is ~5 ms)."""
+        ``meanwhile`` runs while runc deletes (a runc start-up is ~5 ms).
+        ``strict``: a failed runc delete is raised (FailedPrecondition, once
+        ``meanwhile`` ran), so that the caller keeps what a retry needs; else
+        it is ignored."""
+        failed: HawserError | None = None
         try:
             deleting = self.runc.start_delete(id_, force=True)
-        except HawserError:
-            deleting = None
+        except HawserError as exc:
+            deleting, failed = None, exc
         try:
             if meanwhile is not None:
                 meanwhile()
         finally:
             if deleting is not None:
-                with contextlib.suppress(HawserError):
+                try:
                     self.runc.finish_delete(deleting)
+                except HawserError as exc:
+                    failed = exc
+        if strict and failed is not None:
+            # runc keeps its state and the container's cgroups until a delete succeeds.
+            detail = getattr(failed, "stderr", "") or str(failed)
+            raise FailedPrecondition(f"container {id_[:12]}: runc delete failed: {detail}",
+                                     hint="retry the removal (hawser rm -f)")
         self._wait_conmon(id_)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._exit_file(id_))
@@ -424,7 +441,9 @@ class ContainerManager:
     def _start(self, record: Container) -> None:
         # Stamp before starting: a container that exits at once must still show when it started.
         _write_text(os.path.join(self.bundle(record.id), "started"), repr(time.time()))
+        failpoint("start.before-runc")
         self.runc.start(record.id)
+        failpoint("start.after-runc")
         self._notify(EVENT_STARTED, record)
 
     # --- signals, stop, wait --------------------------------------------------
@@ -472,6 +491,7 @@ class ContainerManager:
         if timeout > 0:
             with contextlib.suppress(FailedPrecondition, NotFound):
                 self.runc.kill(record.id, sig if status.state in (RUNNING, PAUSED) else signal.SIGKILL)
+            failpoint("stop.after-signal")
             try:
                 status = self._wait_exit(record, timeout)
             except DeadlineExceeded:
@@ -503,6 +523,7 @@ class ContainerManager:
         """Remove a container and everything it holds. A running one needs
         ``force`` (it is killed). Finishes what an interrupted create or rm left."""
         record = self.lookup(text)
+        self.store.make_room()  # a removal on a full disk needs a little room to record it
         with self._locked(record.id):
             status = self.status(record)
             if status.state in (RUNNING, PAUSED) and not force:
@@ -513,6 +534,7 @@ class ContainerManager:
                     if status.state == PAUSED:
                         self.runc.resume(record.id)
                     self.runc.kill(record.id, signal.SIGKILL, all_processes=True)
+                failpoint("remove.after-kill")
                 with contextlib.suppress(DeadlineExceeded):
                     self._wait_exit(record, KILL_WAIT)
                     self._notify(EVENT_STOPPED, record)
@@ -527,10 +549,13 @@ class ContainerManager:
                 with contextlib.suppress(NotFound):
                     self.store.snapshotter.remove(record.snapshot_key)
 
-            self._forget_runtime(record.id, meanwhile=release_rootfs)
+            self._forget_runtime(record.id, meanwhile=release_rootfs, strict=True)
+            failpoint("remove.after-runc-delete")
             shutil.rmtree(bundle, ignore_errors=True)
+            _remove_link_or_tree(os.path.join(self.sockets_dir, record.id))  # conmon's link to the attach socket
             # A log path given at create belongs to its caller (kubelet removes it).
             shutil.rmtree(os.path.dirname(self.log_path(record.id)), ignore_errors=True)
+            failpoint("remove.before-record-delete")
             self.store.metadata.delete_container(record.id, namespace=self.store.namespace)
         self._notify(EVENT_DELETED, record)
         return record.id
@@ -748,6 +773,15 @@ def _inode(path: str) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return st.st_dev, st.st_ino
+
+
+def _remove_link_or_tree(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except (IsADirectoryError, PermissionError):  # a directory (unlink answers EISDIR, or EPERM on some filesystems)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _unlink(path: str) -> None:
