@@ -206,6 +206,9 @@ def _run_foreground(manager: ContainerManager, info: ContainerInfo, *, interacti
         for s, h in previous.items():
             signal.signal(s, h)
     if status.state != EXITED or status.exit_code is None:
+        # conmon could not record the exit (say, a full disk under the state dir).
+        echo(f"hawser: container {info.id[:12]} ended, but its exit status is unknown "
+             f"({status.reason or status.state})", err=True)
         return 125
     return status.exit_code
 
