@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from hawser.check._context import Context, NotRepaired, Records, Resolved, listdir
+from hawser.check._context import Context, NotRepaired, Records, Resolved
 from hawser.check._records import image_needs, image_snapshots
 from hawser.check._types import SNAPSHOT_DIR_MISSING, SNAPSHOT_ORPHAN_DIR, SNAPSHOT_PARENT_MISSING
 from hawser.errors import NotFound
-from hawser.host import FileLock, try_lock_fd
+from hawser.host import FileLock
 from hawser.metadata import snapshot_resource
 from hawser.snapshots import Info, SnapshotterBase
+from hawser.snapshots._store import leftover_dirs
 
 
 def check_snapshots(ctx: Context) -> None:
@@ -37,7 +38,7 @@ def check_snapshots(ctx: Context) -> None:
                 directories[key] = snapshotter.directory(key)
             except NotFound:
                 continue
-        leftovers = _leftovers(snapdir, set(directories.values()))
+        leftovers = leftover_dirs(snapdir, {os.path.basename(d) for d in directories.values()})
     records = ctx.read_records()
     tops = image_snapshots(ctx, records, image_needs(ctx, records))
 
@@ -76,35 +77,6 @@ def check_snapshots(ctx: Context) -> None:
                 raise NotRepaired("still there: its creator holds it again, or it is not empty")
 
         ctx.report(SNAPSHOT_ORPHAN_DIR, path, why, repair=repair)
-
-
-def _leftovers(snapdir: str, owned: set[str]) -> list[tuple[str, str]]:
-    """What the snapshotter's cleanup() removes, without removing it: call with its lock held."""
-    found = []
-    for name in listdir(snapdir):
-        path = os.path.join(snapdir, name)
-        if name.isdigit():
-            if path not in owned:
-                found.append((path, "a snapshot directory no record owns (a crash between its rename and its record)"))
-        elif name.startswith("rm-"):
-            found.append((path, "the tree of a removed snapshot, not yet deleted"))
-        elif name.startswith("new-") and _abandoned(path):
-            found.append((path, "a snapshot whose creation was abandoned"))
-    return found
-
-
-def _abandoned(path: str) -> bool:
-    """A ``new-*`` directory its creator no longer holds (flock)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
-    try:
-        return try_lock_fd(fd)  # released at close
-    finally:
-        os.close(fd)
 
 
 def _ancestors(infos: Mapping[str, Info], key: str) -> list[str]:

@@ -32,7 +32,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 
 from hawser._dataclass import dataclass
 from hawser._failpoints import failpoint
@@ -416,16 +416,7 @@ class SnapshotterBase:
         with FileLock(self._lock_path):
             with self._mutex, self._sql():
                 ids = {row[0] for row in self._db.execute("SELECT id FROM snapshots")}
-            for name in sorted(os.listdir(self._snapdir)):
-                path = os.path.join(self._snapdir, name)
-                if name.isdigit():
-                    if int(name) in ids:
-                        continue
-                elif name.startswith("new-"):
-                    if not _abandoned(path):
-                        continue
-                elif not name.startswith("rm-"):
-                    continue  # not ours: leave it
+            for path, _why in leftover_dirs(self._snapdir, {str(i) for i in ids}):
                 _rmtree(path)
                 removed.append(path)
         return removed
@@ -476,6 +467,28 @@ class SnapshotterBase:
             os.close(tmp_fd)
             if os.path.lexists(tmp):
                 _rmtree(tmp)
+
+
+def leftover_dirs(snapdir: str, recorded: Collection[str]) -> list[tuple[str, str]]:
+    """What ``cleanup`` removes under ``snapdir``, each with why: numbered dirs
+    whose id is not in ``recorded`` (the ids with rows), the ``rm-*`` trees of
+    removals, ``new-*`` dirs whose creator is gone. Anything else is not ours.
+    Call with the snapshotter's lock held."""
+    found: list[tuple[str, str]] = []
+    try:
+        names = sorted(os.listdir(snapdir))
+    except FileNotFoundError:
+        return found
+    for name in names:
+        path = os.path.join(snapdir, name)
+        if name.isdigit():
+            if name not in recorded:
+                found.append((path, "a snapshot directory no record owns (a crash between its rename and its record)"))
+        elif name.startswith("rm-"):
+            found.append((path, "the tree of a removed snapshot, not yet deleted"))
+        elif name.startswith("new-") and _abandoned(path):
+            found.append((path, "a snapshot whose creation was abandoned"))
+    return found
 
 
 def _abandoned(path: str) -> bool:
