@@ -3,6 +3,8 @@ to it, and a fresh hawser root per test (unmounted and removed afterwards)."""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import subprocess
 import sys
@@ -111,6 +113,17 @@ class Env:
     def popen(self, *args: str) -> subprocess.Popen[str]:
         cmd = self._argv(args)
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_cgroup_parent_goes_at_the_end() -> Iterator[None]:
+    """runc makes Env's cgroup parent for the first container and leaves it; it goes
+    once every test is done (rmdir: only when empty, so a leaked cgroup stays to see)."""
+    yield
+    parent = Env.cgroup_parent.lstrip("/")
+    for directory in [*glob.glob(f"/sys/fs/cgroup/*/{parent}"), f"/sys/fs/cgroup/{parent}"]:
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
 
 
 @pytest.fixture(params=["overlayfs", "native"])
