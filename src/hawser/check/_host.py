@@ -15,8 +15,6 @@ if TYPE_CHECKING:
     from hawser.images import ImageStore
     from hawser.metadata import Container
 
-# The label hawser's pulls put on their lease (hawser.images._store.LEASE_OWNER_PID): "pid:starttime".
-LEASE_OWNER_PID = "hawser.io/lease.owner-pid"
 
 
 def _stat_fields(pid: int) -> tuple[str, list[str]] | None:
@@ -131,16 +129,9 @@ class SystemHost:
         return True
 
     def lease_owner_alive(self, labels: Mapping[str, str]) -> bool:
-        token = labels.get(LEASE_OWNER_PID)
-        if not token:
-            return True
-        pid_text, _, start_text = token.partition(":")
-        try:
-            pid, start = int(pid_text), int(start_text or "0")
-        except ValueError:
-            return True  # not ours to judge
-        now = _start_time(pid)
-        return now is not None and (start == 0 or now == start)
+        from hawser.images import lease_owner_alive
+
+        return lease_owner_alive(labels)
 
     def namespace_kind(self, path: str) -> str | None:
         from hawser.host import namespace_kind

@@ -13,11 +13,12 @@ if TYPE_CHECKING:
     from typing import Any
 
     from hawser.images._progress import LayerProgress, ProgressEvent, ProgressSink, PullMessage
-    from hawser.images._store import ImageDetail, ImageStore, ImageSummary
+    from hawser.images._store import ImageDetail, ImageStore, ImageSummary, lease_owner_alive
 
 _EXPORTS = {
     "LayerProgress": "_progress", "ProgressEvent": "_progress", "ProgressSink": "_progress",
     "PullMessage": "_progress", "ImageDetail": "_store", "ImageStore": "_store", "ImageSummary": "_store",
+    "lease_owner_alive": "_store",
 }
 
 
@@ -30,4 +31,5 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ImageDetail", "ImageStore", "ImageSummary", "LayerProgress", "ProgressEvent", "ProgressSink", "PullMessage",
+    "lease_owner_alive",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from hawser._dataclass import dataclass, field
@@ -359,7 +359,7 @@ class ImageStore:
         from hawser.metadata import collect
 
         report = collect(self.metadata, self.content, {self.snapshotter.name: self.snapshotter}, dry_run=dry_run,
-                         grace_period=self.config.gc.grace_period, lease_alive=_lease_owner_alive)
+                         grace_period=self.config.gc.grace_period, lease_alive=lease_owner_alive)
         self._keep_reserve()
         return report
 
@@ -404,12 +404,29 @@ def _pid_token(pid: int) -> str:
     return f"{pid}:{start}"
 
 
-def _lease_owner_alive(labels: dict[str, str]) -> bool:
+def lease_owner_alive(labels: Mapping[str, str]) -> bool:
+    """Whether the process that took a lease (its ``LEASE_OWNER_PID`` label) still
+    runs: the same pid with the same start time, and not a zombie (a dead process
+    nobody waited for: pid 1 does not reap on every host). GC and ``system check``
+    drop a lease whose owner is gone. Without the label (or with one not ours to
+    read) the lease's expiry alone decides."""
     token = labels.get(LEASE_OWNER_PID)
     if not token:
         return True
-    pid = int(token.split(":", 1)[0])
-    return _pid_token(pid) == token
+    pid_text, _, start = token.partition(":")
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return False
+    return start in ("", "0") or fields[19] == start
 
 
-__all__ = ["LABEL_REF_CONTENT", "LABEL_REF_SNAPSHOT", "ImageDetail", "ImageStore", "ImageSummary", "time"]
+__all__ = ["LABEL_REF_CONTENT", "LABEL_REF_SNAPSHOT", "LEASE_OWNER_PID", "ImageDetail", "ImageStore", "ImageSummary",
+           "lease_owner_alive", "time"]

@@ -22,13 +22,14 @@ from hawser.host import CgroupLayout
 from hawser.images import ImageStore
 from hawser.images._chain import chain_ids
 from hawser.images._labels import config_labels, manifest_labels
+from hawser.images._store import LEASE_OWNER_PID
 from hawser.metadata import Container, Metadata, SandboxRecord
 from hawser.oci import Digest
 from hawser.snapshots import NativeSnapshotter
 from tests.support.images import BuiltImage, build_image
 
 CGROUP_PARENT = "/hawser-unit"
-OWNER = "hawser.io/lease.owner-pid"
+OWNER = LEASE_OWNER_PID
 
 
 @dataclass
