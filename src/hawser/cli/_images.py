@@ -102,10 +102,15 @@ def rmi(p: Parser) -> Handler:
     return _rmi
 
 
-def _rmi(ctx: CliContext, a: Namespace) -> None:
+def _rmi(ctx: CliContext, a: Namespace) -> int:
     # Removing images is how a full disk gets room back: it may use the reserve.
-    for name in ctx.store(to_free_space=True).remove(list(a.references)):
+    store = ctx.store(to_free_space=True)
+    for name in store.remove(list(a.references), prune=False):
         echo(f"Untagged: {name}")
+    report = store.prune()
+    for err in report.errors:  # the images are gone; what they held may not all be
+        echo(f"hawser: collecting what the images held: {err} (hint: hawser system prune retries)", err=True)
+    return 1 if report.errors else 0
 
 
 def inspect(p: Parser) -> Handler:
