@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +35,10 @@ def main() -> None:
     crashes = args.out / "crashes" / args.target
     work.mkdir(parents=True, exist_ok=True)
     crashes.mkdir(parents=True, exist_ok=True)
+    # libFuzzer ends the process without Python's exit handlers: the targets' scratch files go under --out.
+    scratch = args.out / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    tempfile.tempdir = str(scratch)
     seeds = REPO / "fuzz" / "corpus" / args.target
     # libFuzzer writes new inputs into the first corpus dir only: the seeds stay as checked in.
     argv = [sys.argv[0], str(work), str(seeds), f"-max_total_time={args.seconds}",

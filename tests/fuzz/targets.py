@@ -12,6 +12,7 @@ the suite (test_corpus.py) and the atheris runner (tests/fuzz/run.py).
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import shutil
@@ -72,6 +73,7 @@ def _scratch_file(name: str, data: bytes) -> Path:
     global _SCRATCH
     if _SCRATCH is None or not _SCRATCH.is_dir():
         _SCRATCH = Path(tempfile.mkdtemp(prefix="hawser-fuzz-"))
+        atexit.register(shutil.rmtree, _SCRATCH, True)  # libFuzzer's exit skips this: run.py points tempdir at --out
     path = _SCRATCH / name
     path.write_bytes(data)
     return path
