@@ -24,6 +24,7 @@ class RegistryConfig:
     docker_config: str = "~/.docker/config.json"
     max_concurrent_downloads: int = 3
     stall_timeout: float = 30.0
+    stall_bytes: int = 1024
     max_retries: int = 5
 
 
@@ -72,8 +73,11 @@ config_path = "/etc/hawser/certs.d"
 docker_config = "~/.docker/config.json"
 # Layers fetched (and unpacked) at once per pull.
 max_concurrent_downloads = 3
-# Seconds without a byte before a transfer is abandoned and retried.
+# A transfer that brings fewer than stall_bytes bytes in stall_timeout seconds
+# (silence, or a slow drip) has stalled: the pull fails, keeping what arrived,
+# and the next pull resumes from there. stall_bytes = 0: silence only.
 stall_timeout = 30.0
+stall_bytes = 1024
 # Retries per request on 5xx, 429 and dropped connections.
 max_retries = 5
 

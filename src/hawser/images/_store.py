@@ -226,7 +226,7 @@ class ImageStore:
         registry = self.config.registry
         client = RegistryClient(RegistryOptions(
             config_dir=registry.config_path, plain_http=plain_http, stall_timeout=registry.stall_timeout,
-            max_retries=registry.max_retries, docker_config=_docker_config_path(registry.docker_config),
+            stall_bytes=registry.stall_bytes, max_retries=registry.max_retries, docker_config=_docker_config_path(registry.docker_config),
             credentials=credentials,
         ))
         try:

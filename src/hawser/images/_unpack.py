@@ -111,7 +111,7 @@ class UnpackProcess:
             raise LowerNeeded(message)
         cls = getattr(errors, kind, None)
         if isinstance(cls, type) and issubclass(cls, HawserError):
-            raise cls(message)
+            raise cls(message, hint=reply.get("hint") or None)
         raise Internal(f"unpack worker failed: {message}")
 
     def kill(self) -> None:

@@ -10,7 +10,7 @@ download), decompresses and applies it to DIR, and prints one JSON line:
 
 and exits 0; or, on failure,
 
-    {"error": "InvalidArgument", "message": "..."}
+    {"error": "InvalidArgument", "message": "...", "hint": "..." or null}
 
 and exits 1.  ``error`` is a :mod:`hawser.errors` kind name (InvalidArgument,
 ResourceExhausted, Internal, ...) or ``LowerNeeded``: with
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         _reply({"error": "LowerNeeded", "message": str(e)})
         return 1
     except HawserError as e:
-        _reply({"error": type(e).__name__, "message": e.message})
+        _reply({"error": type(e).__name__, "message": e.message, "hint": e.hint})
         return 1
     except Exception as e:  # anything else is a bug: report it as Internal, with its type
         _reply({"error": "Internal", "message": f"unpack worker: {type(e).__name__}: {e}"})
