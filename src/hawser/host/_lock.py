@@ -3,16 +3,20 @@ its own file description, and flock locks belong to the description)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from types import TracebackType
 
 
 class FileLock:
-    """An advisory lock on ``path`` (created if missing, never deleted here).
+    """An advisory lock on ``path`` (created if missing).
 
     ``shared=True`` takes a read lock.  Not re-entrant: one FileLock object
-    is one holder.  Usable as a context manager (blocking acquire).
+    is one holder.  Usable as a context manager (blocking acquire).  A holder
+    may delete the lock file with ``release(remove=True)`` (when what it
+    guards is gone): one who was waiting on the deleted file sees that the
+    path no longer names what it locked, and locks the path afresh.
     """
 
     def __init__(self, path: str, *, shared: bool = False) -> None:
@@ -31,23 +35,30 @@ class FileLock:
         object already holds the lock."""
         if self._fd is not None:
             raise RuntimeError(f"lock {self.path} is already held by this FileLock")
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         op = fcntl.LOCK_SH if self._shared else fcntl.LOCK_EX
-        try:
-            fcntl.flock(fd, op if blocking else op | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-        return True
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, op if blocking else op | fcntl.LOCK_NB)
+                if _same_file(fd, self.path):
+                    self._fd = fd
+                    return True
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # we locked a file its last holder deleted: lock the path's new one
 
-    def release(self) -> None:
-        """Drop the lock. Idempotent."""
+    def release(self, *, remove: bool = False) -> None:
+        """Drop the lock; with ``remove``, delete the lock file first (only the
+        holder may). Idempotent."""
         fd, self._fd = self._fd, None
         if fd is not None:
+            if remove:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
             os.close(fd)  # closing the last fd of the description drops the flock
 
     def __enter__(self) -> FileLock:
@@ -64,6 +75,15 @@ class FileLock:
                 os.close(self._fd)
             except OSError:
                 pass
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def try_lock_fd(fd: int, *, shared: bool = False) -> bool:

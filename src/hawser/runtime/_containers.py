@@ -201,10 +201,10 @@ class ContainerManager:
         return lock
 
     @contextlib.contextmanager
-    def _locked(self, id_: str) -> Iterator[None]:
+    def _locked(self, id_: str) -> Iterator[FileLock]:
         lock = self._lock(id_)
         try:
-            yield
+            yield lock
         finally:
             lock.release()
 
@@ -324,7 +324,7 @@ class ContainerManager:
                            image_id=str(detail.config_digest), snapshotter=snapshotter.name, snapshot_key=key,
                            config=config, labels=dict(labels or {}), created_at=time.time())
         undo = _Undo()
-        with self._locked(id_):
+        with self._locked(id_) as lock:
             try:
                 # The record first: from here on nothing can exist that hawser does not know of.
                 self.store.metadata.create_container(record)
@@ -362,6 +362,7 @@ class ContainerManager:
             except BaseException:
                 self.store.make_room()  # a full disk: the undo's records need room to be removed
                 undo.run()
+                lock.release(remove=True)
                 raise
         info = ContainerInfo(record=record, status=ContainerStatus(CREATED, pid=pid), bundle=self.bundle(id_),
                              log_path=self.container_log_path(record))
@@ -524,7 +525,7 @@ class ContainerManager:
         ``force`` (it is killed). Finishes what an interrupted create or rm left."""
         record = self.lookup(text)
         self.store.make_room()  # a removal on a full disk needs a little room to record it
-        with self._locked(record.id):
+        with self._locked(record.id) as lock:
             status = self.status(record)
             if status.state in (RUNNING, PAUSED) and not force:
                 raise FailedPrecondition(f"container {record.name} is {status.state}",
@@ -557,6 +558,7 @@ class ContainerManager:
             shutil.rmtree(os.path.dirname(self.log_path(record.id)), ignore_errors=True)
             failpoint("remove.before-record-delete")
             self.store.metadata.delete_container(record.id, namespace=self.store.namespace)
+            lock.release(remove=True)  # nothing is left for it to guard
         self._notify(EVENT_DELETED, record)
         return record.id
 

@@ -327,6 +327,8 @@ def test_fifty_containers_at_once(ctr: tuple[Env, str]) -> None:
     assert _cgroups_under(env.cgroup_parent) == []
     assert os.listdir(os.path.join(env.state, "containers")) == []
     assert os.listdir(os.path.join(env.state, "exits")) == []
+    assert os.listdir(os.path.join(env.state, "attach")) == []
+    assert [n for n in os.listdir(os.path.join(env.state, "locks")) if n.startswith("container-")] == []
 
 
 def test_exec_sync_timeout_holds_with_a_background_process_on_stdout(ctr: tuple[Env, str]) -> None:
