@@ -200,8 +200,8 @@ def test_kill_during_pod_teardown(hawserd: Hawserd, pod_network: CniEnv, log_fil
 
     start(hawserd)
     assert pods(hawserd)["bystander"] == (bystander, api_pb2.SANDBOX_READY)
-    # Still listed (ready until a Stop gets to mark it: it was stopping its network).
-    assert pods(hawserd)["victim"][0] == victim
+    # Still listed, and not ready: it was marked so before its network went.
+    assert pods(hawserd)["victim"] == (victim, api_pb2.SANDBOX_NOTREADY)
     if rpc == "stop":  # the cache entry stays until every DEL ran; the bridge's (the 2nd) frees the address
         held = footprint(hawserd, pod_network, [bystander, victim])
         freed = point.endswith("@2")

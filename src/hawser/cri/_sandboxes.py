@@ -296,6 +296,10 @@ class Sandboxes:
                 pass
             except HawserError as exc:
                 errors.append(f"stop container {container[:12]}: {exc}")
+        if record.state != SANDBOX_NOTREADY:
+            # Before the teardown: a pod whose network is half gone (a crash in
+            # between) must not read ready. A retried Stop does it all again.
+            await self.blocking(self._md.update_sandbox, id_, namespace=self._ns, state=SANDBOX_NOTREADY)
         try:
             await self.network.teardown(id_, status.get("net"))
         except HawserError as exc:
@@ -304,8 +308,6 @@ class Sandboxes:
             from hawser.host._infra import stop_pid_namespace
 
             await self.blocking(stop_pid_namespace, int(status["infra_holder"]), id_)
-        if record.state != SANDBOX_NOTREADY:
-            await self.blocking(self._md.update_sandbox, id_, namespace=self._ns, state=SANDBOX_NOTREADY)
         if errors:
             # Not ready already; a retry finishes what failed.
             raise FailedPrecondition(f"stopping pod sandbox {id_[:12]}: " + "; ".join(errors))
