@@ -195,7 +195,9 @@ def test_unpack_out_of_space_leaves_no_snapshot_and_a_retry_succeeds(
     with tmpfs(tmp_path / "disk", "10m") as disk:
         env = Env(root=str(disk / "root"), state=str(tmp_path / "state"), snapshotter="overlayfs")
         line = one_line(env.cli("pull", "--plain-http", ref, check=False))
-        assert "no space left on device while unpacking a layer" in line.lower(), line
+        # Usually the unpack's write fails first; at times the record of a layer
+        # fetched beside it does: either way one "no space" line, and the same cleanup.
+        assert "no space left on device" in line.lower(), line
         check_no_leftovers(env)
         store = env.store()
         try:
