@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import secrets
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ import pytest
 from hawser.config import Config, GCConfig, RuntimeConfig
 from hawser.images import ImageStore
 from hawser.registry import RegistryClient, RegistryOptions
+from tests.support.aio import conmons_of
 from tests.support.images import BuiltImage, build_image, push_image
 from tests.support.layers import busybox_layers
 from tests.support.registry_server import start_registry
@@ -72,6 +75,35 @@ def unmount_under(path: str) -> None:
         subprocess.run(["umount", "-l", target], check=False)
 
 
+def mounts_under(path: str) -> list[str]:
+    """Mount points below ``path``."""
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(path.rstrip("/") + "/")]
+
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def cgroups_under(parent: str) -> list[str]:
+    """Every cgroup directly below ``parent``, in every hierarchy."""
+    found = []
+    for hierarchy in os.listdir(CGROUP_ROOT):
+        top = os.path.join(CGROUP_ROOT, hierarchy, parent.lstrip("/"))
+        if os.path.isdir(top):
+            found += [os.path.join(top, d) for d in os.listdir(top) if os.path.isdir(os.path.join(top, d))]
+    return found
+
+
+def remove_cgroup_parent(parent: str) -> None:
+    """``parent`` and whatever empty cgroups are left below it, in every hierarchy."""
+    for hierarchy in os.listdir(CGROUP_ROOT):
+        top = os.path.join(CGROUP_ROOT, hierarchy, parent.lstrip("/"))
+        children = os.listdir(top) if os.path.isdir(top) else ()
+        for d in [*sorted((os.path.join(top, x) for x in children), reverse=True), top]:
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+
+
 # Tests prune right after a crash: nothing is young enough to need the grace period.
 TEST_CONFIG = "[gc]\ngrace_period = 0\n"
 
@@ -113,6 +145,27 @@ class Env:
     def popen(self, *args: str) -> subprocess.Popen[str]:
         cmd = self._argv(args)
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@contextlib.contextmanager
+def container_env(tmp_path: Path, ref: str, cgroup_prefix: str) -> Iterator[Env]:
+    """A fresh overlayfs store under ``tmp_path`` with ``ref`` pulled, its containers
+    under a cgroup parent of its own; at the end every container is removed, and
+    no conmon or cgroup may be left (mounts under ``tmp_path`` are undone)."""
+    env = Env(root=str(tmp_path / "root"), state=str(tmp_path / "state"), snapshotter="overlayfs",
+              cgroup_parent=f"{cgroup_prefix}-{secrets.token_hex(4)}")
+    env.cli("pull", "--plain-http", "-q", ref)
+    try:
+        yield env
+    finally:
+        for id_ in env.cli("ps", "-a", "-q", "--no-trunc", check=False).stdout.split():
+            env.cli("rm", "-f", id_, check=False)
+        leftovers = {"conmon": conmons_of(env.state), "cgroups": cgroups_under(env.cgroup_parent)}
+        for pid in leftovers["conmon"]:
+            os.kill(pid, signal.SIGKILL)
+        unmount_under(str(tmp_path))
+        remove_cgroup_parent(env.cgroup_parent)
+        assert leftovers == {"conmon": [], "cgroups": []}, leftovers
 
 
 @pytest.fixture(scope="session", autouse=True)

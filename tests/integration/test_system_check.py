@@ -21,62 +21,22 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Env, unmount_under
+from tests.integration.conftest import (
+    Env,
+    cgroups_under,
+    container_env,
+    mounts_under,
+)
 from tests.support.aio import conmons_of
 from tests.support.images import BuiltImage
 
 pytestmark = pytest.mark.integration
 
-CGROUP_ROOT = "/sys/fs/cgroup"
-
-
-def _cgroup_dirs(parent: str) -> list[str]:
-    """Every cgroup below ``parent`` in every hierarchy."""
-    found = []
-    for hierarchy in os.listdir(CGROUP_ROOT):
-        top = os.path.join(CGROUP_ROOT, hierarchy, parent.lstrip("/"))
-        if os.path.isdir(top):
-            found += [os.path.join(top, d) for d in os.listdir(top) if os.path.isdir(os.path.join(top, d))]
-    return found
-
-
-def _remove_cgroup_parent(parent: str) -> None:
-    for hierarchy in os.listdir(CGROUP_ROOT):
-        top = os.path.join(CGROUP_ROOT, hierarchy, parent.lstrip("/"))
-        for d in sorted((os.path.join(top, x) for x in (os.listdir(top) if os.path.isdir(top) else ())),
-                        reverse=True):
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass
-        try:
-            os.rmdir(top)
-        except OSError:
-            pass
-
-
-def _mounts_under(path: str) -> list[str]:
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(path.rstrip("/") + "/")]
-
-
 @pytest.fixture
 def node(tmp_path: Path, busybox: tuple[str, BuiltImage]) -> Iterator[tuple[Env, str]]:
     ref, _ = busybox
-    env = Env(root=str(tmp_path / "root"), state=str(tmp_path / "state"), snapshotter="overlayfs",
-              cgroup_parent=f"/hawser-test-check-{secrets.token_hex(4)}")
-    env.cli("pull", "--plain-http", "-q", ref)
-    try:
+    with container_env(tmp_path, ref, "/hawser-test-check") as env:
         yield env, ref
-    finally:
-        for id_ in env.cli("ps", "-a", "-q", "--no-trunc", check=False).stdout.split():
-            env.cli("rm", "-f", id_, check=False)
-        leftovers = {"conmon": conmons_of(env.state), "cgroups": _cgroup_dirs(env.cgroup_parent)}
-        for pid in leftovers["conmon"]:
-            os.kill(pid, signal.SIGKILL)
-        unmount_under(str(tmp_path))
-        _remove_cgroup_parent(env.cgroup_parent)
-        assert leftovers == {"conmon": [], "cgroups": []}, leftovers
 
 
 def check(env: Env, *args: str) -> tuple[int, list[dict[str, Any]]]:
@@ -191,7 +151,7 @@ def test_a_leftover_bundle_with_an_overlay_mounted_in_it(node: tuple[Env, str], 
         assert code == 1 and problems(findings) == sorted([("bundle-orphan", bundle), ("mount-orphan", rootfs)])
         code, findings = check(env, "--repair")
         assert code == 0 and all(f["repaired"] for f in findings), findings
-        assert _mounts_under(env.state) == [] and not os.path.exists(bundle)
+        assert mounts_under(env.state) == [] and not os.path.exists(bundle)
         assert (layers / "lower" / "file").read_text() == "lower"  # unmounted, never deleted through
         assert_clean(env)
     finally:
@@ -232,8 +192,8 @@ def test_a_container_whose_record_is_gone_is_cleaned_off_the_host(node: tuple[En
                           "cgroup-orphan"} <= kinds, findings
     code, findings = check(env, "--repair")
     assert code == 0 and all(f["repaired"] for f in findings), findings
-    assert conmons_of(env.state) == [] and _mounts_under(env.state) == []
-    assert _cgroup_dirs(env.cgroup_parent) == []
+    assert conmons_of(env.state) == [] and mounts_under(env.state) == []
+    assert cgroups_under(env.cgroup_parent) == []
     assert not os.path.exists(os.path.join(env.state, "runc", id_))
     assert_clean(env)
 
@@ -251,7 +211,7 @@ def test_pinned_namespaces_without_a_pod_record(node: tuple[Env, str]) -> None:
         code, findings = check(env, "--repair")
         assert code == 0 and all(f["repaired"] for f in findings), findings
         assert all(namespace_kind(path) is None for path in pins.values())
-        assert not os.path.exists(pod) and _mounts_under(env.state) == []
+        assert not os.path.exists(pod) and mounts_under(env.state) == []
     finally:
         if os.path.exists(os.path.join(pod, "ns")):
             remove_pin_dir(os.path.join(pod, "ns"))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import time
@@ -16,60 +15,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.integration.conftest import Env, unmount_under
+from tests.integration.conftest import (
+    Env,
+    cgroups_under,
+    container_env,
+    mounts_under,
+)
 from tests.support.aio import conmons_of
 from tests.support.images import BuiltImage
 
 pytestmark = pytest.mark.integration
 
-CGROUP_V1 = "/sys/fs/cgroup"
-
-
-def _cgroups_under(parent: str) -> list[str]:
-    found = []
-    for controller in ("memory", "pids", "cpu", "freezer", "devices", "blkio", "cpuset", "systemd"):
-        path = os.path.join(CGROUP_V1, controller, parent.lstrip("/"))
-        if os.path.isdir(path):
-            found += [os.path.join(path, d) for d in os.listdir(path) if os.path.isdir(os.path.join(path, d))]
-    unified = os.path.join(CGROUP_V1, "unified", parent.lstrip("/"))
-    if os.path.isdir(unified):
-        found += [os.path.join(unified, d) for d in os.listdir(unified) if os.path.isdir(os.path.join(unified, d))]
-    return found
-
-
-def _remove_parent_cgroups(parent: str) -> None:
-    for base in [os.path.join(CGROUP_V1, c) for c in os.listdir(CGROUP_V1)]:
-        path = os.path.join(base, parent.lstrip("/"))
-        if os.path.isdir(path):
-            try:
-                os.rmdir(path)
-            except OSError:
-                pass
-
-
 @pytest.fixture
 def ctr(tmp_path: Path, busybox: tuple[str, BuiltImage]) -> Iterator[tuple[Env, str]]:
     ref, _ = busybox
-    env = Env(root=str(tmp_path / "root"), state=str(tmp_path / "state"), snapshotter="overlayfs",
-              cgroup_parent=f"/hawser-test-{secrets.token_hex(4)}")
-    env.cli("pull", "--plain-http", "-q", ref)
-    try:
+    with container_env(tmp_path, ref, "/hawser-test") as env:
         yield env, ref
-    finally:
-        ids = env.cli("ps", "-a", "-q", "--no-trunc", check=False).stdout.split()
-        for id_ in ids:
-            env.cli("rm", "-f", id_, check=False)
-        leftovers = {"conmon": conmons_of(env.state), "cgroups": _cgroups_under(env.cgroup_parent)}
-        for pid in leftovers["conmon"]:
-            os.kill(pid, signal.SIGKILL)
-        unmount_under(str(tmp_path))
-        _remove_parent_cgroups(env.cgroup_parent)
-        assert leftovers == {"conmon": [], "cgroups": []}, leftovers
-
-
-def _mounts_under(path: str) -> list[str]:
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(path)]
 
 
 def test_run_foreground_output_and_exit_code(ctr: tuple[Env, str]) -> None:
@@ -78,7 +39,7 @@ def test_run_foreground_output_and_exit_code(ctr: tuple[Env, str]) -> None:
     assert proc.returncode == 3, proc.stderr
     assert proc.stdout == "out\n" and proc.stderr == "err\n"
     assert env.cli("ps", "-a", "-q").stdout.strip() == ""
-    assert _mounts_under(env.state) == []
+    assert mounts_under(env.state) == []
 
 
 def test_lifecycle_detached_stop_and_states(ctr: tuple[Env, str]) -> None:
@@ -304,7 +265,7 @@ def test_kill9_of_hawser_never_loses_a_container(ctr: tuple[Env, str]) -> None:
     for id_ in env.cli("ps", "-a", "-q", "--no-trunc").stdout.split():
         env.cli("rm", "-f", id_)
     assert env.cli("ps", "-a", "-q").stdout.strip() == ""
-    assert _mounts_under(env.state) == []
+    assert mounts_under(env.state) == []
 
 
 def test_fifty_containers_at_once(ctr: tuple[Env, str]) -> None:
@@ -323,8 +284,8 @@ def test_fifty_containers_at_once(ctr: tuple[Env, str]) -> None:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     assert env.cli("ps", "-a", "-q").stdout.strip() == ""
-    assert conmons_of(env.state) == [] and _mounts_under(env.state) == []
-    assert _cgroups_under(env.cgroup_parent) == []
+    assert conmons_of(env.state) == [] and mounts_under(env.state) == []
+    assert cgroups_under(env.cgroup_parent) == []
     assert os.listdir(os.path.join(env.state, "containers")) == []
     assert os.listdir(os.path.join(env.state, "exits")) == []
     assert os.listdir(os.path.join(env.state, "attach")) == []

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -21,14 +20,11 @@ from pathlib import Path
 import pytest
 
 from hawser.registry import RegistryClient
-from tests.integration.conftest import Env, Registry, unmount_under
-from tests.support.aio import conmons_of
+from tests.integration.conftest import Env, Registry, container_env
 from tests.support.images import build_image, push_image
 from tests.support.layers import LayerBuilder, busybox_layers
 
 pytestmark = pytest.mark.integration
-
-CGROUP_V1 = "/sys/fs/cgroup"
 
 PROBE_C = r"""
 #define _GNU_SOURCE
@@ -131,41 +127,12 @@ def hostile(registry: Registry, push_client: RegistryClient, tmp_path_factory: p
     return ref
 
 
-def _cgroups(parent: str) -> list[str]:
-    found = []
-    for controller in os.listdir(CGROUP_V1):
-        path = os.path.join(CGROUP_V1, controller, parent.lstrip("/"))
-        if os.path.isdir(path):
-            found += [os.path.join(path, d) for d in os.listdir(path) if os.path.isdir(os.path.join(path, d))]
-    return found
-
-
-def _remove_parent_cgroups(parent: str) -> None:
-    for controller in os.listdir(CGROUP_V1):
-        try:
-            os.rmdir(os.path.join(CGROUP_V1, controller, parent.lstrip("/")))
-        except OSError:
-            pass
-
-
 @pytest.fixture
 def ctr(tmp_path: Path, hostile: str) -> Iterator[tuple[Env, str]]:
     """A fresh store with the hostile image pulled; at teardown every
     container is removed and no conmon, mount or cgroup may be left."""
-    env = Env(root=str(tmp_path / "root"), state=str(tmp_path / "state"), snapshotter="overlayfs",
-              cgroup_parent=f"/hawser-sec-{secrets.token_hex(4)}")
-    env.cli("pull", "--plain-http", "-q", hostile)
-    try:
+    with container_env(tmp_path, hostile, "/hawser-sec") as env:
         yield env, hostile
-    finally:
-        for id_ in env.cli("ps", "-a", "-q", "--no-trunc", check=False).stdout.split():
-            env.cli("rm", "-f", id_, check=False)
-        leftovers = {"conmon": conmons_of(env.state), "cgroups": _cgroups(env.cgroup_parent)}
-        for pid in leftovers["conmon"]:
-            os.kill(pid, signal.SIGKILL)
-        unmount_under(str(tmp_path))
-        _remove_parent_cgroups(env.cgroup_parent)
-        assert leftovers == {"conmon": [], "cgroups": []}, leftovers
 
 
 def _run(env: Env, ref: str, *args: str, opts: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
