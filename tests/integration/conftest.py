@@ -75,6 +75,14 @@ def unmount_under(path: str) -> None:
         subprocess.run(["umount", "-l", target], check=False)
 
 
+def one_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The one line a failed command printed."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
 def mounts_under(path: str) -> list[str]:
     """Mount points below ``path``."""
     with open("/proc/self/mountinfo", encoding="utf-8") as f:

@@ -21,7 +21,7 @@ import pytest
 
 from hawser.registry import RegistryClient
 from hawser.snapshots import Kind
-from tests.integration.conftest import Env, Registry, unmount_under
+from tests.integration.conftest import Env, Registry, one_line, unmount_under
 from tests.support.images import BuiltImage, build_image, push_image
 from tests.support.layers import LayerBuilder, busybox_layers
 
@@ -65,13 +65,6 @@ def fill(directory: Path, *, leave: int = 0) -> Path:
 
 def state_on(env: Env, disk: Path) -> bool:
     return Path(env.state).parent == disk
-
-
-def one_line(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode != 0, proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 def check_no_leftovers(env: Env) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from live_images import USERS
-from tests.integration.conftest import Env, Registry
+from tests.integration.conftest import Env, Registry, one_line
 from tests.support.images import BuiltImage, build_image, push_image
 from tests.support.layers import busybox_layers
 from tests.support.registry_faults import (
@@ -65,14 +65,6 @@ def proxy(registry: Registry) -> Iterator[RegistryFaultProxy]:
 
 def pull(env: Env, ref: str, *, plain_http: bool = True) -> subprocess.CompletedProcess[str]:
     return env.cli("pull", *(["--plain-http"] if plain_http else []), ref, check=False)
-
-
-def one_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """The one line a failed command printed."""
-    assert proc.returncode != 0, proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 def big_layer(image: BuiltImage) -> str:
