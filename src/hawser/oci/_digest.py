@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from hawser.errors import InvalidArgument, Unimplemented
@@ -9,6 +10,7 @@ from hawser.errors import InvalidArgument, Unimplemented
 TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
     import hashlib
+    from typing import Any
 
 _DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
 _ENCODED = {"sha256": re.compile(r"^[a-f0-9]{64}$"), "sha512": re.compile(r"^[a-f0-9]{128}$")}
@@ -66,15 +68,23 @@ def _hash_bytes(algorithm: str, data: bytes) -> str:
     (a few KB) are hashed by CPython's built-in sha256, which costs no import;
     hashlib loads OpenSSL (~3 ms), faster per byte, for anything bigger."""
     if algorithm == "sha256" and len(data) <= _SMALL:
-        try:
-            from _sha2 import sha256  # type: ignore[import-not-found]  # CPython >= 3.12
-        except ImportError:
-            try:
-                from _sha256 import sha256  # type: ignore[import-not-found,no-redef]  # CPython 3.11
-            except ImportError:
-                sha256 = None
+        sha256 = _builtin_sha256()
         if sha256 is not None:
             return str(sha256(data).hexdigest())
     import hashlib
 
     return hashlib.new(algorithm, data).hexdigest()
+
+
+@functools.cache
+def _builtin_sha256() -> Any:
+    """CPython's own sha256 constructor, or None; looked up once (a failed import
+    is not cached by Python: it would search sys.path again on every call)."""
+    try:
+        from _sha2 import sha256  # type: ignore[import-not-found]  # CPython >= 3.12
+    except ImportError:
+        try:
+            from _sha256 import sha256  # type: ignore[import-not-found,no-redef]  # CPython 3.11
+        except ImportError:
+            return None
+    return sha256
