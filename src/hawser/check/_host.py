@@ -9,37 +9,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from hawser.check._types import MountPoint, Process
-from hawser.host import CgroupLayout
+from hawser.host import CgroupLayout, proc_stat
 
 if TYPE_CHECKING:
     from hawser.images import ImageStore
     from hawser.metadata import Container
 
-
-
-def _stat_fields(pid: int) -> tuple[str, list[str]] | None:
-    """(comm, the fields after it) of /proc/<pid>/stat; None once the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    return raw[raw.find("(") + 1:raw.rfind(")")], raw[raw.rfind(")") + 2:].split()
-
-
-def _start_time(pid: int) -> int | None:
-    """Start time of a live (not zombie) process, None otherwise."""
-    found = _stat_fields(pid)
-    if found is None:
-        return None
-    fields = found[1]
-    # pid 1 here does not reap orphans: a zombie is a dead process that has not been waited for.
-    if len(fields) < 20 or fields[0] in ("Z", "X"):
-        return None
-    try:
-        return int(fields[19])
-    except ValueError:
-        return None
 
 
 def _unescape(field: str) -> str:
@@ -88,21 +63,20 @@ class SystemHost:
             if not entry.isdigit():
                 continue
             pid = int(entry)
-            stat = _stat_fields(pid)
-            if stat is None or stat[0] != name:
+            stat = proc_stat(pid)
+            if stat is None or stat.comm != name or not stat.alive:
                 continue
-            start = _start_time(pid)
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     argv = tuple(os.fsdecode(a) for a in f.read().split(b"\0") if a)
             except OSError:
                 continue
-            if start is not None:
-                found.append(Process(pid=pid, start=start, argv=argv))
+            found.append(Process(pid=pid, start=stat.start_time, argv=argv))
         return found
 
     def alive(self, process: Process) -> bool:
-        return _start_time(process.pid) == process.start
+        stat = proc_stat(process.pid)
+        return stat is not None and stat.alive and stat.start_time == process.start
 
     def kill(self, process: Process) -> None:
         # pidfd: the signal cannot reach a process that took the pid after the check below.

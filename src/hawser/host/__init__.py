@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         unpin_namespace,
     )
     from hawser.host._overlay import OverlayFeatures, overlay_features, overlay_mount_options, probe_overlay
+    from hawser.host._proc import ProcStat, proc_stat
 
 _LAZY = {
     "CgroupLayout": "_cgroups", "CgroupStats": "_cgroups", "cgroup_exists": "_cgroups", "cgroup_pids": "_cgroups",
@@ -56,6 +57,7 @@ _LAZY = {
     "parse_options": "_mount", "unmount": "_mount", "unmount_all": "_mount",
     "OverlayFeatures": "_overlay", "overlay_features": "_overlay", "overlay_mount_options": "_overlay",
     "probe_overlay": "_overlay",
+    "ProcStat": "_proc", "proc_stat": "_proc",
     "NAMESPACE_KINDS": "_namespaces", "is_netns": "_namespaces", "namespace_kind": "_namespaces",
     "pin_namespaces": "_namespaces", "remove_pin_dir": "_namespaces", "run_in_namespaces": "_namespaces",
     "run_in_netns": "_namespaces", "unpin_namespace": "_namespaces",
@@ -71,8 +73,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "MNT_DETACH", "NAMESPACE_KINDS", "CgroupLayout", "CgroupStats", "FileLock", "MountOptions", "OverlayFeatures",
-    "cgroup_exists", "cgroup_pids", "is_mountpoint", "is_netns", "kill_cgroup", "lock_fd", "mount", "namespace_kind",
+    "ProcStat", "cgroup_exists", "cgroup_pids", "is_mountpoint", "is_netns", "kill_cgroup", "lock_fd", "mount", "namespace_kind",
     "oom_kills", "overlay_features", "overlay_mount_options", "parse_options", "pin_namespaces", "probe_overlay",
-    "read_stats", "remove_cgroup", "remove_pin_dir", "run_in_namespaces", "run_in_netns", "syncfs", "try_lock_fd",
+    "proc_stat", "read_stats", "remove_cgroup", "remove_pin_dir", "run_in_namespaces", "run_in_netns", "syncfs", "try_lock_fd",
     "unmount", "unmount_all", "unpin_namespace",
 ]

@@ -19,6 +19,7 @@ from hawser._logging import get_logger
 from hawser.config import Config
 from hawser.content import ContentStore, LocalStore
 from hawser.errors import FailedPrecondition, HawserError, InvalidArgument, NotFound, ResourceExhausted
+from hawser.host import proc_stat
 from hawser.metadata import LABEL_REF_CONTENT, LABEL_REF_SNAPSHOT, Metadata
 from hawser.oci import (
     Descriptor,
@@ -396,12 +397,8 @@ def _docker_config_path(configured: str) -> str:
 
 def _pid_token(pid: int) -> str:
     """``pid:starttime``: a pid alone may be reused by another process."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            start = f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        start = "0"
-    return f"{pid}:{start}"
+    stat = proc_stat(pid)
+    return f"{pid}:{stat.start_time if stat is not None else 0}"
 
 
 def lease_owner_alive(labels: Mapping[str, str]) -> bool:
@@ -418,14 +415,10 @@ def lease_owner_alive(labels: Mapping[str, str]) -> bool:
         pid = int(pid_text)
     except ValueError:
         return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+    stat = proc_stat(pid)
+    if stat is None or not stat.alive:
         return False
-    if len(fields) < 20 or fields[0] in ("Z", "X"):
-        return False
-    return start in ("", "0") or fields[19] == start
+    return start in ("", "0") or str(stat.start_time) == start
 
 
 __all__ = ["LABEL_REF_CONTENT", "LABEL_REF_SNAPSHOT", "LEASE_OWNER_PID", "ImageDetail", "ImageStore", "ImageSummary",

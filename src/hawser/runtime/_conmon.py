@@ -21,6 +21,7 @@ import time
 
 from hawser._dataclass import dataclass
 from hawser.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
+from hawser.host import proc_stat
 from hawser.runtime._runc import Runc
 
 HANDSHAKE_TIMEOUT = 60.0
@@ -169,14 +170,8 @@ class ConmonSession:
 
 def is_conmon(pid: int) -> bool:
     """``pid`` is a live (not zombie) conmon."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    name = stat[stat.find("(") + 1:stat.rfind(")")]
-    fields = stat[stat.rfind(")") + 2:].split()
-    return name == "conmon" and bool(fields) and fields[0] != "Z"
+    stat = proc_stat(pid)
+    return stat is not None and stat.alive and stat.comm == "conmon"
 
 
 class ConmonWatch:

@@ -12,6 +12,7 @@ import shutil
 
 from hawser._dataclass import dataclass
 from hawser.errors import FailedPrecondition, InvalidArgument, NotFound
+from hawser.host import proc_stat
 from hawser.runtime._command import CommandFailed, CommandResult, RunningCommand, run_command, start_command
 
 TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
@@ -39,16 +40,8 @@ class _Unsure(Exception):
 
 def _alive(pid: int, start: int) -> bool:
     """Whether ``pid`` is the process runc started (same start time), not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    fields = stat[stat.rfind(b")") + 2:].split()
-    try:
-        return fields[0] not in (b"Z", b"X") and int(fields[19]) == start
-    except (IndexError, ValueError):
-        return False
+    stat = proc_stat(pid)
+    return stat is not None and stat.alive and stat.start_time == start
 
 
 def _frozen(cgroups: dict[str, str]) -> bool:
