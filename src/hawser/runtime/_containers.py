@@ -466,14 +466,17 @@ class ContainerManager:
         with ConmonWatch(_read_int(os.path.join(self.bundle(record.id), "conmon.pid"))) as conmon:
             for pause in _backoff():
                 # conmon writes the exit file, then exits; only if it is gone without one is runc asked.
-                if os.path.exists(self._exit_file(record.id)) or not conmon.alive():
+                monitored = conmon.alive()
+                if not monitored or os.path.exists(self._exit_file(record.id)):
                     status = self.status(record)
                     if status.state in (EXITED, UNKNOWN):
                         return status
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise DeadlineExceeded(f"container {record.name} is still running after {timeout:g}s")
-                if conmon.alive():
-                    conmon.wait(pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic())))
+                if deadline is not None:
+                    pause = min(pause, deadline - time.monotonic())
+                    if pause <= 0:
+                        raise DeadlineExceeded(f"container {record.name} is still running after {timeout:g}s")
+                if monitored:
+                    conmon.wait(pause)  # wakes when conmon exits
                 else:
                     time.sleep(pause)
         raise AssertionError("unreachable")
