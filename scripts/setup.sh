@@ -9,6 +9,7 @@ PACKAGES=(
     runc conmon containernetworking-plugins catatonit   # runtime, monitor, CNI, pid-namespace holder
     docker-registry busybox-static                      # a local registry and a userland for test images
     iproute2 iptables attr                              # netns/veth, portmap rules, xattr inspection
+    gcc libc6-dev                                       # the static probe programs the security tests compile
     python3 python3-venv ca-certificates
 )
 missing=()

@@ -31,7 +31,6 @@ from cri_api.v1 import api_pb2_grpc
 
 from tests.integration.conftest import Registry, busybox, push_client, registry, unmount_under
 from tests.integration.network.conftest import CniEnv, restore_host_network_state
-from tests.support.registry_server import registry_available
 
 __all__ = ["CniEnv", "Cri", "Hawserd", "Registry", "busybox", "hawserd", "pod_network", "push_client", "registry",
            "restore_host_network_state"]
@@ -49,8 +48,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
             if os.geteuid() != 0:
                 item.add_marker(pytest.mark.skip(reason="e2e tests need root"))
-            elif not registry_available():
-                item.add_marker(pytest.mark.skip(reason="docker-registry is not installed"))
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import json
 import os
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from hawser.errors import ResourceExhausted, Unavailable
+from hawser.oci import Digest
 from hawser.registry import Credentials, RegistryClient, RegistryOptions
 from tests.integration.conftest import Env, unmount_under
 from tests.support.images import BuiltImage, build_image, push_image
@@ -108,6 +111,33 @@ def test_disk_full_mid_pull_is_one_line_and_loses_nothing(tiny_env: Env, busybox
     tiny_env.cli("pull", "--plain-http", ref)
     assert ref in tiny_env.cli("images").stdout
     _check_consistent(tiny_env)
+
+
+@pytest.mark.parametrize("failure", [ResourceExhausted("no space left on device writing layer-b"),
+                                     OSError(errno.ENOSPC, "No space left on device")])
+def test_out_of_space_takes_the_operations_other_partial_downloads(overlay_env: Env, failure: Exception) -> None:
+    """Layers download side by side: when one finds no room, the others' partial
+    data (closed for a resume when the pull stopped) goes too, since it is what
+    fills the disk; another failure keeps it for the next pull to resume."""
+    data = os.urandom(4096)
+    store = overlay_env.store()
+    try:
+        def partial_download(lease: str, ref: str) -> None:
+            store.metadata.add_lease_resource(lease, "ingest", ref)
+            with store.content.writer(ref, expected=Digest.of(data), total=len(data)) as writer:
+                writer.write(data[:1000])
+
+        with pytest.raises(type(failure)), store.lease() as lease:
+            partial_download(lease, "layer-a")
+            raise failure
+        assert list(store.content.list_statuses()) == []
+
+        with pytest.raises(Unavailable), store.lease() as lease:
+            partial_download(lease, "layer-a")
+            raise Unavailable("the registry dropped the connection")
+        assert [(s.ref, s.offset) for s in store.content.list_statuses()] == [("layer-a", 1000)]
+    finally:
+        store.close()
 
 
 def test_rmi_and_prune_free_a_full_disk(tmp_path: Path, busybox: tuple[str, BuiltImage]) -> None:

@@ -47,7 +47,7 @@ Auth = Literal["htpasswd", "token"] | None
 
 
 def registry_available() -> bool:
-    """Whether docker-registry is installed (tests skip without it)."""
+    """Whether docker-registry is installed (scripts/setup.sh installs it)."""
     return os.access(REGISTRY_BINARY, os.X_OK)
 
 

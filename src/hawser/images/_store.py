@@ -8,6 +8,7 @@ root at once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,7 +19,7 @@ from hawser._failpoints import failpoint
 from hawser._logging import get_logger
 from hawser.config import Config
 from hawser.content import ContentStore, LocalStore
-from hawser.errors import FailedPrecondition, HawserError, InvalidArgument, NotFound, ResourceExhausted
+from hawser.errors import FailedPrecondition, HawserError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from hawser.host import proc_stat
 from hawser.metadata import LABEL_REF_CONTENT, LABEL_REF_SNAPSHOT, Metadata
 from hawser.oci import (
@@ -194,10 +195,14 @@ class ImageStore:
             ttl=self.config.gc.pull_lease_ttl, labels={LEASE_OWNER_PID: _pid_token(os.getpid())})
         try:
             yield lease
-        except ResourceExhausted:
-            # The disk filled up.  Snapshots the operation left unfinished (a
-            # layer it was unpacking; its own removal found no room to record
-            # it) go now rather than at the next GC: they are what fills the disk.
+        except (ResourceExhausted, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # The disk filled up.  What the operation left unfinished goes now
+            # rather than at the next GC or resume, since it is what fills the
+            # disk: snapshots of layers it was unpacking (their own removal
+            # found no room to record it), and the partial downloads of layers
+            # fetched beside the one that found no room.
             self.make_room()
             self._remove_unfinished(lease)
             raise
@@ -207,11 +212,13 @@ class ImageStore:
     def _remove_unfinished(self, lease: str) -> None:
         kind = f"snapshot/{self.snapshotter.name}"
         for resource in self.metadata.list_resources(lease):
-            if resource.kind != kind:
-                continue
-            with contextlib.suppress(HawserError):
-                if self.snapshotter.stat(resource.key).kind is not Kind.COMMITTED:
-                    self.snapshotter.remove(resource.key)
+            if resource.kind == "ingest":
+                with contextlib.suppress(NotFound, Unavailable):
+                    self.content.abort(resource.key, wait=False)  # Unavailable: another pull writes it
+            elif resource.kind == kind:
+                with contextlib.suppress(HawserError):
+                    if self.snapshotter.stat(resource.key).kind is not Kind.COMMITTED:
+                        self.snapshotter.remove(resource.key)
 
     # --- pull / import ---------------------------------------------------------
 

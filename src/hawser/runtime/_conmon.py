@@ -16,6 +16,7 @@ import os
 import re
 import select
 import shutil
+import signal
 import subprocess
 import time
 
@@ -213,6 +214,20 @@ class ConmonWatch:
         if timeout > 0 and is_conmon(self.pid):
             time.sleep(timeout)
         return not is_conmon(self.pid)
+
+    def wait_or_kill(self, grace: float) -> None:
+        """Wait up to ``grace`` seconds for conmon to exit, then kill it (and
+        wait for that: a SIGKILL leaves it no say)."""
+        if self.wait(grace):
+            return
+        try:
+            if self._fd >= 0:
+                signal.pidfd_send_signal(self._fd, signal.SIGKILL)
+            elif is_conmon(self.pid):
+                os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        self.wait(HANDSHAKE_TIMEOUT)
 
     def close(self) -> None:
         if self._fd >= 0:

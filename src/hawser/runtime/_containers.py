@@ -690,10 +690,20 @@ class ContainerManager:
                                 paths=paths, tty=False, stdin=False, exec_process=spec_file,
                                 timeout=int(timeout + 0.999) if timeout > 0 else 0)
             session = ConmonSession(argv_, cwd=exec_dir)
+            conmon = None
             try:
                 session.wait_pid()
+                # Watched from now (it wrote its pid file before the exec's pid), so
+                # the pid cannot be reused under us.
+                conmon = ConmonWatch(_read_int(paths.conmon_pid_file))
                 code, message = session.wait_exit(None if timeout <= 0 else timeout + 30)
+                # conmon reports the status, then drains the output into the log and
+                # exits: the call returns when it is gone, so the log is whole and no
+                # exec's conmon outlives its call.
+                conmon.wait_or_kill(EXEC_CONMON_EXIT_GRACE)
             finally:
+                if conmon is not None:
+                    conmon.close()
                 session.close()
             if "timed out" in message:
                 raise DeadlineExceeded(f"command {argv[0]!r} timed out after {timeout:g}s")
@@ -821,6 +831,9 @@ def _read_float(path: str) -> float | None:
             return float(f.read().strip())
     except (FileNotFoundError, ValueError):
         return None
+
+
+EXEC_CONMON_EXIT_GRACE = 5.0  # seconds an exec's conmon may take to exit after reporting the status
 
 
 def _read_int(path: str) -> int:

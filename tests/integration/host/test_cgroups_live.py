@@ -244,7 +244,6 @@ def test_block_io_is_counted_under_a_throttle_rule(cgroups: Cgroups, tmp_path: P
     assert stats.blkio_read_bytes >= 8 * MiB
 
 
-@pytest.mark.skipif(shutil.which("runc") is None, reason="runc not installed")
 def test_runc_container_cgroup(cgroups: Cgroups, tmp_path: Path) -> None:
     runc_root = tmp_path / "runc"
     bundle = tmp_path / "bundle"

@@ -11,14 +11,7 @@ from pathlib import Path
 
 import pytest
 from live_images import USERS
-from tests.support.registry_server import RegistryHandle, free_port, registry_available, start_registry
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.path)).parents and not registry_available():
-            item.add_marker(pytest.mark.skip(reason="docker-registry is not installed"))
+from tests.support.registry_server import RegistryHandle, free_port, start_registry
 
 
 @pytest.fixture(autouse=True)

@@ -24,11 +24,7 @@ from hawser.oci import ImageConfig, Platform
 from hawser.runtime._options import ContainerOptions, HostLimits, Namespaces
 from hawser.runtime._spec import build_spec
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("runc") is None, reason="runc is not installed"),
-    pytest.mark.skipif(not os.path.exists("/bin/busybox"), reason="busybox-static is not installed"),
-]
+pytestmark = pytest.mark.integration
 
 CGROUP_PARENT = "hawser-test"
 APPLETS = ("sh", "ls", "echo", "mount", "unshare", "cat", "id", "touch", "wc", "true", "[", "hostname", "readlink")

@@ -26,8 +26,11 @@ except OSError as exc:
 
 
 def _connect_as(address: str, *, groups: list[int]) -> str:
-    proc = subprocess.run([sys.executable, "-c", CONNECT, address], user=65534, group=65534, extra_groups=groups,
-                          capture_output=True, text=True, timeout=30)
+    # The venv's interpreter may sit under a dir that user cannot enter (a
+    # clone in /root, mode 0700); the script needs only the standard library,
+    # so the base interpreter does, from a cwd anyone may enter.
+    proc = subprocess.run([os.path.realpath(sys.executable), "-I", "-c", CONNECT, address], cwd="/",
+                          user=65534, group=65534, extra_groups=groups, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
 

@@ -69,7 +69,7 @@ def test_every_group_says_why() -> None:
 def _libseccomp() -> Any:
     name = ctypes.util.find_library("seccomp")
     if name is None:
-        pytest.skip("libseccomp is not installed")
+        pytest.fail("libseccomp is not installed (runc depends on libseccomp2: run scripts/setup.sh)")
     lib = ctypes.CDLL(name)
     lib.seccomp_syscall_resolve_name.restype = ctypes.c_int
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]

