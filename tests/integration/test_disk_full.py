@@ -79,7 +79,7 @@ def check_no_leftovers(env: Env) -> None:
         snapshots = list(store.snapshotter.walk())
         assert [s.key for s in snapshots if s.kind is not Kind.COMMITTED] == []
         assert len(os.listdir(os.path.join(store.snapshotter.root, "snapshots"))) == len(snapshots)
-        assert store.metadata.list_leases(namespace=store.namespace) == []
+        assert store.metadata.leases.list(namespace=store.namespace) == []
     finally:
         store.close()
 

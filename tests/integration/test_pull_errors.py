@@ -123,7 +123,7 @@ def test_out_of_space_takes_the_operations_other_partial_downloads(overlay_env: 
     store = overlay_env.store()
     try:
         def partial_download(lease: str, ref: str) -> None:
-            store.metadata.add_lease_resource(lease, "ingest", ref)
+            store.metadata.leases.add_resource(lease, "ingest", ref)
             with store.content.writer(ref, expected=Digest.of(data), total=len(data)) as writer:
                 writer.write(data[:1000])
 

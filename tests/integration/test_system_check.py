@@ -224,7 +224,7 @@ def test_a_pod_whose_namespaces_are_gone_is_not_a_problem(node: tuple[Env, str])
     id_ = secrets.token_hex(32)
     store = env.store()
     try:
-        store.metadata.create_sandbox(SandboxRecord(
+        store.metadata.sandboxes.create(SandboxRecord(
             namespace="default", id=id_, name="web_default_uid_0", config={}, labels={}, state="ready",
             status={"net": os.path.join(env.state, "sandboxes", id_, "ns", "net")}, created_at=time.time()))
     finally:

@@ -127,18 +127,18 @@ class Context:
 
     def read_records(self) -> Records:
         md = self.metadata
-        records = Records(namespaces=[ns.name for ns in md.list_namespaces()])
+        records = Records(namespaces=[ns.name for ns in md.namespaces.list()])
         for ns in records.namespaces:
-            records.images += md.list_images(namespace=ns)
-            for blob in md.list_blobs(namespace=ns):
+            records.images += md.images.list(namespace=ns)
+            for blob in md.blobs.list(namespace=ns):
                 records.blobs.setdefault(blob.digest, []).append(blob)
-            records.containers += md.list_containers(namespace=ns)
-            records.sandboxes += md.list_sandboxes(namespace=ns)
-            for lease in md.list_leases(namespace=ns):
+            records.containers += md.containers.list(namespace=ns)
+            records.sandboxes += md.sandboxes.list(namespace=ns)
+            for lease in md.leases.list(namespace=ns):
                 if lease.expired(self.now) or not self.host.lease_owner_alive(lease.labels):
                     continue
                 try:
-                    resources = md.list_resources(lease.id, namespace=ns)
+                    resources = md.leases.list_resources(lease.id, namespace=ns)
                 except HawserError:
                     continue  # deleted meanwhile: it holds nothing any more
                 records.leased.update((r.kind, r.key) for r in resources)
@@ -150,9 +150,7 @@ class Context:
     def write_locked(self) -> Iterator[sqlite3.Connection]:
         """The metadata database's write transaction, as GC removes under it: a
         pull that attaches a lease or records a blob waits until we are done."""
-        # Metadata offers no public write transaction: GC (in its own package)
-        # is the only other caller, for the same reason.
-        with self.metadata._transaction(write=True) as c:
+        with self.metadata.db.transaction(write=True) as c:
             yield c
 
     def held_by_live_lease(self, c: sqlite3.Connection, kind: str, key: str) -> bool:

@@ -227,13 +227,13 @@ class _ImageCheck:
 
         def repair() -> None:
             try:
-                current = metadata.get_blob(desc.digest, namespace=ns).labels.get(label, "")
+                current = metadata.blobs.get(desc.digest, namespace=ns).labels.get(label, "")
             except NotFound:
                 raise Resolved("its record is gone meanwhile") from None
             if current != top_key and self.committed(current):
                 raise Resolved("unpacked again meanwhile")
             # An empty value deletes the key (merge): the image now shows as not unpacked.
-            metadata.update_blob_labels(desc.digest, {label: ""}, merge=True, namespace=ns)
+            metadata.blobs.update_labels(desc.digest, {label: ""}, merge=True, namespace=ns)
 
         self.ctx.report(SNAPSHOT_REF_MISSING, str(desc.digest),
                         f"the config of image {_name(self.image)} names snapshot {top_key}, which is gone "
@@ -252,12 +252,12 @@ class _ImageCheck:
 
         def repair() -> None:
             try:
-                metadata.get_blob(digest, namespace=ns)
+                metadata.blobs.get(digest, namespace=ns)
                 raise Resolved("recorded meanwhile")
             except NotFound:
                 pass
             size = self.ctx.content.info(digest).size
-            metadata.record_blob(digest, size, labels, namespace=ns)
+            metadata.blobs.record(digest, size, labels, namespace=ns)
 
         self.ctx.report(BLOB_UNRECORDED, str(digest),
                         f"image {_name(self.image)} needs it and its file is there, but namespace {ns} has no record "
@@ -287,7 +287,7 @@ def _container(ctx: Context, container: Container, sandboxes: set[tuple[str, str
     runc_root = os.path.join(ctx.config.state, "runc")
     with ctx.container_lock(container.id):
         try:
-            container = ctx.metadata.get_container(container.id, namespace=container.namespace)
+            container = ctx.metadata.containers.get(container.id, namespace=container.namespace)
         except NotFound:
             return
         problems = _container_problems(ctx, container, sandboxes)

@@ -269,9 +269,9 @@ class _Orphans:
 
     def _has_container(self, id_: str) -> bool:
         md = self.ctx.metadata
-        for ns in md.list_namespaces():
+        for ns in md.namespaces.list():
             try:
-                md.get_container(id_, namespace=ns.name)
+                md.containers.get(id_, namespace=ns.name)
                 return True
             except NotFound:
                 continue
@@ -279,9 +279,9 @@ class _Orphans:
 
     def _has_pod(self, id_: str) -> bool:
         md = self.ctx.metadata
-        for ns in md.list_namespaces():
+        for ns in md.namespaces.list():
             try:
-                md.get_sandbox(id_, namespace=ns.name)
+                md.sandboxes.get(id_, namespace=ns.name)
                 return True
             except NotFound:
                 continue

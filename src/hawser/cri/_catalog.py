@@ -90,7 +90,7 @@ class ImageCatalog:
 
     def images(self) -> list[CatalogImage]:
         """Every image of the store, sorted by ID."""
-        records = self._store.metadata.list_images(namespace=self._store.namespace)
+        records = self._store.metadata.images.list(namespace=self._store.namespace)
         groups: dict[str, list[tuple[ImageRecord, _Resolved]]] = defaultdict(list)
         seen: set[str] = set()
         for record in records:
@@ -162,7 +162,7 @@ class ImageCatalog:
         removed = []
         for name in image.names:
             try:
-                self._store.metadata.delete_image(name, namespace=self._store.namespace)
+                self._store.metadata.images.delete(name, namespace=self._store.namespace)
             except NotFound:
                 continue
             removed.append(name)
@@ -181,7 +181,7 @@ class ImageCatalog:
         now = time.time_ns()
         content = disk_usage(os.path.join(store.config.root, "content"))
         image_bytes, image_inodes = content.size, content.inodes
-        container_keys = {c.snapshot_key for c in store.metadata.list_containers(namespace=store.namespace)
+        container_keys = {c.snapshot_key for c in store.metadata.containers.list(namespace=store.namespace)
                           if c.snapshotter == store.snapshotter.name}
         container_bytes = container_inodes = 0
         seen: set[tuple[str, float]] = set()

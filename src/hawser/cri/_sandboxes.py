@@ -134,10 +134,10 @@ class Sandboxes:
         if not text:
             raise InvalidArgument("no pod sandbox id given")
         try:
-            return self._md.get_sandbox(text, namespace=self._ns)  # type: ignore[no-any-return]
+            return self._md.sandboxes.get(text, namespace=self._ns)  # type: ignore[no-any-return]
         except NotFound:
             pass
-        found = [r for r in self._md.list_sandboxes(namespace=self._ns) if r.id.startswith(text)]
+        found = [r for r in self._md.sandboxes.list(namespace=self._ns) if r.id.startswith(text)]
         if len(found) == 1:
             return found[0]  # type: ignore[no-any-return]
         if len(found) > 1:
@@ -146,7 +146,7 @@ class Sandboxes:
 
     def all(self) -> list[Sandbox]:
         """Every sandbox, oldest first. Blocking."""
-        return [_view(r) for r in self._md.list_sandboxes(namespace=self._ns)]
+        return [_view(r) for r in self._md.sandboxes.list(namespace=self._ns)]
 
     # --- run ---------------------------------------------------------------------
 
@@ -157,7 +157,7 @@ class Sandboxes:
         the pod the first call made, once that call is done, instead of making
         a second one.  On failure everything made is undone."""
         async with self._lock(spec.key):
-            existing = await self.blocking(self._md.find_sandbox, spec.key, namespace=self._ns)
+            existing = await self.blocking(self._md.sandboxes.find, spec.key, namespace=self._ns)
             if existing is not None:
                 if existing.state == SANDBOX_READY:
                     return str(existing.id)
@@ -167,11 +167,11 @@ class Sandboxes:
             record = SandboxRecord(namespace=self._ns, id=id_, name=spec.key, config=_config_json(spec),
                                    labels=dict(spec.labels), state=SANDBOX_NOTREADY, status={},
                                    created_at=time.time())
-            await self.blocking(self._md.create_sandbox, record)
+            await self.blocking(self._md.sandboxes.create, record)
             undo: list[Callable[[], Awaitable[None]]] = []
             try:
                 status = await self._setup(id_, spec, undo)
-                await self.blocking(self._md.update_sandbox, id_, namespace=self._ns, state=SANDBOX_READY,
+                await self.blocking(self._md.sandboxes.update, id_, namespace=self._ns, state=SANDBOX_READY,
                                     status=status)
             except BaseException as exc:
                 log.warning("RunPodSandbox failed, rolling back", extra={"pod": spec.key, "id": id_,
@@ -182,7 +182,7 @@ class Sandboxes:
                     except Exception as undo_exc:  # keep undoing; the first error is the one to report
                         log.error("rollback step failed", extra={"id": id_, "error": str(undo_exc)})
                 with contextlib.suppress(Exception):
-                    await self.blocking(self._md.delete_sandbox, id_, namespace=self._ns)
+                    await self.blocking(self._md.sandboxes.delete, id_, namespace=self._ns)
                 raise
             log.info("pod sandbox ready", extra={"pod": spec.key, "id": id_, "ips": status.get("ips")})
             return id_
@@ -197,7 +197,7 @@ class Sandboxes:
         def save() -> Awaitable[Any]:
             # Each step's result is recorded as soon as it exists, so a crash leaves
             # enough on disk for Stop/Remove to undo it.
-            return self.blocking(self._md.update_sandbox, id_, namespace=self._ns, status=dict(status))
+            return self.blocking(self._md.sandboxes.update, id_, namespace=self._ns, status=dict(status))
 
         await self.blocking(os.makedirs, directory, 0o711, exist_ok=True)
 
@@ -299,7 +299,7 @@ class Sandboxes:
         if record.state != SANDBOX_NOTREADY:
             # Before the teardown: a pod whose network is half gone (a crash in
             # between) must not read ready. A retried Stop does it all again.
-            await self.blocking(self._md.update_sandbox, id_, namespace=self._ns, state=SANDBOX_NOTREADY)
+            await self.blocking(self._md.sandboxes.update, id_, namespace=self._ns, state=SANDBOX_NOTREADY)
         try:
             await self.network.teardown(id_, status.get("net"))
         except HawserError as exc:
@@ -335,10 +335,10 @@ class Sandboxes:
         if record.status.get("cgroup_parent") == own_cgroup:  # one kubelet gave is kubelet's to remove
             await self.blocking(_remove_pod_cgroup, own_cgroup)
         failpoint("sandbox.remove.before-record-delete")
-        await self.blocking(self._md.delete_sandbox, record.id, namespace=self._ns)
+        await self.blocking(self._md.sandboxes.delete, record.id, namespace=self._ns)
 
     def _containers_of(self, sandbox_id: str) -> list[str]:
-        return [c.id for c in self._md.list_containers(namespace=self._ns)
+        return [c.id for c in self._md.containers.list(namespace=self._ns)
                 if c.labels.get(LABEL_SANDBOX_ID) == sandbox_id]
 
     # --- recovery ----------------------------------------------------------------------
@@ -346,14 +346,14 @@ class Sandboxes:
     async def recover(self) -> None:
         """At daemon start: a ready pod whose namespaces did not survive (a
         reboot empties /run) or whose pid namespace init died is not ready."""
-        for record in await self.blocking(self._md.list_sandboxes, namespace=self._ns):
+        for record in await self.blocking(self._md.sandboxes.list, namespace=self._ns):
             if record.state != SANDBOX_READY:
                 continue
             lost = await self.blocking(_lost, record)
             if lost:
                 log.warning("pod sandbox lost its namespaces; marking it not ready",
                             extra={"id": record.id, "lost": lost})
-                await self.blocking(self._md.update_sandbox, record.id, namespace=self._ns,
+                await self.blocking(self._md.sandboxes.update, record.id, namespace=self._ns,
                                     state=SANDBOX_NOTREADY)
 
 

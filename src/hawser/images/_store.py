@@ -191,7 +191,7 @@ class ImageStore:
 
         If the process dies, the lease names its pid, so GC knows it is dead
         without waiting for the expiry."""
-        lease = self.metadata.create_lease(
+        lease = self.metadata.leases.create(
             ttl=self.config.gc.pull_lease_ttl, labels={LEASE_OWNER_PID: _pid_token(os.getpid())})
         try:
             yield lease
@@ -207,11 +207,11 @@ class ImageStore:
             self._remove_unfinished(lease)
             raise
         finally:
-            self.metadata.delete_lease(lease)
+            self.metadata.leases.delete(lease)
 
     def _remove_unfinished(self, lease: str) -> None:
         kind = f"snapshot/{self.snapshotter.name}"
-        for resource in self.metadata.list_resources(lease):
+        for resource in self.metadata.leases.list_resources(lease):
             if resource.kind == "ingest":
                 with contextlib.suppress(NotFound, Unavailable):
                     self.content.abort(resource.key, wait=False)  # Unavailable: another pull writes it
@@ -264,14 +264,14 @@ class ImageStore:
         return [self.summary(n) for n, _ in named]
 
     def _put_image(self, name: str, target: Descriptor) -> None:
-        self.metadata.put_image(name, target, {}, namespace=self.namespace)
+        self.metadata.images.put(name, target, {}, namespace=self.namespace)
 
     # --- queries ---------------------------------------------------------------
 
     def resolve_name(self, text: str) -> str:
         """The stored image name for what a user typed: a full or short
         reference, or an image ID (config digest) or a unique prefix of one."""
-        names = {img.name for img in self.metadata.list_images(namespace=self.namespace)}
+        names = {img.name for img in self.metadata.images.list(namespace=self.namespace)}
         if text in names:
             return text
         try:
@@ -291,10 +291,10 @@ class ImageStore:
         raise NotFound(f"image {text!r} not found", hint="`hawser images` lists the images; `hawser pull` fetches one")
 
     def list_images(self) -> list[ImageSummary]:
-        return [self.summary(img.name) for img in self.metadata.list_images(namespace=self.namespace)]
+        return [self.summary(img.name) for img in self.metadata.images.list(namespace=self.namespace)]
 
     def summary(self, name: str) -> ImageSummary:
-        record = self.metadata.get_image(name, namespace=self.namespace)
+        record = self.metadata.images.get(name, namespace=self.namespace)
         try:
             detail = self.inspect(name)
         except (NotFound, InvalidArgument):
@@ -303,7 +303,7 @@ class ImageStore:
                             record.updated_at)
 
     def inspect(self, name: str, platform: Platform | None = None) -> ImageDetail:
-        record = self.metadata.get_image(name, namespace=self.namespace)
+        record = self.metadata.images.get(name, namespace=self.namespace)
         manifest_desc = self._platform_manifest(record.target, platform or Platform.host())
         manifest = parse_manifest(self.content.read_all(manifest_desc.digest, limit=manifest_desc.size or None),
                                   manifest_desc.media_type)
@@ -325,7 +325,7 @@ class ImageStore:
             return ""
         label = f"{LABEL_REF_SNAPSHOT}{self.snapshotter.name}"
         try:
-            top = self.metadata.get_blob(detail.config_digest, namespace=self.namespace).labels.get(label, "")
+            top = self.metadata.blobs.get(detail.config_digest, namespace=self.namespace).labels.get(label, "")
         except NotFound:
             top = ""
         if not top:
@@ -357,7 +357,7 @@ class ImageStore:
         removed = []
         for text in names:
             name = self.resolve_name(text)
-            self.metadata.delete_image(name, namespace=self.namespace)
+            self.metadata.images.delete(name, namespace=self.namespace)
             removed.append(name)
         if prune and removed:
             self.prune()

@@ -216,7 +216,7 @@ class LayerPipeline:
 
     def _new_key(self, chain: Digest) -> str:
         key = f"extract-{os.getpid()}-{os.urandom(6).hex()}-{chain.encoded[:16]}"
-        self._metadata.add_lease_resource(self._lease, f"snapshot/{self._snapshotter.name}", key)
+        self._metadata.leases.add_resource(self._lease, f"snapshot/{self._snapshotter.name}", key)
         with self._active_lock:
             self._active.add(key)
         return key
@@ -269,7 +269,7 @@ class LayerPipeline:
                 # directories the layer only implies the owner and mode they have below.
                 check_implicit_dirs(applied.result.implicit_dirs, self._snapshotter.lower_dirs(parent),
                                     upper=self._snapshotter.apply_target(applied.key).path)
-            self._metadata.add_lease_resource(self._lease, f"snapshot/{self._snapshotter.name}", str(chain))
+            self._metadata.leases.add_resource(self._lease, f"snapshot/{self._snapshotter.name}", str(chain))
             failpoint("unpack.before-commit")
             try:
                 self._snapshotter.commit(str(chain), applied.key, parent=parent)
@@ -313,7 +313,7 @@ class LayerPipeline:
         except DataLoss:
             self._remove_quietly(key)
             raise
-        self._metadata.add_lease_resource(self._lease, f"snapshot/{self._snapshotter.name}", str(chain))
+        self._metadata.leases.add_resource(self._lease, f"snapshot/{self._snapshotter.name}", str(chain))
         failpoint("unpack.before-commit")
         self._snapshotter.commit(str(chain), key)
         with self._active_lock:
@@ -337,10 +337,10 @@ class LayerPipeline:
     def _fetch(self, desc: Descriptor, sink: Callable[[bytes], None] | None) -> None:
         """Store the blob (resuming a partial ingest) and pass every byte, from
         the first, to ``sink``. Idempotent: a stored blob is only read back."""
-        self._metadata.add_lease_resource(self._lease, "content", str(desc.digest))
+        self._metadata.leases.add_resource(self._lease, "content", str(desc.digest))
         digest = str(desc.digest)
         ref = f"layer-{desc.digest.encoded}"
-        self._metadata.add_lease_resource(self._lease, "ingest", ref)
+        self._metadata.leases.add_resource(self._lease, "ingest", ref)
         try:
             writer = self._content.writer(ref, expected=desc.digest, total=desc.size)
         except AlreadyExists:
@@ -377,7 +377,7 @@ class LayerPipeline:
         self._record(desc)
 
     def _record(self, desc: Descriptor, labels: dict[str, str] | None = None) -> None:
-        self._metadata.record_blob(str(desc.digest), desc.size, labels or {}, namespace=self._namespace)
+        self._metadata.blobs.record(str(desc.digest), desc.size, labels or {}, namespace=self._namespace)
 
     def _check_abort(self) -> None:
         if self._abort.is_set():
@@ -387,7 +387,7 @@ class LayerPipeline:
 def store_small_blob(content: ContentStore, metadata: Metadata, lease: str, desc: Descriptor, data: bytes,
                      labels: dict[str, str], namespace: str) -> None:
     """Store a manifest, index or config (already verified) and record it with its GC labels."""
-    metadata.add_lease_resource(lease, "content", str(desc.digest))
+    metadata.leases.add_resource(lease, "content", str(desc.digest))
     try:
         writer = content.writer(f"small-{desc.digest.encoded}", expected=desc.digest, total=len(data))
     except AlreadyExists:
@@ -398,7 +398,7 @@ def store_small_blob(content: ContentStore, metadata: Metadata, lease: str, desc
                 writer.truncate()
             writer.write(data)
             writer.commit(size=len(data), expected=desc.digest)
-    metadata.record_blob(str(desc.digest), len(data), labels, namespace=namespace)
+    metadata.blobs.record(str(desc.digest), len(data), labels, namespace=namespace)
 
 
 __all__ = ["LayerPipeline", "LowerNeeded", "Sequence", "UnpackProcess", "UnpackResult", "layer_compression",

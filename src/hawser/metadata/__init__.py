@@ -1,4 +1,5 @@
-"""Metadata: namespaced records in SQLite (images, blob records, leases) and GC.
+"""Metadata: namespaced records in SQLite, one store per kind (namespaces, images,
+blob records, containers, pod sandboxes, leases), and GC over them all.
 
 Records are written only after what they describe is on disk; the garbage
 collector (``collect``) removes what no image, lease or pin reaches.
@@ -6,18 +7,7 @@ collector (``collect``) removes what no image, lease or pin reaches.
 
 from __future__ import annotations
 
-from hawser.metadata._db import (
-    DEFAULT_BUSY_TIMEOUT,
-    DEFAULT_NAMESPACE,
-    Blob,
-    Container,
-    Image,
-    Lease,
-    LeaseResource,
-    Metadata,
-    Namespace,
-    SandboxRecord,
-)
+from hawser.metadata._database import DEFAULT_BUSY_TIMEOUT
 from hawser.metadata._labels import (
     LABEL_GC_REF_CONTENT,
     LABEL_GC_REF_SNAPSHOT,
@@ -33,7 +23,24 @@ from hawser.metadata._labels import (
     snapshot_refs,
     snapshot_resource,
 )
+from hawser.metadata._metadata import Metadata
 from hawser.metadata._schema import MIGRATIONS, Migration
+from hawser.metadata._types import (
+    DEFAULT_NAMESPACE,
+    Blob,
+    BlobRecords,
+    Container,
+    ContainerRecords,
+    Image,
+    ImageRecords,
+    Lease,
+    LeaseManager,
+    LeaseResource,
+    Namespace,
+    NamespaceStore,
+    SandboxRecord,
+    SandboxRecords,
+)
 
 TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
@@ -91,17 +98,23 @@ __all__ = [
     "RESOURCE_INGEST",
     "RESOURCE_SNAPSHOT_PREFIX",
     "Blob",
+    "BlobRecords",
     "Container",
+    "ContainerRecords",
     "GCError",
     "GCReport",
     "Image",
+    "ImageRecords",
     "Lease",
+    "LeaseManager",
     "LeaseResource",
     "Metadata",
     "Migration",
     "Namespace",
+    "NamespaceStore",
     "Removal",
     "SandboxRecord",
+    "SandboxRecords",
     "collect",
     "content_ref_label",
     "content_refs",

@@ -59,7 +59,7 @@ from hawser.content import Status as IngestStatus
 from hawser.content import Store as ContentStore
 from hawser.errors import HawserError, NotFound, Unavailable
 from hawser.host import FileLock
-from hawser.metadata._db import Metadata, _load_labels
+from hawser.metadata._database import load_labels
 from hawser.metadata._labels import (
     LABEL_GC_REF_SNAPSHOT,
     LABEL_GC_ROOT,
@@ -70,6 +70,7 @@ from hawser.metadata._labels import (
     snapshot_refs,
     snapshot_resource,
 )
+from hawser.metadata._metadata import Metadata
 from hawser.oci import Digest
 from hawser.snapshots import Info as SnapshotInfo
 from hawser.snapshots import Snapshotter
@@ -196,12 +197,12 @@ def _load(c: sqlite3.Connection, now: float, lease_alive: LeaseAlive | None) -> 
     for namespace, digest in c.execute("SELECT namespace, digest FROM images"):
         state.image_targets.append((namespace, Digest(digest)))
     for namespace, digest, labels, created_at in c.execute("SELECT namespace, digest, labels, created_at FROM blobs"):
-        state.records[(namespace, Digest(digest))] = _Record(labels=_load_labels(labels), created_at=created_at)
+        state.records[(namespace, Digest(digest))] = _Record(labels=load_labels(labels), created_at=created_at)
     live: set[tuple[str, str]] = set()
     for namespace, lease_id, labels, expires_at in c.execute("SELECT namespace, id, labels, expires_at FROM leases"):
         if expires_at is not None and expires_at <= now:
             state.expired.append((namespace, lease_id, REASON_EXPIRED_LEASE))
-        elif lease_alive is not None and not lease_alive(dict(_load_labels(labels))):
+        elif lease_alive is not None and not lease_alive(dict(load_labels(labels))):
             state.expired.append((namespace, lease_id, REASON_ABANDONED_LEASE))
         else:
             live.add((namespace, lease_id))
@@ -393,7 +394,7 @@ def collect(
                 report.error("snapshot", "*", exc, snapshotter=name)
 
         # 2. Mark, and delete the records that lost, in one transaction.
-        with metadata._transaction(write=not dry_run) as c:
+        with metadata.db.transaction(write=not dry_run) as c:
             state = _load(c, now, lease_alive)
             marks = _mark(state, snapshots, now=now, grace_period=grace_period)
             for namespace, lease_id, reason in state.expired:
@@ -455,7 +456,7 @@ def _sweep_blobs(
         reason = REASON_UNREFERENCED_BLOB if info.digest in recorded else REASON_ORPHAN_FILE
         if not report.dry_run:
             try:
-                with metadata._transaction(write=True) as c:
+                with metadata.db.transaction(write=True) as c:
                     if _blob_claimed(c, info.digest, now):
                         continue
                     store.delete(info.digest)
@@ -486,7 +487,7 @@ def _sweep_ingests(
                 continue
         else:
             try:
-                with metadata._transaction(write=True) as c:
+                with metadata.db.transaction(write=True) as c:
                     if _ingest_claimed(c, status.ref, now):
                         continue
                     try:
@@ -527,7 +528,7 @@ def _sweep_snapshots(
             size = 0  # only for the report
         if not report.dry_run:
             try:
-                with metadata._transaction(write=True) as c:
+                with metadata.db.transaction(write=True) as c:
                     if _snapshot_claimed(c, name, key, now):
                         kept.update(_ancestors(infos, key))
                         continue

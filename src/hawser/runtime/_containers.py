@@ -213,7 +213,7 @@ class ContainerManager:
     def lookup(self, text: str) -> Container:
         """A container by name, full id, or unique id prefix. NotFound otherwise;
         InvalidArgument if a prefix matches several."""
-        records = self.store.metadata.list_containers(namespace=self.store.namespace)
+        records = self.store.metadata.containers.list(namespace=self.store.namespace)
         for r in records:
             if r.name == text or r.id == text:
                 return r
@@ -229,7 +229,7 @@ class ContainerManager:
                              log_path=self.container_log_path(record))
 
     def list(self, *, all_: bool = True) -> list[ContainerInfo]:
-        infos = [self.info(r) for r in self.store.metadata.list_containers(namespace=self.store.namespace)]
+        infos = [self.info(r) for r in self.store.metadata.containers.list(namespace=self.store.namespace)]
         return infos if all_ else [i for i in infos if i.status.state in (RUNNING, PAUSED)]
 
     def status(self, record: Container) -> ContainerStatus:
@@ -327,8 +327,8 @@ class ContainerManager:
         with self._locked(id_) as lock:
             try:
                 # The record first: from here on nothing can exist that hawser does not know of.
-                self.store.metadata.create_container(record)
-                undo.push(lambda: self.store.metadata.delete_container(id_, namespace=self.store.namespace))
+                self.store.metadata.containers.create(record)
+                undo.push(lambda: self.store.metadata.containers.delete(id_, namespace=self.store.namespace))
                 failpoint("create.after-record")
                 bundle = self.bundle(id_)
                 rootfs = os.path.join(bundle, "rootfs")
@@ -560,7 +560,7 @@ class ContainerManager:
             # A log path given at create belongs to its caller (kubelet removes it).
             shutil.rmtree(os.path.dirname(self.log_path(record.id)), ignore_errors=True)
             failpoint("remove.before-record-delete")
-            self.store.metadata.delete_container(record.id, namespace=self.store.namespace)
+            self.store.metadata.containers.delete(record.id, namespace=self.store.namespace)
             lock.release(remove=True)  # nothing is left for it to guard
         self._notify(EVENT_DELETED, record)
         return record.id

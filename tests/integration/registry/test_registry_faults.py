@@ -83,7 +83,7 @@ def check_store(env: Env, image: BuiltImage, *, pulled: bool) -> dict[str, int]:
         assert bool(store.list_images()) == pulled
         for info in store.content.walk():
             assert store.content.verify(info.digest), f"{info.digest} is corrupt"
-        for record in store.metadata.list_blobs(namespace=store.namespace):
+        for record in store.metadata.blobs.list(namespace=store.namespace):
             store.content.info(record.digest)  # recorded only once on disk
         ingests = {}
         for status in store.content.list_statuses():
@@ -94,7 +94,7 @@ def check_store(env: Env, image: BuiltImage, *, pulled: bool) -> dict[str, int]:
         snapshots = list(store.snapshotter.walk())
         assert [s.key for s in snapshots if s.kind is not Kind.COMMITTED] == []
         assert len(os.listdir(os.path.join(store.snapshotter.root, "snapshots"))) == len(snapshots)
-        assert store.metadata.list_leases(namespace=store.namespace) == []
+        assert store.metadata.leases.list(namespace=store.namespace) == []
     finally:
         store.close()
     with open("/proc/self/mountinfo", encoding="utf-8") as f:

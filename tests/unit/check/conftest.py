@@ -91,7 +91,7 @@ class FakeHost:
 
     def remove_container(self, store: ImageStore, record: Container) -> None:
         self.calls.append(("remove_container", record.id))
-        store.metadata.delete_container(record.id, namespace=record.namespace)
+        store.metadata.containers.delete(record.id, namespace=record.namespace)
 
     def cgroup_layout(self) -> CgroupLayout:
         base = os.path.join(self.root, "cgroup")
@@ -178,20 +178,20 @@ class Node:
         snapshotter = self.store.snapshotter
         for i, (desc, blob) in enumerate(built.layers):
             self.write_blob(blob)
-            self.md.record_blob(str(desc.digest), desc.size, {})
+            self.md.blobs.record(str(desc.digest), desc.size, {})
             if not _exists(snapshotter, str(chains[i])):
                 key = f"extract-{os.urandom(4).hex()}"
                 snapshotter.prepare(key, str(chains[i - 1]) if i else "")
                 snapshotter.commit(str(chains[i]), key)
         self.write_blob(built.config)
-        self.md.record_blob(str(built.config_desc.digest), len(built.config),
+        self.md.blobs.record(str(built.config_desc.digest), len(built.config),
                             config_labels(snapshotter.name, chains[-1] if chains else None))
         self.write_blob(built.manifest)
         from hawser.oci import parse_manifest
 
         manifest = parse_manifest(built.manifest, built.manifest_desc.media_type)
-        self.md.record_blob(str(built.manifest_desc.digest), len(built.manifest), manifest_labels(manifest))
-        self.md.put_image(name, built.manifest_desc)
+        self.md.blobs.record(str(built.manifest_desc.digest), len(built.manifest), manifest_labels(manifest))
+        self.md.images.put(name, built.manifest_desc)
         return StoredImage(name=name, built=built, chains=chains)
 
     def add_container(self, image: StoredImage, *, id_: str | None = None, labels: dict[str, str] | None = None,
@@ -204,7 +204,7 @@ class Node:
                            image_id=str(image.built.config_desc.digest), snapshotter=self.store.snapshotter.name,
                            snapshot_key=key, config={"cgroups_path": f"{CGROUP_PARENT}/{id_}"},
                            labels=labels or {}, created_at=time.time())
-        self.md.create_container(record)
+        self.md.containers.create(record)
         os.makedirs(os.path.join(self.state, "containers", id_, "rootfs"))
         return record
 
@@ -215,7 +215,7 @@ class Node:
                                state="ready" if ready else "notready",
                                status=status or {"cgroup_parent": f"{CGROUP_PARENT}/pod-{id_[:12]}"},
                                created_at=time.time())
-        self.md.create_sandbox(record)
+        self.md.sandboxes.create(record)
         return record
 
     def mount(self, path: str, fstype: str = "overlay") -> None:
@@ -229,8 +229,8 @@ class Node:
         return dirs
 
     def leased(self, kind: str, key: str, *, owner: str = "") -> str:
-        lease = self.md.create_lease(ttl=3600, labels={OWNER: owner} if owner else {})
-        self.md.add_resource(lease, kind, key)
+        lease = self.md.leases.create(ttl=3600, labels={OWNER: owner} if owner else {})
+        self.md.leases.add_resource(lease, kind, key)
         return lease
 
 

@@ -48,13 +48,13 @@ def test_a_corrupt_layer_is_reported_then_removed_with_its_records(node: Node) -
         raise AssertionError("the corrupt blob is still there")
     except NotFound:
         pass
-    assert node.md.list_blobs() and all(b.digest != layer for b in node.md.list_blobs())
-    assert node.md.get_image(image.name)
+    assert node.md.blobs.list() and all(b.digest != layer for b in node.md.blobs.list())
+    assert node.md.images.get(image.name)
     node.store.snapshotter.stat(image.top)
 
     # Fetching it again (what a pull does) makes the store clean.
     node.write_blob(dict((d.digest, b) for d, b in image.built.layers)[layer])
-    node.md.record_blob(layer, image.built.layers[0][0].size, {})
+    node.md.blobs.record(layer, image.built.layers[0][0].size, {})
     assert node.check().findings == ()
 
 
@@ -96,7 +96,7 @@ def test_a_record_without_its_file(node: Node) -> None:
     assert (BLOB_MISSING, layer) in kinds(report) and (IMAGE_INCOMPLETE, image.name) in kinds(report)
     repaired = node.check(repair=True)
     assert next(f for f in repaired.findings if f.kind == BLOB_MISSING).repaired
-    assert all(b.digest != layer for b in node.md.list_blobs())
+    assert all(b.digest != layer for b in node.md.blobs.list())
     # The image still needs a pull: that is for `hawser pull` to fix, not the check.
     assert kinds(node.check()) == [(IMAGE_INCOMPLETE, image.name)]
 

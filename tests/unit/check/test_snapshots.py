@@ -47,7 +47,7 @@ def test_a_deleted_snapshot_directory_takes_its_chain_and_the_image_label(node: 
     assert by_kind[SNAPSHOT_REF_MISSING].repaired  # the config no longer names the removed top
     assert not by_kind[IMAGE_INCOMPLETE].repaired and "unpacked layers" in by_kind[IMAGE_INCOMPLETE].detail
     assert all(_gone(node, str(c)) for c in image.chains)
-    config = node.md.get_blob(image.built.config_desc.digest)
+    config = node.md.blobs.get(image.built.config_desc.digest)
     assert not any(k.startswith("hawser.io/gc.ref.snapshot") for k in config.labels)
     assert kinds(node.check()) == [(IMAGE_INCOMPLETE, image.name)]
 

@@ -51,10 +51,14 @@ class FakeManager:
     def metadata(self) -> FakeManager:
         return self
 
-    def list_containers(self, *, namespace: str) -> list[Container]:
+    @property
+    def containers(self) -> FakeManager:
+        return self
+
+    def list(self, *, namespace: str) -> list[Container]:
         return list(self.records.values())
 
-    def get_container(self, id_: str, *, namespace: str) -> Container:
+    def get(self, id_: str, *, namespace: str) -> Container:
         if id_ not in self.records:
             raise NotFound(id_)
         return self.records[id_]

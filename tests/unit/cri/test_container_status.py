@@ -79,10 +79,14 @@ class FakeManager:
     def metadata(self) -> FakeManager:
         return self
 
-    def list_containers(self, *, namespace: str) -> list[Container]:
+    @property
+    def containers(self) -> FakeManager:
+        return self
+
+    def list(self, *, namespace: str) -> list[Container]:
         return list(self.records)
 
-    def get_container(self, id_: str, *, namespace: str) -> Container:
+    def get(self, id_: str, *, namespace: str) -> Container:
         for r in self.records:
             if r.id == id_:
                 return r

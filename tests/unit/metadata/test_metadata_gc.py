@@ -166,7 +166,7 @@ class World:
 
     def blob(self, data: bytes, labels: Mapping[str, str] | None = None, namespace: str = "default") -> Digest:
         digest = self.file(data)
-        self.md.record_blob(digest, len(data), labels, namespace=namespace)
+        self.md.blobs.record(digest, len(data), labels, namespace=namespace)
         return digest
 
     def partial(self, ref: str, data: bytes) -> None:
@@ -182,7 +182,7 @@ class World:
         return {info.digest for info in self.store.walk()}
 
     def records(self, namespace: str = "default") -> set[Digest]:
-        return {b.digest for b in self.md.list_blobs(namespace=namespace)}
+        return {b.digest for b in self.md.blobs.list(namespace=namespace)}
 
     def image(self, name: str, shared_layer: bytes | None = None, namespace: str = "default") -> dict[str, Any]:
         """index -> manifest -> config + 2 layers; config -> snapshot chain of 2."""
@@ -197,7 +197,7 @@ class World:
             namespace=namespace,
         )
         index = self.blob(f"{name} index".encode(), {content_ref_label("m.0"): manifest}, namespace=namespace)
-        self.md.put_image(name, Descriptor(media.OCI_INDEX, index, 1), namespace=namespace)
+        self.md.images.put(name, Descriptor(media.OCI_INDEX, index, 1), namespace=namespace)
         return {
             "blobs": {index, manifest, config, l1, l2},
             "snapshots": {chain1, chain2},
@@ -250,7 +250,7 @@ def test_marks_through_labels_and_sweeps_the_rest(world: World) -> None:
 
 def test_deleting_the_image_frees_its_whole_graph(world: World) -> None:
     img = world.image("img")
-    world.md.delete_image("img")
+    world.md.images.delete("img")
     report = world.collect()
     assert report.errors == ()
     assert set(keys(report.blobs)) == img["blobs"]
@@ -262,7 +262,7 @@ def test_deleting_the_image_frees_its_whole_graph(world: World) -> None:
 def test_a_layer_shared_by_two_images_stays_while_one_uses_it(world: World) -> None:
     a = world.image("a", shared_layer=b"shared")
     b = world.image("b", shared_layer=b"shared")
-    world.md.delete_image("a")
+    world.md.images.delete("a")
     world.collect()
     assert world.digests() == b["blobs"]
     assert Digest.of(b"shared") in world.digests()
@@ -278,7 +278,7 @@ def test_images_in_every_namespace_are_roots(world: World) -> None:
 
 def test_records_are_per_namespace_files_are_shared(world: World) -> None:
     digest = world.blob(b"both", namespace="a")
-    world.md.record_blob(digest, 4, {LABEL_GC_ROOT: "pinned"}, namespace="b")
+    world.md.blobs.record(digest, 4, {LABEL_GC_ROOT: "pinned"}, namespace="b")
     report = world.collect()
     assert [(r.key, r.namespace) for r in report.records] == [(digest, "a")]
     assert report.blobs == ()
@@ -305,7 +305,7 @@ def test_snapshot_ref_labels_may_carry_a_suffix(world: World) -> None:
 
 def test_a_record_whose_file_is_missing_just_goes(world: World) -> None:
     digest = Digest.of(b"never written")
-    world.md.record_blob(digest, 13)
+    world.md.blobs.record(digest, 13)
     report = world.collect()
     assert keys(report.records) == [digest] and report.blobs == () and report.errors == ()
 
@@ -319,7 +319,7 @@ def test_dry_run_changes_nothing(world: World) -> None:
     world.file(b"orphan")
     world.snap.layer("junk")
     world.partial("stale", b"stale ingest data")
-    world.md.create_lease(1, id="old")
+    world.md.leases.create(1, id="old")
     before = (world.digests(), world.records(), set(world.snap.infos), world.store.list_statuses())
 
     report = world.collect(dry_run=True, now=time.time() + 100)
@@ -330,7 +330,7 @@ def test_dry_run_changes_nothing(world: World) -> None:
     assert keys(report.ingests) == ["stale"]
     assert keys(report.snapshots) == ["junk"]
     assert (world.digests(), world.records(), set(world.snap.infos), world.store.list_statuses()) == before
-    assert [le.id for le in world.md.list_leases()] == ["old"]
+    assert [le.id for le in world.md.leases.list()] == ["old"]
 
     real = world.collect(now=time.time() + 100)
     assert [(r.kind, r.key, r.reason) for r in real.removed] == [(r.kind, r.key, r.reason) for r in report.removed]
@@ -356,10 +356,10 @@ def test_the_grace_period_protects_what_is_new(world: World) -> None:
 
 
 def test_leases_protect_their_resources(world: World) -> None:
-    lease = world.md.create_lease(3600)
-    world.md.add_resource(lease, "content", Digest.of(b"leased"))
-    world.md.add_resource(lease, "ingest", "pulling")
-    world.md.add_resource(lease, snapshot_resource("fake"), "extract-1")
+    lease = world.md.leases.create(3600)
+    world.md.leases.add_resource(lease, "content", Digest.of(b"leased"))
+    world.md.leases.add_resource(lease, "ingest", "pulling")
+    world.md.leases.add_resource(lease, snapshot_resource("fake"), "extract-1")
     leased = world.blob(b"leased")
     world.partial("pulling", b"ingest being pulled")
     world.snap.layer("parent")
@@ -367,7 +367,7 @@ def test_leases_protect_their_resources(world: World) -> None:
 
     assert world.collect().removed == ()
 
-    world.md.delete_lease(lease)
+    world.md.leases.delete(lease)
     report = world.collect()
     assert keys(report.records) == [leased]
     assert keys(report.blobs) == [leased]
@@ -378,47 +378,47 @@ def test_leases_protect_their_resources(world: World) -> None:
 def test_a_leased_blob_keeps_its_references(world: World) -> None:
     layer = world.blob(b"layer")
     manifest = world.blob(b"manifest", {content_ref_label("l.0"): layer})
-    lease = world.md.create_lease(None)
-    world.md.add_resource(lease, "content", manifest)
+    lease = world.md.leases.create(None)
+    world.md.leases.add_resource(lease, "content", manifest)
     assert world.collect().removed == ()
 
 
 def test_expired_leases_are_reaped_with_what_they_held(world: World) -> None:
-    lease = world.md.create_lease(60, namespace="k8s.io")
+    lease = world.md.leases.create(60, namespace="k8s.io")
     digest = Digest.of(b"held")
-    world.md.add_resource(lease, "content", digest, namespace="k8s.io")
+    world.md.leases.add_resource(lease, "content", digest, namespace="k8s.io")
     world.file(b"held")
     assert world.collect().removed == ()
 
     report = world.collect(now=time.time() + 61)
     assert [(r.key, r.namespace, r.reason) for r in report.leases] == [(lease, "k8s.io", REASON_EXPIRED_LEASE)]
     assert [(r.key, r.reason) for r in report.blobs] == [(digest, REASON_ORPHAN_FILE)]
-    assert world.md.list_leases(namespace="k8s.io") == []
+    assert world.md.leases.list(namespace="k8s.io") == []
 
 
 def test_leases_of_dead_owners_are_reaped_early(world: World) -> None:
-    alive = world.md.create_lease(3600, labels={"owner": "alive"})
-    dead = world.md.create_lease(3600, labels={"owner": "dead"})
-    world.md.add_resource(dead, "content", Digest.of(b"abandoned"))
+    alive = world.md.leases.create(3600, labels={"owner": "alive"})
+    dead = world.md.leases.create(3600, labels={"owner": "dead"})
+    world.md.leases.add_resource(dead, "content", Digest.of(b"abandoned"))
     world.file(b"abandoned")
     report = world.collect(lease_alive=lambda labels: labels.get("owner") != "dead")
     assert [(r.key, r.reason) for r in report.leases] == [(dead, REASON_ABANDONED_LEASE)]
     assert keys(report.blobs) == [Digest.of(b"abandoned")]
-    assert [le.id for le in world.md.list_leases()] == [alive]
+    assert [le.id for le in world.md.leases.list()] == [alive]
 
 
 def test_a_lease_attached_after_the_mark_still_protects(world: World, tmp_path: Path) -> None:
     # Another process attaches a lease to "late" while GC is between its mark
     # and the removal: the re-check under the write lock must see it.
     other = Metadata(tmp_path / "metadata.db")
-    lease = other.create_lease(3600)
+    lease = other.leases.create(3600)
     world.snap.layer("base")
     world.snap.layer("late", "base")
     world.snap.layer("doomed")
 
     def attach(key: str) -> None:
         if key == "late":
-            other.add_resource(lease, snapshot_resource("fake"), "late")
+            other.leases.add_resource(lease, snapshot_resource("fake"), "late")
 
     world.snap.on_usage = attach
     try:
@@ -518,7 +518,7 @@ def test_the_fake_snapshotter_meets_the_contract() -> None:
 
 
 def _container(world: World, id_: str, key: str, name: str | None = None) -> Container:
-    return world.md.create_container(Container(
+    return world.md.containers.create(Container(
         namespace="default", id=id_, name=name or f"name-{id_}", image="img", image_id="sha256:x",
         snapshotter="fake", snapshot_key=key, config={"args": ["sh"]}, labels={}, created_at=time.time()))
 
@@ -527,27 +527,27 @@ def test_a_container_pins_its_snapshot_and_the_image_chain(world: World) -> None
     img = world.image("img")
     world.snap.prepare("container-1", "img-chain2")
     _container(world, "1", "container-1")
-    world.md.delete_image("img")
+    world.md.images.delete("img")
     report = world.collect()
     assert report.errors == ()
     # The blobs go with the image; the container's snapshot and its parents stay.
     assert set(keys(report.blobs)) == img["blobs"]
     assert set(world.snap.infos) == {"container-1", "img-chain1", "img-chain2"}
-    world.md.delete_container("1")
+    world.md.containers.delete("1")
     world.collect()
     assert world.snap.infos == {}
 
 
 def test_container_records(world: World) -> None:
     c = _container(world, "abc", "k1", name="web")
-    assert world.md.get_container("abc") == c
+    assert world.md.containers.get("abc") == c
     with pytest.raises(AlreadyExists, match="name 'web'"):
         _container(world, "def", "k2", name="web")
     with pytest.raises(AlreadyExists, match="id abc"):
         _container(world, "abc", "k3", name="other")
-    assert [x.id for x in world.md.list_containers()] == ["abc"]
-    assert world.md.list_containers(namespace="k8s.io") == []
-    world.md.delete_container("abc")
-    world.md.delete_container("abc")  # idempotent
+    assert [x.id for x in world.md.containers.list()] == ["abc"]
+    assert world.md.containers.list(namespace="k8s.io") == []
+    world.md.containers.delete("abc")
+    world.md.containers.delete("abc")  # idempotent
     with pytest.raises(NotFound):
-        world.md.get_container("abc")
+        world.md.containers.get("abc")

@@ -49,20 +49,20 @@ def test_a_version_zero_database_is_migrated(tmp_path: Path) -> None:
     conn.close()
     with Metadata(path) as md:
         assert md.schema_version == len(MIGRATIONS)
-        md.create_image("img", TARGET)
+        md.images.create("img", TARGET)
     assert {"namespaces", "images", "blobs", "leases", "lease_resources"} <= tables_of(path)
 
 
 def test_an_old_database_is_migrated_keeping_its_records(tmp_path: Path) -> None:
     path = tmp_path / "metadata.db"
     with Metadata(path) as md:
-        md.create_image("img", TARGET)
+        md.images.create("img", TARGET)
     assert version_of(path) == len(MIGRATIONS)
 
     newer = (*MIGRATIONS, FUTURE)
     with Metadata(path, migrations=newer) as md:
         assert md.schema_version == len(MIGRATIONS) + 1
-        assert md.get_image("img").target == TARGET
+        assert md.images.get("img").target == TARGET
     assert "future_things" in tables_of(path)
     # Opening again with the same code is a no-op.
     with Metadata(path, migrations=newer) as md:

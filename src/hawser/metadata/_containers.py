@@ -1,0 +1,65 @@
+"""Container records: what a container was made from; its live state is runc's and conmon's."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from hawser.errors import AlreadyExists, NotFound
+from hawser.metadata._database import Database, check_identifier, dump_labels, load_labels
+from hawser.metadata._types import DEFAULT_NAMESPACE, Container, ContainerRecords
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+class SQLContainers(ContainerRecords):
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    _CONTAINER_COLUMNS = "namespace, id, name, image, image_id, snapshotter, snapshot_key, config, labels, created_at"
+
+    @staticmethod
+    def _container(row: Sequence[Any]) -> Container:
+        return Container(namespace=row[0], id=row[1], name=row[2], image=row[3], image_id=row[4], snapshotter=row[5],
+                         snapshot_key=row[6], config=json.loads(row[7]), labels=load_labels(row[8]),
+                         created_at=row[9])
+
+    def create(self, container: Container) -> Container:
+        """Record a new container. AlreadyExists if its id or name is taken. Not idempotent."""
+        check_identifier(container.namespace, "namespace")
+        text = dump_labels(container.labels)
+        with self._db.transaction(write=True) as c:
+            self._db.ensure_namespace(c, container.namespace)
+            taken = c.execute("SELECT id FROM containers WHERE namespace = ? AND (id = ? OR name = ?)",
+                              (container.namespace, container.id, container.name)).fetchone()
+            if taken is not None:
+                what = f"id {container.id}" if taken[0] == container.id else f"name {container.name!r}"
+                raise AlreadyExists(f"container {what} is already in use by container {taken[0][:12]}",
+                                    hint="remove that container or choose another name")
+            c.execute(f"INSERT INTO containers ({self._CONTAINER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (container.namespace, container.id, container.name, container.image, container.image_id,
+                       container.snapshotter, container.snapshot_key, json.dumps(dict(container.config)), text,
+                       container.created_at))
+        return container
+
+    def get(self, id_: str, *, namespace: str = DEFAULT_NAMESPACE) -> Container:
+        """The container with this exact id. NotFound if absent."""
+        with self._db.transaction(write=False) as c:
+            row = c.execute(f"SELECT {self._CONTAINER_COLUMNS} FROM containers WHERE namespace = ? AND id = ?",
+                            (namespace, id_)).fetchone()
+        if row is None:
+            raise NotFound(f"container {id_} not found")
+        return self._container(row)
+
+    def list(self, *, namespace: str = DEFAULT_NAMESPACE) -> list[Container]:
+        """Every container of the namespace, oldest first."""
+        with self._db.transaction(write=False) as c:
+            rows = c.execute(f"SELECT {self._CONTAINER_COLUMNS} FROM containers WHERE namespace = ?"
+                             " ORDER BY created_at, id", (namespace,)).fetchall()
+        return [self._container(r) for r in rows]
+
+    def delete(self, id_: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+        """Forget a container (its snapshot goes at the next GC). Idempotent."""
+        with self._db.transaction(write=True) as c:
+            c.execute("DELETE FROM containers WHERE namespace = ? AND id = ?", (namespace, id_))
