@@ -40,7 +40,7 @@ def test_a_bug_is_internal_and_the_server_carries_on(caplog: pytest.LogCaptureFi
 
     async def scenario() -> None:
         offloader = Offloader(max_workers=2)
-        deps = CriDeps(store=None, catalog=BrokenCatalog(), blocking=offloader,  # type: ignore[arg-type]
+        deps = CriDeps(images=None, catalog=BrokenCatalog(), blocking=offloader,  # type: ignore[arg-type]
                        pulls=SingleFlight(), network_status=NoNetwork("/nowhere"))
         server = grpc.aio.server()
         add_to_server(server, deps)

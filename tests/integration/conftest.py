@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from hawser.config import Config, GCConfig, RuntimeConfig
-from hawser.images import ImageStore
 from hawser.registry import RegistryClient, RegistryOptions
+from hawser.store import Store
 from tests.support.aio import conmons_of
 from tests.support.images import BuiltImage, build_image, push_image
 from tests.support.layers import busybox_layers
@@ -138,8 +138,8 @@ class Env:
         return [*HAWSER, "--config", self.config_file, "--root", self.root, "--state", self.state,
                 "--snapshotter", self.snapshotter, *args]
 
-    def store(self) -> ImageStore:
-        return ImageStore.open(self.config())
+    def store(self) -> Store:
+        return Store.open(self.config())
 
     def cli(self, *args: str, check: bool = True, timeout: float = 120,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from hawser.images import ImageService
 from hawser.registry import RegistryClient
 from hawser.snapshots import Kind
 from tests.integration.conftest import Env, Registry, one_line, unmount_under
@@ -194,7 +195,7 @@ def test_unpack_out_of_space_leaves_no_snapshot_and_a_retry_succeeds(
         check_no_leftovers(env)
         store = env.store()
         try:
-            assert store.list_images() == []
+            assert ImageService(store).list_images() == []
             # Every blob there is whole; every ingest left is the start of its blob.
             for info in store.content.walk():
                 assert store.content.verify(info.digest)

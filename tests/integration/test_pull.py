@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from hawser.images import ImageService
 from hawser.oci import Platform
 from hawser.registry import RegistryClient
 from tests.integration.conftest import Env, Registry
@@ -48,7 +49,7 @@ def _tar(*entries: tuple[str, str, bytes | str]) -> bytes:
 def _check_tree(env: Env, ref: str, tars: list[bytes], tmp_path: Path) -> None:
     store = env.store()
     try:
-        detail = store.inspect(store.resolve_name(ref))
+        detail = ImageService(store).inspect(ImageService(store).resolve_name(ref))
         view = "test-view"
         mounts = store.snapshotter.view(view, str(detail.chain_ids[-1]))
         try:
@@ -83,7 +84,7 @@ def test_pull_unpacks_exactly_what_the_layers_say(env: Env, busybox: tuple[str, 
     _check_tree(env, ref, image.tars, tmp_path)
     # One committed snapshot per layer, named by chain ID, nothing else left over.
     store = env.store()
-    detail = store.inspect(store.resolve_name(ref))
+    detail = ImageService(store).inspect(ImageService(store).resolve_name(ref))
     store.close()
     assert _snapshot_keys(env) == sorted(str(c) for c in detail.chain_ids)
     # Pulling again is a no-op that still succeeds.
@@ -251,7 +252,7 @@ def test_kill9_during_pull_then_repeat(overlay_env: Env, registry: Registry, pus
     store = overlay_env.store()
     try:
         assert list(store.content.list_statuses()) == []
-        detail = store.inspect(store.resolve_name(ref))
+        detail = ImageService(store).inspect(ImageService(store).resolve_name(ref))
         assert sorted(i.key for i in store.snapshotter.walk()) == sorted(str(c) for c in detail.chain_ids)
     finally:
         store.close()
@@ -267,7 +268,7 @@ def test_concurrent_pulls_of_one_image(overlay_env: Env, registry: Registry, pus
         _out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
     store = overlay_env.store()
-    detail = store.inspect(store.resolve_name(ref))
+    detail = ImageService(store).inspect(ImageService(store).resolve_name(ref))
     store.close()
     assert _snapshot_keys(overlay_env) == sorted(str(c) for c in detail.chain_ids)
     _check_tree(overlay_env, ref, image.tars, tmp_path)

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from hawser.images import ImageService
 from tests.integration.conftest import (
     Env,
     cgroups_under,
@@ -112,7 +113,7 @@ def test_a_snapshot_directory_deleted_behind_hawsers_back(node: tuple[Env, str])
     env, ref = node
     store = env.store()
     try:
-        detail = store.inspect(ref)
+        detail = ImageService(store).inspect(ref)
         bottom = str(detail.chain_ids[0])
         directory = store.snapshotter.directory(bottom)  # type: ignore[attr-defined]
     finally:

@@ -173,7 +173,7 @@ def test_container_commands_options() -> None:
 
 def test_version_imports_nothing_heavy() -> None:
     loaded = modules_after("--version")
-    heavy = {"httpx", "rich", "sqlite3", "hawser.images._store", "isal", "json", "typing", "shutil", "hawser.config"}
+    heavy = {"httpx", "rich", "sqlite3", "hawser.images._service", "hawser.store", "isal", "json", "typing", "shutil", "hawser.config"}
     assert not loaded & heavy
     assert not {m for m in loaded if m.startswith("hawser.cli.")} - {"hawser.cli._main", "hawser.cli._parser",
                                                                        "hawser.cli._context"}

@@ -13,7 +13,7 @@ from hawser.check._snapshots import check_snapshots
 from hawser.check._types import Host, Report
 
 if TYPE_CHECKING:
-    from hawser.images import ImageStore
+    from hawser.store import Store
 
 # In this order: a repair in one area is seen by the next (a corrupt blob
 # removed, then the image using it reported as needing a pull; a broken
@@ -26,7 +26,7 @@ AREAS = (
 )
 
 
-def check_store(store: ImageStore, *, repair: bool = False, host: Host | None = None, now: float | None = None,
+def check_store(store: Store, *, repair: bool = False, host: Host | None = None, now: float | None = None,
                 wait: bool = True) -> Report:
     """Check the store (and what its containers and pods left on the host);
     with ``repair``, fix what can be fixed. Never raises for what it finds, nor

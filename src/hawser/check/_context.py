@@ -28,7 +28,7 @@ from hawser.metadata import RESOURCE_SNAPSHOT_PREFIX, Blob, Container, Image, Sa
 from hawser.oci import Digest
 
 if TYPE_CHECKING:
-    from hawser.images import ImageStore
+    from hawser.store import Store
 
 
 class NotRepaired(Exception):
@@ -63,7 +63,7 @@ class Records:
 
 
 class Context:
-    def __init__(self, store: ImageStore, host: Host, *, repair: bool, now: float, grace_period: float) -> None:
+    def __init__(self, store: Store, host: Host, *, repair: bool, now: float, grace_period: float) -> None:
         self.store = store
         self.config = store.config
         self.content = store.content

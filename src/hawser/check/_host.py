@@ -12,8 +12,8 @@ from hawser.check._types import MountPoint, Process
 from hawser.host import CgroupLayout, proc_stat
 
 if TYPE_CHECKING:
-    from hawser.images import ImageStore
     from hawser.metadata import Container
+    from hawser.store import Store
 
 
 
@@ -103,7 +103,7 @@ class SystemHost:
         return True
 
     def lease_owner_alive(self, labels: Mapping[str, str]) -> bool:
-        from hawser.images import lease_owner_alive
+        from hawser.store import lease_owner_alive
 
         return lease_owner_alive(labels)
 
@@ -133,14 +133,13 @@ class SystemHost:
 
         Runc(runc_root, self._runc).delete(container_id, force=True)
 
-    def remove_container(self, store: ImageStore, record: Container) -> None:
-        from hawser.images import ImageStore
+    def remove_container(self, store: Store, record: Container) -> None:
+        from hawser.images import ImageService
         from hawser.runtime import ContainerManager
 
         # ContainerManager works in its store's namespace: a view of the same store in the record's.
-        view = ImageStore(config=store.config, content=store.content, metadata=store.metadata,
-                          snapshotter=store.snapshotter, namespace=record.namespace)
-        ContainerManager(view).remove(record.id, force=True)
+        view = store.in_namespace(record.namespace)
+        ContainerManager.of(view, ImageService(view)).remove(record.id, force=True)
 
     def cgroup_layout(self) -> CgroupLayout:
         return CgroupLayout.detect()

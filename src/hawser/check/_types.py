@@ -9,8 +9,8 @@ from hawser._dataclass import dataclass
 
 if TYPE_CHECKING:
     from hawser.host import CgroupLayout
-    from hawser.images import ImageStore
     from hawser.metadata import Container
+    from hawser.store import Store
 
 # Severities. A problem makes ``hawser system check`` exit 1 (unless repaired);
 # info is a state worth knowing that is not the store's fault (a pod whose
@@ -168,7 +168,7 @@ class Host(Protocol):
         """``runc delete --force``: kill the container and drop runc's state and cgroup. Idempotent."""
         ...
 
-    def remove_container(self, store: ImageStore, record: Container) -> None:
+    def remove_container(self, store: Store, record: Container) -> None:
         """Remove a container that is not running, as ``hawser rm -f`` does (runc,
         conmon, mounts, snapshot, bundle, logs, then the record)."""
         ...

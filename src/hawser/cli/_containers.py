@@ -23,9 +23,7 @@ if TYPE_CHECKING:
 
 
 def _manager(ctx: CliContext) -> ContainerManager:
-    from hawser.runtime import ContainerManager
-
-    return ContainerManager(ctx.store())
+    return ctx.containers()
 
 
 # --- arguments shared by run and create -----------------------------------------
@@ -129,7 +127,7 @@ def _labels(items: Sequence[str]) -> dict[str, str]:
 def _ensure_image(ctx: CliContext, image: str, plain_http: bool) -> None:
     from hawser.errors import NotFound
 
-    store = ctx.store()
+    store = ctx.images()
     try:
         store.resolve_name(image)
     except NotFound:
@@ -405,10 +403,8 @@ def rm(p: Parser) -> Handler:
 
 
 def _rm(ctx: CliContext, a: Namespace) -> None:
-    from hawser.runtime import ContainerManager
-
     # As rmi and prune: on a full disk the store opens with the reserve given back.
-    manager = ContainerManager(ctx.store(to_free_space=True))
+    manager = ctx.containers(to_free_space=True)
     for c in a.containers:
         manager.remove(c, force=a.force)
         echo(c)
@@ -431,7 +427,7 @@ def _inspect(ctx: CliContext, a: Namespace) -> None:
         try:
             out.append(manager.info(manager.lookup(n)).to_json())
         except NotFound:
-            store = ctx.store()
+            store = ctx.images()
             try:
                 out.append(store.inspect(store.resolve_name(n)).to_json())
             except NotFound:

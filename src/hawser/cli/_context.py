@@ -7,7 +7,9 @@ import sys
 TYPE_CHECKING = False  # see _parser: the CLI never imports typing
 if TYPE_CHECKING:
     from hawser.config import Config
-    from hawser.images import ImageStore
+    from hawser.images import ImageService
+    from hawser.runtime import ContainerManager
+    from hawser.store import Store
 
 
 class CliContext:
@@ -18,7 +20,7 @@ class CliContext:
         self._registry_config_dir = registry_config_dir
         self.debug = debug
         self._config: Config | None = None
-        self._store: ImageStore | None = None
+        self._store: Store | None = None
 
     @property
     def config(self) -> Config:
@@ -32,12 +34,24 @@ class CliContext:
             self._config = config
         return self._config
 
-    def store(self, *, to_free_space: bool = False) -> ImageStore:
+    def store(self, *, to_free_space: bool = False) -> Store:
+        """The store, opened on first use (``to_free_space``: see ``Store.open``)."""
         if self._store is None:
-            from hawser.images import ImageStore
+            from hawser.store import Store
 
-            self._store = ImageStore.open(self.config, to_free_space=to_free_space)
+            self._store = Store.open(self.config, to_free_space=to_free_space)
         return self._store
+
+    def images(self, *, to_free_space: bool = False) -> ImageService:
+        from hawser.images import ImageService
+
+        return ImageService(self.store(to_free_space=to_free_space))
+
+    def containers(self, *, to_free_space: bool = False) -> ContainerManager:
+        from hawser.runtime import ContainerManager
+
+        images = self.images(to_free_space=to_free_space)
+        return ContainerManager.of(images.store, images)
 
     def close(self) -> None:
         """Close the store's databases: the last connection to close folds SQLite's

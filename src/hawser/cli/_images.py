@@ -33,7 +33,7 @@ def pull(p: Parser) -> Handler:
 def _pull(ctx: CliContext, a: Namespace) -> None:
     from hawser.cli._progress import progress_display
 
-    store = ctx.store()
+    store = ctx.images()
     with progress_display(a.quiet) as sink:
         image = store.pull(a.reference, platform=_platform(a.platform), plain_http=a.plain_http, progress=sink)
     echo(image.name if a.quiet else f"{image.name}: {image.target.digest}")
@@ -75,7 +75,7 @@ def images(p: Parser) -> Handler:
 
 def _images(ctx: CliContext, a: Namespace) -> None:
     no_trunc = a.no_trunc
-    rows = sorted(ctx.store().list_images(), key=lambda i: i.name)
+    rows = sorted(ctx.images().list_images(), key=lambda i: i.name)
     if a.format == "json":
         import json
 
@@ -104,7 +104,7 @@ def rmi(p: Parser) -> Handler:
 
 def _rmi(ctx: CliContext, a: Namespace) -> int:
     # Removing images is how a full disk gets room back: it may use the reserve.
-    store = ctx.store(to_free_space=True)
+    store = ctx.images(to_free_space=True)
     for name in store.remove(list(a.references), prune=False):
         echo(f"Untagged: {name}")
     report = store.prune()
@@ -123,7 +123,7 @@ def inspect(p: Parser) -> Handler:
 def _inspect(ctx: CliContext, a: Namespace) -> None:
     import json
 
-    store = ctx.store()
+    store = ctx.images()
     out = [store.inspect(store.resolve_name(r), _platform(a.platform)).to_json() for r in a.references]
     echo(json.dumps(out, indent=2))
 
@@ -141,7 +141,7 @@ def _import(ctx: CliContext, a: Namespace) -> None:
     from hawser.cli._progress import progress_display
 
     with progress_display(a.quiet) as sink:
-        imported = ctx.store().import_archive(a.path, name=a.name, platform=_platform(a.platform), progress=sink)
+        imported = ctx.images().import_archive(a.path, name=a.name, platform=_platform(a.platform), progress=sink)
     for image in imported:
         echo(image.name if a.quiet else f"{image.name}: {image.target.digest}")
 

@@ -27,7 +27,7 @@ def df(p: Parser) -> Handler:
 def _df(ctx: CliContext, a: Namespace) -> None:
     from hawser.cli._images import _human
 
-    usage = ctx.store().usage()
+    usage = ctx.images().usage()
     if a.format == "json":
         import json
 
@@ -47,7 +47,7 @@ def prune(p: Parser) -> Handler:
 def _prune(ctx: CliContext, a: Namespace) -> int:
     from hawser.cli._images import _human
 
-    report = ctx.store(to_free_space=not a.dry_run).prune(dry_run=a.dry_run)
+    report = ctx.images(to_free_space=not a.dry_run).prune(dry_run=a.dry_run)
     verb = "would remove" if a.dry_run else "removed"
     for item in report.removed:
         echo(f"{verb} {item.kind} {item.key}: {item.reason}")

@@ -29,7 +29,7 @@ from hawser.oci import parse_reference
 from hawser.snapshots import Kind, Usage
 
 if TYPE_CHECKING:
-    from hawser.images import ImageStore
+    from hawser.images import ImageService
     from hawser.metadata import Image as ImageRecord
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,8 @@ class FsInfo:
 
 
 class ImageCatalog:
-    def __init__(self, store: ImageStore) -> None:
-        self._store = store
+    def __init__(self, images: ImageService) -> None:
+        self._images = images
         self._lock = threading.Lock()
         self._resolved: dict[str, _Resolved] = {}
         self._snapshot_usage: dict[tuple[str, float], Usage] = {}
@@ -90,7 +90,7 @@ class ImageCatalog:
 
     def images(self) -> list[CatalogImage]:
         """Every image of the store, sorted by ID."""
-        records = self._store.metadata.images.list(namespace=self._store.namespace)
+        records = self._images.images.list()
         groups: dict[str, list[tuple[ImageRecord, _Resolved]]] = defaultdict(list)
         seen: set[str] = set()
         for record in records:
@@ -150,7 +150,7 @@ class ImageCatalog:
         """The image's OCI config, as JSON.  NotFound if its blob is gone."""
         from hawser.oci import Digest
 
-        return json.loads(self._store.content.read_all(Digest(image.id)))
+        return json.loads(self._images.content.read_all(Digest(image.id)))
 
     # --- changes ----------------------------------------------------------------
 
@@ -162,12 +162,12 @@ class ImageCatalog:
         removed = []
         for name in image.names:
             try:
-                self._store.metadata.images.delete(name, namespace=self._store.namespace)
+                self._images.images.delete(name)
             except NotFound:
                 continue
             removed.append(name)
         if removed:
-            self._store.prune()
+            self._images.prune()
         return removed
 
     # --- usage -------------------------------------------------------------------
@@ -177,11 +177,11 @@ class ImageCatalog:
         containers' writable layers."""
         from hawser.snapshots import disk_usage
 
-        store = self._store
+        store = self._images.store
         now = time.time_ns()
         content = disk_usage(os.path.join(store.config.root, "content"))
         image_bytes, image_inodes = content.size, content.inodes
-        container_keys = {c.snapshot_key for c in store.metadata.containers.list(namespace=store.namespace)
+        container_keys = {c.snapshot_key for c in store.metadata.containers.list()
                           if c.snapshotter == store.snapshotter.name}
         container_bytes = container_inodes = 0
         seen: set[tuple[str, float]] = set()
@@ -215,7 +215,7 @@ class ImageCatalog:
             usage = self._snapshot_usage.get(key)
         if usage is None:
             try:
-                usage = self._store.snapshotter.usage(key[0])
+                usage = self._images.snapshotter.usage(key[0])
             except NotFound:
                 return None
             with self._lock:
@@ -230,7 +230,7 @@ class ImageCatalog:
         if cached is not None:
             return cached
         try:
-            detail = self._store.inspect(record.name)
+            detail = self._images.inspect(record.name)
         except (NotFound, InvalidArgument) as exc:
             # Content of a name whose pull is not finished, or was damaged: not an image yet.
             log.debug("image skipped", extra={"image": record.name, "error": str(exc)})

@@ -39,9 +39,9 @@ from hawser.metadata import SandboxRecord
 
 if TYPE_CHECKING:
     from hawser.cri.types import RunBlocking
-    from hawser.images import ImageStore
     from hawser.network import PodNetworks
     from hawser.runtime import ContainerManager
+    from hawser.store import Store
 
 log = get_logger("hawser.cri.sandboxes")
 
@@ -97,7 +97,7 @@ class Sandboxes:
     """Pod sandbox lifecycle. Methods are coroutines; blocking steps go
     through ``blocking``. Concurrent calls on one pod are serialised."""
 
-    def __init__(self, *, store: ImageStore, containers: ContainerManager, network: PodNetworks,
+    def __init__(self, *, store: Store, containers: ContainerManager, network: PodNetworks,
                  blocking: RunBlocking, state_dir: str, cgroup_parent: str) -> None:
         self.store = store
         self.containers = containers

@@ -237,7 +237,7 @@ class ExitWatcher:
         manager = self.events.manager
         for container_id in ids:
             try:
-                record = manager.store.metadata.containers.get(container_id, namespace=manager.store.namespace)
+                record = manager.records.get(container_id)
             except NotFound:
                 continue
             self.events.observe(EVENT_STOPPED, record)

@@ -84,7 +84,7 @@ def lookup(manager: ContainerManager, container_id: str) -> Container:
         raise InvalidArgument("no container id given")
     if len(container_id) == 64:  # a full id, what kubelet always gives: one row, not a scan
         try:
-            record = manager.store.metadata.containers.get(container_id, namespace=manager.store.namespace)
+            record = manager.records.get(container_id)
         except NotFound:
             raise NotFound(f"container {container_id} not found") from None
         if not is_cri(record):
@@ -105,7 +105,7 @@ def lookup(manager: ContainerManager, container_id: str) -> Container:
 
 def cri_list(manager: ContainerManager) -> list[Container]:
     """Every CRI container's record. Blocking."""
-    return [r for r in manager.store.metadata.containers.list(namespace=manager.store.namespace) if is_cri(r)]
+    return [r for r in manager.records.list() if is_cri(r)]
 
 
 def cri_state(state: ContainerStatus) -> api_pb2.ContainerState.ValueType:

@@ -53,11 +53,11 @@ from hawser.cri.types import CriDeps
 if TYPE_CHECKING:
     import grpc
 
+    from hawser import images
     from hawser.cri._sandboxes import Sandboxes
     from hawser.cri._stream_runtime import Streaming
     from hawser.cri.container_events import ExitWatcher
     from hawser.cri.types import NetworkStatus, RunBlocking
-    from hawser.images import ImageStore
     from hawser.runtime import ContainerManager
 
     Context = grpc.aio.ServicerContext[Any, Any]
@@ -244,7 +244,7 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
         return await serve(context, "ImageFsInfo", image_fsinfo.image_fs_info(self._deps, request))
 
 
-def new_deps(*, store: ImageStore, blocking: RunBlocking, network_status: NetworkStatus,
+def new_deps(*, images: images.ImageService, blocking: RunBlocking, network_status: NetworkStatus,
              effective_config: Mapping[str, Any], sandboxes: Sandboxes | None = None,
              containers: ContainerManager | None = None, streaming: Streaming | None = None) -> CriDeps:
     """The handlers' dependencies over parts the daemon built; starts nothing.
@@ -255,7 +255,7 @@ def new_deps(*, store: ImageStore, blocking: RunBlocking, network_status: Networ
     events = None
     if containers is not None:
         events = container_events.ContainerEvents(containers, sandboxes, blocking=blocking).attach()
-    return CriDeps(store=store, catalog=ImageCatalog(store), blocking=blocking, pulls=SingleFlight(),
+    return CriDeps(images=images, catalog=ImageCatalog(images), blocking=blocking, pulls=SingleFlight(),
                    network_status=network_status, effective_config=effective_config, sandboxes=sandboxes,
                    containers=containers, container_events=events, streaming=streaming)
 

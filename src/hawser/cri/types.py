@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from hawser.cri._stream_runtime import Streaming
     from hawser.cri.container_events import ContainerEvents
     from hawser.cri.container_stats import ContainerStatsReader
-    from hawser.images import ImageStore, ImageSummary
+    from hawser.images import ImageService, ImageSummary
     from hawser.runtime import ContainerManager
 
 P = ParamSpec("P")
@@ -95,7 +95,7 @@ def _stats_reader() -> ContainerStatsReader:
 class CriDeps:
     """Everything the CRI handlers use.  Built once by the daemon; read-only afterwards."""
 
-    store: ImageStore
+    images: ImageService
     catalog: ImageCatalog
     blocking: RunBlocking
     pulls: SingleFlight[PullKey, ImageSummary]

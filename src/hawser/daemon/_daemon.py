@@ -27,8 +27,8 @@ from hawser.daemon._config import Settings
 
 if TYPE_CHECKING:
     from hawser.cri.types import CriDeps
-    from hawser.images import ImageStore
     from hawser.network import PodNetworks
+    from hawser.store import Store
 
 log = logging.getLogger("hawser.daemon")
 
@@ -132,7 +132,7 @@ class HeapTrimmer:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, *, store: ImageStore, network: PodNetworks, deps: CriDeps,
+    def __init__(self, settings: Settings, *, store: Store, network: PodNetworks, deps: CriDeps,
                  offloader: Offloader, recoverers: Sequence[Recoverer] = (),
                  loops: Sequence[BackgroundLoop] = ()) -> None:
         self.settings = settings
@@ -152,23 +152,25 @@ class Daemon:
         from hawser.cri._sandboxes import Sandboxes
         from hawser.cri._stream_runtime import new_streaming
         from hawser.cri.services import background_loops, new_deps
-        from hawser.images import ImageStore
+        from hawser.images import ImageService
         from hawser.network import CNINetwork
         from hawser.runtime import ContainerManager
+        from hawser.store import Store
 
         config = settings.config
-        store = ImageStore.open(config)
+        store = Store.open(config)
         offloader = Offloader()
         # Attachments are recorded on persistent storage: IPAM state outlives reboots.
         network = CNINetwork(settings.cni.conf_dir, [settings.cni.bin_dir],
                              os.path.join(config.root, "cni", "results"))
-        containers = ContainerManager(store)
+        images = ImageService(store)
+        containers = ContainerManager.of(store, images)
         sandboxes = Sandboxes(store=store, containers=containers, network=network, blocking=offloader,
                               state_dir=config.state, cgroup_parent=config.runtime.cgroup_parent)
         # Exec/Attach/PortForward's streaming server: run() starts and stops it.
         streaming = new_streaming(containers=containers, sandboxes=sandboxes, blocking=offloader,
                                   address=settings.cri.stream_address, port=settings.cri.stream_port)
-        deps = new_deps(store=store, blocking=offloader, network_status=network.status,
+        deps = new_deps(images=images, blocking=offloader, network_status=network.status,
                         effective_config=settings.effective(), sandboxes=sandboxes, containers=containers,
                         streaming=streaming)
         return cls(settings, store=store, network=network, deps=deps, offloader=offloader,

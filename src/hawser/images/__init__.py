@@ -13,12 +13,12 @@ if TYPE_CHECKING:
     from typing import Any
 
     from hawser.images._progress import LayerProgress, ProgressEvent, ProgressSink, PullMessage
-    from hawser.images._store import ImageDetail, ImageStore, ImageSummary, lease_owner_alive
+    from hawser.images._service import ImageDetail, ImageService, ImageSummary, RunnableImage
 
 _EXPORTS = {
     "LayerProgress": "_progress", "ProgressEvent": "_progress", "ProgressSink": "_progress",
-    "PullMessage": "_progress", "ImageDetail": "_store", "ImageStore": "_store", "ImageSummary": "_store",
-    "lease_owner_alive": "_store",
+    "PullMessage": "_progress", "ImageDetail": "_service", "ImageService": "_service", "ImageSummary": "_service",
+    "RunnableImage": "_service",
 }
 
 
@@ -30,6 +30,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ImageDetail", "ImageStore", "ImageSummary", "LayerProgress", "ProgressEvent", "ProgressSink", "PullMessage",
-    "lease_owner_alive",
+    "ImageDetail", "ImageService", "ImageSummary", "LayerProgress", "ProgressEvent", "ProgressSink", "PullMessage",
+    "RunnableImage",
 ]

@@ -34,7 +34,7 @@ from hawser.oci import (
 )
 
 if TYPE_CHECKING:
-    from hawser.images._store import ImageStore
+    from hawser.store import Store
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
@@ -133,7 +133,7 @@ def _image_name(desc: Descriptor, given: str | None, count: int, path: str) -> s
                           hint="name it with --name REF")
 
 
-def import_layout(store: ImageStore, path: str, *, name: str | None, platform: Platform, progress: ProgressSink,
+def import_layout(store: Store, path: str, *, name: str | None, platform: Platform, progress: ProgressSink,
                   lease: str) -> list[tuple[str, Descriptor]]:
     source = LayoutSource(path)
     layout: dict[str, Any] = {}
@@ -160,7 +160,7 @@ def _bare(desc: Descriptor) -> Descriptor:
     return Descriptor(media_type=desc.media_type, digest=desc.digest, size=desc.size)
 
 
-def _import_one(store: ImageStore, source: LayoutSource, root: Descriptor, platform: Platform,
+def _import_one(store: Store, source: LayoutSource, root: Descriptor, platform: Platform,
                 progress: ProgressSink, lease: str) -> None:
     from hawser.registry import select_platform
 

@@ -28,6 +28,7 @@ from hawser.oci import (
     parse_manifest,
 )
 from hawser.registry import RegistryClient, select_platform
+from hawser.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,7 @@ class RegistrySource:
             yield stream
 
 
-def pull_into(store: ImageStoreLike, client: RegistryClient, ref: Reference, options: PullOptions,
+def pull_into(store: Store, client: RegistryClient, ref: Reference, options: PullOptions,
               progress: ProgressSink, lease: str) -> Descriptor:
     """Fetch ``ref`` into the store under ``lease``; returns the image's root descriptor."""
     resolved = client.resolve(ref)
@@ -96,5 +97,3 @@ def pull_into(store: ImageStoreLike, client: RegistryClient, ref: Reference, opt
                          index_labels([manifest_desc]), store.namespace)
     return root
 
-
-from hawser.images._store import ImageStore as ImageStoreLike  # noqa: E402  (cycle: type only)

@@ -81,7 +81,8 @@ def _error(out: bytes, err: bytes, returncode: int | None) -> errors.HawserError
 
 def _main() -> int:
     from hawser.config import Config, _build
-    from hawser.images import ImageStore
+    from hawser.images import ImageService
+    from hawser.store import Store
 
     request = json.load(sys.stdin)
     config = _build(Config, request["config"], "")
@@ -89,11 +90,8 @@ def _main() -> int:
     if "credentials" in request:
         lookup = _lookup(request["credentials"])
     try:
-        store = ImageStore.open(config)
-        try:
-            store.pull(request["reference"], credentials=lookup)
-        finally:
-            store.close()
+        with Store.open(config, namespace=request.get("namespace", "default")) as store:
+            ImageService(store).pull(request["reference"], credentials=lookup)
     except errors.HawserError as exc:
         # The daemon re-raises the same kind: a subclass (CNIUnavailable...) goes as its base kind.
         kind = next(k.__name__ for k in type(exc).__mro__ if k.__module__ == errors.__name__)

@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 class SQLBlobs(BlobRecords):
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, namespace: str = DEFAULT_NAMESPACE) -> None:
         self._db = db
+        self.namespace = namespace  # the one a call names none of
 
     _BLOB_COLUMNS = "namespace, digest, size, labels, created_at, updated_at"
 
@@ -43,12 +44,13 @@ class SQLBlobs(BlobRecords):
         size: int,
         labels: Mapping[str, str] | None = None,
         *,
-        namespace: str = DEFAULT_NAMESPACE,
+        namespace: str | None = None,
     ) -> Blob:
         """Record that the namespace uses the committed blob ``digest``; call it only
         once the blob is in the content store. Idempotent: recording again
         replaces the labels when given and keeps created_at. InvalidArgument if
         the digest is recorded with another size."""
+        namespace = self.namespace if namespace is None else namespace
         digest = Digest(digest)
         if size < 0:
             raise InvalidArgument(f"blob {digest}: negative size {size}")
@@ -72,8 +74,9 @@ class SQLBlobs(BlobRecords):
         assert blob is not None
         return blob
 
-    def get(self, digest: str, *, namespace: str = DEFAULT_NAMESPACE) -> Blob:
+    def get(self, digest: str, *, namespace: str | None = None) -> Blob:
         """NotFound if the namespace has no record of ``digest``."""
+        namespace = self.namespace if namespace is None else namespace
         digest = Digest(digest)
         with self._db.transaction(write=False) as c:
             blob = self._select_blob(c, namespace, digest)
@@ -81,8 +84,9 @@ class SQLBlobs(BlobRecords):
             raise NotFound(f"content {digest} not found in namespace {namespace}")
         return blob
 
-    def list(self, *, namespace: str = DEFAULT_NAMESPACE) -> list[Blob]:
+    def list(self, *, namespace: str | None = None) -> list[Blob]:
         """The namespace's blob records, sorted by digest."""
+        namespace = self.namespace if namespace is None else namespace
         with self._db.transaction(write=False) as c:
             rows = c.execute(
                 f"SELECT {self._BLOB_COLUMNS} FROM blobs WHERE namespace = ? ORDER BY digest", (namespace,)
@@ -95,12 +99,13 @@ class SQLBlobs(BlobRecords):
         labels: Mapping[str, str],
         *,
         merge: bool = False,
-        namespace: str = DEFAULT_NAMESPACE,
+        namespace: str | None = None,
     ) -> Blob:
         """Replace a blob record's labels; with ``merge`` add or overwrite only the
         given keys, an empty value deleting its key (done in one transaction, so
         two processes adding labels do not lose each other's). NotFound if
         absent. Idempotent."""
+        namespace = self.namespace if namespace is None else namespace
         digest = Digest(digest)
         dump_labels(labels)
         with self._db.transaction(write=True) as c:
@@ -125,9 +130,10 @@ class SQLBlobs(BlobRecords):
         assert blob is not None
         return blob
 
-    def delete(self, digest: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def delete(self, digest: str, *, namespace: str | None = None) -> None:
         """Delete the record (not the file: GC removes files no record or lease
         needs). NotFound if absent."""
+        namespace = self.namespace if namespace is None else namespace
         digest = Digest(digest)
         with self._db.transaction(write=True) as c:
             cursor = c.execute("DELETE FROM blobs WHERE namespace = ? AND digest = ?", (namespace, str(digest)))

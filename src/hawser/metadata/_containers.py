@@ -14,8 +14,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 class SQLContainers(ContainerRecords):
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, namespace: str = DEFAULT_NAMESPACE) -> None:
         self._db = db
+        self.namespace = namespace  # the one a call names none of
 
     _CONTAINER_COLUMNS = "namespace, id, name, image, image_id, snapshotter, snapshot_key, config, labels, created_at"
 
@@ -43,8 +44,9 @@ class SQLContainers(ContainerRecords):
                        container.created_at))
         return container
 
-    def get(self, id_: str, *, namespace: str = DEFAULT_NAMESPACE) -> Container:
+    def get(self, id_: str, *, namespace: str | None = None) -> Container:
         """The container with this exact id. NotFound if absent."""
+        namespace = self.namespace if namespace is None else namespace
         with self._db.transaction(write=False) as c:
             row = c.execute(f"SELECT {self._CONTAINER_COLUMNS} FROM containers WHERE namespace = ? AND id = ?",
                             (namespace, id_)).fetchone()
@@ -52,14 +54,16 @@ class SQLContainers(ContainerRecords):
             raise NotFound(f"container {id_} not found")
         return self._container(row)
 
-    def list(self, *, namespace: str = DEFAULT_NAMESPACE) -> list[Container]:
+    def list(self, *, namespace: str | None = None) -> list[Container]:
         """Every container of the namespace, oldest first."""
+        namespace = self.namespace if namespace is None else namespace
         with self._db.transaction(write=False) as c:
             rows = c.execute(f"SELECT {self._CONTAINER_COLUMNS} FROM containers WHERE namespace = ?"
                              " ORDER BY created_at, id", (namespace,)).fetchall()
         return [self._container(r) for r in rows]
 
-    def delete(self, id_: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def delete(self, id_: str, *, namespace: str | None = None) -> None:
         """Forget a container (its snapshot goes at the next GC). Idempotent."""
+        namespace = self.namespace if namespace is None else namespace
         with self._db.transaction(write=True) as c:
             c.execute("DELETE FROM containers WHERE namespace = ? AND id = ?", (namespace, id_))

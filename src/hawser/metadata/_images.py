@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 class SQLImages(ImageRecords):
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, namespace: str = DEFAULT_NAMESPACE) -> None:
         self._db = db
+        self.namespace = namespace  # the one a call names none of
 
     _IMAGE_COLUMNS = "namespace, name, media_type, digest, size, labels, created_at, updated_at"
 
@@ -43,11 +44,12 @@ class SQLImages(ImageRecords):
         target: Descriptor,
         labels: Mapping[str, str] | None = None,
         *,
-        namespace: str = DEFAULT_NAMESPACE,
+        namespace: str | None = None,
     ) -> Image:
         """Record image ``name`` pointing at ``target`` (its media type, digest and
         size are kept). AlreadyExists if the name is taken; InvalidArgument for a
         bad name, target or labels. Not idempotent: see ``put_image``."""
+        namespace = self.namespace if namespace is None else namespace
         check_image_name(name)
         check_target(target)
         text, now = dump_labels(labels), self._db.clock()
@@ -64,8 +66,9 @@ class SQLImages(ImageRecords):
         assert image is not None
         return image
 
-    def get(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> Image:
+    def get(self, name: str, *, namespace: str | None = None) -> Image:
         """NotFound if there is no image ``name`` in the namespace."""
+        namespace = self.namespace if namespace is None else namespace
         with self._db.transaction(write=False) as c:
             image = self._select_image(c, namespace, name)
         if image is None:
@@ -73,10 +76,11 @@ class SQLImages(ImageRecords):
         return image
 
     def list(
-        self, *, namespace: str = DEFAULT_NAMESPACE, name: str | None = None, prefix: str | None = None
+        self, *, namespace: str | None = None, name: str | None = None, prefix: str | None = None
     ) -> list[Image]:
         """Images of the namespace sorted by name; ``name`` keeps only that exact
         name, ``prefix`` only names starting with it. Never raises NotFound."""
+        namespace = self.namespace if namespace is None else namespace
         query = f"SELECT {self._IMAGE_COLUMNS} FROM images WHERE namespace = ?"
         args: list[Any] = [namespace]
         if name is not None:
@@ -96,10 +100,11 @@ class SQLImages(ImageRecords):
         *,
         target: Descriptor | None = None,
         labels: Mapping[str, str] | None = None,
-        namespace: str = DEFAULT_NAMESPACE,
+        namespace: str | None = None,
     ) -> Image:
         """Change an image's target and/or replace its labels (None keeps them).
         NotFound if absent. Idempotent."""
+        namespace = self.namespace if namespace is None else namespace
         if target is not None:
             check_target(target)
         text = None if labels is None else dump_labels(labels)
@@ -124,10 +129,11 @@ class SQLImages(ImageRecords):
         target: Descriptor,
         labels: Mapping[str, str] | None = None,
         *,
-        namespace: str = DEFAULT_NAMESPACE,
+        namespace: str | None = None,
     ) -> Image:
         """Create image ``name`` or move it to ``target`` (a pull moving a tag).
         ``labels`` replace the old ones when given. Idempotent; keeps created_at."""
+        namespace = self.namespace if namespace is None else namespace
         check_image_name(name)
         check_target(target)
         text, now = (None if labels is None else dump_labels(labels)), self._db.clock()
@@ -144,8 +150,9 @@ class SQLImages(ImageRecords):
         assert image is not None
         return image
 
-    def delete(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def delete(self, name: str, *, namespace: str | None = None) -> None:
         """Forget image ``name`` (its blobs go at the next GC). NotFound if absent."""
+        namespace = self.namespace if namespace is None else namespace
         with self._db.transaction(write=True) as c:
             cursor = c.execute("DELETE FROM images WHERE namespace = ? AND name = ?", (namespace, name))
             if cursor.rowcount == 0:

@@ -16,8 +16,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 class SQLLeases(LeaseManager):
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, namespace: str = DEFAULT_NAMESPACE) -> None:
         self._db = db
+        self.namespace = namespace  # the one a call names none of
 
     @staticmethod
     def _lease(row: Sequence[Any]) -> Lease:
@@ -36,12 +37,13 @@ class SQLLeases(LeaseManager):
         *,
         id: str | None = None,
         labels: Mapping[str, str] | None = None,
-        namespace: str = DEFAULT_NAMESPACE,
+        namespace: str | None = None,
     ) -> str:
         """Create a lease that expires ``ttl`` seconds from now (never when None)
         and return its id (a random one unless ``id`` is given; ``get_lease``
         has the rest). AlreadyExists if ``id`` is taken, InvalidArgument for a
         bad id or a ttl that is not positive. Not idempotent."""
+        namespace = self.namespace if namespace is None else namespace
         if ttl is not None and not ttl > 0:
             raise InvalidArgument(f"lease ttl must be positive, not {ttl}")
         now = self._db.clock()
@@ -60,16 +62,18 @@ class SQLLeases(LeaseManager):
                 raise AlreadyExists(f"lease {lease_id} already exists in namespace {namespace}") from None
         return lease_id
 
-    def get(self, lease_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> Lease:
+    def get(self, lease_id: str, *, namespace: str | None = None) -> Lease:
         """NotFound if absent (an expired lease is still found until GC deletes it)."""
+        namespace = self.namespace if namespace is None else namespace
         with self._db.transaction(write=False) as c:
             lease = self._select_lease(c, namespace, lease_id)
         if lease is None:
             raise NotFound(f"lease {lease_id} not found in namespace {namespace}")
         return lease
 
-    def list(self, *, namespace: str = DEFAULT_NAMESPACE) -> list[Lease]:
+    def list(self, *, namespace: str | None = None) -> list[Lease]:
         """The namespace's leases, expired ones included, sorted by id."""
+        namespace = self.namespace if namespace is None else namespace
         with self._db.transaction(write=False) as c:
             rows = c.execute(
                 "SELECT namespace, id, labels, created_at, expires_at FROM leases WHERE namespace = ? ORDER BY id",
@@ -77,19 +81,21 @@ class SQLLeases(LeaseManager):
             ).fetchall()
         return [self._lease(r) for r in rows]
 
-    def delete(self, lease_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def delete(self, lease_id: str, *, namespace: str | None = None) -> None:
         """Delete a lease and its resource list; what it protected becomes
         collectable unless something else references it. NotFound if absent."""
+        namespace = self.namespace if namespace is None else namespace
         with self._db.transaction(write=True) as c:
             cursor = c.execute("DELETE FROM leases WHERE namespace = ? AND id = ?", (namespace, lease_id))
             if cursor.rowcount == 0:
                 raise NotFound(f"lease {lease_id} not found in namespace {namespace}")
 
-    def add_resource(self, lease_id: str, kind: str, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def add_resource(self, lease_id: str, kind: str, key: str, *, namespace: str | None = None) -> None:
         """Attach a resource to a lease; attach it *before* creating the resource
         (see ``hawser.metadata._gc``). Idempotent. NotFound if the lease is
         absent, FailedPrecondition if it has expired (it would protect nothing),
         InvalidArgument for an unknown kind or a malformed key."""
+        namespace = self.namespace if namespace is None else namespace
         check_resource(kind, key)
         with self._db.transaction(write=True) as c:
             lease = self._select_lease(c, namespace, lease_id)
@@ -104,9 +110,10 @@ class SQLLeases(LeaseManager):
                 (namespace, lease_id, kind, key),
             )
 
-    def remove_resource(self, lease_id: str, kind: str, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def remove_resource(self, lease_id: str, kind: str, key: str, *, namespace: str | None = None) -> None:
         """Detach a resource from a lease. Idempotent for the resource; NotFound if
         the lease is absent."""
+        namespace = self.namespace if namespace is None else namespace
         with self._db.transaction(write=True) as c:
             if self._select_lease(c, namespace, lease_id) is None:
                 raise NotFound(f"lease {lease_id} not found in namespace {namespace}")
@@ -115,9 +122,10 @@ class SQLLeases(LeaseManager):
                 (namespace, lease_id, kind, key),
             )
 
-    def list_resources(self, lease_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    def list_resources(self, lease_id: str, *, namespace: str | None = None
                        ) -> builtins.list[LeaseResource]:
         """The resources attached to a lease, sorted. NotFound if the lease is absent."""
+        namespace = self.namespace if namespace is None else namespace
         with self._db.transaction(write=False) as c:
             if self._select_lease(c, namespace, lease_id) is None:
                 raise NotFound(f"lease {lease_id} not found in namespace {namespace}")

@@ -14,8 +14,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 class SQLSandboxes(SandboxRecords):
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, namespace: str = DEFAULT_NAMESPACE) -> None:
         self._db = db
+        self.namespace = namespace  # the one a call names none of
 
     _SANDBOX_COLUMNS = "namespace, id, name, config, labels, state, status, created_at"
 
@@ -40,8 +41,9 @@ class SQLSandboxes(SandboxRecords):
                        sandbox.created_at))
         return sandbox
 
-    def get(self, id_: str, *, namespace: str = DEFAULT_NAMESPACE) -> SandboxRecord:
+    def get(self, id_: str, *, namespace: str | None = None) -> SandboxRecord:
         """The sandbox with this exact id. NotFound if absent."""
+        namespace = self.namespace if namespace is None else namespace
         with self._db.transaction(write=False) as c:
             row = c.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes WHERE namespace = ? AND id = ?",
                             (namespace, id_)).fetchone()
@@ -49,23 +51,26 @@ class SQLSandboxes(SandboxRecords):
             raise NotFound(f"pod sandbox {id_} not found")
         return self._sandbox(row)
 
-    def find(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> SandboxRecord | None:
+    def find(self, name: str, *, namespace: str | None = None) -> SandboxRecord | None:
         """The sandbox of this unique name, if any."""
+        namespace = self.namespace if namespace is None else namespace
         with self._db.transaction(write=False) as c:
             row = c.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes WHERE namespace = ? AND name = ?",
                             (namespace, name)).fetchone()
         return None if row is None else self._sandbox(row)
 
-    def list(self, *, namespace: str = DEFAULT_NAMESPACE) -> list[SandboxRecord]:
+    def list(self, *, namespace: str | None = None) -> list[SandboxRecord]:
         """Every sandbox of the namespace, oldest first."""
+        namespace = self.namespace if namespace is None else namespace
         with self._db.transaction(write=False) as c:
             rows = c.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes WHERE namespace = ?"
                              " ORDER BY created_at, id", (namespace,)).fetchall()
         return [self._sandbox(r) for r in rows]
 
-    def update(self, id_: str, *, namespace: str = DEFAULT_NAMESPACE, state: str | None = None,
+    def update(self, id_: str, *, namespace: str | None = None, state: str | None = None,
                        status: Mapping[str, Any] | None = None) -> SandboxRecord:
         """Set a sandbox's state and/or status. NotFound if absent."""
+        namespace = self.namespace if namespace is None else namespace
         with self._db.transaction(write=True) as c:
             if state is not None:
                 c.execute("UPDATE sandboxes SET state = ? WHERE namespace = ? AND id = ?", (state, namespace, id_))
@@ -78,7 +83,8 @@ class SQLSandboxes(SandboxRecords):
             raise NotFound(f"pod sandbox {id_} not found")
         return self._sandbox(row)
 
-    def delete(self, id_: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def delete(self, id_: str, *, namespace: str | None = None) -> None:
         """Forget a sandbox. Idempotent."""
+        namespace = self.namespace if namespace is None else namespace
         with self._db.transaction(write=True) as c:
             c.execute("DELETE FROM sandboxes WHERE namespace = ? AND id = ?", (namespace, id_))

@@ -140,36 +140,38 @@ class NamespaceStore(Protocol):
 
 
 class ImageRecords(Protocol):
+    namespace: str  # the one a call names none of
+
     def create(self, name: str, target: Descriptor, labels: Mapping[str, str] | None = None, *,
-               namespace: str = DEFAULT_NAMESPACE) -> Image:
+               namespace: str | None = None) -> Image:
         """Record image ``name`` pointing at ``target``. AlreadyExists if the name
         is taken; InvalidArgument for a bad name, target or labels. Not
         idempotent: see ``put``."""
         ...
 
-    def get(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> Image:
+    def get(self, name: str, *, namespace: str | None = None) -> Image:
         """NotFound if there is no image ``name`` in the namespace."""
         ...
 
-    def list(self, *, namespace: str = DEFAULT_NAMESPACE, name: str | None = None,
+    def list(self, *, namespace: str | None = None, name: str | None = None,
              prefix: str | None = None) -> list[Image]:
         """Images of the namespace sorted by name; ``name`` keeps only that exact
         name, ``prefix`` only names starting with it. Never raises NotFound."""
         ...
 
     def update(self, name: str, *, target: Descriptor | None = None, labels: Mapping[str, str] | None = None,
-               namespace: str = DEFAULT_NAMESPACE) -> Image:
+               namespace: str | None = None) -> Image:
         """Change an image's target and/or replace its labels (None keeps them).
         NotFound if absent. Idempotent."""
         ...
 
     def put(self, name: str, target: Descriptor, labels: Mapping[str, str] | None = None, *,
-            namespace: str = DEFAULT_NAMESPACE) -> Image:
+            namespace: str | None = None) -> Image:
         """Create image ``name`` or move it to ``target`` (a pull moving a tag).
         ``labels`` replace the old ones when given. Idempotent; keeps created_at."""
         ...
 
-    def delete(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def delete(self, name: str, *, namespace: str | None = None) -> None:
         """Forget image ``name`` (its blobs go at the next GC). NotFound if absent."""
         ...
 
@@ -177,111 +179,119 @@ class ImageRecords(Protocol):
 class BlobRecords(Protocol):
     """The namespaces' records of committed blobs (the files are the content store's)."""
 
+    namespace: str  # the one a call names none of
+
     def record(self, digest: str, size: int, labels: Mapping[str, str] | None = None, *,
-               namespace: str = DEFAULT_NAMESPACE) -> Blob:
+               namespace: str | None = None) -> Blob:
         """Record that the namespace uses the committed blob ``digest``; call it
         only once the blob is in the content store. Idempotent: recording again
         replaces the labels when given and keeps created_at. InvalidArgument if
         the digest is recorded with another size."""
         ...
 
-    def get(self, digest: str, *, namespace: str = DEFAULT_NAMESPACE) -> Blob:
+    def get(self, digest: str, *, namespace: str | None = None) -> Blob:
         """NotFound if the namespace has no record of ``digest``."""
         ...
 
-    def list(self, *, namespace: str = DEFAULT_NAMESPACE) -> list[Blob]:
+    def list(self, *, namespace: str | None = None) -> list[Blob]:
         """The namespace's blob records, sorted by digest."""
         ...
 
     def update_labels(self, digest: str, labels: Mapping[str, str], *, merge: bool = False,
-                      namespace: str = DEFAULT_NAMESPACE) -> Blob:
+                      namespace: str | None = None) -> Blob:
         """Replace a record's labels; with ``merge`` add or overwrite only the
         given keys, an empty value deleting its key. NotFound if absent. Idempotent."""
         ...
 
-    def delete(self, digest: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def delete(self, digest: str, *, namespace: str | None = None) -> None:
         """Delete the record (not the file: GC removes files no record or lease
         needs). NotFound if absent."""
         ...
 
 
 class ContainerRecords(Protocol):
+    namespace: str  # the one a call names none of
+
     def create(self, container: Container) -> Container:
         """Record a new container. AlreadyExists if its id or name is taken. Not idempotent."""
         ...
 
-    def get(self, id_: str, *, namespace: str = DEFAULT_NAMESPACE) -> Container:
+    def get(self, id_: str, *, namespace: str | None = None) -> Container:
         """The container with this exact id. NotFound if absent."""
         ...
 
-    def list(self, *, namespace: str = DEFAULT_NAMESPACE) -> list[Container]:
+    def list(self, *, namespace: str | None = None) -> list[Container]:
         """Every container of the namespace, oldest first."""
         ...
 
-    def delete(self, id_: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def delete(self, id_: str, *, namespace: str | None = None) -> None:
         """Forget a container (its snapshot goes at the next GC). Idempotent."""
         ...
 
 
 class SandboxRecords(Protocol):
+    namespace: str  # the one a call names none of
+
     def create(self, sandbox: SandboxRecord) -> SandboxRecord:
         """Record a new pod sandbox. AlreadyExists (naming the holder) if its id or name is taken."""
         ...
 
-    def get(self, id_: str, *, namespace: str = DEFAULT_NAMESPACE) -> SandboxRecord:
+    def get(self, id_: str, *, namespace: str | None = None) -> SandboxRecord:
         """The sandbox with this exact id. NotFound if absent."""
         ...
 
-    def find(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> SandboxRecord | None:
+    def find(self, name: str, *, namespace: str | None = None) -> SandboxRecord | None:
         """The sandbox of this unique name, if any."""
         ...
 
-    def list(self, *, namespace: str = DEFAULT_NAMESPACE) -> list[SandboxRecord]:
+    def list(self, *, namespace: str | None = None) -> list[SandboxRecord]:
         """Every sandbox of the namespace, oldest first."""
         ...
 
-    def update(self, id_: str, *, namespace: str = DEFAULT_NAMESPACE, state: str | None = None,
+    def update(self, id_: str, *, namespace: str | None = None, state: str | None = None,
                status: Mapping[str, Any] | None = None) -> SandboxRecord:
         """Set a sandbox's state and/or status. NotFound if absent."""
         ...
 
-    def delete(self, id_: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def delete(self, id_: str, *, namespace: str | None = None) -> None:
         """Forget a sandbox. Idempotent."""
         ...
 
 
 class LeaseManager(Protocol):
+    namespace: str  # the one a call names none of
+
     def create(self, ttl: float | None = None, *, id: str | None = None, labels: Mapping[str, str] | None = None,
-               namespace: str = DEFAULT_NAMESPACE) -> str:
+               namespace: str | None = None) -> str:
         """Create a lease that expires ``ttl`` seconds from now (never when None)
         and return its id. AlreadyExists if ``id`` is taken, InvalidArgument
         for a bad id or a ttl that is not positive. Not idempotent."""
         ...
 
-    def get(self, lease_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> Lease:
+    def get(self, lease_id: str, *, namespace: str | None = None) -> Lease:
         """NotFound if absent (an expired lease is still found until GC deletes it)."""
         ...
 
-    def list(self, *, namespace: str = DEFAULT_NAMESPACE) -> list[Lease]:
+    def list(self, *, namespace: str | None = None) -> list[Lease]:
         """The namespace's leases, expired ones included, sorted by id."""
         ...
 
-    def delete(self, lease_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def delete(self, lease_id: str, *, namespace: str | None = None) -> None:
         """Delete a lease and its resource list. NotFound if absent."""
         ...
 
-    def add_resource(self, lease_id: str, kind: str, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def add_resource(self, lease_id: str, kind: str, key: str, *, namespace: str | None = None) -> None:
         """Attach a resource to a lease *before* creating the resource. Idempotent.
         NotFound if the lease is absent, FailedPrecondition if it has expired,
         InvalidArgument for an unknown kind or a malformed key."""
         ...
 
-    def remove_resource(self, lease_id: str, kind: str, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def remove_resource(self, lease_id: str, kind: str, key: str, *, namespace: str | None = None) -> None:
         """Detach a resource from a lease. Idempotent for the resource; NotFound
         if the lease is absent."""
         ...
 
-    def list_resources(self, lease_id: str, *, namespace: str = DEFAULT_NAMESPACE
+    def list_resources(self, lease_id: str, *, namespace: str | None = None
                        ) -> builtins.list[LeaseResource]:
         """The resources attached to a lease, sorted. NotFound if the lease is absent."""
         ...

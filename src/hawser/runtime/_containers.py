@@ -37,7 +37,6 @@ from hawser.errors import (
     NotFound,
 )
 from hawser.host import FileLock
-from hawser.images import ImageStore
 from hawser.metadata import Container
 from hawser.runtime._conmon import ConmonPaths, ConmonSession, ConmonWatch, conmon_argv
 from hawser.runtime._logs import LogEntry, follow_log, log_size, read_log
@@ -50,6 +49,12 @@ from hawser.snapshots import mount_all, unmount_all
 TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
     from typing import Any
+
+    from hawser.config import Config
+    from hawser.metadata import ContainerRecords
+    from hawser.runtime._types import ImageResolver
+    from hawser.snapshots import Snapshotter
+    from hawser.store import Store
 
 log = get_logger(__name__)
 
@@ -150,9 +155,18 @@ class ContainerManager:
     and the container's record after each change this object makes; they must
     not block or raise.  The CRI's container events are produced this way."""
 
-    def __init__(self, store: ImageStore, *, host: HostLimits | None = None) -> None:
-        self.store = store
-        self.config = store.config
+    def __init__(self, *, config: Config, records: ContainerRecords, snapshotter: Snapshotter,
+                 images: ImageResolver, make_room: Callable[[], None] = lambda: None,
+                 host: HostLimits | None = None) -> None:
+        """``records``: the containers store of the namespace to work in;
+        ``images``: where containers are made from; ``make_room``: called on a
+        full disk before a removal or an undo (the store gives its reserve back)."""
+        self.config = config
+        self.records = records
+        self.namespace = records.namespace
+        self.snapshotter = snapshotter
+        self.images = images
+        self._make_room = make_room
         rc = self.config.runtime
         state = self.config.state
         self.containers_dir = os.path.join(state, "containers")
@@ -165,6 +179,12 @@ class ContainerManager:
         self.runc = Runc(os.path.join(state, "runc"), rc.runc or None)
         self._host = host
         self.observers: list[Observer] = []
+
+    @classmethod
+    def of(cls, store: Store, images: ImageResolver, *, host: HostLimits | None = None) -> ContainerManager:
+        """The containers of ``store``'s namespace."""
+        return cls(config=store.config, records=store.metadata.containers, snapshotter=store.snapshotter,
+                   images=images, make_room=store.make_room, host=host)
 
     def _notify(self, kind: str, record: Container) -> None:
         for observer in list(self.observers):
@@ -213,7 +233,7 @@ class ContainerManager:
     def lookup(self, text: str) -> Container:
         """A container by name, full id, or unique id prefix. NotFound otherwise;
         InvalidArgument if a prefix matches several."""
-        records = self.store.metadata.containers.list(namespace=self.store.namespace)
+        records = self.records.list()
         for r in records:
             if r.name == text or r.id == text:
                 return r
@@ -229,7 +249,7 @@ class ContainerManager:
                              log_path=self.container_log_path(record))
 
     def list(self, *, all_: bool = True) -> list[ContainerInfo]:
-        infos = [self.info(r) for r in self.store.metadata.containers.list(namespace=self.store.namespace)]
+        infos = [self.info(r) for r in self.records.list()]
         return infos if all_ else [i for i in infos if i.status.state in (RUNNING, PAUSED)]
 
     def status(self, record: Container) -> ContainerStatus:
@@ -297,15 +317,9 @@ class ContainerManager:
             raise InvalidArgument(f"invalid container name {name!r}: use letters, digits, '_', '.', '-'")
         if log_path is not None and (not os.path.isabs(log_path) or os.path.normpath(log_path) != log_path):
             raise InvalidArgument(f"invalid log path {log_path!r}: must be a normalised absolute path")
-        image_name = self.store.resolve_name(image)
-        detail = self.store.inspect(image_name)
-        top = self.store.top_snapshot(detail)
-        snapshotter = self.store.snapshotter
-        if top:
-            try:
-                snapshotter.stat(top)
-            except NotFound:
-                raise FailedPrecondition(f"image {image_name} is not unpacked", hint="pull it again") from None
+        runnable = self.images.runnable(image)
+        image_name, top = runnable.name, runnable.top_snapshot
+        snapshotter = self.snapshotter
         id_ = os.urandom(32).hex()
         name = name or f"hawser-{id_[:12]}"
         key = f"container-{id_}"
@@ -315,20 +329,20 @@ class ContainerManager:
         if not options.hostname and options.namespaces.uts is None:
             # Its own UTS namespace and no name given: the short id, as docker does.
             options = replace(options, hostname=id_[:12])
-        config = _options_json(options, stop_signal(detail.config, options))
+        config = _options_json(options, stop_signal(runnable.config, options))
         if log_path is not None:
             config["log_path"] = log_path
         if extra_config:
             config.update(extra_config)
-        record = Container(namespace=self.store.namespace, id=id_, name=name, image=image_name,
-                           image_id=str(detail.config_digest), snapshotter=snapshotter.name, snapshot_key=key,
+        record = Container(namespace=self.namespace, id=id_, name=name, image=image_name,
+                           image_id=runnable.image_id, snapshotter=snapshotter.name, snapshot_key=key,
                            config=config, labels=dict(labels or {}), created_at=time.time())
         undo = _Undo()
         with self._locked(id_) as lock:
             try:
                 # The record first: from here on nothing can exist that hawser does not know of.
-                self.store.metadata.containers.create(record)
-                undo.push(lambda: self.store.metadata.containers.delete(id_, namespace=self.store.namespace))
+                self.records.create(record)
+                undo.push(lambda: self.records.delete(id_))
                 failpoint("create.after-record")
                 bundle = self.bundle(id_)
                 rootfs = os.path.join(bundle, "rootfs")
@@ -344,7 +358,7 @@ class ContainerManager:
                 mount_all(mounts, rootfs)
                 undo.push(lambda: unmount_all(rootfs, detach=True))
                 failpoint("create.after-mount")
-                spec = build_spec(detail.config, options, rootfs=rootfs, host=self.host)
+                spec = build_spec(runnable.config, options, rootfs=rootfs, host=self.host)
                 process = spec["process"]
                 env_path = next((e[5:] for e in process.get("env", ()) if e.startswith("PATH=")), "")
                 find_executable(rootfs, process["args"][0], env_path, process.get("cwd", "/"))
@@ -360,7 +374,7 @@ class ContainerManager:
                                           leave_stdin_open=options.stdin and not options.stdin_once, undo=undo)
                 failpoint("create.after-conmon")
             except BaseException:
-                self.store.make_room()  # a full disk: the undo's records need room to be removed
+                self._make_room()  # a full disk: the undo's records need room to be removed
                 undo.run()
                 lock.release(remove=True)
                 raise
@@ -527,7 +541,7 @@ class ContainerManager:
         """Remove a container and everything it holds. A running one needs
         ``force`` (it is killed). Finishes what an interrupted create or rm left."""
         record = self.lookup(text)
-        self.store.make_room()  # a removal on a full disk needs a little room to record it
+        self._make_room()  # a removal on a full disk needs a little room to record it
         with self._locked(record.id) as lock:
             status = self.status(record)
             if status.state in (RUNNING, PAUSED) and not force:
@@ -551,7 +565,7 @@ class ContainerManager:
                     with contextlib.suppress(OSError):
                         unmount_all(rootfs, detach=True)
                 with contextlib.suppress(NotFound):
-                    self.store.snapshotter.remove(record.snapshot_key)
+                    self.snapshotter.remove(record.snapshot_key)
 
             self._forget_runtime(record.id, meanwhile=release_rootfs, strict=True)
             failpoint("remove.after-runc-delete")
@@ -560,7 +574,7 @@ class ContainerManager:
             # A log path given at create belongs to its caller (kubelet removes it).
             shutil.rmtree(os.path.dirname(self.log_path(record.id)), ignore_errors=True)
             failpoint("remove.before-record-delete")
-            self.store.metadata.containers.delete(record.id, namespace=self.store.namespace)
+            self.records.delete(record.id)
             lock.release(remove=True)  # nothing is left for it to guard
         self._notify(EVENT_DELETED, record)
         return record.id
@@ -630,7 +644,7 @@ class ContainerManager:
     def writable_layer(self, record: Container) -> tuple[str, int, int]:
         """(mount point, bytes, inodes) of the container's writable layer.
         NotFound if its snapshot is gone."""
-        snapshotter = self.store.snapshotter
+        snapshotter = self.snapshotter
         usage = snapshotter.usage(record.snapshot_key)
         return os.path.join(self.config.root, "snapshots", snapshotter.name), usage.size, usage.inodes
 

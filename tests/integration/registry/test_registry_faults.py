@@ -36,6 +36,7 @@ from tests.support.registry_faults import (
 )
 from tests.support.registry_server import RegistryHandle, free_port, start_registry
 
+from hawser.images import ImageService
 from hawser.registry import Credentials, RegistryClient, RegistryOptions
 from hawser.snapshots import Kind
 
@@ -80,7 +81,7 @@ def check_store(env: Env, image: BuiltImage, *, pulled: bool) -> dict[str, int]:
     blobs[str(image.manifest_desc.digest)] = image.manifest
     store = env.store()
     try:
-        assert bool(store.list_images()) == pulled
+        assert bool(ImageService(store).list_images()) == pulled
         for info in store.content.walk():
             assert store.content.verify(info.digest), f"{info.digest} is corrupt"
         for record in store.metadata.blobs.list(namespace=store.namespace):

@@ -296,13 +296,14 @@ def test_exec_sync_timeout_holds_with_a_background_process_on_stdout(ctr: tuple[
     # CRI's ExecSync: the timeout must hold even when the command leaves a
     # process behind that keeps the output pipe open (conmon would otherwise wait for EOF).
     from hawser.errors import DeadlineExceeded
+    from hawser.images import ImageService
     from hawser.runtime import ContainerManager
 
     env, ref = ctr
     cid = env.cli("run", "-d", ref, "sleep", "300").stdout.strip()
     store = env.store()
     try:
-        manager = ContainerManager(store)
+        manager = ContainerManager.of(store, ImageService(store))
         done = manager.exec_sync(cid, ["sh", "-c", "echo quick; echo oops >&2; exit 4"], timeout=10)
         assert (done.exit_code, done.stdout, done.stderr) == (4, b"quick\n", b"oops\n")
 

@@ -31,6 +31,7 @@ from hawser.cri._stream_runtime import ContainerStreams, Streaming, new_streamin
 from hawser.cri.streaming import AttachRequest, ExecRequest, PortForwardRequest
 from hawser.errors import NotFound
 from hawser.host import pin_namespaces, remove_pin_dir, run_in_netns
+from hawser.images import ImageService
 from hawser.runtime import ContainerManager
 
 pytestmark = pytest.mark.integration
@@ -96,7 +97,7 @@ def node(ctr: Ctr) -> Iterator[Node]:
     fds = set(os.listdir("/proc/self/fd"))
     children = set(_children())  # the registry's server
     try:
-        yield Node(env, ref, ContainerManager(store), FakeSandboxes())
+        yield Node(env, ref, ContainerManager.of(store, ImageService(store)), FakeSandboxes())
     finally:
         store.close()
     exec_dirs = [str(p) for p in Path(env.state, "containers").glob("*/exec/*")]

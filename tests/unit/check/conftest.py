@@ -19,13 +19,12 @@ from hawser.check import MountPoint, Process, Report, check_store
 from hawser.config import Config, GCConfig, RuntimeConfig
 from hawser.content import LocalStore
 from hawser.host import CgroupLayout
-from hawser.images import ImageStore
 from hawser.images._chain import chain_ids
 from hawser.images._labels import config_labels, manifest_labels
-from hawser.images._store import LEASE_OWNER_PID
 from hawser.metadata import Container, Metadata, SandboxRecord
 from hawser.oci import Digest
 from hawser.snapshots import NativeSnapshotter
+from hawser.store import LEASE_OWNER_PID, Store
 from tests.support.images import BuiltImage, build_image
 
 CGROUP_PARENT = "/hawser-unit"
@@ -89,7 +88,7 @@ class FakeHost:
         self.runc.pop(container_id, None)
         shutil.rmtree(os.path.join(runc_root, container_id), ignore_errors=True)
 
-    def remove_container(self, store: ImageStore, record: Container) -> None:
+    def remove_container(self, store: Store, record: Container) -> None:
         self.calls.append(("remove_container", record.id))
         store.metadata.containers.delete(record.id, namespace=record.namespace)
 
@@ -131,7 +130,7 @@ def tar_of(files: Mapping[str, bytes]) -> bytes:
 @dataclass
 class Node:
     tmp: Path
-    store: ImageStore
+    store: Store
     host: FakeHost
 
     @property
@@ -248,9 +247,9 @@ def node(tmp_path: Path) -> Iterator[Node]:
     config = Config(root=str(root), state=str(state), snapshotter="native", gc=GCConfig(grace_period=0),
                     runtime=RuntimeConfig(cgroup_parent=CGROUP_PARENT))
     os.makedirs(state)
-    store = ImageStore(config=config, content=LocalStore(str(root / "content")),
-                       metadata=Metadata(str(root / "metadata.db")),
-                       snapshotter=NativeSnapshotter(str(root / "snapshots" / "native")))
+    store = Store(config=config, content=LocalStore(str(root / "content")),
+                  metadata=Metadata(str(root / "metadata.db")),
+                  snapshotter=NativeSnapshotter(str(root / "snapshots" / "native")))
     yield Node(tmp=tmp_path, store=store, host=FakeHost(root=str(tmp_path)))
     store.close()
 

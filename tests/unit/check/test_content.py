@@ -15,6 +15,7 @@ from hawser.check import (
 )
 from hawser.config import GCConfig
 from hawser.errors import NotFound
+from hawser.images import ImageService
 from hawser.oci import Digest
 from tests.unit.check.conftest import Node, kinds
 
@@ -65,7 +66,7 @@ def test_a_corrupt_manifest_leaves_the_image_needing_a_pull(node: Node) -> None:
     report = node.check(repair=True)
     assert {(f.kind, f.repaired) for f in report.findings} == {(BLOB_CORRUPT, True), (IMAGE_INCOMPLETE, False)}
     assert f"manifest {manifest}" in next(f.detail for f in report.findings if f.kind == IMAGE_INCOMPLETE)
-    assert node.store.summary(image.name).image_id is None  # `hawser images` shows it without an ID
+    assert ImageService(node.store).summary(image.name).image_id is None  # `hawser images` shows it without an ID
 
 
 def test_a_corrupt_blob_a_live_lease_holds_is_left_alone(node: Node) -> None:

@@ -38,30 +38,23 @@ class FakeManager:
 
     def __init__(self, exits_dir: str, records: list[Container]) -> None:
         self.exits_dir = exits_dir
-        self.records = {r.id: r for r in records}
+        self._by_id = {r.id: r for r in records}
         self.observers: list[Callable[[str, Container], None]] = []
         self.states: dict[str, ContainerStatus] = {}
         self.status_calls = 0
 
     @property
-    def store(self) -> FakeManager:
+    def records(self) -> FakeManager:
+        """The container records store (this fake plays it too)."""
         return self
 
-    @property
-    def metadata(self) -> FakeManager:
-        return self
+    def list(self, *, namespace: str | None = None) -> list[Container]:
+        return list(self._by_id.values())
 
-    @property
-    def containers(self) -> FakeManager:
-        return self
-
-    def list(self, *, namespace: str) -> list[Container]:
-        return list(self.records.values())
-
-    def get(self, id_: str, *, namespace: str) -> Container:
-        if id_ not in self.records:
+    def get(self, id_: str, *, namespace: str | None = None) -> Container:
+        if id_ not in self._by_id:
             raise NotFound(id_)
-        return self.records[id_]
+        return self._by_id[id_]
 
     def status(self, r: Container) -> ContainerStatus:
         self.status_calls += 1

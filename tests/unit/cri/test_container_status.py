@@ -70,24 +70,20 @@ def test_state_and_reason(state: ContainerStatus, cri: int, expected: tuple[str,
 
 class FakeManager:
     def __init__(self, records: list[Container]) -> None:
-        self.records = records
-        self.store = self
+        self._records = records
 
     namespace = "default"
 
     @property
-    def metadata(self) -> FakeManager:
+    def records(self) -> FakeManager:
+        """The container records store (this fake plays it too)."""
         return self
 
-    @property
-    def containers(self) -> FakeManager:
-        return self
+    def list(self, *, namespace: str | None = None) -> list[Container]:
+        return list(self._records)
 
-    def list(self, *, namespace: str) -> list[Container]:
-        return list(self.records)
-
-    def get(self, id_: str, *, namespace: str) -> Container:
-        for r in self.records:
+    def get(self, id_: str, *, namespace: str | None = None) -> Container:
+        for r in self._records:
             if r.id == id_:
                 return r
         raise NotFound(id_)

@@ -1,27 +1,16 @@
-"""ImageStore: the image half of hawser's library API, over one root.
-
-It composes the content store, the metadata database and a snapshotter, and
-is what the CLI (and later the daemon) calls.  Several processes may open one
-root at once.
-"""
+"""ImageService: the images of one store and namespace (pull, import, resolve,
+inspect, remove, GC), over the store's content, image and blob records, and
+snapshotter."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 from hawser._dataclass import dataclass, field
 from hawser._failpoints import failpoint
-from hawser._logging import get_logger
-from hawser.config import Config
-from hawser.content import ContentStore, LocalStore
-from hawser.errors import FailedPrecondition, HawserError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
-from hawser.host import proc_stat
-from hawser.metadata import LABEL_REF_CONTENT, LABEL_REF_SNAPSHOT, Metadata
+from hawser.errors import FailedPrecondition, InvalidArgument, NotFound
+from hawser.metadata import LABEL_REF_CONTENT, LABEL_REF_SNAPSHOT
 from hawser.oci import (
     Descriptor,
     Digest,
@@ -34,7 +23,7 @@ from hawser.oci import (
     parse_manifest,
     parse_reference,
 )
-from hawser.snapshots import Kind, Snapshotter
+from hawser.store import Store, lease_owner_alive
 
 TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
@@ -42,13 +31,6 @@ if TYPE_CHECKING:
 
     from hawser.images._progress import ProgressSink
     from hawser.metadata import GCReport
-
-log = get_logger(__name__)
-
-DEFAULT_NAMESPACE = "default"
-LEASE_OWNER_PID = "hawser.io/lease.owner-pid"
-RESERVE_NAME = "reserve"
-RESERVE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,120 +87,17 @@ class ImageDetail:
         }
 
 
-class ImageStore:
-    def __init__(self, *, config: Config, content: ContentStore, metadata: Metadata, snapshotter: Snapshotter,
-                 namespace: str = DEFAULT_NAMESPACE) -> None:
-        self.config = config
-        self.content = content
-        self.metadata = metadata
-        self.snapshotter = snapshotter
-        self.namespace = namespace
-        self.locks_dir = os.path.join(config.state, "locks")
+class ImageService:
+    """Images of one store and namespace: pull, import, resolve, inspect, remove, GC."""
 
-    @classmethod
-    def open(cls, config: Config, *, to_free_space: bool = False) -> ImageStore:
-        """Open (or create) the store under ``config.root``.
-
-        ``to_free_space`` (prune): on a full disk, first give back the
-        reserve, so that SQLite has the room to record what prune removes."""
-        from hawser.snapshots import new_snapshotter, overlay_supported
-
-        for path in (config.root, config.state):
-            os.makedirs(path, mode=0o711, exist_ok=True)
-        reserve = os.path.join(config.root, RESERVE_NAME)
-        if to_free_space and _free_bytes(config.root) < RESERVE_BYTES and os.path.exists(reserve):
-            log.warning("the disk under %s is full: releasing hawser's reserve to collect garbage", config.root)
-            os.unlink(reserve)
-        name = config.snapshotter
-        snap_root = os.path.join(config.root, "snapshots")
-        # Probe only a new store: one that already holds overlay snapshots keeps
-        # using them (a probe can fail for passing reasons, such as a full disk).
-        existing = os.path.exists(os.path.join(snap_root, name, "metadata.db"))
-        if name == "overlayfs" and not existing and not overlay_supported(snap_root):
-            log.warning("overlayfs is not usable under %s; using the native snapshotter", config.root)
-            name = "native"
-        store = cls(
-            config=config,
-            content=LocalStore(os.path.join(config.root, "content")),
-            metadata=Metadata(os.path.join(config.root, "metadata.db")),
-            snapshotter=new_snapshotter(name, os.path.join(snap_root, name)),
-        )
-        store._keep_reserve()
-        return store
-
-    @property
-    def _reserve_path(self) -> str:
-        return os.path.join(self.config.root, RESERVE_NAME)
-
-    def _keep_reserve(self) -> None:
-        """Hold RESERVE_BYTES of disk in a file that only prune gives back.
-
-        SQLite needs a little room to record a removal; on a full disk the
-        reserve is what lets ``system prune`` free space (see ``open``).  Best
-        effort: on a disk already full there is simply no reserve."""
-        if os.path.exists(self._reserve_path):
-            return
-        tmp = f"{self._reserve_path}.{os.getpid()}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.posix_fallocate(fd, 0, RESERVE_BYTES)
-            finally:
-                os.close(fd)
-            os.rename(tmp, self._reserve_path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-
-    def make_room(self) -> None:
-        """On a full disk, give back the reserve (see ``_keep_reserve``): for
-        removals, which free space, and for undoing what failed for lack of it.
-        The next store opened takes the reserve again once there is room."""
-        if _free_bytes(self.config.root) < RESERVE_BYTES:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._reserve_path)
-                log.info("the disk under %s is full: gave back hawser's reserve", self.config.root)
-
-    def close(self) -> None:
-        self.metadata.close()
-        self.snapshotter.close()
-
-    # --- leases --------------------------------------------------------------
-
-    @contextmanager
-    def lease(self) -> Iterator[str]:
-        """A lease protecting what an operation writes; dropped when it ends.
-
-        If the process dies, the lease names its pid, so GC knows it is dead
-        without waiting for the expiry."""
-        lease = self.metadata.leases.create(
-            ttl=self.config.gc.pull_lease_ttl, labels={LEASE_OWNER_PID: _pid_token(os.getpid())})
-        try:
-            yield lease
-        except (ResourceExhausted, OSError) as exc:
-            if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            # The disk filled up.  What the operation left unfinished goes now
-            # rather than at the next GC or resume, since it is what fills the
-            # disk: snapshots of layers it was unpacking (their own removal
-            # found no room to record it), and the partial downloads of layers
-            # fetched beside the one that found no room.
-            self.make_room()
-            self._remove_unfinished(lease)
-            raise
-        finally:
-            self.metadata.leases.delete(lease)
-
-    def _remove_unfinished(self, lease: str) -> None:
-        kind = f"snapshot/{self.snapshotter.name}"
-        for resource in self.metadata.leases.list_resources(lease):
-            if resource.kind == "ingest":
-                with contextlib.suppress(NotFound, Unavailable):
-                    self.content.abort(resource.key, wait=False)  # Unavailable: another pull writes it
-            elif resource.kind == kind:
-                with contextlib.suppress(HawserError):
-                    if self.snapshotter.stat(resource.key).kind is not Kind.COMMITTED:
-                        self.snapshotter.remove(resource.key)
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.content = store.content
+        self.images = store.metadata.images
+        self.blobs = store.metadata.blobs
+        self.snapshotter = store.snapshotter
+        self.config = store.config
+        self.namespace = store.namespace
 
     # --- pull / import ---------------------------------------------------------
 
@@ -238,8 +117,8 @@ class ImageStore:
             credentials=credentials,
         ))
         try:
-            with self.lease() as lease:
-                root = pull_into(self, client, ref, PullOptions(platform=platform, plain_http=plain_http),
+            with self.store.lease() as lease:
+                root = pull_into(self.store, client, ref, PullOptions(platform=platform, plain_http=plain_http),
                                  progress, lease)
                 failpoint("pull.before-image-record")
                 self._put_image(str(ref), root)
@@ -256,22 +135,22 @@ class ImageStore:
 
         progress = progress or discard
 
-        with self.lease() as lease:
-            named = import_layout(self, path, name=name, platform=platform or Platform.host(),
+        with self.store.lease() as lease:
+            named = import_layout(self.store, path, name=name, platform=platform or Platform.host(),
                                   progress=progress, lease=lease)
             for image_name, root in named:
                 self._put_image(image_name, root)
         return [self.summary(n) for n, _ in named]
 
     def _put_image(self, name: str, target: Descriptor) -> None:
-        self.metadata.images.put(name, target, {}, namespace=self.namespace)
+        self.images.put(name, target, {}, namespace=self.namespace)
 
     # --- queries ---------------------------------------------------------------
 
     def resolve_name(self, text: str) -> str:
         """The stored image name for what a user typed: a full or short
         reference, or an image ID (config digest) or a unique prefix of one."""
-        names = {img.name for img in self.metadata.images.list(namespace=self.namespace)}
+        names = {img.name for img in self.images.list(namespace=self.namespace)}
         if text in names:
             return text
         try:
@@ -291,10 +170,10 @@ class ImageStore:
         raise NotFound(f"image {text!r} not found", hint="`hawser images` lists the images; `hawser pull` fetches one")
 
     def list_images(self) -> list[ImageSummary]:
-        return [self.summary(img.name) for img in self.metadata.images.list(namespace=self.namespace)]
+        return [self.summary(img.name) for img in self.images.list(namespace=self.namespace)]
 
     def summary(self, name: str) -> ImageSummary:
-        record = self.metadata.images.get(name, namespace=self.namespace)
+        record = self.images.get(name, namespace=self.namespace)
         try:
             detail = self.inspect(name)
         except (NotFound, InvalidArgument):
@@ -303,7 +182,7 @@ class ImageStore:
                             record.updated_at)
 
     def inspect(self, name: str, platform: Platform | None = None) -> ImageDetail:
-        record = self.metadata.images.get(name, namespace=self.namespace)
+        record = self.images.get(name, namespace=self.namespace)
         manifest_desc = self._platform_manifest(record.target, platform or Platform.host())
         manifest = parse_manifest(self.content.read_all(manifest_desc.digest, limit=manifest_desc.size or None),
                                   manifest_desc.media_type)
@@ -325,12 +204,25 @@ class ImageStore:
             return ""
         label = f"{LABEL_REF_SNAPSHOT}{self.snapshotter.name}"
         try:
-            top = self.metadata.blobs.get(detail.config_digest, namespace=self.namespace).labels.get(label, "")
+            top = self.blobs.get(detail.config_digest, namespace=self.namespace).labels.get(label, "")
         except NotFound:
             top = ""
         if not top:
             raise FailedPrecondition(f"image {detail.name} is not unpacked", hint="pull it again")
         return top
+
+    def runnable(self, text: str) -> RunnableImage:
+        """The stored image a container is to be made from (``text`` as for
+        ``resolve_name``). NotFound if absent, FailedPrecondition if not unpacked."""
+        name = self.resolve_name(text)
+        detail = self.inspect(name)
+        top = self.top_snapshot(detail)
+        if top:
+            try:
+                self.snapshotter.stat(top)
+            except NotFound:
+                raise FailedPrecondition(f"image {name} is not unpacked", hint="pull it again") from None
+        return RunnableImage(name=name, image_id=str(detail.config_digest), config=detail.config, top_snapshot=top)
 
     def _platform_manifest(self, target: Descriptor, platform: Platform) -> Descriptor:
         if target.media_type not in media.INDEXES:
@@ -357,7 +249,7 @@ class ImageStore:
         removed = []
         for text in names:
             name = self.resolve_name(text)
-            self.metadata.images.delete(name, namespace=self.namespace)
+            self.images.delete(name, namespace=self.namespace)
             removed.append(name)
         if prune and removed:
             self.prune()
@@ -366,9 +258,9 @@ class ImageStore:
     def prune(self, *, dry_run: bool = False) -> GCReport:
         from hawser.metadata import collect
 
-        report = collect(self.metadata, self.content, {self.snapshotter.name: self.snapshotter}, dry_run=dry_run,
-                         grace_period=self.config.gc.grace_period, lease_alive=lease_owner_alive)
-        self._keep_reserve()
+        report = collect(self.store.metadata, self.content, {self.snapshotter.name: self.snapshotter},
+                         dry_run=dry_run, grace_period=self.config.gc.grace_period, lease_alive=lease_owner_alive)
+        self.store.keep_reserve()
         return report
 
     def usage(self) -> dict[str, Any]:
@@ -387,11 +279,6 @@ class ImageStore:
         }
 
 
-def _free_bytes(path: str) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
-
-
 def _docker_config_path(configured: str) -> str:
     """The configured docker config.json; for the default, ``$DOCKER_CONFIG`` wins, as with docker."""
     from hawser.config import RegistryConfig
@@ -402,31 +289,15 @@ def _docker_config_path(configured: str) -> str:
     return os.path.expanduser(configured)
 
 
-def _pid_token(pid: int) -> str:
-    """``pid:starttime``: a pid alone may be reused by another process."""
-    stat = proc_stat(pid)
-    return f"{pid}:{stat.start_time if stat is not None else 0}"
+@dataclass(frozen=True, slots=True)
+class RunnableImage:
+    """What a container is made from: the stored name, the image ID (config
+    digest), the config, and the top layer's snapshot key ("" without layers)."""
+
+    name: str
+    image_id: str
+    config: ImageConfig
+    top_snapshot: str
 
 
-def lease_owner_alive(labels: Mapping[str, str]) -> bool:
-    """Whether the process that took a lease (its ``LEASE_OWNER_PID`` label) still
-    runs: the same pid with the same start time, and not a zombie (a dead process
-    nobody waited for: pid 1 does not reap on every host). GC and ``system check``
-    drop a lease whose owner is gone. Without the label (or with one not ours to
-    read) the lease's expiry alone decides."""
-    token = labels.get(LEASE_OWNER_PID)
-    if not token:
-        return True
-    pid_text, _, start = token.partition(":")
-    try:
-        pid = int(pid_text)
-    except ValueError:
-        return True
-    stat = proc_stat(pid)
-    if stat is None or not stat.alive:
-        return False
-    return start in ("", "0") or str(stat.start_time) == start
-
-
-__all__ = ["LABEL_REF_CONTENT", "LABEL_REF_SNAPSHOT", "LEASE_OWNER_PID", "ImageDetail", "ImageStore", "ImageSummary",
-           "lease_owner_alive", "time"]
+__all__ = ["LABEL_REF_CONTENT", "LABEL_REF_SNAPSHOT", "ImageDetail", "ImageService", "ImageSummary", "RunnableImage"]
