@@ -1,26 +1,36 @@
 # Shortcuts; the scripts are the real entry points (README).
-.PHONY: setup test bench bench-pull bench-run bench-cri demo
+# After `make setup` (or any script) has made .venv:
+#   make unit                        the unit tier: seconds, no root
+#   make lint                        ruff and mypy --strict
+#   make test                        everything, as CI runs it (sets up first; root)
+#   make test ARGS="tests/unit/test_config.py -k drop_in"   one file or one test
+.PHONY: setup unit lint test demo bench bench-pull bench-run bench-cri
+PYTEST ?= .venv/bin/pytest
+ARGS ?=
 
 setup:
 	bash scripts/setup.sh
 
+unit:
+	$(PYTEST) -q tests/unit $(ARGS)
+
+lint:
+	.venv/bin/ruff check src tests bench scripts
+	.venv/bin/mypy
+
 test:
-	bash scripts/test.sh
+	bash scripts/test.sh $(ARGS)
 
 demo:
 	bash scripts/demo.sh
 
-bench: bench-pull
+bench: bench-pull bench-run bench-cri
 
 bench-pull:
 	bash bench/pull.sh
 
-bench: bench-run
-
 bench-run:
 	bash bench/run.sh
-
-bench: bench-cri
 
 bench-cri:
 	bash bench/cri.sh

@@ -1,21 +1,48 @@
-"""hawser's one typed configuration object, read from TOML.
+"""hawser's one typed configuration, read from TOML: the CLI's settings and the
+daemon's in one model (the ``[daemon]``, ``[cri]`` and ``[cni]`` tables are
+hawserd's; the CLI reads them and leaves them be).
+
+Where the values come from, later over earlier:
+
+1. the defaults below;
+2. the config file: ``--config``, else $HAWSER_CONFIG, else
+   ``/etc/hawser/config.toml`` (a missing default file means defaults);
+3. every ``config.d/*.toml`` beside that file, in lexical order, tables
+   merged key by key (CRI-O's ``crio.conf.d``, containerd's ``imports``);
+4. command-line flags, through ``apply_overrides`` (both ``hawser`` and
+   ``hawserd`` call it).
+
+Every file, and the flags, pass one check (``_build``): unknown keys are errors,
+so that a typo does not silently keep a default, and an error names the file
+and the key.  A file may say ``version = 1`` at its top; none means 1, and a
+version newer than ``CONFIG_VERSION`` is refused rather than half understood.
 
 Built once (by the CLI or the daemon) and passed down; nothing reads it from a
-global.  Unknown keys are errors, so a typo does not silently keep a default.
+global.
 """
 
 from __future__ import annotations
 
 import os
 
-from hawser._dataclass import dataclass, field, fields, is_dataclass, replace
+from hawser._dataclass import asdict, dataclass, field, fields, is_dataclass
 from hawser.errors import InvalidArgument
 
 TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Callable, Mapping
+    from typing import Any, TypeVar
 
+    T = TypeVar("T")
+
+CONFIG_VERSION = 1
+"""The config format this hawser reads and writes (the top-level ``version`` key)."""
 DEFAULT_CONFIG_PATH = "/etc/hawser/config.toml"
+DROP_IN_DIR = "config.d"
+"""Beside the config file: ``*.toml`` files merged over it, in lexical order."""
+SNAPSHOTTERS = ("overlayfs", "native")
+DEFAULT_ADDRESS = "/run/hawser/hawser.sock"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,104 +65,245 @@ class GCConfig:
 class RuntimeConfig:
     runc: str = ""
     conmon: str = ""
-    cgroup_parent: str = "/hawser"
+    # "": the store's own, /hawser/<store id[:12]> (hawser.store), so that stores never share one.
+    cgroup_parent: str = ""
     stop_timeout: int = 10
     log_size_max: int = 0
 
 
 @dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    address: str = DEFAULT_ADDRESS
+    log_level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class CRIConfig:
+    stream_address: str = "127.0.0.1"
+    stream_port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CNIConfig:
+    conf_dir: str = "/etc/cni/net.d"
+    bin_dir: str = "/usr/lib/cni"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
+    version: int = CONFIG_VERSION
     root: str = "/var/lib/hawser"
     state: str = "/run/hawser"
     snapshotter: str = "overlayfs"
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     gc: GCConfig = field(default_factory=GCConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    cri: CRIConfig = field(default_factory=CRIConfig)
+    cni: CNIConfig = field(default_factory=CNIConfig)
 
-    def with_overrides(self, **changes: Any) -> Config:
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+@dataclass(frozen=True, slots=True)
+class ConfigFiles:
+    """The files a config was read from."""
+
+    main: str = ""  # the config file; "" when there was none (the default path, missing)
+    drop_ins: tuple[str, ...] = ()  # config.d/*.toml, in the order they were merged
 
 
-DEFAULT_TOML = """\
+# --- what each key means: the comments of `hawser config default` ----------------------
+
+_HEADER = """\
 # hawser configuration (defaults shown). Command-line flags override these.
+# Files config.d/*.toml beside this one are merged over it in name order, table by table,
+# key by key: a drop-in sets only the keys it changes."""
 
-# Persistent data: content store, metadata database, snapshots.
-root = "/var/lib/hawser"
-# Transient data (lost at reboot): locks, runtime state.
-state = "/run/hawser"
-# "overlayfs", or "native" (copies each layer; for filesystems without overlayfs).
-snapshotter = "overlayfs"
-
-[registry]
-# containerd-style hosts.toml directory: certs.d/<host>/hosts.toml, certs.d/_default/hosts.toml.
-config_path = "/etc/hawser/certs.d"
-# Credentials are read from the "auths" of this docker config file.
-docker_config = "~/.docker/config.json"
-# Layers fetched (and unpacked) at once per pull.
-max_concurrent_downloads = 3
-# A transfer that brings fewer than stall_bytes bytes in stall_timeout seconds
-# (silence, or a slow drip) has stalled: the pull fails, keeping what arrived,
-# and the next pull resumes from there. stall_bytes = 0: silence only.
-stall_timeout = 30.0
-stall_bytes = 1024
-# Retries per request on 5xx, 429 and dropped connections.
-max_retries = 5
-
-[gc]
-# An interrupted pull's partial data is protected this long, then collected.
-pull_lease_ttl = 3600.0
-# Content and snapshots younger than this are never collected: a second guard,
-# after leases, for a writer that has not attached its lease yet.
-grace_period = 10.0
-
-[runtime]
-# The OCI runtime and the monitor; empty: found on PATH.
-runc = ""
-conmon = ""
-# Every container gets its own cgroup under this one (cgroupfs driver).
-cgroup_parent = "/hawser"
-# Seconds between the stop signal and SIGKILL, unless the command says otherwise.
-stop_timeout = 10
-# Bytes of log per container before conmon rotates it; 0: unlimited.
-log_size_max = 0
-"""
+_DOCS: dict[str, str] = {
+    "version": f"The format of this file. Without it: 1. This hawser reads versions up to {CONFIG_VERSION}.",
+    "root": "Persistent data: content store, metadata database, snapshots.",
+    "state": "Transient data (lost at reboot): locks, runtime state.",
+    "snapshotter": '"overlayfs", or "native" (copies each layer; for filesystems without overlayfs).',
+    "registry.config_path":
+        "containerd-style hosts.toml directory: certs.d/<host>/hosts.toml, certs.d/_default/hosts.toml.",
+    "registry.docker_config": 'Credentials are read from the "auths" of this docker config file.',
+    "registry.max_concurrent_downloads": "Layers fetched (and unpacked) at once per pull.",
+    "registry.stall_timeout":
+        "A transfer that brings fewer than stall_bytes bytes in stall_timeout seconds\n"
+        "(silence, or a slow drip) has stalled: the pull fails, keeping what arrived,\n"
+        "and the next pull resumes from there. stall_bytes = 0: silence only.",
+    "registry.stall_bytes": "",
+    "registry.max_retries": "Retries per request on 5xx, 429 and dropped connections.",
+    "gc.pull_lease_ttl": "An interrupted pull's partial data is protected this long, then collected.",
+    "gc.grace_period":
+        "Content and snapshots younger than this are never collected: a second guard,\n"
+        "after leases, for a writer that has not attached its lease yet.",
+    "runtime.runc": "The OCI runtime and the monitor; empty: found on PATH.",
+    "runtime.conmon": "",
+    "runtime.cgroup_parent": "Every container gets its own cgroup under this one (cgroupfs driver); "
+                             "empty: /hawser/<the store's id>, one per store.",
+    "runtime.stop_timeout": "Seconds between the stop signal and SIGKILL, unless the command says otherwise.",
+    "runtime.log_size_max": "Bytes of log per container before conmon rotates it; 0: unlimited.",
+    "daemon.address": "hawserd: the CRI unix socket kubelet dials.",
+    "daemon.log_level": f"Least important events hawserd logs: {', '.join(LOG_LEVELS)}.",
+    "cri.stream_address": "The exec/attach/port-forward server's address and port; port 0: a free one at start.",
+    "cri.stream_port": "",
+    "cni.conf_dir": "CNI network configs, and the plugins.",
+    "cni.bin_dir": "",
+}
+"""The comment above each key (dotted) in the default file; "" shares the comment above."""
 
 
-def _build(cls: type[Any], data: dict[str, Any], where: str) -> Any:
-    known = {f.name: f for f in fields(cls)}
+# --- the rules beyond a value's type --------------------------------------------------
+
+
+def _version(value: Any) -> str | None:
+    if value > CONFIG_VERSION:
+        return (f"{value} is newer than this hawser reads (version {CONFIG_VERSION}): "
+                f"upgrade hawser, or write the file for version {CONFIG_VERSION}")
+    if value < 1:
+        return f"{value} is not a config version (the first is 1)"
+    return None
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    listed = ", ".join(repr(c) for c in choices)
+    return lambda value: None if value in choices else f"must be one of {listed}, not {value!r}"
+
+
+def _within(low: int, high: int | None = None) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if high is None:
+            return None if value >= low else f"must be at least {low}, not {value}"
+        return None if low <= value <= high else f"must be within {low}..{high}, not {value}"
+
+    return check
+
+
+def _absolute(value: Any) -> str | None:
+    return None if os.path.isabs(value) else f"must be an absolute path, not {value!r}"
+
+
+def _absolute_or_empty(value: Any) -> str | None:
+    return None if value == "" else _absolute(value)
+
+
+_RULES: dict[str, Callable[[Any], str | None]] = {
+    "version": _version,
+    "snapshotter": _one_of(*SNAPSHOTTERS),
+    "registry.max_concurrent_downloads": _within(1),
+    "daemon.address": _absolute,
+    "daemon.log_level": _one_of(*LOG_LEVELS),
+    "cri.stream_port": _within(0, 65535),
+    "runtime.cgroup_parent": _absolute_or_empty,
+}
+"""Dotted key -> what is wrong with a value of the right type, or None.  Each
+rule looks at one key only, so that a drop-in checked alone is checked fully."""
+
+
+# --- the one parser -------------------------------------------------------------------
+
+
+def _build(cls: type[T], data: Mapping[str, Any], where: str, *, source: str = "config") -> T:
+    """``cls`` from the table ``data``: each key known, each value of its
+    default's type (an integer is taken for a float) and within its rule;
+    missing keys keep their defaults.  ``where`` is the table's dotted prefix
+    (``"registry."``); ``source`` names the file (or "command line") in errors."""
+    defaults = cls()
+    known = [f.name for f in fields(cls)]
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        spec = known.get(key)
-        if spec is None:
-            raise InvalidArgument(f"config: unknown key {where}{key!r}", hint=f"known keys: {', '.join(known)}")
-        default = getattr(cls(), key)
+        name = f"{where}{key}"
+        if key not in known:
+            table = f" in [{where[:-1]}]" if where else ""
+            raise InvalidArgument(f"{source}: unknown key {name!r}", hint=f"known keys{table}: {', '.join(known)}")
+        default = getattr(defaults, key)
         if is_dataclass(default):
             if not isinstance(value, dict):
-                raise InvalidArgument(f"config: {where}{key} must be a table")
-            kwargs[key] = _build(type(default), value, f"{where}{key}.")
+                raise InvalidArgument(f"{source}: {name} must be a table, not {type(value).__name__}")
+            kwargs[key] = _build(type(default), value, f"{name}.", source=source)
             continue
         expected = type(default)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise InvalidArgument(f"config: {where}{key} must be {expected.__name__}, not {type(value).__name__}")
+            raise InvalidArgument(f"{source}: {name} must be {expected.__name__}, not {type(value).__name__}")
+        rule = _RULES.get(name)
+        problem = rule(value) if rule else None
+        if problem:
+            raise InvalidArgument(f"{source}: {name} {problem}")
         kwargs[key] = value
     return cls(**kwargs)
 
 
-def parse_config(text: str, *, source: str = "config") -> Config:
+def _load_toml(text: str, source: str) -> dict[str, Any]:
+    """The table of one file, checked on its own (so that an error names this file)."""
     import tomllib  # with its regexes ~5 ms: only when a config file exists
 
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidArgument(f"{source}: invalid TOML: {exc}") from None
-    config: Config = _build(Config, data, "")
-    if config.snapshotter not in ("overlayfs", "native"):
-        raise InvalidArgument(f"{source}: snapshotter must be 'overlayfs' or 'native', not {config.snapshotter!r}")
-    if config.registry.max_concurrent_downloads < 1:
-        raise InvalidArgument(f"{source}: registry.max_concurrent_downloads must be at least 1")
-    return config
+    _build(Config, data, "", source=source)
+    return data
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` on ``base``: tables merged key by key, any other value replaced."""
+    merged = dict(base)
+    for key, value in over.items():
+        below = merged.get(key)
+        merged[key] = _merge(below, value) if isinstance(value, dict) and isinstance(below, dict) else value
+    return merged
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    """A config from its dict form (``asdict``), checked as a file is: how a
+    child process gets its parent's."""
+    return _build(Config, data, "")
+
+
+def parse_config(text: str, *, source: str = "config") -> Config:
+    """One config file's text as a Config; InvalidArgument naming ``source`` and the key."""
+    return _build(Config, _load_toml(text, source), "", source=source)
+
+
+def read_config(path: str | None) -> tuple[Config, ConfigFiles]:
+    """The config file (``path``; else $HAWSER_CONFIG; else the default path,
+    where a missing file means defaults) with its drop-ins merged over it, and
+    the files read.  InvalidArgument naming the file that is wrong."""
+    main, text = read_config_file(path)
+    layers = [] if text is None else [(main, text)]
+    drop_ins = _read_drop_ins(os.path.join(os.path.dirname(main), DROP_IN_DIR))
+    data: dict[str, Any] = {}
+    for source, body in layers + drop_ins:
+        data = _merge(data, _load_toml(body, source))
+    config = _build(Config, data, "", source=main)
+    return config, ConfigFiles(main=main if text is not None else "", drop_ins=tuple(p for p, _ in drop_ins))
+
+
+def load_config(path: str | None) -> Config:
+    """``read_config``'s Config."""
+    return read_config(path)[0]
+
+
+def apply_overrides(config: Config, overrides: Mapping[str, object]) -> Config:
+    """``config`` with command-line flags over it: the one place flags override
+    the files, for ``hawser`` and ``hawserd`` alike.  ``overrides`` maps a
+    dotted key (``"root"``, ``"registry.config_path"``) to its flag's value;
+    None (a flag not given) keeps the config's value.  The values pass the
+    files' checks; an error names the key and "command line"."""
+    tables: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        *path, name = key.split(".")
+        table = tables
+        for part in path:
+            table = table.setdefault(part, {})
+        table[name] = value
+    if not tables:
+        return config
+    return _build(Config, _merge(asdict(config), tables), "", source="command line")
 
 
 def read_config_file(path: str | None) -> tuple[str, str | None]:
@@ -144,20 +312,71 @@ def read_config_file(path: str | None) -> tuple[str, str | None]:
     InvalidArgument if a named file is missing or unreadable."""
     target = path or os.environ.get("HAWSER_CONFIG") or DEFAULT_CONFIG_PATH
     try:
-        with open(target, encoding="utf-8") as f:
-            return target, f.read()
+        return target, _read_text(target)
     except FileNotFoundError:
         if path:
             raise InvalidArgument(f"config file {path} does not exist") from None
         return target, None
+
+
+def _read_drop_ins(directory: str) -> list[tuple[str, str]]:
+    """``(path, text)`` of each ``*.toml`` in ``directory``, in lexical order; none if it does not exist."""
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.endswith(".toml") and not n.startswith("."))
+    except FileNotFoundError:
+        return []
     except OSError as exc:
-        raise InvalidArgument(f"cannot read config file {target}: {exc.strerror}") from None
+        raise InvalidArgument(f"cannot read config drop-in directory {directory}: {exc.strerror}") from None
+    paths = [os.path.join(directory, name) for name in names]
+    try:
+        return [(p, _read_text(p)) for p in paths]
+    except FileNotFoundError as exc:  # removed since the listing
+        raise InvalidArgument(f"cannot read config file {exc.filename}: {exc.strerror}") from None
+
+
+def _read_text(path: str) -> str:
+    """The UTF-8 text of ``path``; FileNotFoundError as it is, any other failure InvalidArgument."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read config file {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise InvalidArgument(f"config file {target} is not UTF-8 text: {exc.reason} at byte {exc.start}",
+        raise InvalidArgument(f"config file {path} is not UTF-8 text: {exc.reason} at byte {exc.start}",
                               hint="TOML files are UTF-8") from None
 
 
-def load_config(path: str | None) -> Config:
-    """Load ``path``; a missing file at the default path means defaults."""
-    source, text = read_config_file(path)
-    return Config() if text is None else parse_config(text, source=source)
+# --- the default file -----------------------------------------------------------------
+
+
+def default_toml() -> str:
+    """The default config file: every key of the model at its default under its
+    comment (``_DOCS``), written by tomli_w; it parses back to ``Config()``."""
+    import tomli_w  # only here: every other command only reads TOML
+
+    blocks = [_HEADER]
+
+    def table(value: Any, path: tuple[str, ...]) -> None:
+        lines: list[str] = []
+        if path:
+            header: dict[str, Any] = {}
+            for part in reversed(path):
+                header = {part: header}
+            lines.append(tomli_w.dumps(header))
+        nested = []
+        for f in fields(value):
+            item = getattr(value, f.name)
+            if is_dataclass(item):
+                nested.append((f.name, item))
+                continue
+            doc = _DOCS.get(".".join((*path, f.name)), "")
+            lines.extend(f"# {line}\n" for line in doc.splitlines())
+            lines.append(tomli_w.dumps({f.name: item}))
+        blocks.append("".join(lines).rstrip("\n"))
+        for name, item in nested:
+            table(item, (*path, name))
+
+    table(Config(), ())
+    return "\n\n".join(blocks) + "\n"

@@ -1,4 +1,5 @@
-"""Fixtures of the e2e tier: a real hawserd subprocess, driven over its CRI socket.
+"""Fixtures of the e2e tier: a real hawserd subprocess, driven over its CRI socket,
+and pod networks of the tests' own.
 
     def test_x(hawserd: Hawserd, registry: Registry) -> None:
         cri = hawserd.client()
@@ -7,38 +8,24 @@
 ``hawserd`` runs on a fresh root, state and socket per test, with its own
 hosts.toml directory (``hawserd.plain_http(host)`` lets it pull from a test
 registry over http).  On teardown it gets SIGTERM and must exit 0, remove its
-socket, and have logged no bug.  The registry fixtures are the integration
-tier's, re-exported.
+socket, and have logged no bug.  ``hawserd`` (tests/support/hawserd.py), the
+registry fixtures (tests/support/registry_fixtures.py) and
+``restore_host_network_state`` (tests/support/cni.py) are defined once for the
+session in tests/support, registered by tests/conftest.py, and shared with the
+integration tier; this conftest holds what only the e2e tier uses.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import pytest
-from cri_api.v1 import api_pb2_grpc
 
-from tests.integration.conftest import Registry, busybox, push_client, registry, unmount_under
-from tests.integration.network.conftest import CniEnv, restore_host_network_state
-
-__all__ = ["CniEnv", "Cri", "Hawserd", "Registry", "busybox", "hawserd", "pod_network", "push_client", "registry",
-           "restore_host_network_state"]
-
-HAWSERD = [sys.executable, "-m", "hawser.daemon"]
-HAWSER = [sys.executable, "-m", "hawser.cli._run"]
-# Tests prune right after removals: nothing is young enough to need the grace period.
-TEST_CONFIG = "[gc]\ngrace_period = 0\n"
+from tests.support.cni import CniEnv
+from tests.support.hawserd import Hawserd
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -48,132 +35,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
             if os.geteuid() != 0:
                 item.add_marker(pytest.mark.skip(reason="e2e tests need root"))
-
-
-@dataclass
-class Cri:
-    """A CRI client: both services' stubs over one channel."""
-
-    channel: grpc.Channel
-    runtime: api_pb2_grpc.RuntimeServiceStub
-    images: api_pb2_grpc.ImageServiceStub
-
-    def close(self) -> None:
-        self.channel.close()
-
-
-@dataclass
-class Hawserd:
-    base: Path
-    # unix socket paths are limited to 107 bytes: the socket lives in a short temp dir.
-    socket_dir: Path
-    process: subprocess.Popen[bytes] | None = None
-    clients: list[Cri] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.root = self.base / "root"
-        self.state = self.base / "state"
-        self.certs = self.base / "certs.d"
-        self.cni_conf = self.base / "net.d"
-        self.config_file = self.base / "config.toml"
-        self.log_path = self.base / "hawserd.log"
-        self.address = str(self.socket_dir / "hawser.sock")
-        for d in (self.certs, self.cni_conf):
-            d.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(TEST_CONFIG)
-
-    def argv(self, *extra: str) -> list[str]:
-        return [*HAWSERD, "--config", str(self.config_file), "--root", str(self.root), "--state", str(self.state),
-                "--address", self.address, "--registry-config-dir", str(self.certs),
-                "--cni-conf-dir", str(self.cni_conf), "--log-level", "debug", *extra]
-
-    # --- the process --------------------------------------------------------------
-
-    def start(self, timeout: float = 20.0) -> None:
-        assert self.process is None or self.process.poll() is not None, "hawserd is running already"
-        seen = len(self.log())
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"hawserd exited with {self.process.returncode}:\n{self.log()}")
-            if "msg=serving" in self.log()[seen:]:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"hawserd did not serve {self.address} within {timeout}s:\n{self.log()}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        """Send ``sig`` and wait; returns the exit status."""
-        self.close_clients()
-        proc = self.process
-        assert proc is not None
-        if proc.poll() is None:
-            proc.send_signal(sig)
-        try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise AssertionError(f"hawserd did not exit within {timeout}s of signal {sig}:\n{self.log()}") from None
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    # --- clients ------------------------------------------------------------------
-
-    def client(self) -> Cri:
-        channel = grpc.insecure_channel(f"unix:{self.address}", options=[("grpc.enable_http_proxy", 0)])
-        cri = Cri(channel, api_pb2_grpc.RuntimeServiceStub(channel), api_pb2_grpc.ImageServiceStub(channel))
-        self.clients.append(cri)
-        return cri
-
-    def close_clients(self) -> None:
-        while self.clients:
-            self.clients.pop().close()
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """The hawser CLI on this daemon's store."""
-        cmd = [*HAWSER, "--config", str(self.config_file), "--root", str(self.root), "--state", str(self.state),
-               *args]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"hawser {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def plain_http(self, host: str) -> None:
-        """Let hawserd pull from ``host`` (127.0.0.1:PORT) over http, as containerd's hosts.toml says."""
-        directory = self.certs / host
-        directory.mkdir(exist_ok=True)
-        (directory / "hosts.toml").write_text(f'server = "http://{host}"\n')
-
-
-@pytest.fixture
-def hawserd(tmp_path: Path) -> Iterator[Hawserd]:
-    socket_dir = Path(tempfile.mkdtemp(prefix="hawserd-"))
-    daemon = Hawserd(base=tmp_path, socket_dir=socket_dir)
-    daemon.start()
-    try:
-        yield daemon
-        if daemon.running:
-            status = daemon.stop()
-            assert status == 0, f"hawserd exited with {status} on SIGTERM:\n{daemon.log()}"
-            assert not os.path.exists(daemon.address), "hawserd left its socket behind"
-        log = daemon.log()
-        assert "with a bug" not in log and "Traceback" not in log, f"hawserd logged a bug:\n{log}"
-    finally:
-        if daemon.running:
-            daemon.stop(signal.SIGKILL)
-        daemon.close_clients()
-        unmount_under(str(tmp_path))
-        shutil.rmtree(socket_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -193,3 +54,8 @@ def pod_network(hawserd: Hawserd, tmp_path: Path) -> Iterator[CniEnv]:
             for pod in cri.runtime.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items:
                 cri.runtime.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
         env.cleanup()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _e2e_tests_restore_host_network_state(restore_host_network_state: None) -> None:
+    """The session's one ``restore_host_network_state``, for every e2e test."""

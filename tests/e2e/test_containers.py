@@ -19,10 +19,12 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2
 
-from tests.e2e.conftest import CniEnv, Hawserd, Registry
 from tests.e2e.helpers import pull_request, status_code
+from tests.support.cni import CniEnv
+from tests.support.hawserd import Hawserd
 from tests.support.images import BuiltImage
 from tests.support.protos import set_fields
+from tests.support.registry_fixtures import Registry
 
 CGROUP_PARENT = f"/hawser-e2e-ctr-{secrets.token_hex(3)}"
 CGROUP_ROOT = "/sys/fs/cgroup"

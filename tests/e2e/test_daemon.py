@@ -14,9 +14,10 @@ import grpc
 from cri_api.v1 import api_pb2
 
 from hawser import __version__
-from tests.e2e.conftest import Hawserd, Registry
 from tests.e2e.helpers import pull_request, spec, status_code
+from tests.support.hawserd import Hawserd
 from tests.support.images import BuiltImage
+from tests.support.registry_fixtures import Registry
 
 
 def test_version(hawserd: Hawserd) -> None:

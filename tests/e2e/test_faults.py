@@ -24,9 +24,10 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2
 
-from tests.e2e.conftest import CniEnv, Hawserd
 from tests.e2e.helpers import status_code
+from tests.support.cni import CniEnv
 from tests.support.failpoints import Faults, cni_bin_dir, failpoint_env, fired
+from tests.support.hawserd import Hawserd
 
 # Pods record it; no container is made, so no cgroup either.
 CGROUP_PARENT = f"/hawser-e2e-faults-{secrets.token_hex(3)}"

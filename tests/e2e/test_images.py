@@ -12,10 +12,11 @@ import pytest
 from cri_api.v1 import api_pb2
 
 from hawser.registry import Credentials, RegistryClient, RegistryOptions
-from tests.e2e.conftest import Hawserd, Registry
 from tests.e2e.helpers import pull_request, small_image, spec, status_code
+from tests.support.hawserd import Hawserd
 from tests.support.images import BuiltImage, push_image
 from tests.support.proxy import fault_proxy
+from tests.support.registry_fixtures import Registry
 from tests.support.registry_server import RegistryHandle, start_registry
 
 USERS = {"alice": "alice-password", "bob": "bob-password"}

@@ -17,9 +17,9 @@ import pytest
 from cri_api.v1 import api_pb2
 
 from hawser.host import namespace_kind, run_in_namespaces, run_in_netns
-from tests.e2e.conftest import CniEnv, Hawserd
 from tests.e2e.helpers import status_code
-from tests.integration.network.conftest import ask
+from tests.support.cni import CniEnv, ask
+from tests.support.hawserd import Hawserd
 
 CGROUP_PARENT = f"/hawser-e2e-{secrets.token_hex(3)}"
 

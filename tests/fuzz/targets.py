@@ -30,7 +30,8 @@ from hawser.config import parse_config as parse_hawser_config
 from hawser.cri._container_options import plan_container
 from hawser.cri.sandbox_run import pod_spec
 from hawser.errors import HawserError
-from hawser.images._apply import _octal, apply_layer
+from hawser.images._apply import apply_layer
+from hawser.images._tar import _octal
 from hawser.network import parse_network_config, parse_result
 from hawser.oci import parse_config, parse_index, parse_manifest, parse_reference, sniff_media_type
 from hawser.registry import RegistryClient, RegistryOptions
@@ -38,7 +39,7 @@ from hawser.registry._challenge import parse_www_authenticate, pick_challenge
 from hawser.registry._credentials import load_docker_config
 from hawser.registry._hosts import _parse_hosts_file
 from hawser.snapshots import ApplyTarget
-from tests.unit.cri.conftest import FakeFiles, make_sandbox
+from tests.support.cri_fakes import FakeFiles, make_sandbox
 
 Target = Callable[[bytes], None]
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hawser.cri._container_options import plan_container
 from hawser.errors import InvalidArgument
 from tests.fuzz import targets
-from tests.unit.cri.conftest import FakeFiles, make_sandbox
+from tests.support.cri_fakes import FakeFiles, make_sandbox
 
 STRINGS = st.sampled_from(["", "a", "web", "ns", "u1", "a_b", "/", "/srv/data", "/etc/seccomp/app.json", "app.json",
                            "../../etc/shadow", "relative/path", "/var/log/../../etc", "runtime/default",

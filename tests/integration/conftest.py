@@ -1,5 +1,7 @@
-"""Fixtures of the integration tier: a real docker-registry, test images pushed
-to it, and a fresh hawser root per test (unmounted and removed afterwards)."""
+"""Fixtures of the integration tier: a fresh hawser root per test (unmounted and
+removed afterwards).  The real docker-registry with the test images pushed to it
+(``registry``, ``push_client``, ``busybox``) is tests/support/registry_fixtures.py,
+shared with the e2e tier through tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -17,12 +19,9 @@ from pathlib import Path
 import pytest
 
 from hawser.config import Config, GCConfig, RuntimeConfig
-from hawser.registry import RegistryClient, RegistryOptions
 from hawser.store import Store
 from tests.support.aio import conmons_of
-from tests.support.images import BuiltImage, build_image, push_image
-from tests.support.layers import busybox_layers
-from tests.support.registry_server import start_registry
+from tests.support.host import cgroups_under, remove_cgroup_parent, unmount_under
 
 pytestmark = pytest.mark.integration
 
@@ -40,76 +39,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(skip)
 
 
-@dataclass
-class Registry:
-    host: str
-
-
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    with start_registry(str(tmp_path_factory.mktemp("registry"))) as handle:
-        yield Registry(host=handle.host)
-
-
-@pytest.fixture(scope="session")
-def push_client() -> Iterator[RegistryClient]:
-    client = RegistryClient(RegistryOptions(plain_http=True))
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="session")
-def busybox(registry: Registry, push_client: RegistryClient) -> tuple[str, BuiltImage]:
-    """The standard test image: several layers, whiteouts, an opaque dir,
-    hardlinks, symlinks, a device node, xattrs."""
-    image = build_image(busybox_layers())
-    ref = f"{registry.host}/test/busybox:latest"
-    push_image(push_client, ref, image, tag="latest")
-    return ref, image
-
-
-def unmount_under(path: str) -> None:
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        targets = [line.split()[4] for line in f]
-    for target in sorted((t for t in targets if t.startswith(path.rstrip("/") + "/")), key=len, reverse=True):
-        subprocess.run(["umount", "-l", target], check=False)
-
-
 def one_line(proc: subprocess.CompletedProcess[str]) -> str:
     """The one line a failed command printed."""
     assert proc.returncode != 0, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     return lines[0]
-
-
-def mounts_under(path: str) -> list[str]:
-    """Mount points below ``path``."""
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(path.rstrip("/") + "/")]
-
-
-CGROUP_ROOT = "/sys/fs/cgroup"
-
-
-def cgroups_under(parent: str) -> list[str]:
-    """Every cgroup directly below ``parent``, in every hierarchy."""
-    found = []
-    for hierarchy in os.listdir(CGROUP_ROOT):
-        top = os.path.join(CGROUP_ROOT, hierarchy, parent.lstrip("/"))
-        if os.path.isdir(top):
-            found += [os.path.join(top, d) for d in os.listdir(top) if os.path.isdir(os.path.join(top, d))]
-    return found
-
-
-def remove_cgroup_parent(parent: str) -> None:
-    """``parent`` and whatever empty cgroups are left below it, in every hierarchy."""
-    for hierarchy in os.listdir(CGROUP_ROOT):
-        top = os.path.join(CGROUP_ROOT, hierarchy, parent.lstrip("/"))
-        children = os.listdir(top) if os.path.isdir(top) else ()
-        for d in [*sorted((os.path.join(top, x) for x in children), reverse=True), top]:
-            with contextlib.suppress(OSError):
-                os.rmdir(d)
 
 
 # Tests prune right after a crash: nothing is young enough to need the grace period.

@@ -19,7 +19,9 @@ import pytest
 
 from hawser.errors import InvalidArgument, ResourceExhausted
 from hawser.host import mount, unmount
-from hawser.images._apply import ApplyResult, apply_layer, check_implicit_dirs, open_decompressed
+from hawser.images._apply import ApplyResult, apply_layer
+from hawser.images._decompress import open_decompressed
+from hawser.images._lowers import check_implicit_dirs
 from hawser.snapshots import ApplyTarget
 from tests.support.layers import LayerBuilder, busybox_layers, gzip_compress, zstd_compress
 

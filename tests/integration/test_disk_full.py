@@ -22,9 +22,11 @@ import pytest
 from hawser.images import ImageService
 from hawser.registry import RegistryClient
 from hawser.snapshots import Kind
-from tests.integration.conftest import Env, Registry, one_line, unmount_under
+from tests.integration.conftest import Env, one_line
+from tests.support.host import unmount_under
 from tests.support.images import BuiltImage, build_image, push_image
 from tests.support.layers import LayerBuilder, busybox_layers
+from tests.support.registry_fixtures import Registry
 
 pytestmark = pytest.mark.integration
 

@@ -16,10 +16,11 @@ import pytest
 from hawser.images import ImageService
 from hawser.oci import Platform
 from hawser.registry import RegistryClient
-from tests.integration.conftest import Env, Registry
+from tests.integration.conftest import Env
 from tests.support.images import BuiltImage, build_image, push_image, write_layout
 from tests.support.layers import busybox_layers
 from tests.support.proxy import Fault, fault_proxy
+from tests.support.registry_fixtures import Registry
 from tests.support.tree import actual_tree, expected_tree, mounted
 
 

@@ -18,7 +18,8 @@ import pytest
 from hawser.errors import ResourceExhausted, Unavailable
 from hawser.oci import Digest
 from hawser.registry import Credentials, RegistryClient, RegistryOptions
-from tests.integration.conftest import Env, unmount_under
+from tests.integration.conftest import Env
+from tests.support.host import unmount_under
 from tests.support.images import BuiltImage, build_image, push_image
 from tests.support.layers import busybox_layers
 from tests.support.registry_server import RegistryHandle, start_registry

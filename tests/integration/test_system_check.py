@@ -22,13 +22,9 @@ from typing import Any
 import pytest
 
 from hawser.images import ImageService
-from tests.integration.conftest import (
-    Env,
-    cgroups_under,
-    container_env,
-    mounts_under,
-)
+from tests.integration.conftest import Env, container_env
 from tests.support.aio import conmons_of
+from tests.support.host import cgroups_under, mounts_under, remove_cgroup_parent, unmount_under
 from tests.support.images import BuiltImage
 
 pytestmark = pytest.mark.integration
@@ -275,3 +271,42 @@ def test_a_repair_beside_a_pull_takes_nothing_the_pull_holds(node: tuple[Env, st
         assert env.cli("run", "--rm", ref, "echo", "ok").stdout == "ok\n"
         env.cli("rmi", ref)
         env.cli("system", "prune")
+
+
+def test_two_stores_on_one_host_each_check_only_their_own(tmp_path: Path, busybox: tuple[str, BuiltImage]) -> None:
+    """Two stores with the default cgroup parent, each with a running container:
+    each store's parent is its own (``/hawser/<store id>``), and a check, even a
+    repair, of one reports and touches nothing of the other."""
+    ref, _ = busybox
+    envs = [Env(root=str(tmp_path / name / "root"), state=str(tmp_path / name / "state"), snapshotter="overlayfs",
+                cgroup_parent="") for name in ("one", "two")]
+    running: list[str] = []
+    parents: list[str] = []
+    try:
+        for env in envs:
+            env.cli("pull", "--plain-http", "-q", ref)
+            running.append(env.cli("run", "-d", ref, "sleep", "1000").stdout.strip())
+            with open(os.path.join(env.root, "store-id"), encoding="ascii") as f:
+                parents.append(f"/hawser/{f.read().strip()[:12]}")
+        assert parents[0] != parents[1]
+        for parent, id_ in zip(parents, running, strict=True):
+            # The container's cgroup is under its own store's parent.
+            assert any(os.path.basename(c) == id_ for c in cgroups_under(parent)), cgroups_under(parent)
+        for mine, other in ((0, 1), (1, 0)):
+            for args in ((), ("--repair",)):
+                code, findings = check(envs[mine], *args)
+                assert code == 0 and problems(findings) == [], findings
+                seen = json.dumps(findings)
+                assert running[other] not in seen and parents[other] not in seen, findings
+        for env, id_ in zip(envs, running, strict=True):
+            assert json.loads(env.cli("inspect", id_).stdout)[0]["State"]["Status"] == "running"
+    finally:
+        for env in envs:
+            for id_ in env.cli("ps", "-a", "-q", "--no-trunc", check=False).stdout.split():
+                env.cli("rm", "-f", id_, check=False)
+            for pid in conmons_of(env.state):
+                os.kill(pid, signal.SIGKILL)
+        unmount_under(str(tmp_path))
+        for parent in parents:
+            remove_cgroup_parent(parent)
+        assert [cgroups_under(p) for p in parents] == [[] for _ in parents]

@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from hawser.errors import InvalidArgument
-from hawser.images._apply import _entries, _Stream, apply_layer, normalise, open_decompressed
+from hawser.images._apply import apply_layer
+from hawser.images._decompress import open_decompressed
+from hawser.images._paths import normalise
+from hawser.images._tar import _entries, _Stream
 from hawser.snapshots import ApplyTarget
 from tests.support.layers import BLOCK, DIRTYPE, LayerBuilder, gzip_compress, header, zstd_compress
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from hawser.errors import InvalidArgument
-from hawser.images._apply import ApplyResult, LowerNeeded, apply_layer, check_implicit_dirs
+from hawser.images._apply import ApplyResult, LowerNeeded, apply_layer
+from hawser.images._lowers import check_implicit_dirs
 from hawser.snapshots import ApplyTarget
 from tests.support.layers import LNKTYPE, SYMTYPE, LayerBuilder
 

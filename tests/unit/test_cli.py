@@ -9,7 +9,7 @@ import pytest
 from hawser import __version__
 from hawser.cli import _containers, _images
 from hawser.cli._parser import Parser
-from hawser.config import DEFAULT_TOML
+from hawser.config import default_toml
 
 if TYPE_CHECKING:
     from argparse import Namespace
@@ -199,7 +199,7 @@ def test_run_command_imports_no_progress_or_rich() -> None:
 
 
 def test_config_default_is_documented_toml() -> None:
-    assert run("config", "default").stdout == DEFAULT_TOML
+    assert run("config", "default").stdout == default_toml()
 
 
 def test_bad_config_file_is_one_clear_line(tmp_path: object) -> None:
@@ -209,7 +209,7 @@ def test_bad_config_file_is_one_clear_line(tmp_path: object) -> None:
     path.write_text("rooot = 1\n")
     proc = run("--config", str(path), "config", "show")
     assert proc.returncode == 1
-    assert proc.stderr.startswith("hawser: config: unknown key 'rooot'") and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"hawser: {path}: unknown key 'rooot'") and proc.stderr.count("\n") == 1
     proc = run("--config", str(path) + ".missing", "config", "show")
     assert proc.returncode == 1 and "does not exist" in proc.stderr
 

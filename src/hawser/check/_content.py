@@ -201,6 +201,12 @@ def _ingest(ctx: Context, status: IngestStatus, records: Records) -> None:
         return
     if ctx.content.in_use(status.ref):
         return  # a live writer holds its lock
+    try:
+        now = ctx.content.status(status.ref)
+    except NotFound:
+        return  # its writer committed or aborted it since the listing: never stale
+    if now.updated_at != status.updated_at or now.offset != status.offset:
+        return  # written since the listing: a writer that had not locked it yet when asked
 
     def repair() -> None:
         with ctx.write_locked() as c:

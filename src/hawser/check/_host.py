@@ -118,18 +118,18 @@ class SystemHost:
         remove_pin_dir(path)
 
     def pid_namespace_alive(self, holder: int, init: int, marker: str) -> bool:
-        from hawser.host._infra import pid_namespace_alive
+        from hawser.host import pid_namespace_alive
 
         return pid_namespace_alive(holder, init, marker)
 
     def runc_status(self, runc_root: str, container_id: str) -> str | None:
-        from hawser.runtime._runc import Runc
+        from hawser.runtime import Runc
 
         state = Runc(runc_root, self._runc).state(container_id)
         return None if state is None else state.status
 
     def runc_delete(self, runc_root: str, container_id: str) -> None:
-        from hawser.runtime._runc import Runc
+        from hawser.runtime import Runc
 
         Runc(runc_root, self._runc).delete(container_id, force=True)
 

@@ -23,7 +23,6 @@ from hawser.check._types import (
     SANDBOX_NOT_READY,
     SNAPSHOT_REF_MISSING,
 )
-from hawser.cri._sandbox_types import LABEL_SANDBOX_ID, SANDBOX_READY
 from hawser.errors import DataLoss, HawserError, NotFound
 from hawser.metadata import (
     LABEL_REF_SNAPSHOT,
@@ -36,6 +35,7 @@ from hawser.metadata import (
     snapshot_ref_label,
 )
 from hawser.oci import Descriptor, Digest, media, parse_config, parse_index, parse_manifest
+from hawser.pods import LABEL_SANDBOX_ID, SANDBOX_READY
 from hawser.snapshots import Kind
 
 # runc statuses of a container that is (still, or being) alive: never touch its resources.

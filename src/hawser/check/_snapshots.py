@@ -19,8 +19,7 @@ from hawser.check._types import SNAPSHOT_DIR_MISSING, SNAPSHOT_ORPHAN_DIR, SNAPS
 from hawser.errors import NotFound
 from hawser.host import FileLock
 from hawser.metadata import snapshot_resource
-from hawser.snapshots import Info, SnapshotterBase
-from hawser.snapshots._store import leftover_dirs
+from hawser.snapshots import Info, SnapshotterBase, leftover_dirs
 
 
 def check_snapshots(ctx: Context) -> None:

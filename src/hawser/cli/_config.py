@@ -23,13 +23,13 @@ def default(p: Parser) -> Handler:
 
 
 def _default(ctx: CliContext, a: Namespace) -> None:
-    from hawser.config import DEFAULT_TOML
+    from hawser.config import default_toml
 
-    echo(DEFAULT_TOML, end="")
+    echo(default_toml(), end="")
 
 
 def show(p: Parser) -> Handler:
-    """Print the effective configuration (file plus flags) as JSON."""
+    """Print the effective configuration (file, drop-ins and flags) as JSON."""
     return _show
 
 

@@ -505,28 +505,21 @@ def stats(p: Parser) -> Handler:
 def _stats(ctx: CliContext, a: Namespace) -> None:
     import json
 
-    from hawser.errors import NotFound
-    from hawser.host import CgroupLayout, read_stats
+    from hawser.runtime import ContainerStatsReader
 
     fmt = a.format
     manager = _manager(ctx)
-    layout = CgroupLayout.detect()
+    reader = ContainerStatsReader.of(manager)
     records = [manager.lookup(c) for c in a.containers] if a.containers else \
         [i.record for i in manager.list(all_=a.all)]
-    previous: dict[str, tuple[int, int]] = {}
     while True:
         rows: list[dict[str, Any]] = []
         for r in records:
-            try:
-                s = read_stats(layout, manager.cgroup(r))
-            except NotFound:
+            sample = reader.read(r, writable_layer=False)
+            s = sample.cgroup
+            if s is None:
                 continue
-            cpu = 0.0
-            if r.id in previous:
-                used, at = previous[r.id]
-                if s.timestamp_ns > at:
-                    cpu = 100.0 * (s.cpu_usage_ns - used) / (s.timestamp_ns - at)
-            previous[r.id] = (s.cpu_usage_ns, s.timestamp_ns)
+            cpu = (sample.nano_cores or 0) / 1e7  # percent of one core
             rows.append({"id": r.id, "name": r.name, "cpu_percent": round(cpu, 2), "cpu_usage_ns": s.cpu_usage_ns,
                          "memory_usage": s.memory_usage, "memory_working_set": s.memory_working_set,
                          "memory_limit": s.memory_limit, "pids": s.pids_current,

@@ -16,8 +16,9 @@ class CliContext:
     def __init__(self, *, config_path: str | None, root: str | None, state: str | None,
                  registry_config_dir: str | None, snapshotter: str | None, debug: bool) -> None:
         self._config_path = config_path
-        self._overrides = {"root": root, "state": state, "snapshotter": snapshotter}
-        self._registry_config_dir = registry_config_dir
+        # The global flags, as hawser.config.apply_overrides takes them (dotted key -> value or None).
+        self._overrides = {"root": root, "state": state, "snapshotter": snapshotter,
+                           "registry.config_path": registry_config_dir}
         self.debug = debug
         self._config: Config | None = None
         self._store: Store | None = None
@@ -25,13 +26,9 @@ class CliContext:
     @property
     def config(self) -> Config:
         if self._config is None:
-            from hawser._dataclass import replace
-            from hawser.config import load_config
+            from hawser.config import apply_overrides, load_config
 
-            config = load_config(self._config_path).with_overrides(**self._overrides)
-            if self._registry_config_dir:
-                config = replace(config, registry=replace(config.registry, config_path=self._registry_config_dir))
-            self._config = config
+            self._config = apply_overrides(load_config(self._config_path), self._overrides)
         return self._config
 
     def store(self, *, to_free_space: bool = False) -> Store:

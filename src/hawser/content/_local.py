@@ -43,7 +43,7 @@ from hawser.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from hawser.host import lock_fd, try_lock_fd
+from hawser.host import atomic_write, fsync_dir, lock_fd, try_lock_fd
 from hawser.oci import Digest
 
 TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
@@ -70,20 +70,8 @@ def _read_text(path: str) -> str | None:
 
 
 def _write_text(path: str, text: str) -> None:
-    # Write-then-rename so a crash never leaves half a value; no fsync: losing an
-    # ingest's metadata only costs a restart of that ingest.
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    # Never half a value; no fsync: losing an ingest's metadata only costs a restart of that ingest.
+    atomic_write(path, text, durable=False)
 
 
 def _remove_ingest_dir(path: str) -> None:
@@ -590,7 +578,7 @@ class _Writer:
             # the same blob at the same moment, one replaces the other with
             # identical bytes; open readers keep their inode.
             os.rename(self._data_path, target)
-            _fsync_dir(directory)
+            fsync_dir(directory)
             failpoint("content.commit.after-rename")
         except OSError as exc:
             if exc.errno in _NOSPACE:

@@ -32,9 +32,9 @@ from typing import Any, Protocol
 from cri_api.v1 import api_pb2
 
 from hawser._dataclass import dataclass, field
-from hawser.cri._sandbox_types import LABEL_KIND, LABEL_SANDBOX_ID, Sandbox
 from hawser.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
-from hawser.runtime._options import (
+from hawser.pods import LABEL_KIND, LABEL_SANDBOX_ID, Sandbox
+from hawser.runtime import (
     BindMount,
     ContainerOptions,
     Device,
@@ -328,7 +328,7 @@ def _seccomp(sc: api_pb2.LinuxContainerSecurityContext, files: HostFiles) -> tup
 def load_seccomp_profile(path: str, files: HostFiles) -> Mapping[str, Any]:
     """A Localhost profile: an absolute path to a JSON profile, checked now so
     a bad one fails the CreateContainer that names it."""
-    from hawser.runtime._spec import seccomp_from_profile
+    from hawser.runtime import seccomp_from_profile
 
     if not path.startswith("/"):
         raise InvalidArgument(f"invalid seccomp profile path {path!r}: must be absolute")

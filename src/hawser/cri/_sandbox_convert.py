@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cri_api.v1 import api_pb2
 
-from hawser.cri._sandbox_types import Sandbox
+from hawser.pods import Sandbox
 
 _MODE = {"POD": api_pb2.POD, "CONTAINER": api_pb2.CONTAINER, "NODE": api_pb2.NODE, "TARGET": api_pb2.TARGET}
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from hawser._dataclass import dataclass
 from hawser._logging import get_logger
 from hawser.cri.streaming import AsyncReader, AsyncWriter, DuplexStream, StreamingServer, TerminalSize
-from hawser.errors import FailedPrecondition, Unavailable
-from hawser.runtime._streams import (
+from hawser.errors import FailedPrecondition
+from hawser.pods import connect_in_pod
+from hawser.runtime import (
     open_attach,
     plan_exec,
     run_attach,
@@ -28,8 +28,7 @@ from hawser.runtime._streams import (
 )
 
 if TYPE_CHECKING:
-    from hawser.cri._sandbox_types import Sandbox, SandboxLookup
-    from hawser.cri.types import RunBlocking
+    from hawser.pods import RunBlocking, Sandbox, SandboxLookup
     from hawser.runtime import ContainerManager
 
 log = get_logger("hawser.cri.streaming")
@@ -37,9 +36,6 @@ log = get_logger("hawser.cri.streaming")
 T = TypeVar("T")
 
 CHUNK = 32768
-# Connecting to localhost inside the pod either succeeds or is refused at once;
-# the timeout only guards against a pod whose loopback drops packets.
-CONNECT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +103,7 @@ class ContainerStreams:
 
     async def port_forward(self, pod_sandbox_id: str, port: int, stream: DuplexStream) -> None:
         sandbox = await self._blocking(self.ready_sandbox, pod_sandbox_id)
-        sock = await self._owned(lambda: _connect_in_pod(sandbox, port), lambda made: made.close())
+        sock = await self._owned(lambda: connect_in_pod(sandbox, port), lambda made: made.close())
         try:
             reader, writer = await asyncio.open_connection(sock=sock, limit=CHUNK)
         except BaseException:
@@ -125,40 +121,6 @@ class ContainerStreams:
             made.add_done_callback(
                 lambda done: None if done.cancelled() or done.exception() is not None else release(done.result()))
             raise
-
-
-def _connect_in_pod(sandbox: Sandbox, port: int) -> socket.socket:
-    """A TCP connection to localhost:port in the pod's network namespace
-    (the host's for a hostNetwork pod).  Blocking.  Unavailable when nothing
-    listens there; FailedPrecondition when the namespace is gone."""
-    from hawser.host import run_in_netns
-
-    def connect() -> socket.socket:
-        failures: list[OSError] = []
-        # IPv4 first, as kubelet's port forwarding does; ::1 for a server listening on IPv6 only.
-        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
-            sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            try:
-                sock.settimeout(CONNECT_TIMEOUT)
-                sock.connect((host, port))
-                sock.setblocking(False)
-                return sock
-            except OSError as exc:
-                sock.close()
-                failures.append(exc)
-        reason = failures[0].strerror or str(failures[0])
-        raise Unavailable(f"cannot connect to localhost:{port} in pod {sandbox.id[:12]}: {reason.lower()}",
-                          hint="is a server listening on that port in the pod?")
-
-    if sandbox.netns is None:
-        return connect()
-    try:
-        return run_in_netns(sandbox.netns, connect)
-    except Unavailable:
-        raise
-    except OSError as exc:
-        raise FailedPrecondition(f"pod {sandbox.id[:12]}: cannot enter its network namespace: "
-                                 f"{exc.strerror or exc}") from None
 
 
 async def _relay(stream: DuplexStream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -17,10 +17,10 @@ from cri_api.v1 import api_pb2
 
 from hawser.cri._catalog import CatalogImage
 from hawser.cri._container_options import CRI_IMAGE_REF, RealHostFiles, plan_container
-from hawser.cri._sandbox_types import Sandbox
-from hawser.cri.container_status import lookup, sandbox_id
+from hawser.cri._containers import lookup, sandbox_id
 from hawser.cri.types import CriDeps
 from hawser.errors import FailedPrecondition, InvalidArgument, NotFound
+from hawser.pods import Sandbox
 from hawser.runtime import RUNNING, ContainerManager
 
 

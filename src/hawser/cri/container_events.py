@@ -34,16 +34,15 @@ import grpc
 from cri_api.v1 import api_pb2
 
 from hawser._logging import get_logger
+from hawser.cri._containers import cri_list, cri_status, is_cri, sandbox_id, to_ns
 from hawser.cri._errors import grpc_status
 from hawser.cri._sandbox_convert import cri_metadata as pod_metadata
 from hawser.cri._sandbox_convert import cri_state as pod_state
 from hawser.cri._sandbox_convert import namespace_options
-from hawser.cri._sandbox_types import Sandbox, SandboxLookup
-from hawser.cri.container_status import cri_list, cri_status, is_cri, sandbox_id, to_ns
 from hawser.errors import HawserError, InvalidArgument, NotFound, ResourceExhausted
 from hawser.metadata import Container
-from hawser.runtime import ContainerManager
-from hawser.runtime._containers import EVENT_CREATED, EVENT_DELETED, EVENT_STARTED, EVENT_STOPPED
+from hawser.pods import Sandbox, SandboxLookup
+from hawser.runtime import EVENT_CREATED, EVENT_DELETED, EVENT_STARTED, EVENT_STOPPED, ContainerManager
 
 if TYPE_CHECKING:
     from hawser.cri.types import CriDeps, RunBlocking

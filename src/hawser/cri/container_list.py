@@ -9,11 +9,9 @@ the CLI's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from cri_api.v1 import api_pb2
 
-from hawser.cri.container_status import (
+from hawser.cri._containers import (
     cri_annotations,
     cri_labels,
     cri_list,
@@ -22,6 +20,7 @@ from hawser.cri.container_status import (
     image_ref,
     image_spec,
     sandbox_id,
+    select,
     to_ns,
 )
 from hawser.cri.types import CriDeps
@@ -41,27 +40,6 @@ async def list_containers(deps: CriDeps, request: api_pb2.ListContainersRequest)
     containers = await deps.blocking(_list, manager, request.filter if request.HasField("filter") else None,
                                      wanted_pod)
     return api_pb2.ListContainersResponse(containers=containers)
-
-
-def select(records: list[Container], *, id_prefix: str = "", pod: str = "",
-           labels: Mapping[str, str] | None = None) -> list[Container]:
-    """The records the id, pod and label filters keep (the state filter needs
-    each one's live state: the caller applies it).  An id prefix matching
-    several containers matches none, as a truncated index does in containerd."""
-    if id_prefix:
-        exact = [r for r in records if r.id == id_prefix]
-        records = exact or [r for r in records if r.id.startswith(id_prefix)]
-        if len(records) > 1:
-            return []
-    if pod:
-        records = [r for r in records if sandbox_id(r) == pod]
-    if labels:
-        records = [r for r in records if _labels_match(cri_labels(r), labels)]
-    return records
-
-
-def _labels_match(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
-    return all(have.get(k) == v for k, v in want.items())
 
 
 def _list(manager: ContainerManager, flt: api_pb2.ContainerFilter | None, pod: str) -> list[api_pb2.Container]:

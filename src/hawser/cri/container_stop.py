@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from cri_api.v1 import api_pb2
 
-from hawser.cri.container_status import lookup
+from hawser.cri._containers import lookup
 from hawser.cri.types import CriDeps
 from hawser.errors import InvalidArgument
 from hawser.runtime import ContainerManager

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 async def pull_image(deps: CriDeps, request: api_pb2.PullImageRequest) -> api_pb2.PullImageResponse:
-    from hawser.registry._credentials import normalize_host
+    from hawser.registry import normalize_host
 
     spec = request.image
     if not spec.image:
@@ -44,7 +44,7 @@ async def pull_image(deps: CriDeps, request: api_pb2.PullImageRequest) -> api_pb
     key = PullKey(reference=str(ref), credentials=_fingerprint(credentials, target))
 
     async def pull() -> ImageSummary:
-        from hawser.images._pull_process import pull_in_child
+        from hawser.images import pull_in_child
 
         start = time.monotonic()
         log.info("pull started", extra={"image": key.reference, "auth": credentials is not None})

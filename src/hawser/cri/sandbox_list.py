@@ -9,8 +9,8 @@ from __future__ import annotations
 from cri_api.v1 import api_pb2
 
 from hawser.cri._sandbox_convert import cri_metadata, cri_state
-from hawser.cri._sandbox_types import Sandbox
 from hawser.cri.types import CriDeps
+from hawser.pods import Sandbox
 
 
 async def list_pod_sandbox(deps: CriDeps, request: api_pb2.ListPodSandboxRequest) -> api_pb2.ListPodSandboxResponse:

@@ -13,9 +13,9 @@ import os
 from cri_api.v1 import api_pb2
 from google.protobuf import json_format
 
-from hawser.cri._sandboxes import CONTAINER, NODE, POD, TARGET, PodPort, PodSpec
 from hawser.cri.types import CriDeps
 from hawser.errors import InvalidArgument, Unimplemented
+from hawser.pods import CONTAINER, NODE, POD, TARGET, PodPort, PodSpec
 
 _MODES = {api_pb2.POD: POD, api_pb2.CONTAINER: CONTAINER, api_pb2.NODE: NODE, api_pb2.TARGET: TARGET}
 _PROTOCOLS = {api_pb2.TCP: "tcp", api_pb2.UDP: "udp", api_pb2.SCTP: "sctp"}

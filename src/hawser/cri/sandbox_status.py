@@ -13,9 +13,9 @@ import time
 from cri_api.v1 import api_pb2
 
 from hawser.cri._sandbox_convert import cri_metadata, cri_state, namespace_options
-from hawser.cri._sandbox_types import Sandbox
 from hawser.cri.types import CriDeps
 from hawser.errors import InvalidArgument
+from hawser.pods import Sandbox
 
 
 async def pod_sandbox_status(deps: CriDeps,

@@ -2,10 +2,10 @@
 
 Each method hands its request to the handler module of its method group
 (``image_pull.py``, ``runtime_status.py``, ...) through :func:`serve`, which
-maps errors to status codes.  Methods whose handlers are not written yet
-answer UNIMPLEMENTED; to add one, write ``<resource>_<verb>.py`` beside the
-others, route the method to it here, and add what it needs (the container
-manager, the CNI manager, the streaming server) to ``CriDeps`` and ``new_deps``.
+maps errors to status codes.  A handler takes what it needs from ``CriDeps``
+(the image, container and pod services, the streaming server), built once by
+``new_deps``; handlers share helpers through ``_containers.py`` and the
+other ``_`` modules, never through each other.
 """
 
 from __future__ import annotations
@@ -49,15 +49,16 @@ from hawser.cri._catalog import ImageCatalog
 from hawser.cri._errors import serve, unimplemented
 from hawser.cri._singleflight import SingleFlight
 from hawser.cri.types import CriDeps
+from hawser.runtime import ContainerStatsReader
 
 if TYPE_CHECKING:
     import grpc
 
     from hawser import images
-    from hawser.cri._sandboxes import Sandboxes
     from hawser.cri._stream_runtime import Streaming
     from hawser.cri.container_events import ExitWatcher
-    from hawser.cri.types import NetworkStatus, RunBlocking
+    from hawser.cri.types import NetworkStatus
+    from hawser.pods import PodService, RunBlocking
     from hawser.runtime import ContainerManager
 
     Context = grpc.aio.ServicerContext[Any, Any]
@@ -245,7 +246,7 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
 
 
 def new_deps(*, images: images.ImageService, blocking: RunBlocking, network_status: NetworkStatus,
-             effective_config: Mapping[str, Any], sandboxes: Sandboxes | None = None,
+             effective_config: Mapping[str, Any], sandboxes: PodService | None = None,
              containers: ContainerManager | None = None, streaming: Streaming | None = None) -> CriDeps:
     """The handlers' dependencies over parts the daemon built; starts nothing.
     ``containers`` defaults to the sandboxes' manager; the container event
@@ -253,11 +254,13 @@ def new_deps(*, images: images.ImageService, blocking: RunBlocking, network_stat
     if containers is None and sandboxes is not None:
         containers = sandboxes.containers
     events = None
+    stats = ContainerStatsReader()
     if containers is not None:
         events = container_events.ContainerEvents(containers, sandboxes, blocking=blocking).attach()
+        stats = ContainerStatsReader.of(containers)
     return CriDeps(images=images, catalog=ImageCatalog(images), blocking=blocking, pulls=SingleFlight(),
                    network_status=network_status, effective_config=effective_config, sandboxes=sandboxes,
-                   containers=containers, container_events=events, streaming=streaming)
+                   containers=containers, container_events=events, container_stats=stats, streaming=streaming)
 
 
 def background_loops(deps: CriDeps) -> list[ExitWatcher]:

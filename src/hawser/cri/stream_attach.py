@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from cri_api.v1 import api_pb2
 
-from hawser.cri.stream_exec import running_cri_container
+from hawser.cri._containers import running_cri_container
 from hawser.cri.streaming import AttachRequest
 from hawser.cri.types import CriDeps
 from hawser.errors import InvalidArgument

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from cri_api.v1 import api_pb2
 
-from hawser.cri._stream_runtime import Streaming
-from hawser.cri.container_status import lookup
+from hawser.cri._containers import running_cri_container
 from hawser.cri.streaming import ExecRequest
 from hawser.cri.types import CriDeps
 from hawser.errors import InvalidArgument
@@ -33,7 +32,3 @@ async def exec_stream(deps: CriDeps, request: api_pb2.ExecRequest) -> api_pb2.Ex
     return api_pb2.ExecResponse(url=streaming.server.exec_url(registered))
 
 
-def running_cri_container(streaming: Streaming, container_id: str) -> str:
-    """The full id of a running CRI container (by id or unique prefix).  Blocking.
-    NotFound for an unknown one (or one the CLI made), FailedPrecondition when it is not running."""
-    return streaming.runtime.running_container_id(lookup(streaming.runtime.containers, container_id).id)

@@ -1,39 +1,28 @@
-"""What the CRI handlers are given: small roles, filled in by hawserd's composition root.
+"""What the CRI handlers are given, filled in by hawserd's composition root.
 
 The handlers never build anything themselves: the daemon opens the store,
-makes the executor for blocking work and (as they land) the container
-manager, the CNI manager and the streaming server, and hands them down in
-one :class:`CriDeps`.
+makes the executor for blocking work, the image, container and pod services,
+the CNI manager and the streaming server, and hands them down in one
+:class:`CriDeps`.  The roles it names are Protocols of their parts (``pods``,
+``runtime``, ``images``); this module holds the CRI's own values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hawser._dataclass import dataclass, field
+from hawser.pods import RunBlocking
 
 if TYPE_CHECKING:
     from hawser.cri._catalog import ImageCatalog
-    from hawser.cri._sandboxes import Sandboxes
     from hawser.cri._singleflight import SingleFlight
     from hawser.cri._stream_runtime import Streaming
     from hawser.cri.container_events import ContainerEvents
-    from hawser.cri.container_stats import ContainerStatsReader
     from hawser.images import ImageService, ImageSummary
-    from hawser.runtime import ContainerManager
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-class RunBlocking(Protocol):
-    """Run a blocking call (SQLite, a pull, a directory walk) off the event loop."""
-
-    def __call__(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T]:
-        """Await ``fn(*args, **kwargs)`` run in a worker thread; its exception is re-raised."""
-        ...
-
+    from hawser.pods import PodService
+    from hawser.runtime import ContainerManager, ContainerStatsReader
 
 class NetworkCondition(Protocol):
     """The NetworkReady condition: ``reason`` is a CamelCase word, ``message`` says what to do."""
@@ -86,7 +75,7 @@ class PullKey:
 
 
 def _stats_reader() -> ContainerStatsReader:
-    from hawser.cri.container_stats import ContainerStatsReader
+    from hawser.runtime import ContainerStatsReader
 
     return ContainerStatsReader()
 
@@ -105,7 +94,7 @@ class CriDeps:
     # Runtime handlers PullImage and RunPodSandbox accept ("" is the default one).
     runtime_handlers: tuple[str, ...] = ("", "runc")
     # Pod sandboxes; None in a daemon built without them (image-only tests).
-    sandboxes: Sandboxes | None = None
+    sandboxes: PodService | None = None
     # Containers; None in a daemon built without them.
     containers: ContainerManager | None = None
     # The container event hub of GetContainerEvents (observing ``containers``).
@@ -129,9 +118,12 @@ class CriDeps:
             raise Unimplemented("this hawserd runs no streaming server")
         return self.streaming
 
-    def require_sandboxes(self) -> Sandboxes:
+    def require_sandboxes(self) -> PodService:
         if self.sandboxes is None:
             from hawser.errors import Unimplemented
 
             raise Unimplemented("this hawserd serves no pod sandboxes")
         return self.sandboxes
+
+
+__all__ = ["CriDeps", "NetworkCondition", "NetworkState", "NetworkStatus", "NoNetwork", "PullKey", "RunBlocking"]

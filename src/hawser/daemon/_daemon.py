@@ -1,7 +1,7 @@
 """hawserd's composition root: the one place that builds the parts and wires them.
 
-``Daemon.build`` opens the image store, makes the CNI manager (and, as they
-land, the container manager and the streaming server) and passes them down;
+``Daemon.build`` opens the store, makes the image, container and pod
+services, the CNI manager and the streaming server, and passes them down;
 constructors start nothing.  ``Daemon.run`` recovers state from the
 store, serves both CRI services on the unix socket, runs every background
 loop inside one ``asyncio.TaskGroup``, and on the stop event shuts down
@@ -109,7 +109,7 @@ class Offloader:
 
 class HeapTrimmer:
     """Gives the heap pages a burst of requests freed back to the kernel once
-    the daemon is idle (a BackgroundLoop); see host._memory."""
+    the daemon is idle (a BackgroundLoop); see host.trim_heap."""
 
     name = "heap-trimmer"
 
@@ -118,7 +118,7 @@ class HeapTrimmer:
         self.interval = interval
 
     async def run(self) -> None:
-        from hawser.host._memory import trim_heap
+        from hawser.host import trim_heap
 
         trimmed = previous = self.offloader.calls
         while True:
@@ -149,11 +149,10 @@ class Daemon:
     @classmethod
     def build(cls, settings: Settings) -> Daemon:
         """Open the store and wire the parts (nothing is started)."""
-        from hawser.cri._sandboxes import Sandboxes
-        from hawser.cri._stream_runtime import new_streaming
-        from hawser.cri.services import background_loops, new_deps
+        from hawser.cri import background_loops, new_deps, new_streaming
         from hawser.images import ImageService
         from hawser.network import CNINetwork
+        from hawser.pods import PodService
         from hawser.runtime import ContainerManager
         from hawser.store import Store
 
@@ -165,8 +164,7 @@ class Daemon:
                              os.path.join(config.root, "cni", "results"))
         images = ImageService(store)
         containers = ContainerManager.of(store, images)
-        sandboxes = Sandboxes(store=store, containers=containers, network=network, blocking=offloader,
-                              state_dir=config.state, cgroup_parent=config.runtime.cgroup_parent)
+        sandboxes = PodService.of(store, containers=containers, network=network, blocking=offloader)
         # Exec/Attach/PortForward's streaming server: run() starts and stops it.
         streaming = new_streaming(containers=containers, sandboxes=sandboxes, blocking=offloader,
                                   address=settings.cri.stream_address, port=settings.cri.stream_port)
@@ -185,7 +183,7 @@ class Daemon:
         """Serve until ``stop`` is set, then shut down gracefully."""
         import grpc
 
-        from hawser.cri.services import add_to_server
+        from hawser.cri import add_to_server
 
         address = self.settings.daemon.address
         # The locks first: one daemon recovers and serves a store, and a socket, at a time.

@@ -10,7 +10,8 @@ import signal
 import sys
 
 from hawser import __version__
-from hawser.daemon._config import DEFAULT_ADDRESS, LOG_LEVELS, Overrides, Settings, load_settings
+from hawser.config import DEFAULT_ADDRESS, LOG_LEVELS, SNAPSHOTTERS
+from hawser.daemon._config import Settings, load_settings
 from hawser.daemon._log import setup_logging
 from hawser.errors import HawserError
 
@@ -25,10 +26,11 @@ def parser() -> argparse.ArgumentParser:
         epilog="Flags override the config file.  SIGTERM or SIGINT stops the daemon; containers keep running.")
     p.add_argument("--version", action="version", version=f"hawserd {__version__}")
     p.add_argument("--config", metavar="FILE",
-                   help="config file (default: $HAWSER_CONFIG, else /etc/hawser/config.toml if it exists)")
+                   help="config file (default: $HAWSER_CONFIG, else /etc/hawser/config.toml if it exists); "
+                        "the config.d/*.toml files beside it are merged over it")
     p.add_argument("--root", metavar="DIR", help="persistent data: images, snapshots, records")
     p.add_argument("--state", metavar="DIR", help="transient data: locks, runtime state")
-    p.add_argument("--snapshotter", choices=("overlayfs", "native"), help="the snapshotter of the store")
+    p.add_argument("--snapshotter", choices=SNAPSHOTTERS, help="the snapshotter of the store")
     p.add_argument("--address", metavar="SOCKET", help=f"the CRI unix socket (default {DEFAULT_ADDRESS})")
     p.add_argument("--registry-config-dir", metavar="DIR", help="hosts.toml directory (certs.d/<host>/hosts.toml)")
     p.add_argument("--cni-conf-dir", metavar="DIR", help="CNI network configs (default /etc/cni/net.d)")
@@ -39,20 +41,27 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The flags as ``hawser.config.apply_overrides`` takes them: dotted key -> value, None if not given."""
+    return {
+        "root": args.root, "state": args.state, "snapshotter": args.snapshotter,
+        "registry.config_path": args.registry_config_dir,
+        "daemon.address": args.address, "daemon.log_level": args.log_level,
+        "cri.stream_address": args.stream_address, "cri.stream_port": args.stream_port,
+        "cni.conf_dir": args.cni_conf_dir, "cni.bin_dir": args.cni_bin_dir,
+    }
+
+
 def run(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        settings = load_settings(args.config, Overrides(
-            root=args.root, state=args.state, snapshotter=args.snapshotter, address=args.address,
-            registry_config_dir=args.registry_config_dir, cni_conf_dir=args.cni_conf_dir,
-            cni_bin_dir=args.cni_bin_dir, stream_address=args.stream_address, stream_port=args.stream_port,
-            log_level=args.log_level))
+        settings = load_settings(args.config, overrides(args))
     except HawserError as exc:
         setup_logging("info")
         log.error("bad configuration", extra=_error_fields(exc))
         return 2
     setup_logging(settings.daemon.log_level)
-    from hawser.host._memory import limit_malloc_arenas
+    from hawser.host import limit_malloc_arenas
 
     # Before any thread starts: two arenas serve the workers; per-thread ones hoard freed memory.
     limit_malloc_arenas(MALLOC_ARENAS)

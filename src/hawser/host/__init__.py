@@ -8,11 +8,10 @@ Submodules load on first use, so the unpack worker can import
 
 from __future__ import annotations
 
-import importlib
+from hawser._lazy import lazy_exports
 
 TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
-    from typing import Any
 
     from hawser.host._cgroups import (
         CgroupLayout,
@@ -21,11 +20,15 @@ if TYPE_CHECKING:
         cgroup_pids,
         kill_cgroup,
         oom_kills,
+        page_faults,
         read_stats,
         remove_cgroup,
     )
+    from hawser.host._files import atomic_write, fsync_dir
+    from hawser.host._infra import pid_namespace_alive, start_pid_namespace, stop_pid_namespace
     from hawser.host._libc import syncfs
     from hawser.host._lock import FileLock, lock_fd, try_lock_fd
+    from hawser.host._memory import limit_malloc_arenas, trim_heap
     from hawser.host._mount import (
         MNT_DETACH,
         MountOptions,
@@ -47,34 +50,87 @@ if TYPE_CHECKING:
     )
     from hawser.host._overlay import OverlayFeatures, overlay_features, overlay_mount_options, probe_overlay
     from hawser.host._proc import ProcStat, proc_stat
+    from hawser.host._process import (
+        Process,
+        ProcessResult,
+        ProcessTimedOut,
+        run_process,
+        run_process_async,
+        spawn_process,
+        uncancellable,
+    )
 
 _LAZY = {
     "CgroupLayout": "_cgroups", "CgroupStats": "_cgroups", "cgroup_exists": "_cgroups", "cgroup_pids": "_cgroups",
     "kill_cgroup": "_cgroups", "oom_kills": "_cgroups", "read_stats": "_cgroups", "remove_cgroup": "_cgroups",
-    "syncfs": "_libc",
+    "syncfs": "_libc", "page_faults": "_cgroups",
+    "pid_namespace_alive": "_infra", "start_pid_namespace": "_infra", "stop_pid_namespace": "_infra",
+    "limit_malloc_arenas": "_memory", "trim_heap": "_memory",
     "FileLock": "_lock", "lock_fd": "_lock", "try_lock_fd": "_lock",
     "MNT_DETACH": "_mount", "MountOptions": "_mount", "is_mountpoint": "_mount", "mount": "_mount",
     "parse_options": "_mount", "unmount": "_mount", "unmount_all": "_mount",
     "OverlayFeatures": "_overlay", "overlay_features": "_overlay", "overlay_mount_options": "_overlay",
     "probe_overlay": "_overlay",
     "ProcStat": "_proc", "proc_stat": "_proc",
+    "Process": "_process", "ProcessResult": "_process", "ProcessTimedOut": "_process", "run_process": "_process",
+    "run_process_async": "_process", "spawn_process": "_process", "uncancellable": "_process",
+    "atomic_write": "_files", "fsync_dir": "_files",
     "NAMESPACE_KINDS": "_namespaces", "is_netns": "_namespaces", "namespace_kind": "_namespaces",
     "pin_namespaces": "_namespaces", "remove_pin_dir": "_namespaces", "run_in_namespaces": "_namespaces",
     "run_in_netns": "_namespaces", "unpin_namespace": "_namespaces",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hawser.host' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"hawser.host.{module}"), name)
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [
-    "MNT_DETACH", "NAMESPACE_KINDS", "CgroupLayout", "CgroupStats", "FileLock", "MountOptions", "OverlayFeatures",
-    "ProcStat", "cgroup_exists", "cgroup_pids", "is_mountpoint", "is_netns", "kill_cgroup", "lock_fd", "mount", "namespace_kind",
-    "oom_kills", "overlay_features", "overlay_mount_options", "parse_options", "pin_namespaces", "probe_overlay",
-    "proc_stat", "read_stats", "remove_cgroup", "remove_pin_dir", "run_in_namespaces", "run_in_netns", "syncfs", "try_lock_fd",
-    "unmount", "unmount_all", "unpin_namespace",
+    "MNT_DETACH",
+    "NAMESPACE_KINDS",
+    "CgroupLayout",
+    "CgroupStats",
+    "FileLock",
+    "MountOptions",
+    "OverlayFeatures",
+    "ProcStat",
+    "Process",
+    "ProcessResult",
+    "ProcessTimedOut",
+    "atomic_write",
+    "cgroup_exists",
+    "cgroup_pids",
+    "fsync_dir",
+    "is_mountpoint",
+    "is_netns",
+    "kill_cgroup",
+    "limit_malloc_arenas",
+    "lock_fd",
+    "mount",
+    "namespace_kind",
+    "oom_kills",
+    "overlay_features",
+    "overlay_mount_options",
+    "page_faults",
+    "parse_options",
+    "pid_namespace_alive",
+    "pin_namespaces",
+    "probe_overlay",
+    "proc_stat",
+    "read_stats",
+    "remove_cgroup",
+    "remove_pin_dir",
+    "run_in_namespaces",
+    "run_in_netns",
+    "run_process",
+    "run_process_async",
+    "spawn_process",
+    "start_pid_namespace",
+    "stop_pid_namespace",
+    "syncfs",
+    "trim_heap",
+    "try_lock_fd",
+    "uncancellable",
+    "unmount",
+    "unmount_all",
+    "unpin_namespace",
 ]

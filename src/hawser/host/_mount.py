@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from collections.abc import Sequence
 
 from hawser._dataclass import dataclass
@@ -152,8 +151,10 @@ def _mount_overlay_relative(source: str, target: str, flags: int, data: Sequence
     text = ",".join(rewritten)
     if len(text) >= _PAGE_SIZE:
         raise OSError(errno.E2BIG, f"overlay options for {target} exceed a page even with relative paths")
-    proc = subprocess.run(["mount", "-t", "overlay", source, os.path.abspath(target), "-o", text],
-                          cwd=common, capture_output=True, timeout=60, check=False)
+    from hawser.host._process import run_process
+
+    proc = run_process(["mount", "-t", "overlay", source, os.path.abspath(target), "-o", text], cwd=common,
+                       timeout=60)
     if proc.returncode != 0:
         raise OSError(errno.EINVAL, f"mount overlay on {target}: {proc.stderr.decode(errors='replace').strip()}")
 

@@ -6,30 +6,26 @@ hawser.images._unpack_worker`` and must not pay for the store's imports.
 
 from __future__ import annotations
 
-import importlib
+from hawser._lazy import lazy_exports
 
 TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
-    from typing import Any
 
     from hawser.images._progress import LayerProgress, ProgressEvent, ProgressSink, PullMessage
+    from hawser.images._pull_process import pull_in_child
     from hawser.images._service import ImageDetail, ImageService, ImageSummary, RunnableImage
 
 _EXPORTS = {
     "LayerProgress": "_progress", "ProgressEvent": "_progress", "ProgressSink": "_progress",
     "PullMessage": "_progress", "ImageDetail": "_service", "ImageService": "_service", "ImageSummary": "_service",
-    "RunnableImage": "_service",
+    "RunnableImage": "_service", "pull_in_child": "_pull_process",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hawser.images' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"hawser.images.{module}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [
     "ImageDetail", "ImageService", "ImageSummary", "LayerProgress", "ProgressEvent", "ProgressSink", "PullMessage",
-    "RunnableImage",
+    "RunnableImage", "pull_in_child",
 ]

@@ -1,5 +1,11 @@
 """The layer applier: unpack one OCI/Docker layer tar into a snapshot.
 
+This module writes the entries into the target directory.  The tar reader
+(:mod:`hawser.images._tar`) parses them, :mod:`hawser.images._paths` checks
+their names, :mod:`hawser.images._xattr` sets their xattrs and
+:mod:`hawser.images._lowers` looks the lower layers up.  Decompressing the
+layer is the caller's job (:func:`hawser.images._decompress.open_decompressed`).
+
 Semantics follow the OCI image spec (layer.md): entries are regular files,
 directories, symlinks, hardlinks, character and block devices and FIFOs, with
 numeric owner, mode (setuid/setgid/sticky included), mtime and xattrs;
@@ -49,11 +55,12 @@ are dropped: they belong to privileged host software and overlayfs would
 obey ``trusted.overlay.*`` (opaque, redirect, metacopy) as its own markers.
 ``security.capability`` (file capabilities) and other ``security.*``,
 ``system.*`` (ACLs) and ``user.*`` are kept; an attribute the filesystem or
-file type does not support (user.* on a symlink) is skipped.
+file type does not support (user.* on a symlink) is skipped
+(:mod:`hawser.images._xattr`).
 
-Speed: the tar is parsed by a small header parser over a 1 MiB buffer (the
-hash of the uncompressed stream is updated per chunk, not per entry),
-directory fds are cached so each entry costs one openat in its parent, file
+Speed: the tar is parsed by a small header parser over a 1 MiB buffer
+(:mod:`hawser.images._tar`; the hash of the uncompressed stream is updated
+per chunk, not per entry), directory fds are cached so each entry costs one openat in its parent, file
 data goes straight from the buffer to os.write, directory times are set once
 at the end, and instead of an fsync per file the filesystem is synced once
 (syncfs) before returning.
@@ -65,35 +72,30 @@ caller removes the active snapshot.
 from __future__ import annotations
 
 import errno
-import hashlib
-import io
 import os
 import stat
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, BinaryIO, Literal, NoReturn, cast
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 from hawser._dataclass import dataclass
 from hawser.errors import HawserError, Internal, InvalidArgument, ResourceExhausted
+from hawser.images._lowers import _OPAQUE_XATTR, _Lowers
+from hawser.images._paths import _O_DIR, _symlink_leaves, normalise
+from hawser.images._tar import _entries, _Stream
+from hawser.images._xattr import _copy_xattrs, _xattrs, _XattrSetter
 
 if TYPE_CHECKING:
+    from hawser.images._tar import _Entry
     from hawser.oci import Digest
-    from hawser.snapshots._types import ApplyTarget
+    from hawser.snapshots import ApplyTarget
 
-BLOCK = 512
-CHUNK = 1 << 20
-# PAX and GNU long-name records are read into memory: bound them.
-MAX_META = 16 << 20
 # Directory fds kept open between entries (tars list a directory's entries together).
 DIR_CACHE = 128
 
-_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_OPAQUE_XATTR = "trusted.overlay.opaque"
 _WH = ".wh."
 _WH_META = ".wh..wh."
 _WH_OPAQUE = ".wh..wh..opq"
-
-Compression = Literal["none", "gzip", "zstd"]
 
 
 class LowerNeeded(Exception):
@@ -124,487 +126,7 @@ class RawApplyResult:
     entries: int
 
 
-# --- decompression ---------------------------------------------------------------
-
-
-class _Checked(io.RawIOBase):
-    """Turns a decompressor's own exceptions into InvalidArgument."""
-
-    def __init__(self, inner: BinaryIO, errors: tuple[type[BaseException], ...], what: str) -> None:
-        super().__init__()
-        self._inner = inner
-        self._errors = errors
-        self._what = what
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        try:
-            return self._inner.readinto(buffer)  # type: ignore[attr-defined, no-any-return]
-        except self._errors as e:
-            raise InvalidArgument(f"corrupt {self._what} layer stream: {e}") from e
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            return self._inner.read(size)
-        except self._errors as e:
-            raise InvalidArgument(f"corrupt {self._what} layer stream: {e}") from e
-
-
-def open_decompressed(stream: BinaryIO, compression: Compression) -> BinaryIO:
-    """A reader of the uncompressed bytes of ``stream``.
-
-    gzip: ISA-L's multi-member reader (concatenated members are one stream, as
-    in gzip(1)); zstd: all frames in sequence.  Reading raises InvalidArgument
-    for a corrupt or truncated gzip stream or a corrupt zstd stream (a zstd
-    stream cut at a frame boundary is caught by the tar parser or by the
-    diff_id).  InvalidArgument at once for an unknown compression."""
-    if compression == "none":
-        return stream
-    if compression == "gzip":
-        from isal import igzip, isal_zlib
-
-        gz = cast(BinaryIO, igzip.IGzipFile(fileobj=stream, mode="rb"))  # type: ignore[no-untyped-call]
-        errors: tuple[type[BaseException], ...] = (EOFError, igzip.BadGzipFile,
-                                                   cast("type[BaseException]", isal_zlib.error))
-        return cast(BinaryIO, _Checked(gz, errors, "gzip"))
-    if compression == "zstd":
-        import zstandard
-
-        reader = zstandard.ZstdDecompressor().stream_reader(stream, read_size=CHUNK, read_across_frames=True,
-                                                             closefd=False)
-        return cast(BinaryIO, _Checked(cast(BinaryIO, reader), (zstandard.ZstdError,), "zstd"))
-    raise InvalidArgument(f"unknown layer compression {compression!r}", hint="expected none, gzip or zstd")
-
-
-# --- the tar stream ---------------------------------------------------------------
-
-
-class _Stream:
-    """The uncompressed layer, read in large chunks, hashed and counted as it
-    arrives; the parser takes headers and data out of the buffer."""
-
-    __slots__ = ("_buf", "_eof", "_pos", "_src", "hasher", "total")
-
-    def __init__(self, src: BinaryIO) -> None:
-        self._src = src
-        self._buf = b""
-        self._pos = 0
-        self._eof = False
-        self.hasher = hashlib.sha256()
-        self.total = 0
-
-    def _more(self) -> bool:
-        """Append one chunk to the buffer; False at EOF."""
-        if self._eof:
-            return False
-        chunk = self._src.read(CHUNK)
-        if not chunk:
-            self._eof = True
-            return False
-        self.hasher.update(chunk)
-        self.total += len(chunk)
-        if self._pos < len(self._buf):
-            self._buf = self._buf[self._pos :] + chunk
-        else:
-            self._buf = chunk
-        self._pos = 0
-        return True
-
-    def block(self) -> bytes | None:
-        """The next 512-byte block, or None at a clean EOF."""
-        pos = self._pos
-        end = pos + BLOCK
-        if end <= len(self._buf):
-            self._pos = end
-            return self._buf[pos:end]
-        while len(self._buf) - self._pos < BLOCK:
-            if not self._more():
-                if self._pos == len(self._buf):
-                    return None
-                raise InvalidArgument("layer tar is truncated (a partial header block at the end)")
-        return self.block()
-
-    def read(self, size: int, what: str) -> bytes:
-        """Exactly ``size`` bytes plus the padding to the next block."""
-        padded = (size + BLOCK - 1) & ~(BLOCK - 1)
-        while len(self._buf) - self._pos < padded:
-            if not self._more():
-                raise InvalidArgument(f"layer tar is truncated inside {what!r}")
-        data = self._buf[self._pos : self._pos + size]
-        self._pos += padded
-        return data
-
-    def copy_to(self, fd: int, size: int, what: str) -> None:
-        """Write the next ``size`` bytes to ``fd`` and skip the padding."""
-        padding = -size & (BLOCK - 1)
-        while size:
-            avail = len(self._buf) - self._pos
-            if not avail:
-                if not self._more():
-                    raise InvalidArgument(f"layer tar is truncated inside {what!r}")
-                continue
-            take = avail if avail < size else size
-            view = memoryview(self._buf)[self._pos : self._pos + take]
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            self._pos += take
-            size -= take
-        if padding:
-            self._advance(padding, what)
-
-    def skip(self, size: int, what: str) -> None:
-        """Skip an entry's ``size`` bytes of data and their padding."""
-        self._advance((size + BLOCK - 1) & ~(BLOCK - 1), what)
-
-    def _advance(self, size: int, what: str) -> None:
-        while size:
-            avail = len(self._buf) - self._pos
-            if not avail:
-                if not self._more():
-                    raise InvalidArgument(f"layer tar is truncated inside {what!r}")
-                continue
-            take = avail if avail < size else size
-            self._pos += take
-            size -= take
-
-    def drain(self) -> None:
-        """Read (and hash) whatever follows the end-of-archive marker."""
-        self._pos = len(self._buf)
-        while self._more():
-            self._pos = len(self._buf)
-
-
-def _octal(field: bytes, what: str) -> int:
-    if field[-1:] in (b"\0", b" "):
-        try:
-            # The common case: octal digits and one NUL or space terminator.
-            return int(field[:-1], 8)
-        except ValueError:
-            pass
-    if field and field[0] & 0x80:
-        # GNU base-256: big-endian two's complement with the top bit as the marker
-        value = int.from_bytes(field, "big")
-        if field[0] == 0xFF:
-            return value - (1 << (8 * len(field)))
-        return value & ~(0x80 << (8 * (len(field) - 1)))
-    text = field.split(b"\0", 1)[0].strip()
-    if not text:
-        return 0
-    try:
-        return int(text, 8)
-    except ValueError:
-        raise InvalidArgument(f"layer tar header has an invalid {what} field {text!r}") from None
-
-
-def _cstr(field: bytes) -> bytes:
-    end = field.find(b"\0")
-    return field if end < 0 else field[:end]
-
-
-def _pax_records(data: bytes) -> dict[str, bytes]:
-    records: dict[str, bytes] = {}
-    pos = 0
-    n = len(data)
-    while pos < n:
-        if data[pos] == 0:
-            break  # NUL padding some writers leave after the last record
-        space = data.find(b" ", pos)
-        if space < 0:
-            raise InvalidArgument("layer tar has a malformed PAX record (no length)")
-        try:
-            length = int(data[pos:space])
-        except ValueError:
-            raise InvalidArgument("layer tar has a malformed PAX record length") from None
-        end = pos + length
-        if length <= 0 or end > n or data[end - 1] != 0x0A:
-            raise InvalidArgument("layer tar has a malformed PAX record")
-        key, eq, value = data[space + 1 : end - 1].partition(b"=")
-        if not eq:
-            raise InvalidArgument("layer tar has a PAX record without '='")
-        records[key.decode("utf-8", "surrogateescape")] = value
-        pos = end
-    return records
-
-
-def _pax_time(value: bytes) -> int:
-    """A PAX timestamp ("1700000000.123456789", maybe negative) in ns."""
-    text = value.decode("ascii", "replace").strip()
-    negative = text.startswith("-")
-    if negative:
-        text = text[1:]
-    whole, _, frac = text.partition(".")
-    try:
-        ns = int(whole or "0") * 1_000_000_000 + int((frac[:9] or "0").ljust(9, "0"))
-    except ValueError:
-        raise InvalidArgument(f"layer tar has an invalid PAX time {value!r}") from None
-    return -ns if negative else ns
-
-
-def _pax_int(value: bytes, key: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidArgument(f"layer tar has an invalid PAX {key} {value!r}") from None
-
-
-# --- paths ------------------------------------------------------------------------
-
-
-def normalise(name: str, what: str = "entry") -> str:
-    """A tar path as a clean relative path ("" is the root).
-
-    A leading "/" or "./" is dropped; ".." is resolved lexically and may not
-    climb above the root. InvalidArgument for a NUL byte or an escape."""
-    if "\x00" in name:
-        raise InvalidArgument(f"layer {what} {name!r} contains a NUL byte")
-    parts: list[str] = []
-    for part in name.split("/"):
-        if not part or part == ".":
-            continue
-        if part == "..":
-            if not parts:
-                raise InvalidArgument(f"layer {what} {name!r} points outside the root",
-                                      hint="the layer is malformed or hostile")
-            parts.pop()
-        else:
-            parts.append(part)
-    return "/".join(parts)
-
-
-def _symlink_leaves(link_rel: str, target: str) -> bool:
-    """Whether a symlink at ``link_rel`` pointing at ``target`` resolves, from
-    the host's point of view, outside the tree (absolute, or too many ..)."""
-    if target.startswith("/"):
-        return True
-    depth = link_rel.count("/")  # components of the symlink's directory
-    for part in target.split("/"):
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                return True
-        elif part and part != ".":
-            depth += 1
-    return False
-
-
-def _is_whiteout_device(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def _keep_xattr(name: str) -> bool:
-    return not (name.startswith("trusted.") or name.startswith("user.overlay."))
-
-
-def _xattrs(pax: dict[str, bytes]) -> list[tuple[str, bytes]]:
-    out: list[tuple[str, bytes]] = []
-    for key, value in pax.items():
-        if key.startswith("SCHILY.xattr."):
-            name = key[13:]
-        elif key.startswith("LIBARCHIVE.xattr."):
-            import base64
-            import urllib.parse
-
-            name = urllib.parse.unquote(key[17:])
-            try:
-                value = base64.b64decode(value + b"=" * (-len(value) % 4))
-            except ValueError:
-                raise InvalidArgument(f"layer tar has a malformed {key} record") from None
-        else:
-            continue
-        if name and "\x00" not in name and _keep_xattr(name):
-            out.append((name, value))
-    return out
-
-
-# --- lowers -----------------------------------------------------------------------
-
-
-class _Lowers:
-    """Look-ups in a stack of overlay lower dirs (nearest first), as overlayfs
-    merges them: the first lower with an entry decides; a whiteout hides
-    everything below; directories merge until an opaque one; nothing here
-    follows a symlink (a path is only looked up below directories already
-    seen to be real directories)."""
-
-    def __init__(self, roots: Sequence[str]) -> None:
-        self.roots = list(roots)
-        # dir -> the lowers whose directory at that path shows in the merge; () when there is none
-        self._dirs: dict[str, tuple[int, ...]] = {"": tuple(range(len(self.roots)))}
-
-    def _lstat(self, i: int, rel: str) -> os.stat_result | None:
-        try:
-            return os.lstat(os.path.join(self.roots[i], rel))
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-
-    def merged_dir(self, rel: str, entry: str) -> tuple[int, ...]:
-        """The lowers contributing to directory ``rel`` (empty if the merged
-        tree has nothing there).  InvalidArgument if the merged tree has a
-        symlink or another non-directory at ``rel`` or above: ``entry`` of
-        the new layer would be written through it."""
-        cached = self._dirs.get(rel)
-        if cached is not None:
-            return cached
-        parent = rel.rpartition("/")[0]
-        contributing: list[int] = []
-        for i in self.merged_dir(parent, entry):
-            st = self._lstat(i, rel)
-            if st is None:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                contributing.append(i)
-                if self._opaque(i, rel):
-                    break
-                continue
-            if not contributing and not _is_whiteout_device(st):
-                kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
-                raise InvalidArgument(
-                    f"layer entry {entry!r}: {rel!r} is {kind} in a lower layer; "
-                    "refusing to write through it", hint="the image is malformed or hostile")
-            break  # a non-directory (or whiteout) hides what is below it
-        result = tuple(contributing)
-        self._dirs[rel] = result
-        return result
-
-    def _opaque(self, i: int, rel: str) -> bool:
-        try:
-            return os.getxattr(os.path.join(self.roots[i], rel), _OPAQUE_XATTR, follow_symlinks=False) == b"y"
-        except OSError:
-            return False
-
-    def lookup(self, rel: str, entry: str) -> tuple[str, os.stat_result] | None:
-        """The path and lstat of ``rel`` in the merged lowers, or None."""
-        for i in self.merged_dir(rel.rpartition("/")[0], entry):
-            st = self._lstat(i, rel)
-            if st is None:
-                continue
-            if _is_whiteout_device(st):
-                return None
-            return os.path.join(self.roots[i], rel), st
-        return None
-
-    def dir_stat(self, rel: str, entry: str) -> tuple[str, os.stat_result] | None:
-        """The nearest lower directory at ``rel`` (whose metadata the merge shows), or None."""
-        contributing = self.merged_dir(rel, entry)
-        if not contributing:
-            return None
-        path = os.path.join(self.roots[contributing[0]], rel)
-        return path, os.lstat(path)
-
-
-def _copy_xattrs(src_path: str, apply: _XattrSetter) -> None:
-    try:
-        names = os.listxattr(src_path, follow_symlinks=False)
-    except OSError:
-        return
-    for name in names:
-        if not _keep_xattr(name):
-            continue
-        try:
-            value = os.getxattr(src_path, name, follow_symlinks=False)
-        except OSError:
-            continue
-        apply(name, value)
-
-
-class _XattrSetter:
-    """Sets an xattr on an open fd or on ``name`` in a directory fd (not following)."""
-
-    __slots__ = ("_name", "_target")
-
-    def __init__(self, target: int | str, name: str = "") -> None:
-        self._target = target
-        self._name = name
-
-    def __call__(self, key: str, value: bytes) -> None:
-        try:
-            if isinstance(self._target, int):
-                os.setxattr(self._target, key, value)
-            else:
-                os.setxattr(self._target, key, value, follow_symlinks=False)
-        except OSError as e:
-            # user.* is refused on symlinks and devices (EPERM); some filesystems lack xattrs.
-            if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
-                return
-            if e.errno in (errno.EINVAL, errno.E2BIG, errno.ERANGE):
-                raise InvalidArgument(f"layer has an invalid xattr {key!r} ({len(value)} bytes): {e.strerror}") from e
-            raise
-
-
-def check_implicit_dirs(implicit_dirs: Sequence[str], lowers: Sequence[str], *, upper: str | None = None) -> None:
-    """Check a layer unpacked into an overlay upper dir against its lowers.
-
-    For each implicit dir (and each of its prefixes) the lowers are searched
-    nearest first, as overlayfs does: the first lower with an entry decides;
-    a directory is fine, a whiteout or no entry at all is fine, an opaque
-    directory stops the search below it; a symlink (or another
-    non-directory) means the layer writes through something an earlier layer
-    planted: InvalidArgument.
-
-    With ``upper`` (the layer's upper dir), each implicit dir there also
-    gets the owner, mode, times and xattrs of the lower directory the merge
-    shows, so adding ``tmp/x`` without a ``tmp/`` entry keeps /tmp 1777.
-    Call it before committing the layer on top of ``lowers`` (nearest first).
-    Idempotent."""
-    index = _Lowers(lowers)
-    fix_fd = os.open(upper, _O_DIR) if upper is not None else -1
-    try:
-        for name in implicit_dirs:
-            rel = normalise(name, "implicit dir")
-            if not rel:
-                continue
-            index.merged_dir(rel, name)
-            if fix_fd >= 0:
-                found = index.dir_stat(rel, name)
-                if found is not None:
-                    _fix_upper_dir(fix_fd, rel, found)
-    finally:
-        if fix_fd >= 0:
-            os.close(fix_fd)
-
-
-def _fix_upper_dir(root_fd: int, rel: str, found: tuple[str, os.stat_result]) -> None:
-    fd = os.dup(root_fd)
-    try:
-        for part in rel.split("/"):
-            try:
-                nfd = os.open(part, _O_DIR, dir_fd=fd)
-            except OSError:
-                return  # gone or replaced by a non-directory: nothing to fix
-            os.close(fd)
-            fd = nfd
-        src, st = found
-        os.fchown(fd, st.st_uid, st.st_gid)
-        os.fchmod(fd, stat.S_IMODE(st.st_mode))
-        _copy_xattrs(src, _XattrSetter(fd))
-        os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-    finally:
-        os.close(fd)
-
-
 # --- the applier ------------------------------------------------------------------
-
-
-class _Entry:
-    __slots__ = ("atime", "devmajor", "devminor", "gid", "linkname", "mode", "mtime", "name", "pax", "size",
-                 "type", "uid")
-
-    def __init__(self) -> None:
-        self.name = ""
-        self.linkname = ""
-        self.type = b"0"
-        self.mode = 0
-        self.uid = 0
-        self.gid = 0
-        self.size = 0
-        self.mtime = 0
-        self.atime = 0
-        self.devmajor = 0
-        self.devminor = 0
-        self.pax: dict[str, bytes] = {}
 
 
 _REG_TYPES = (b"0", b"\0", b"7")
@@ -1117,108 +639,6 @@ if TYPE_CHECKING:
     _ReadLink = Callable[[], str]
 
 
-def _entries(stream: _Stream) -> _Iter:
-    """Parse the tar: yield each real entry (PAX, GNU long names resolved).
-    The caller must consume the entry's data before asking for the next."""
-    global_pax: dict[str, bytes] = {}
-    local_pax: dict[str, bytes] = {}
-    long_name: bytes | None = None
-    long_link: bytes | None = None
-    while True:
-        header = stream.block()
-        if header is None:
-            return  # EOF without the end marker: tolerated, as tarfile does
-        if header == _ZERO_BLOCK:
-            return  # end of archive; the caller drains the rest
-        chksum = _octal(header[148:156], "checksum")
-        computed = sum(header) - sum(header[148:156]) + 256
-        if chksum != computed:
-            # Some old writers summed signed chars.
-            signed = sum(b - 256 if b > 127 else b for b in header) - sum(
-                b - 256 if b > 127 else b for b in header[148:156]) + 256
-            if chksum != signed:
-                raise InvalidArgument("layer tar has a header with a bad checksum (not a tar, or corrupt)")
-        t = header[156:157]
-        size = _octal(header[124:136], "size")
-        if size < 0:
-            raise InvalidArgument("layer tar has an entry with a negative size")
-        if t in (b"x", b"g", b"L", b"K"):
-            if size > MAX_META:
-                raise InvalidArgument(f"layer tar has a {size}-byte metadata record (limit {MAX_META})")
-            data = stream.read(size, "tar metadata")
-            if t == b"x":
-                local_pax.update(_pax_records(data))
-            elif t == b"g":
-                global_pax.update(_pax_records(data))
-            elif t == b"L":
-                long_name = _cstr(data)
-            else:
-                long_link = _cstr(data)
-            continue
-        if t == b"S" or t == b"V" or t == b"M" or t == b"N":
-            raise InvalidArgument(f"layer tar has a GNU {t.decode()!r} entry (sparse, volume or multi-volume), "
-                                  "which OCI layers do not use")
-        e = _Entry()
-        pax = {**global_pax, **local_pax} if global_pax else local_pax
-        if long_name is not None:
-            raw_name = long_name
-        else:
-            raw_name = _cstr(header[0:100])
-            if header[257:263] == b"ustar\0":
-                prefix = _cstr(header[345:500])
-                if prefix:
-                    raw_name = prefix + b"/" + raw_name
-        raw_link = long_link if long_link is not None else _cstr(header[157:257])
-        e.type = t
-        e.mode = _octal(header[100:108], "mode") & 0o7777
-        e.uid = _octal(header[108:116], "uid")
-        e.gid = _octal(header[116:124], "gid")
-        e.size = size
-        mtime = _octal(header[136:148], "mtime") * 1_000_000_000
-        if t == b"3" or t == b"4":
-            e.devmajor = _octal(header[329:337], "devmajor")
-            e.devminor = _octal(header[337:345], "devminor")
-        if pax:
-            for key, value in pax.items():
-                if not value:
-                    continue  # an empty value cancels the record
-                if key == "path":
-                    raw_name = value
-                elif key == "linkpath":
-                    raw_link = value
-                elif key == "size":
-                    e.size = _pax_int(value, key)
-                elif key == "uid":
-                    e.uid = _pax_int(value, key)
-                elif key == "gid":
-                    e.gid = _pax_int(value, key)
-                elif key == "mtime":
-                    mtime = _pax_time(value)
-                elif key == "atime":
-                    e.atime = _pax_time(value)
-                elif key.startswith("GNU.sparse."):
-                    raise InvalidArgument("layer tar has a sparse file, which OCI layers do not use")
-            e.pax = pax
-        e.mtime = mtime
-        if not e.atime:
-            e.atime = mtime
-        if e.uid < 0 or e.gid < 0 or e.uid > 0xFFFFFFFE or e.gid > 0xFFFFFFFE:
-            raise InvalidArgument(f"layer entry {os.fsdecode(raw_name)!r} has an invalid owner {e.uid}:{e.gid}")
-        e.name = os.fsdecode(raw_name)
-        e.linkname = os.fsdecode(raw_link)
-        local_pax = {}
-        long_name = long_link = None
-        yield e
-
-
-_ZERO_BLOCK = bytes(BLOCK)
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    _Iter = Iterator[_Entry]
-
-
 def apply_raw(tar_stream: BinaryIO, target: ApplyTarget, *, parent_pending: bool = False,
               sync: bool = True) -> RawApplyResult:
     """:func:`apply_layer` returning the digest as a hex string (for the worker)."""
@@ -1233,7 +653,7 @@ def apply_raw(tar_stream: BinaryIO, target: ApplyTarget, *, parent_pending: bool
         stream.drain()
         implicit = applier.finish()
         if sync:
-            from hawser.host._libc import syncfs
+            from hawser.host import syncfs
 
             syncfs(applier.root_fd)
     except (HawserError, LowerNeeded):
@@ -1275,5 +695,4 @@ def apply_layer(tar_stream: BinaryIO, target: ApplyTarget, *, parent_pending: bo
                        entries=raw.entries)
 
 
-__all__ = ["ApplyResult", "Compression", "LowerNeeded", "RawApplyResult", "apply_layer", "apply_raw",
-           "check_implicit_dirs", "normalise", "open_decompressed"]
+__all__ = ["ApplyResult", "LowerNeeded", "RawApplyResult", "apply_layer", "apply_raw"]

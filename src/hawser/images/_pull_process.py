@@ -15,7 +15,6 @@ success, or writes ``{"kind", "message", "hint"}`` on stdout and exits 1.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from hawser import _dataclass as dataclasses
 from hawser import errors
+from hawser.host import run_process_async
 
 if TYPE_CHECKING:
     from hawser.config import Config
@@ -44,27 +44,12 @@ async def pull_in_child(config: Config, reference: str, *, credentials: Credenti
         request["credentials"] = {"registry": registry, "username": credentials.username,
                                   "password": credentials.password,
                                   "identity_token": credentials.identity_token}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hawser.images._pull_process", stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
-    try:
-        out, err = await proc.communicate(json.dumps(request).encode())
-    except BaseException:
-        await _terminate(proc)
-        raise
-    if proc.returncode == 0:
+    # No timeout: the registry client's stall timeouts bound a pull, and its caller may cancel it.
+    res = await run_process_async([sys.executable, "-m", "hawser.images._pull_process"],
+                                  input=json.dumps(request).encode(), timeout=None, grace=TERM_GRACE)
+    if res.returncode == 0:
         return
-    raise _error(out, err, proc.returncode)
-
-
-async def _terminate(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), TERM_GRACE)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+    raise _error(res.stdout, res.stderr, res.returncode)
 
 
 def _error(out: bytes, err: bytes, returncode: int | None) -> errors.HawserError:
@@ -80,12 +65,12 @@ def _error(out: bytes, err: bytes, returncode: int | None) -> errors.HawserError
 
 
 def _main() -> int:
-    from hawser.config import Config, _build
+    from hawser.config import config_from_dict
     from hawser.images import ImageService
     from hawser.store import Store
 
     request = json.load(sys.stdin)
-    config = _build(Config, request["config"], "")
+    config = config_from_dict(request["config"])
     lookup = None
     if "credentials" in request:
         lookup = _lookup(request["credentials"])
@@ -105,8 +90,7 @@ def _main() -> int:
 
 
 def _lookup(creds: dict[str, str]) -> Any:
-    from hawser.registry import Credentials
-    from hawser.registry._credentials import normalize_host
+    from hawser.registry import Credentials, normalize_host
 
     credentials = Credentials(username=creds["username"], password=creds["password"],
                               identity_token=creds["identity_token"])

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from hawser.oci import Descriptor
@@ -16,26 +16,3 @@ class BlobSource(Protocol):
 
     def describe(self) -> str:
         """Where the blobs come from, for error messages."""
-
-
-class FileBlobSource:
-    """Blobs read from files named by a callable (an OCI layout directory)."""
-
-    CHUNK = 1 << 20
-
-    def __init__(self, path_of: PathOf, what: str) -> None:
-        self._path_of = path_of
-        self._what = what
-
-    def describe(self) -> str:
-        return self._what
-
-    @contextmanager
-    def open_blob(self, desc: Descriptor, *, offset: int = 0) -> Iterator[Iterable[bytes]]:
-        with open(self._path_of(desc), "rb") as f:
-            f.seek(offset)
-            yield iter(lambda: f.read(self.CHUNK), b"")
-
-
-class PathOf(Protocol):
-    def __call__(self, desc: Descriptor) -> str: ...

@@ -33,8 +33,9 @@ from hawser._failpoints import failpoint
 from hawser.content import ContentStore
 from hawser.errors import AlreadyExists, DataLoss, HawserError, Internal, InvalidArgument, NotFound
 from hawser.host import FileLock
-from hawser.images._apply import LowerNeeded, check_implicit_dirs
+from hawser.images._apply import LowerNeeded
 from hawser.images._chain import chain_ids
+from hawser.images._lowers import check_implicit_dirs
 from hawser.images._progress import LayerProgress, ProgressSink
 from hawser.images._source import BlobSource
 from hawser.metadata import Metadata

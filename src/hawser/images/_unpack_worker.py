@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         _reply({"error": "InvalidArgument", "message": f"unpack worker: {e}"})
         return 1
     from hawser.errors import HawserError
-    from hawser.images._apply import LowerNeeded, apply_raw, open_decompressed
-    from hawser.snapshots._types import ApplyTarget
+    from hawser.images._apply import LowerNeeded, apply_raw
+    from hawser.images._decompress import open_decompressed
+    from hawser.snapshots import ApplyTarget
 
     # Unbuffered stdin: the raw fd returns what the pipe has, so unpacking
     # keeps pace with the download instead of waiting for full buffers.

@@ -7,6 +7,7 @@ collector (``collect``) removes what no image, lease or pin reaches.
 
 from __future__ import annotations
 
+from hawser._lazy import lazy_exports
 from hawser.metadata._database import DEFAULT_BUSY_TIMEOUT
 from hawser.metadata._labels import (
     LABEL_GC_REF_CONTENT,
@@ -44,7 +45,6 @@ from hawser.metadata._types import (
 
 TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
-    from typing import Any
 
     from hawser.metadata._gc import (
         DEFAULT_GRACE_PERIOD,
@@ -69,12 +69,7 @@ _GC_NAMES = frozenset({
 })
 
 
-def __getattr__(name: str) -> Any:
-    if name in _GC_NAMES:
-        from hawser.metadata import _gc
-
-        return getattr(_gc, name)
-    raise AttributeError(f"module 'hawser.metadata' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, dict.fromkeys(_GC_NAMES, "_gc"))
 
 
 __all__ = [

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 from typing import Any
 
 from hawser._dataclass import dataclass
+from hawser.host import atomic_write
 
 log = logging.getLogger("hawser.network")
 
@@ -77,27 +77,7 @@ class ResultCache:
     def write(self, entry: CacheEntry) -> None:
         """Atomically replace the entry (write, fsync, rename, fsync dir).  Raises OSError."""
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        final = self.path(entry.pod_id, entry.network, entry.ifname)
-        tmp = os.path.join(self.directory, f".tmp-{secrets.token_hex(8)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                os.write(fd, entry.to_json())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, final)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        atomic_write(self.path(entry.pod_id, entry.network, entry.ifname), entry.to_json(), mode=0o600)
 
     def entries(self, pod_id: str) -> list[CacheEntry]:
         """The pod's entries (none if the dir is missing).  A malformed entry is

@@ -26,10 +26,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import secrets
 from typing import Any
 
 from hawser.errors import InvalidArgument
+from hawser.host import atomic_write
 from hawser.network._config import CONFIG_EXTENSIONS
 
 DEFAULT_CONFLIST_NAME = "10-hawser.conflist"
@@ -85,19 +85,8 @@ def write_default_conflist(conf_dir: str, *, name: str = "hawser", bridge: str =
         return None
     os.makedirs(conf_dir, mode=0o755, exist_ok=True)
     final = os.path.join(conf_dir, DEFAULT_CONFLIST_NAME)
-    tmp = os.path.join(conf_dir, f".{DEFAULT_CONFLIST_NAME}.{secrets.token_hex(6)}")
     data = json.dumps(default_conflist(name, bridge, subnet), indent=2).encode() + b"\n"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, final)
-        except FileExistsError:
-            return None
-    finally:
-        os.unlink(tmp)
+    # The temporary file is a dot file: the config loader and has_config skip it.
+    if not atomic_write(final, data, mode=0o644, replace=False):
+        return None
     return final

@@ -9,19 +9,19 @@ delegated to an IPAM plugin) gets SIGTERM, then SIGKILL, and is always reaped.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
-import signal
-from collections.abc import Awaitable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from hawser._dataclass import dataclass
+from hawser.host import ProcessTimedOut, run_process_async, uncancellable
 
-T = TypeVar("T")
-
+# After SIGTERM, how long a plugin's process group gets before SIGKILL.
 TERM_GRACE = 1.0
+
+# Await cleanup to its end despite a cancellation (network's callers know it by this name).
+finish = uncancellable
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,58 +93,14 @@ class ExecResult:
     timed_out: bool = False
 
 
-async def finish(aw: Awaitable[T]) -> T:
-    """Await ``aw`` to its end even if the caller is cancelled meanwhile (for
-    cleanup that must not be cut short); a cancellation that arrived is
-    re-raised afterwards."""
-    task = asyncio.ensure_future(aw)
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.done():
-                raise  # the awaitable itself was cancelled
-            cancelled = True
-            continue
-        break
-    if cancelled:
-        raise asyncio.CancelledError
-    return result
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-async def _terminate(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        _signal_group(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), TERM_GRACE)
-        except TimeoutError:
-            pass
-    # the group may outlive its leader (a delegated IPAM plugin)
-    _signal_group(proc.pid, signal.SIGKILL)
-    await proc.wait()
-
-
 async def run_plugin(path: str, *, env: Mapping[str, str], stdin: bytes, timeout: float) -> ExecResult:
     """Run a plugin to completion within ``timeout`` seconds.  A timeout is
     reported in the result (``timed_out``), not raised; OSError if it cannot
     be started; a cancellation kills and reaps it, then propagates."""
-    proc = await asyncio.create_subprocess_exec(
-        path, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=dict(env), start_new_session=True)
     try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(stdin), timeout)
-    except TimeoutError:
-        await finish(_terminate(proc))
-        return ExecResult(returncode=proc.returncode if proc.returncode is not None else -1, stdout=b"",
-                          stderr=f"killed after {timeout:g}s".encode(), timed_out=True)
-    except BaseException:
-        await finish(_terminate(proc))
-        raise
-    assert proc.returncode is not None
-    return ExecResult(returncode=proc.returncode, stdout=stdout, stderr=stderr)
+        res = await run_process_async([path], input=stdin, env=env, timeout=timeout, kill_group=True,
+                                      grace=TERM_GRACE)
+    except ProcessTimedOut as exc:
+        return ExecResult(returncode=exc.returncode, stdout=b"", stderr=f"killed after {timeout:g}s".encode(),
+                          timed_out=True)
+    return ExecResult(returncode=res.returncode, stdout=res.stdout, stderr=res.stderr)

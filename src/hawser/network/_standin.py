@@ -17,10 +17,10 @@ import contextlib
 import logging
 import os
 import secrets
-import subprocess
 from collections.abc import Sequence
 
-from hawser.host import pin_namespaces, remove_pin_dir, run_in_netns
+from hawser.errors import HawserError
+from hawser.host import pin_namespaces, remove_pin_dir, run_in_netns, run_process
 
 log = logging.getLogger("hawser.network")
 
@@ -40,7 +40,9 @@ def make_standin(directory: str, ifname: str, addresses: Sequence[str]) -> str |
     def build() -> None:
         # children of this thread start in the stand-in namespace
         def ip(*args: str) -> None:
-            subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+            result = run_process(["ip", *args], timeout=30)
+            if result.returncode != 0:
+                raise OSError(f"ip {' '.join(args)}: {result.stderr.decode(errors='replace').strip()}")
 
         # a veth pair, both ends here: the dummy driver is not in every kernel
         ip("link", "add", ifname, "type", "veth", "peer", "name", "hws" + secrets.token_hex(4))
@@ -50,9 +52,8 @@ def make_standin(directory: str, ifname: str, addresses: Sequence[str]) -> str |
 
     try:
         run_in_netns(path, build)
-    except (OSError, subprocess.SubprocessError) as exc:
-        detail = exc.stderr.decode(errors="replace").strip() if isinstance(exc, subprocess.CalledProcessError) else exc
-        log.warning("cannot build a stand-in netns for %s: %s", ifname, detail)
+    except (OSError, HawserError) as exc:
+        log.warning("cannot build a stand-in netns for %s: %s", ifname, exc)
         remove_standin(directory)
         return None
     return path

@@ -10,6 +10,7 @@ from hawser.oci._image import (
     Index,
     Manifest,
     Platform,
+    normalize_arch,
     parse_config,
     parse_descriptor,
     parse_index,
@@ -20,6 +21,6 @@ from hawser.oci._reference import Reference, parse_reference
 
 __all__ = [
     "MAX_CONFIG_BYTES", "MAX_MANIFEST_BYTES", "Descriptor", "Digest", "ImageConfig", "Index", "Manifest",
-    "Platform", "Reference", "media", "parse_config", "parse_descriptor", "parse_index", "parse_manifest",
+    "Platform", "Reference", "media", "normalize_arch", "parse_config", "parse_descriptor", "parse_index", "parse_manifest",
     "parse_reference", "sniff_media_type",
 ]

@@ -10,9 +10,9 @@ import json
 import os
 from collections.abc import Mapping
 
+import hawser.oci._media as media
 from hawser._dataclass import dataclass, field
 from hawser.errors import InvalidArgument, Unimplemented
-from hawser.oci import _media as media
 from hawser.oci._digest import Digest
 
 TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)

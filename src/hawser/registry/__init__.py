@@ -13,11 +13,14 @@ Every failure is one of hawser.errors' kinds, with the host and repository in
 its message.
 """
 
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
 
+from hawser._lazy import lazy_exports
+
+TYPE_CHECKING = False  # typing stays unimported at run time
 if TYPE_CHECKING:
     from hawser.registry._client import BlobStream, RegistryClient
-    from hawser.registry._credentials import Credentials, CredentialsFunc
+    from hawser.registry._credentials import Credentials, CredentialsFunc, normalize_host
     from hawser.registry._hosts import RegistryHost, resolve_hosts
     from hawser.registry._platform import select_platform
     from hawser.registry._types import RegistryOptions, Resolved
@@ -26,21 +29,15 @@ if TYPE_CHECKING:
 # that only names Credentials (hawserd's PullImage, which pulls in a child) should not pay.
 _LAZY = {
     "BlobStream": "_client", "RegistryClient": "_client", "Credentials": "_credentials",
-    "CredentialsFunc": "_credentials", "RegistryHost": "_hosts", "resolve_hosts": "_hosts",
+    "CredentialsFunc": "_credentials", "normalize_host": "_credentials", "RegistryHost": "_hosts", "resolve_hosts": "_hosts",
     "select_platform": "_platform", "RegistryOptions": "_types", "Resolved": "_types",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hawser.registry' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"hawser.registry.{module}"), name)
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [
     "BlobStream", "Credentials", "CredentialsFunc", "RegistryClient", "RegistryHost", "RegistryOptions",
-    "Resolved", "resolve_hosts", "select_platform",
+    "Resolved", "normalize_host", "resolve_hosts", "select_platform",
 ]

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from hawser.errors import NotFound
-from hawser.oci import Descriptor, Index, Platform, media, parse_index
-from hawser.oci._image import normalize_arch
+from hawser.oci import Descriptor, Index, Platform, media, normalize_arch, parse_index
 
 # Older arm variants a newer arm CPU runs too (containerd matches the same way).
 _ARM_VARIANTS = ("v5", "v6", "v7", "v8")

@@ -8,58 +8,113 @@ and conmon and keeps no process of its own alive.
 
 from __future__ import annotations
 
-import importlib
+from hawser._lazy import lazy_exports
 
 TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
-    from typing import Any
 
     from hawser.runtime._attach import attach
-    from hawser.runtime._containers import (
+    from hawser.runtime._containers import ContainerManager
+    from hawser.runtime._logs import LogEntry, parse_since, read_log
+    from hawser.runtime._options import (
+        BindMount,
+        ContainerOptions,
+        Device,
+        HostLimits,
+        Namespaces,
+        Resources,
+        TmpfsMount,
+        devices_from_host,
+        host_devices,
+    )
+    from hawser.runtime._runc import Runc
+    from hawser.runtime._spec import build_spec, parse_cpus, parse_memory, seccomp_from_profile, stop_signal
+    from hawser.runtime._stats import MAX_SAMPLE_AGE_NS, ContainerStats, ContainerStatsReader, WritableLayer, cgroup_of
+    from hawser.runtime._streams import open_attach, plan_exec, run_attach, run_exec, running_container
+    from hawser.runtime._types import (
         CREATED,
+        EVENT_CREATED,
+        EVENT_DELETED,
+        EVENT_STARTED,
+        EVENT_STOPPED,
         EXITED,
         PAUSED,
         RUNNING,
         UNKNOWN,
         ContainerInfo,
-        ContainerManager,
         ContainerStatus,
         ExecResult,
+        ImageResolver,
+        RunnableImage,
     )
-    from hawser.runtime._logs import LogEntry, parse_since, read_log
-    from hawser.runtime._options import (
-        BindMount,
-        ContainerOptions,
-        HostLimits,
-        Namespaces,
-        Resources,
-        TmpfsMount,
-    )
-    from hawser.runtime._spec import build_spec, parse_cpus, parse_memory, stop_signal
     from hawser.runtime._user import ResolvedUser, find_executable, resolve_user
 
 # Loaded on first use: a command imports only the modules it runs.
 _EXPORTS = {
-    "attach": "_attach", "LogEntry": "_logs", "parse_since": "_logs", "read_log": "_logs",
-    "BindMount": "_options", "ContainerOptions": "_options", "HostLimits": "_options", "Namespaces": "_options",
-    "Resources": "_options", "TmpfsMount": "_options", "build_spec": "_spec", "parse_cpus": "_spec",
-    "parse_memory": "_spec", "stop_signal": "_spec", "ResolvedUser": "_user", "find_executable": "_user",
-    "resolve_user": "_user",
-    **dict.fromkeys(("CREATED", "EXITED", "PAUSED", "RUNNING", "UNKNOWN", "ContainerInfo", "ContainerManager",
-                     "ContainerStatus", "ExecResult"), "_containers"),
+    "attach": "_attach", "ContainerManager": "_containers", "Runc": "_runc",
+    **dict.fromkeys(("LogEntry", "parse_since", "read_log"), "_logs"),
+    **dict.fromkeys(("BindMount", "ContainerOptions", "Device", "HostLimits", "Namespaces", "Resources", "TmpfsMount",
+                     "devices_from_host", "host_devices"), "_options"),
+    **dict.fromkeys(("build_spec", "parse_cpus", "parse_memory", "seccomp_from_profile", "stop_signal"), "_spec"),
+    **dict.fromkeys(("MAX_SAMPLE_AGE_NS", "ContainerStats", "ContainerStatsReader", "WritableLayer", "cgroup_of"),
+                    "_stats"),
+    **dict.fromkeys(("open_attach", "plan_exec", "run_attach", "run_exec", "running_container"), "_streams"),
+    **dict.fromkeys(("CREATED", "EVENT_CREATED", "EVENT_DELETED", "EVENT_STARTED", "EVENT_STOPPED", "EXITED", "PAUSED",
+                     "RUNNING", "UNKNOWN", "ContainerInfo", "ContainerStatus", "ExecResult", "ImageResolver",
+                     "RunnableImage"), "_types"),
+    **dict.fromkeys(("ResolvedUser", "find_executable", "resolve_user"), "_user"),
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hawser.runtime' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"hawser.runtime.{module}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [
-    "CREATED", "EXITED", "PAUSED", "RUNNING", "UNKNOWN", "BindMount", "ContainerInfo", "ContainerManager",
-    "ContainerOptions", "ContainerStatus", "ExecResult", "HostLimits", "LogEntry", "Namespaces", "ResolvedUser",
-    "Resources", "TmpfsMount", "attach", "build_spec", "find_executable", "parse_cpus", "parse_memory",
-    "parse_since", "read_log", "resolve_user", "stop_signal",
+    "CREATED",
+    "EVENT_CREATED",
+    "EVENT_DELETED",
+    "EVENT_STARTED",
+    "EVENT_STOPPED",
+    "EXITED",
+    "MAX_SAMPLE_AGE_NS",
+    "PAUSED",
+    "RUNNING",
+    "UNKNOWN",
+    "BindMount",
+    "ContainerInfo",
+    "ContainerManager",
+    "ContainerOptions",
+    "ContainerStats",
+    "ContainerStatsReader",
+    "ContainerStatus",
+    "Device",
+    "ExecResult",
+    "HostLimits",
+    "ImageResolver",
+    "LogEntry",
+    "Namespaces",
+    "ResolvedUser",
+    "Resources",
+    "Runc",
+    "RunnableImage",
+    "TmpfsMount",
+    "WritableLayer",
+    "attach",
+    "build_spec",
+    "cgroup_of",
+    "devices_from_host",
+    "find_executable",
+    "host_devices",
+    "open_attach",
+    "parse_cpus",
+    "parse_memory",
+    "parse_since",
+    "plan_exec",
+    "read_log",
+    "resolve_user",
+    "run_attach",
+    "run_exec",
+    "running_container",
+    "seccomp_from_profile",
+    "stop_signal",
 ]

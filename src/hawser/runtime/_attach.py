@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 from hawser.errors import FailedPrecondition
 
 if TYPE_CHECKING:
-    from hawser.runtime._containers import ContainerInfo, ContainerManager
+    from hawser.runtime._containers import ContainerManager
+    from hawser.runtime._types import ContainerInfo
 
 STDOUT, STDERR = 2, 3
 BUFSIZE = 32768

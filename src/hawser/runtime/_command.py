@@ -1,4 +1,5 @@
-"""The one way hawser runs a helper program (runc, conmon's runtime calls).
+"""The one way the runtime runs a helper program (runc, conmon's runtime
+calls): ``hawser.host``'s process runner, with the runtime's error kinds.
 
 Every call has a timeout; stderr goes into the raised error; a timeout or an
 interrupt sends SIGTERM, then SIGKILL, and the child is always reaped.
@@ -7,21 +8,15 @@ interrupt sends SIGTERM, then SIGKILL, and the child is always reaped.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 from collections.abc import Mapping, Sequence
 
-from hawser._dataclass import dataclass
-from hawser.errors import DeadlineExceeded, FailedPrecondition, HawserError, NotFound
+from hawser.errors import FailedPrecondition, HawserError, NotFound
+from hawser.host import Process, ProcessResult, spawn_process
 
 TERM_GRACE = 2.0
 
-
-@dataclass(frozen=True, slots=True)
-class CommandResult:
-    returncode: int
-    stdout: bytes
-    stderr: bytes
+# What a finished command returned (runc's callers know it by this name).
+CommandResult = ProcessResult
 
 
 class CommandFailed(HawserError):
@@ -50,48 +45,28 @@ def start_command(argv: Sequence[str], *, input: bool = False, env: Mapping[str,
     """Start ``argv`` and return at once, so the caller can work while it runs;
     ``finish()`` must follow (it reaps). NotFound if the program is missing."""
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE if input else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=None if env is None else dict(env), pass_fds=tuple(pass_fds),
-                                start_new_session=True)
+        process = spawn_process(argv, stdin=input, env=env, pass_fds=pass_fds, grace=TERM_GRACE)
     except FileNotFoundError:
         raise NotFound(f"{argv[0]} is not installed", hint="run scripts/setup.sh") from None
     except PermissionError as exc:
         raise FailedPrecondition(f"cannot run {argv[0]}: {exc.strerror}") from None
-    return RunningCommand(argv, proc)
+    return RunningCommand(process)
 
 
 class RunningCommand:
     """A helper program started by start_command."""
 
-    def __init__(self, argv: Sequence[str], proc: subprocess.Popen[bytes]) -> None:
-        self.argv = tuple(argv)
-        self._proc = proc
+    def __init__(self, process: Process) -> None:
+        self.argv = process.argv
+        self._process = process
 
     def finish(self, *, timeout: float, input: bytes | None = None, check: bool = True) -> CommandResult:
-        """Wait for the exit (feeding ``input``); the errors of run_command."""
-        proc = self._proc
-        try:
-            out, err = proc.communicate(input, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _terminate(proc)
-            raise DeadlineExceeded(f"{' '.join(self.argv[:2])} did not finish within {timeout:g}s") from None
-        except BaseException:
-            _terminate(proc)
-            raise
-        if check and proc.returncode != 0:
-            raise CommandFailed(self.argv, proc.returncode, _message(err))
-        return CommandResult(proc.returncode, out, err)
-
-
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(TERM_GRACE)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    proc.communicate()
+        """Wait for the exit (feeding ``input``); the errors of run_command
+        (the timeout's is host's ProcessTimedOut, a DeadlineExceeded)."""
+        result = self._process.communicate(input, timeout=timeout)
+        if check and result.returncode != 0:
+            raise CommandFailed(self.argv, result.returncode, _message(result.stderr))
+        return result
 
 
 def _message(stderr: bytes) -> str:

@@ -26,7 +26,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from hawser._dataclass import dataclass, replace
+from hawser._dataclass import replace
 from hawser._failpoints import failpoint
 from hawser._logging import get_logger
 from hawser.errors import (
@@ -39,10 +39,34 @@ from hawser.errors import (
 from hawser.host import FileLock
 from hawser.metadata import Container
 from hawser.runtime._conmon import ConmonPaths, ConmonSession, ConmonWatch, conmon_argv
+from hawser.runtime._files import (
+    backoff,
+    inode,
+    read_float,
+    read_int,
+    remove_link_or_tree,
+    unlink,
+    write_json,
+    write_text,
+)
 from hawser.runtime._logs import LogEntry, follow_log, log_size, read_log
 from hawser.runtime._options import ContainerOptions, HostLimits, Resources
 from hawser.runtime._runc import Runc
 from hawser.runtime._spec import build_spec, stop_signal
+from hawser.runtime._types import (
+    CREATED,
+    EVENT_CREATED,
+    EVENT_DELETED,
+    EVENT_STARTED,
+    EVENT_STOPPED,
+    EXITED,
+    PAUSED,
+    RUNNING,
+    UNKNOWN,
+    ContainerInfo,
+    ContainerStatus,
+    ExecResult,
+)
 from hawser.runtime._user import find_executable
 from hawser.snapshots import mount_all, unmount_all
 
@@ -65,66 +89,12 @@ CONMON_EXIT_TIMEOUT = 10.0
 # runc already reports stopped (conmon writes it right after reaping).
 EXIT_RECORD_WAIT = 1.0
 KILL_WAIT = 10.0
-
-# States, as docker and the CRI name them.
-CREATED, RUNNING, PAUSED, EXITED, UNKNOWN = "created", "running", "paused", "exited", "unknown"
-
-# What observers hear (ContainerManager.observers): after a create, a start,
-# an exit seen by stop or remove, and a removal.
-EVENT_CREATED, EVENT_STARTED, EVENT_STOPPED, EVENT_DELETED = "created", "started", "stopped", "deleted"
+EXEC_CONMON_EXIT_GRACE = 5.0  # seconds an exec's conmon may take to exit after reporting the status
 
 # How long reopen_log waits for conmon to open the new log file.
 REOPEN_LOG_TIMEOUT = 5.0
 # conmon's control fifo message that reopens the log (conmon's REOPEN_LOGS_EVENT).
 _CONMON_REOPEN_LOGS = 2
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerStatus:
-    state: str
-    pid: int = 0
-    exit_code: int | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    oom_killed: bool = False
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerInfo:
-    record: Container
-    status: ContainerStatus
-    bundle: str
-    log_path: str
-
-    @property
-    def id(self) -> str:
-        return self.record.id
-
-    def to_json(self) -> dict[str, Any]:
-        r, s = self.record, self.status
-        return {
-            "Id": r.id, "Name": r.name, "Image": r.image, "ImageId": r.image_id, "Created": _iso(r.created_at),
-            "State": {"Status": s.state, "Running": s.state == RUNNING, "Paused": s.state == PAUSED,
-                      "Pid": s.pid, "ExitCode": s.exit_code, "OOMKilled": s.oom_killed,
-                      "StartedAt": _iso(s.started_at), "FinishedAt": _iso(s.finished_at), "Reason": s.reason},
-            "Config": dict(r.config), "Labels": dict(r.labels), "Snapshot": {"Snapshotter": r.snapshotter,
-                                                                             "Key": r.snapshot_key},
-            "Bundle": self.bundle, "LogPath": self.log_path,
-        }
-
-
-def _iso(t: float | None) -> str:
-    if t is None:
-        return ""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1e9):09d}Z"
-
-
-@dataclass(frozen=True, slots=True)
-class ExecResult:
-    exit_code: int
-    stdout: bytes
-    stderr: bytes
 
 
 class _Undo:
@@ -255,7 +225,7 @@ class ContainerManager:
     def status(self, record: Container) -> ContainerStatus:
         id_ = record.id
         bundle = self.bundle(id_)
-        started = _read_float(os.path.join(bundle, "started"))
+        started = read_float(os.path.join(bundle, "started"))
         exited = self._exited(id_, started)
         if exited is not None:
             return exited
@@ -272,7 +242,7 @@ class ContainerManager:
             return ContainerStatus(PAUSED, pid=state.pid, started_at=started)
         # runc says stopped and there is no exit file: conmon is recording the exit
         # right now (it reaps, then writes), or it died without doing so.
-        with ConmonWatch(_read_int(os.path.join(bundle, "conmon.pid"))) as conmon:
+        with ConmonWatch(read_int(os.path.join(bundle, "conmon.pid"))) as conmon:
             conmon.wait(EXIT_RECORD_WAIT)
         exited = self._exited(id_, started)
         if exited is not None:
@@ -362,14 +332,14 @@ class ContainerManager:
                 process = spec["process"]
                 env_path = next((e[5:] for e in process.get("env", ()) if e.startswith("PATH=")), "")
                 find_executable(rootfs, process["args"][0], env_path, process.get("cwd", "/"))
-                _write_json(os.path.join(bundle, "config.json"), spec)
+                write_json(os.path.join(bundle, "config.json"), spec)
                 if log_path is None:
                     os.makedirs(os.path.dirname(self.log_path(id_)), mode=0o700, exist_ok=True)
                     undo.push(lambda: shutil.rmtree(os.path.dirname(self.log_path(id_)), ignore_errors=True))
                 else:
                     os.makedirs(os.path.dirname(log_path), mode=0o755, exist_ok=True)
                     if not os.path.exists(log_path):
-                        undo.push(lambda: _unlink(log_path))
+                        undo.push(lambda: unlink(log_path))
                 pid = self._conmon_create(record, bundle, tty=options.tty, stdin=options.stdin,
                                           leave_stdin_open=options.stdin and not options.stdin_once, undo=undo)
                 failpoint("create.after-conmon")
@@ -432,7 +402,7 @@ class ContainerManager:
             os.unlink(self._exit_file(id_))
 
     def _wait_conmon(self, id_: str) -> None:
-        with ConmonWatch(_read_int(os.path.join(self.bundle(id_), "conmon.pid"))) as conmon:
+        with ConmonWatch(read_int(os.path.join(self.bundle(id_), "conmon.pid"))) as conmon:
             if not conmon.wait(CONMON_EXIT_TIMEOUT):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(conmon.pid, signal.SIGKILL)
@@ -455,7 +425,7 @@ class ContainerManager:
 
     def _start(self, record: Container) -> None:
         # Stamp before starting: a container that exits at once must still show when it started.
-        _write_text(os.path.join(self.bundle(record.id), "started"), repr(time.time()))
+        write_text(os.path.join(self.bundle(record.id), "started"), repr(time.time()))
         failpoint("start.before-runc")
         self.runc.start(record.id)
         failpoint("start.after-runc")
@@ -477,8 +447,8 @@ class ContainerManager:
 
     def _wait_exit(self, record: Container, timeout: float | None) -> ContainerStatus:
         deadline = None if timeout is None else time.monotonic() + timeout
-        with ConmonWatch(_read_int(os.path.join(self.bundle(record.id), "conmon.pid"))) as conmon:
-            for pause in _backoff():
+        with ConmonWatch(read_int(os.path.join(self.bundle(record.id), "conmon.pid"))) as conmon:
+            for pause in backoff():
                 # conmon writes the exit file, then exits; only if it is gone without one is runc asked.
                 monitored = conmon.alive()
                 if not monitored or os.path.exists(self._exit_file(record.id)):
@@ -570,7 +540,7 @@ class ContainerManager:
             self._forget_runtime(record.id, meanwhile=release_rootfs, strict=True)
             failpoint("remove.after-runc-delete")
             shutil.rmtree(bundle, ignore_errors=True)
-            _remove_link_or_tree(os.path.join(self.sockets_dir, record.id))  # conmon's link to the attach socket
+            remove_link_or_tree(os.path.join(self.sockets_dir, record.id))  # conmon's link to the attach socket
             # A log path given at create belongs to its caller (kubelet removes it).
             shutil.rmtree(os.path.dirname(self.log_path(record.id)), ignore_errors=True)
             failpoint("remove.before-record-delete")
@@ -607,7 +577,7 @@ class ContainerManager:
             changed = update_spec_resources(spec, resources)
             # What runc update takes: the resource sections, without device rules.
             self.runc.update(record.id, {k: v for k, v in changed.items() if k in ("cpu", "memory", "pids")})
-            _write_json(os.path.join(self.bundle(record.id), "config.json"), spec)
+            write_json(os.path.join(self.bundle(record.id), "config.json"), spec)
 
     def reopen_log(self, text: str, *, timeout: float = REOPEN_LOG_TIMEOUT) -> None:
         """Have conmon reopen the container's log file (after it was rotated:
@@ -619,7 +589,7 @@ class ContainerManager:
         if state not in (RUNNING, PAUSED):
             raise FailedPrecondition(f"container {record.name} is not running ({state}): no log to reopen")
         path = self.container_log_path(record)
-        before = _inode(path)
+        before = inode(path)
         ctl = os.path.join(self.bundle(record.id), "ctl")
         try:
             # Non-blocking: without conmon reading the fifo, open fails (ENXIO) instead of hanging.
@@ -633,20 +603,13 @@ class ContainerManager:
             os.close(fd)
         # conmon opens <path>.tmp and renames it over <path>: a new inode appears.
         deadline = time.monotonic() + timeout
-        for pause in _backoff():
-            now = _inode(path)
+        for pause in backoff():
+            now = inode(path)
             if now is not None and now != before:
                 return
             if time.monotonic() >= deadline:
                 raise DeadlineExceeded(f"container {record.name}: conmon did not reopen {path} within {timeout:g}s")
             time.sleep(pause)
-
-    def writable_layer(self, record: Container) -> tuple[str, int, int]:
-        """(mount point, bytes, inodes) of the container's writable layer.
-        NotFound if its snapshot is gone."""
-        snapshotter = self.snapshotter
-        usage = snapshotter.usage(record.snapshot_key)
-        return os.path.join(self.config.root, "snapshots", snapshotter.name), usage.size, usage.inodes
 
     # --- exec -----------------------------------------------------------------
 
@@ -695,7 +658,7 @@ class ContainerManager:
         os.makedirs(exec_dir, mode=0o700)
         try:
             spec_file = os.path.join(exec_dir, "process.json")
-            _write_json(spec_file, process)
+            write_json(spec_file, process)
             log = os.path.join(exec_dir, "output.log")
             paths = ConmonPaths(bundle=None, pid_file=os.path.join(exec_dir, "pid"),
                                 conmon_pid_file=os.path.join(exec_dir, "conmon.pid"), exit_dir=exec_dir,
@@ -709,7 +672,7 @@ class ContainerManager:
                 session.wait_pid()
                 # Watched from now (it wrote its pid file before the exec's pid), so
                 # the pid cannot be reused under us.
-                conmon = ConmonWatch(_read_int(paths.conmon_pid_file))
+                conmon = ConmonWatch(read_int(paths.conmon_pid_file))
                 code, message = session.wait_exit(None if timeout <= 0 else timeout + 30)
                 # conmon reports the status, then drains the output into the log and
                 # exits: the call returns when it is gone, so the log is whole and no
@@ -738,7 +701,7 @@ class ContainerManager:
         os.makedirs(exec_dir, mode=0o700)
         try:
             spec_file = os.path.join(exec_dir, "process.json")
-            _write_json(spec_file, process)
+            write_json(spec_file, process)
             cmd = self.runc.exec_argv(record.id, spec_file, tty=tty and not detach, detach=detach,
                                       pid_file=os.path.join(exec_dir, "pid"))
             stdio = subprocess.DEVNULL if detach else None
@@ -770,15 +733,12 @@ class ContainerManager:
     def follow_output(self, record: Container, start: int = 0) -> Iterator[LogEntry]:
         """Everything the container writes from byte ``start`` of its log, until it exits."""
         exit_file = self._exit_file(record.id)
-        conmon = ConmonWatch(_read_int(os.path.join(self.bundle(record.id), "conmon.pid")))
+        conmon = ConmonWatch(read_int(os.path.join(self.bundle(record.id), "conmon.pid")))
         try:
             yield from follow_log(self.container_log_path(record), start=start, idle=conmon.wait,
                                   done=lambda: os.path.exists(exit_file) or not conmon.alive())
         finally:
             conmon.close()
-
-    def cgroup(self, record: Container) -> str:
-        return str(record.config.get("cgroups_path") or "")
 
 
 # --- helpers ------------------------------------------------------------------
@@ -796,67 +756,5 @@ def _options_json(options: ContainerOptions, stop_sig: int) -> dict[str, Any]:
     return result
 
 
-def _inode(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _remove_link_or_tree(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except (IsADirectoryError, PermissionError):  # a directory (unlink answers EISDIR, or EPERM on some filesystems)
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _write_json(path: str, data: Any) -> None:
-    # No indent: json's C encoder only runs without one (an indented spec costs ~5 ms per start).
-    _write_text(path, json.dumps(data))
-
-
-def _write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _backoff(first: float = 0.001, most: float = 0.05) -> Iterator[float]:
-    """Poll intervals: quick at first (most containers of a `run --rm` live
-    milliseconds), then no busier than every ``most`` seconds."""
-    pause = first
-    while True:
-        yield pause
-        pause = min(pause * 1.5, most)
-
-
-def _read_float(path: str) -> float | None:
-    try:
-        with open(path, encoding="ascii") as f:
-            return float(f.read().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-EXEC_CONMON_EXIT_GRACE = 5.0  # seconds an exec's conmon may take to exit after reporting the status
-
-
-def _read_int(path: str) -> int:
-    try:
-        with open(path, encoding="ascii") as f:
-            return int(f.read().strip())
-    except (FileNotFoundError, ValueError):
-        return 0
-
-
-__all__ = ["CREATED", "EXITED", "PAUSED", "RUNNING", "UNKNOWN", "ContainerInfo", "ContainerManager",
-           "ContainerStatus", "ExecResult"]
+__all__ = ["CREATED", "EVENT_CREATED", "EVENT_DELETED", "EVENT_STARTED", "EVENT_STOPPED", "EXITED", "PAUSED",
+           "RUNNING", "UNKNOWN", "ContainerInfo", "ContainerManager", "ContainerStatus", "ExecResult"]

@@ -218,7 +218,7 @@ def plan_exec(manager: ContainerManager, text: str, cmd: Sequence[str], *, tty: 
 
     NotFound for an unknown container, FailedPrecondition when it is not
     running, InvalidArgument for an empty command."""
-    from hawser.runtime._containers import _write_json
+    from hawser.runtime._files import write_json
 
     record = manager._running(text)
     process = manager._exec_process(record, cmd, tty=tty)
@@ -226,7 +226,7 @@ def plan_exec(manager: ContainerManager, text: str, cmd: Sequence[str], *, tty: 
     os.makedirs(directory, mode=0o700)
     try:
         spec_file = os.path.join(directory, "process.json")
-        _write_json(spec_file, process)
+        write_json(spec_file, process)
         pid_file = os.path.join(directory, "pid")
         log_file = os.path.join(directory, "runc.log")
         argv = manager.runc.exec_argv(record.id, spec_file, tty=tty, pid_file=pid_file)

@@ -7,31 +7,25 @@ helpers.
 
 from __future__ import annotations
 
-import importlib
-
+from hawser._lazy import lazy_exports
 from hawser.snapshots._types import ApplyTarget, Info, Kind, Mount, Snapshotter, Usage
 
 TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
-    from typing import Any
 
     from hawser.snapshots._native import NativeSnapshotter
     from hawser.snapshots._overlay import OverlaySnapshotter
-    from hawser.snapshots._store import SnapshotterBase, disk_usage, mount_all, unmount_all
+    from hawser.snapshots._store import SnapshotterBase, disk_usage, leftover_dirs, mount_all, unmount_all
 
 SNAPSHOTTERS = ("overlayfs", "native")
 
 _LAZY = {
     "NativeSnapshotter": "_native", "OverlaySnapshotter": "_overlay", "SnapshotterBase": "_store",
-    "disk_usage": "_store", "mount_all": "_store", "unmount_all": "_store",
+    "disk_usage": "_store", "leftover_dirs": "_store", "mount_all": "_store", "unmount_all": "_store",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hawser.snapshots' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"hawser.snapshots.{module}"), name)
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 def new_snapshotter(name: str, root: str) -> SnapshotterBase:
@@ -62,5 +56,5 @@ def overlay_supported(root: str) -> bool:
 
 __all__ = [
     "SNAPSHOTTERS", "ApplyTarget", "Info", "Kind", "Mount", "NativeSnapshotter", "OverlaySnapshotter", "Snapshotter",
-    "SnapshotterBase", "Usage", "disk_usage", "mount_all", "new_snapshotter", "overlay_supported", "unmount_all",
+    "SnapshotterBase", "Usage", "disk_usage", "leftover_dirs", "mount_all", "new_snapshotter", "overlay_supported", "unmount_all",
 ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from collections.abc import Sequence
 
 from hawser.errors import Internal, ResourceExhausted
@@ -34,10 +33,11 @@ class NativeSnapshotter(SnapshotterBase):
             os.mkdir(fs, 0o755)
             return
         source = self._fs(chain[0])
+        from hawser.host import ProcessTimedOut, run_process
+
         try:
-            proc = subprocess.run(["cp", "-a", "--reflink=auto", "-T", "--", source, fs],
-                                  capture_output=True, timeout=COPY_TIMEOUT, check=False)
-        except subprocess.TimeoutExpired:
+            proc = run_process(["cp", "-a", "--reflink=auto", "-T", "--", source, fs], timeout=COPY_TIMEOUT)
+        except ProcessTimedOut:
             raise Internal(f"copying snapshot {chain[0].key!r} took over {COPY_TIMEOUT:.0f}s") from None
         if proc.returncode != 0:
             message = proc.stderr.decode(errors="replace").strip()[-2000:]

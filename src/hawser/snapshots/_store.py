@@ -47,7 +47,7 @@ from hawser.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from hawser.host import FileLock, lock_fd, try_lock_fd
+from hawser.host import FileLock, fsync_dir, lock_fd, try_lock_fd
 from hawser.host import mount as host_mount
 from hawser.host import unmount_all as host_unmount_all
 from hawser.snapshots._types import ApplyTarget, Info, Kind, Mount, Usage
@@ -460,7 +460,7 @@ class SnapshotterBase:
                     _rmtree(final)
                 os.rename(tmp, final)
                 undo.append(lambda: os.rename(final, tmp))
-                _fsync_dir(self._snapdir)
+                fsync_dir(self._snapdir)
                 failpoint("snapshot.create.after-rename")
             return rec
         finally:
@@ -501,14 +501,6 @@ def _abandoned(path: str) -> bool:
         return True
     try:
         return try_lock_fd(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
 

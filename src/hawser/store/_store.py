@@ -2,7 +2,11 @@
 
 It owns what every service shares: the content store, the metadata database
 (a store per record kind), the snapshotter, the configuration, the locks
-directory and the namespace.  The CLI, hawserd, ``system check`` and the tests
+directory, the namespace and the store's identity.  The identity (a random id
+kept in ``root/store-id``) names what the store leaves on the host outside its
+own directories: its default cgroup parent is ``/hawser/<id[:12]>``, so that
+several stores on one host (a second ``--root``, the test suite, hawserd)
+never take each other's cgroups for their own.  The CLI, hawserd, ``system check`` and the tests
 open it the same way (``Store.open``); the image, container and pod services
 sit on top and take the roles they need from it.  Several processes may open
 one root at once.
@@ -19,7 +23,7 @@ from contextlib import contextmanager
 from hawser._logging import get_logger
 from hawser.config import Config
 from hawser.content import ContentStore, LocalStore
-from hawser.errors import HawserError, NotFound, ResourceExhausted, Unavailable
+from hawser.errors import HawserError, Internal, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from hawser.host import proc_stat
 from hawser.metadata import DEFAULT_NAMESPACE, RESOURCE_INGEST, Metadata
 from hawser.snapshots import Kind, Snapshotter
@@ -29,13 +33,16 @@ log = get_logger(__name__)
 LEASE_OWNER_PID = "hawser.io/lease.owner-pid"
 RESERVE_NAME = "reserve"
 RESERVE_BYTES = 1 << 20
+ID_NAME = "store-id"
+CGROUP_PARENT_BASE = "/hawser"
 
 
 class Store:
     """The shared parts of one store, seen from one namespace."""
 
     def __init__(self, *, config: Config, content: ContentStore, metadata: Metadata, snapshotter: Snapshotter,
-                 namespace: str = DEFAULT_NAMESPACE) -> None:
+                 namespace: str = DEFAULT_NAMESPACE, id_: str = "") -> None:
+        self.id = id_
         self.config = config
         self.content = content
         self.metadata = metadata
@@ -53,6 +60,8 @@ class Store:
 
         for path in (config.root, config.state):
             os.makedirs(path, mode=0o711, exist_ok=True)
+        id_ = _store_id(config.root)
+        config = with_cgroup_parent(config, id_)
         reserve = os.path.join(config.root, RESERVE_NAME)
         if to_free_space and _free_bytes(config.root) < RESERVE_BYTES and os.path.exists(reserve):
             log.warning("the disk under %s is full: releasing hawser's reserve to collect garbage", config.root)
@@ -71,6 +80,7 @@ class Store:
             metadata=Metadata(os.path.join(config.root, "metadata.db")).in_namespace(namespace),
             snapshotter=new_snapshotter(name, os.path.join(snap_root, name)),
             namespace=namespace,
+            id_=id_,
         )
         store.keep_reserve()
         return store
@@ -78,7 +88,7 @@ class Store:
     def in_namespace(self, namespace: str) -> Store:
         """The same store seen from ``namespace`` (sharing every handle: close one, close all)."""
         return Store(config=self.config, content=self.content, metadata=self.metadata.in_namespace(namespace),
-                     snapshotter=self.snapshotter, namespace=namespace)
+                     snapshotter=self.snapshotter, namespace=namespace, id_=self.id)
 
     def close(self) -> None:
         self.metadata.close()
@@ -161,6 +171,38 @@ class Store:
                 with contextlib.suppress(HawserError):
                     if self.snapshotter.stat(resource.key).kind is not Kind.COMMITTED:
                         self.snapshotter.remove(resource.key)
+
+
+def with_cgroup_parent(config: Config, store_id: str) -> Config:
+    """``config`` with its cgroup parent settled: the configured one, or, when
+    none is ("", the default), the store's own ``/hawser/<id[:12]>``."""
+    if config.runtime.cgroup_parent:
+        return config
+    from hawser._dataclass import replace
+
+    runtime = replace(config.runtime, cgroup_parent=f"{CGROUP_PARENT_BASE}/{store_id[:12]}")
+    return replace(config, runtime=runtime)
+
+
+def _store_id(root: str) -> str:
+    """The store's id, made at its first open. Two processes opening a new store
+    at once agree: the first link wins, the other reads it."""
+    path = os.path.join(root, ID_NAME)
+    for _ in range(2):
+        try:
+            with open(path, encoding="ascii") as f:
+                text = f.read().strip()
+        except FileNotFoundError:
+            pass
+        else:
+            if len(text) == 32 and all(c in "0123456789abcdef" for c in text):
+                return text
+            raise InvalidArgument(f"{path} is not a store id ({text[:40]!r})",
+                                  hint="it holds 32 lowercase hex digits; restore it, or remove it for a new id")
+        from hawser.host import atomic_write
+
+        atomic_write(path, os.urandom(16).hex() + "\n", mode=0o644, replace=False)  # the first writer wins
+    raise Internal(f"cannot make or read the store id at {path}")
 
 
 def _free_bytes(path: str) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import TEST_CONFIG, Env, Registry, unmount_under
+from tests.integration.conftest import TEST_CONFIG, Env
 from tests.support.aio import conmons_of
 from tests.support.failpoints import Faults, failpoint_env, fired
 from tests.support.failpoints.check import (
@@ -31,8 +31,10 @@ from tests.support.failpoints.check import (
     store_findings,
     system_check,
 )
+from tests.support.host import unmount_under
 from tests.support.images import BuiltImage, build_image, push_image
 from tests.support.layers import LayerBuilder, busybox_layers
+from tests.support.registry_fixtures import Registry
 
 pytestmark = pytest.mark.integration
 

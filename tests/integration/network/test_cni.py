@@ -11,7 +11,7 @@ import pytest
 
 from hawser.errors import DeadlineExceeded, FailedPrecondition
 from hawser.network import CNIError, PodNetworkRequest, PortMapping
-from tests.integration.network.conftest import CniEnv, ask, free_port, links, wait_until
+from tests.support.cni import CniEnv, ask, free_port, links, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from hawser.host import (
     run_in_netns,
     unpin_namespace,
 )
-from tests.integration.network.conftest import links, mounts_under, sh, wait_until
+from tests.support.cni import links, mounts_under, sh, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from live_images import USERS
-from tests.integration.conftest import Env, Registry, one_line
+from tests.integration.conftest import Env, one_line
 from tests.support.images import BuiltImage, build_image, push_image
 from tests.support.layers import busybox_layers
 from tests.support.registry_faults import (
@@ -34,6 +34,7 @@ from tests.support.registry_faults import (
     WrongBody,
     WrongLength,
 )
+from tests.support.registry_fixtures import Registry
 from tests.support.registry_server import RegistryHandle, free_port, start_registry
 
 from hawser.images import ImageService

@@ -15,13 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.integration.conftest import (
-    Env,
-    cgroups_under,
-    container_env,
-    mounts_under,
-)
+from tests.integration.conftest import Env, container_env
 from tests.support.aio import conmons_of
+from tests.support.host import cgroups_under, mounts_under
 from tests.support.images import BuiltImage
 
 pytestmark = pytest.mark.integration

@@ -26,12 +26,12 @@ from tests.integration.runtime.test_containers import ctr
 from tests.support.aio import eventually, processes_running, run
 from tests.support.k8s_stream_client import V4, V5, spdy_attach, spdy_exec, spdy_port_forward, ws_attach, ws_exec
 
-from hawser.cri._sandbox_types import SANDBOX_NOTREADY, SANDBOX_READY, Sandbox
 from hawser.cri._stream_runtime import ContainerStreams, Streaming, new_streaming
 from hawser.cri.streaming import AttachRequest, ExecRequest, PortForwardRequest
 from hawser.errors import NotFound
 from hawser.host import pin_namespaces, remove_pin_dir, run_in_netns
 from hawser.images import ImageService
+from hawser.pods import SANDBOX_NOTREADY, SANDBOX_READY, Sandbox
 from hawser.runtime import ContainerManager
 
 pytestmark = pytest.mark.integration

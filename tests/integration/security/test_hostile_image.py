@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 
 from hawser.registry import RegistryClient
-from tests.integration.conftest import Env, Registry, container_env
+from tests.integration.conftest import Env, container_env
 from tests.support.images import build_image, push_image
 from tests.support.layers import LayerBuilder, busybox_layers
+from tests.support.registry_fixtures import Registry
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from hawser.registry import RegistryClient
-from tests.integration.conftest import Env, Registry, unmount_under
+from tests.integration.conftest import Env
+from tests.support.host import unmount_under
 from tests.support.images import build_image, push_image
 from tests.support.layers import LayerBuilder, busybox_layers
+from tests.support.registry_fixtures import Registry
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.e2e.conftest import Hawserd, hawserd  # noqa: F401  (the fixture)
+from tests.support.hawserd import Hawserd
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def _connect_as(address: str, *, groups: list[int]) -> str:
     return proc.stdout.strip()
 
 
-def test_host_users_cannot_connect(hawserd: Hawserd) -> None:  # noqa: F811
+def test_host_users_cannot_connect(hawserd: Hawserd) -> None:
     # Open the test's private socket dir, as /run/hawser (0711) is: only the
     # socket's mode is left to decide.
     os.chmod(os.path.dirname(hawserd.address), 0o711)

@@ -17,7 +17,8 @@ import pytest
 
 from hawser.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from hawser.host import FileLock, is_mountpoint, lock_fd, parse_options
-from hawser.images._apply import apply_layer, check_implicit_dirs
+from hawser.images._apply import apply_layer
+from hawser.images._lowers import check_implicit_dirs
 from hawser.snapshots import (
     Kind,
     Mount,

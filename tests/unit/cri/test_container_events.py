@@ -12,14 +12,22 @@ import pytest
 from cri_api.v1 import api_pb2
 
 from hawser.cri._container_options import CRI_METADATA
-from hawser.cri._sandbox_types import LABEL_KIND, LABEL_SANDBOX_ID, Sandbox
 from hawser.cri.container_events import ContainerEvents, ExitWatcher
-from hawser.cri.container_stats import MAX_SAMPLE_AGE_NS, ContainerStatsReader
 from hawser.errors import NotFound, ResourceExhausted
 from hawser.metadata import Container
-from hawser.runtime import EXITED, RUNNING, ContainerStatus
-from hawser.runtime._containers import EVENT_CREATED, EVENT_DELETED, EVENT_STARTED, EVENT_STOPPED
-from tests.unit.cri.conftest import make_sandbox
+from hawser.pods import LABEL_KIND, LABEL_SANDBOX_ID, Sandbox
+from hawser.runtime import (
+    EVENT_CREATED,
+    EVENT_DELETED,
+    EVENT_STARTED,
+    EVENT_STOPPED,
+    EXITED,
+    MAX_SAMPLE_AGE_NS,
+    RUNNING,
+    ContainerStatsReader,
+    ContainerStatus,
+)
+from tests.support.cri_fakes import make_sandbox
 
 T = TypeVar("T")
 POD = make_sandbox().id

@@ -28,14 +28,14 @@ from hawser.cri._container_options import (
     resources_from_cri,
     resources_to_cri,
 )
-from hawser.cri._sandbox_types import LABEL_KIND, LABEL_SANDBOX_ID, Sandbox
 from hawser.errors import FailedPrecondition, HawserError, InvalidArgument, Unimplemented
 from hawser.oci import ImageConfig, Platform
+from hawser.pods import LABEL_KIND, LABEL_SANDBOX_ID, Sandbox
 from hawser.runtime._defaults import DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS
 from hawser.runtime._options import BindMount, Device, HostLimits, Namespaces, Resources
 from hawser.runtime._spec import build_spec
+from tests.support.cri_fakes import FakeFiles, make_sandbox
 from tests.support.protos import set_fields
-from tests.unit.cri.conftest import FakeFiles, make_sandbox
 
 SB = "/run/hawser/sandboxes/sb1"
 POD_NS = Namespaces(network=f"{SB}/ns/net", ipc=f"{SB}/ns/ipc", uts=f"{SB}/ns/uts", pid=None)

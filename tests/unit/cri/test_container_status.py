@@ -17,9 +17,7 @@ from hawser.cri._container_options import (
     CRI_METADATA,
     CRI_MOUNTS,
 )
-from hawser.cri._sandbox_types import LABEL_KIND, LABEL_SANDBOX_ID
-from hawser.cri.container_list import cri_container, select
-from hawser.cri.container_status import (
+from hawser.cri._containers import (
     UNKNOWN_EXIT_CODE,
     cri_state,
     cri_status,
@@ -27,8 +25,10 @@ from hawser.cri.container_status import (
     lookup,
     reason,
 )
+from hawser.cri.container_list import cri_container, select
 from hawser.errors import InvalidArgument, NotFound
 from hawser.metadata import Container
+from hawser.pods import LABEL_KIND, LABEL_SANDBOX_ID
 from hawser.runtime import CREATED, EXITED, PAUSED, RUNNING, UNKNOWN, ContainerStatus
 
 

@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 import pytest
 
 from hawser._dataclass import replace
-from hawser.cri._sandbox_types import SANDBOX_NOTREADY, SANDBOX_READY, Sandbox
 from hawser.cri._stream_runtime import ContainerStreams
 from hawser.cri.streaming._pipe import BoundedPipe
 from hawser.errors import FailedPrecondition, NotFound, Unavailable, Unimplemented
+from hawser.pods import SANDBOX_NOTREADY, SANDBOX_READY, Sandbox
 from tests.unit.streaming.fakes import run
 
 T = TypeVar("T")

@@ -112,7 +112,7 @@ def test_cancellation_kills_and_reaps_then_propagates(tmp_path: Path) -> None:
 
     async def main() -> None:
         task = asyncio.create_task(run_plugin(path, env={}, stdin=b"", timeout=60))
-        while not pids.exists():
+        while not pids.exists() or not pids.read_text().endswith("\n"):  # written, not just created
             await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

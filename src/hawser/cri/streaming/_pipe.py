@@ -29,10 +29,6 @@ class BoundedPipe:
         """True once end-of-stream was fed and every byte was read."""
         return self._eof and not self._buffer
 
-    @property
-    def eof_fed(self) -> bool:
-        return self._eof
-
     def __len__(self) -> int:
         return len(self._buffer)
 

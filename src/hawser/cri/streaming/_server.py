@@ -18,7 +18,8 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Self
 
-from hawser.cri.streaming import _portforward, _remotecommand
+import hawser.cri.streaming._portforward as _portforward
+import hawser.cri.streaming._remotecommand as _remotecommand
 from hawser.cri.streaming._http import HttpError, HttpRequest, read_request, render_error, render_response
 from hawser.cri.streaming._spdy_conn import SpdyConnection
 from hawser.cri.streaming._tokens import TokenCache

@@ -1,4 +1,4 @@
-"""Pod sandboxes: their namespaces, network, files and records.
+"""The pod lifecycle: run, stop, remove and recover pod sandboxes.
 
 No pause image and no infra container: a pod is its record in SQLite plus
 what setup made under ``state/sandboxes/<id>``:
@@ -6,13 +6,13 @@ what setup made under ``state/sandboxes/<id>``:
 - ``ns/{net,ipc,uts}``: namespaces pinned by bind mounts (``host.pin_namespaces``);
 - ``resolv.conf`` and ``hostname``: bound into every container of the pod;
 - ``shm/``: the pod's /dev/shm, a tmpfs shared by its containers (as its IPC is);
-- with a shared pid namespace, a catatonit init holding it (``host._infra``).
+- with a shared pid namespace, a catatonit init holding it (``host.start_pid_namespace``);
+- its network, through CNI (``network.PodNetworks``).
 
 The record is written first (state "notready"), every step pushes its undo,
-and only a complete setup marks it "ready": a failed RunPodSandbox undoes
-everything, and one interrupted by a crash leaves a not-ready pod that
-StopPodSandbox and RemovePodSandbox finish off (both are idempotent and
-tolerate any half-made state).
+and only a complete setup marks it "ready": a failed run undoes everything,
+and one interrupted by a crash leaves a not-ready pod that stop and remove
+finish off (both are idempotent and tolerate any half-made state).
 """
 
 from __future__ import annotations
@@ -22,84 +22,50 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from hawser._dataclass import dataclass, field
 from hawser._failpoints import failpoint
 from hawser._logging import get_logger
-from hawser.cri._sandbox_types import (
-    LABEL_SANDBOX_ID,
-    SANDBOX_NOTREADY,
-    SANDBOX_READY,
-    Sandbox,
-)
 from hawser.errors import FailedPrecondition, HawserError, InvalidArgument, NotFound
 from hawser.metadata import SandboxRecord
+from hawser.pods._host import (
+    apply_sysctls,
+    lost_namespaces,
+    mount_shm,
+    remove_files,
+    remove_pod_cgroup,
+    resolv_conf,
+    unmount_shm,
+    write_file,
+)
+from hawser.pods._types import (
+    LABEL_SANDBOX_ID,
+    NODE,
+    POD,
+    SANDBOX_NOTREADY,
+    SANDBOX_READY,
+    PodSpec,
+    RunBlocking,
+    Sandbox,
+)
 
 if TYPE_CHECKING:
-    from hawser.cri.types import RunBlocking
+    from hawser.metadata import SandboxRecords
     from hawser.network import PodNetworks
     from hawser.runtime import ContainerManager
     from hawser.store import Store
 
-log = get_logger("hawser.cri.sandboxes")
-
-NODE, POD, CONTAINER, TARGET = "NODE", "POD", "CONTAINER", "TARGET"
-SHM_SIZE = 64 << 20  # docker's and containerd's default /dev/shm
-# Sysctls a pod may set, by the namespace they belong to (the kernel's namespaced ones).
-_IPC_SYSCTLS = ("kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")
-_NET_SYSCTLS = ("net.",)
+log = get_logger("hawser.pods")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PodPort:
-    container_port: int
-    host_port: int
-    protocol: str = "tcp"
-    host_ip: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PodSpec:
-    """What RunPodSandbox asks for, parsed from the CRI request."""
-
-    name: str
-    namespace: str
-    uid: str
-    attempt: int = 0
-    hostname: str = ""
-    log_directory: str = ""
-    dns_servers: tuple[str, ...] = ()
-    dns_searches: tuple[str, ...] = ()
-    dns_options: tuple[str, ...] = ()
-    has_dns: bool = False
-    ports: tuple[PodPort, ...] = ()
-    labels: Mapping[str, str] = field(default_factory=dict)
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    cgroup_parent: str = ""
-    sysctls: Mapping[str, str] = field(default_factory=dict)
-    network_mode: str = POD
-    pid_mode: str = CONTAINER
-    ipc_mode: str = POD
-    privileged: bool = False
-    runtime_handler: str = ""
-    # The request's PodSandboxConfig as JSON, kept for verbose status.
-    raw: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        """The unique name kubelet's retries share: name_namespace_uid_attempt."""
-        return f"{self.name}_{self.namespace}_{self.uid}_{self.attempt}"
-
-
-class Sandboxes:
+class PodService:
     """Pod sandbox lifecycle. Methods are coroutines; blocking steps go
     through ``blocking``. Concurrent calls on one pod are serialised."""
 
-    def __init__(self, *, store: Store, containers: ContainerManager, network: PodNetworks,
+    def __init__(self, *, records: SandboxRecords, containers: ContainerManager, network: PodNetworks,
                  blocking: RunBlocking, state_dir: str, cgroup_parent: str) -> None:
-        self.store = store
+        self.records = records
         self.containers = containers
         self.network = network
         self.blocking = blocking
@@ -107,13 +73,12 @@ class Sandboxes:
         self.default_cgroup_parent = cgroup_parent.rstrip("/") or "/hawser"
         self._locks: dict[str, asyncio.Lock] = {}
 
-    @property
-    def _md(self) -> Any:
-        return self.store.metadata
-
-    @property
-    def _ns(self) -> str:
-        return self.store.namespace
+    @classmethod
+    def of(cls, store: Store, *, containers: ContainerManager, network: PodNetworks,
+           blocking: RunBlocking) -> PodService:
+        """The pod service of ``store``'s namespace, state dir and cgroup parent."""
+        return cls(records=store.metadata.sandboxes, containers=containers, network=network, blocking=blocking,
+                   state_dir=store.config.state, cgroup_parent=store.config.runtime.cgroup_parent)
 
     def _lock(self, key: str) -> asyncio.Lock:
         lock = self._locks.get(key)
@@ -134,19 +99,19 @@ class Sandboxes:
         if not text:
             raise InvalidArgument("no pod sandbox id given")
         try:
-            return self._md.sandboxes.get(text, namespace=self._ns)  # type: ignore[no-any-return]
+            return self.records.get(text)
         except NotFound:
             pass
-        found = [r for r in self._md.sandboxes.list(namespace=self._ns) if r.id.startswith(text)]
+        found = [r for r in self.records.list() if r.id.startswith(text)]
         if len(found) == 1:
-            return found[0]  # type: ignore[no-any-return]
+            return found[0]
         if len(found) > 1:
             raise InvalidArgument(f"pod sandbox id prefix {text!r} is ambiguous")
         raise NotFound(f"pod sandbox {text} not found")
 
     def all(self) -> list[Sandbox]:
         """Every sandbox, oldest first. Blocking."""
-        return [_view(r) for r in self._md.sandboxes.list(namespace=self._ns)]
+        return [_view(r) for r in self.records.list()]
 
     # --- run ---------------------------------------------------------------------
 
@@ -157,21 +122,21 @@ class Sandboxes:
         the pod the first call made, once that call is done, instead of making
         a second one.  On failure everything made is undone."""
         async with self._lock(spec.key):
-            existing = await self.blocking(self._md.sandboxes.find, spec.key, namespace=self._ns)
+            existing = await self.blocking(self.records.find, spec.key)
             if existing is not None:
                 if existing.state == SANDBOX_READY:
                     return str(existing.id)
                 # Left half-made by a crash: finish it off and start again.
                 await self._remove(existing)
             id_ = os.urandom(32).hex()
-            record = SandboxRecord(namespace=self._ns, id=id_, name=spec.key, config=_config_json(spec),
+            record = SandboxRecord(namespace=self.records.namespace, id=id_, name=spec.key, config=_config_json(spec),
                                    labels=dict(spec.labels), state=SANDBOX_NOTREADY, status={},
                                    created_at=time.time())
-            await self.blocking(self._md.sandboxes.create, record)
+            await self.blocking(self.records.create, record)
             undo: list[Callable[[], Awaitable[None]]] = []
             try:
                 status = await self._setup(id_, spec, undo)
-                await self.blocking(self._md.sandboxes.update, id_, namespace=self._ns, state=SANDBOX_READY,
+                await self.blocking(self.records.update, id_, state=SANDBOX_READY,
                                     status=status)
             except BaseException as exc:
                 log.warning("RunPodSandbox failed, rolling back", extra={"pod": spec.key, "id": id_,
@@ -182,7 +147,7 @@ class Sandboxes:
                     except Exception as undo_exc:  # keep undoing; the first error is the one to report
                         log.error("rollback step failed", extra={"id": id_, "error": str(undo_exc)})
                 with contextlib.suppress(Exception):
-                    await self.blocking(self._md.sandboxes.delete, id_, namespace=self._ns)
+                    await self.blocking(self.records.delete, id_)
                 raise
             log.info("pod sandbox ready", extra={"pod": spec.key, "id": id_, "ips": status.get("ips")})
             return id_
@@ -197,7 +162,7 @@ class Sandboxes:
         def save() -> Awaitable[Any]:
             # Each step's result is recorded as soon as it exists, so a crash leaves
             # enough on disk for Stop/Remove to undo it.
-            return self.blocking(self._md.sandboxes.update, id_, namespace=self._ns, status=dict(status))
+            return self.blocking(self.records.update, id_, status=dict(status))
 
         await self.blocking(os.makedirs, directory, 0o711, exist_ok=True)
 
@@ -227,16 +192,16 @@ class Sandboxes:
 
         if spec.ipc_mode != NODE:
             shm = os.path.join(directory, "shm")
-            await self.blocking(_mount_shm, shm)
+            await self.blocking(mount_shm, shm)
 
-            async def unmount_shm() -> None:
-                await self.blocking(_unmount_shm, shm)
+            async def undo_shm() -> None:
+                await self.blocking(unmount_shm, shm)
 
-            undo.append(unmount_shm)
+            undo.append(undo_shm)
             status["shm"] = shm
 
         if spec.pid_mode == POD:
-            from hawser.host._infra import start_pid_namespace, stop_pid_namespace
+            from hawser.host import start_pid_namespace, stop_pid_namespace
 
             holder, init = await self.blocking(start_pid_namespace, id_)
 
@@ -248,12 +213,12 @@ class Sandboxes:
             await save()
 
         status["hostname"] = hostname
-        status["hostname_file"] = await self.blocking(_write_file, os.path.join(directory, "hostname"),
+        status["hostname_file"] = await self.blocking(write_file, os.path.join(directory, "hostname"),
                                                       hostname + "\n")
-        status["resolv_conf"] = await self.blocking(_write_file, os.path.join(directory, "resolv.conf"),
-                                                    _resolv_conf(spec))
+        status["resolv_conf"] = await self.blocking(write_file, os.path.join(directory, "resolv.conf"),
+                                                    resolv_conf(spec))
         if spec.sysctls:
-            await self.blocking(_apply_sysctls, spec.sysctls, status)
+            await self.blocking(apply_sysctls, spec.sysctls, status)
 
         if spec.network_mode != NODE:
             from hawser.network import DNSConfig, PodNetworkRequest, PortMapping
@@ -299,13 +264,13 @@ class Sandboxes:
         if record.state != SANDBOX_NOTREADY:
             # Before the teardown: a pod whose network is half gone (a crash in
             # between) must not read ready. A retried Stop does it all again.
-            await self.blocking(self._md.sandboxes.update, id_, namespace=self._ns, state=SANDBOX_NOTREADY)
+            await self.blocking(self.records.update, id_, state=SANDBOX_NOTREADY)
         try:
             await self.network.teardown(id_, status.get("net"))
         except HawserError as exc:
             errors.append(f"network teardown: {exc}")
         if status.get("infra_holder"):
-            from hawser.host._infra import stop_pid_namespace
+            from hawser.host import stop_pid_namespace
 
             await self.blocking(stop_pid_namespace, int(status["infra_holder"]), id_)
         if errors:
@@ -330,15 +295,15 @@ class Sandboxes:
         for container in await self.blocking(self._containers_of, record.id):
             with contextlib.suppress(NotFound):
                 await self.blocking(self.containers.remove, container, force=True)
-        await self.blocking(_remove_files, self.directory(record.id))
+        await self.blocking(remove_files, self.directory(record.id))
         own_cgroup = f"{self.default_cgroup_parent}/pod-{record.id[:12]}"
         if record.status.get("cgroup_parent") == own_cgroup:  # one kubelet gave is kubelet's to remove
-            await self.blocking(_remove_pod_cgroup, own_cgroup)
+            await self.blocking(remove_pod_cgroup, own_cgroup)
         failpoint("sandbox.remove.before-record-delete")
-        await self.blocking(self._md.sandboxes.delete, record.id, namespace=self._ns)
+        await self.blocking(self.records.delete, record.id)
 
     def _containers_of(self, sandbox_id: str) -> list[str]:
-        return [c.id for c in self._md.containers.list(namespace=self._ns)
+        return [c.id for c in self.containers.records.list()
                 if c.labels.get(LABEL_SANDBOX_ID) == sandbox_id]
 
     # --- recovery ----------------------------------------------------------------------
@@ -346,18 +311,18 @@ class Sandboxes:
     async def recover(self) -> None:
         """At daemon start: a ready pod whose namespaces did not survive (a
         reboot empties /run) or whose pid namespace init died is not ready."""
-        for record in await self.blocking(self._md.sandboxes.list, namespace=self._ns):
+        for record in await self.blocking(self.records.list):
             if record.state != SANDBOX_READY:
                 continue
-            lost = await self.blocking(_lost, record)
+            lost = await self.blocking(lost_namespaces, record)
             if lost:
                 log.warning("pod sandbox lost its namespaces; marking it not ready",
                             extra={"id": record.id, "lost": lost})
-                await self.blocking(self._md.sandboxes.update, record.id, namespace=self._ns,
+                await self.blocking(self.records.update, record.id,
                                     state=SANDBOX_NOTREADY)
 
 
-# --- helpers (blocking) ------------------------------------------------------------------
+# --- the record and its view ---------------------------------------------------------
 
 
 def _view(record: SandboxRecord) -> Sandbox:
@@ -389,105 +354,3 @@ def _config_json(spec: PodSpec) -> dict[str, Any]:
                            "host_ip": p.host_ip} for p in spec.ports],
         "request": dict(spec.raw),
     }
-
-
-def _resolv_conf(spec: PodSpec) -> str:
-    if not spec.has_dns:
-        # No DNS config: the node's own resolver settings, as containerd does.
-        try:
-            with open("/etc/resolv.conf", encoding="utf-8") as f:
-                return f.read()
-        except OSError:
-            return ""
-    lines = [f"nameserver {s}" for s in spec.dns_servers]
-    if spec.dns_searches:
-        lines.append("search " + " ".join(spec.dns_searches))
-    if spec.dns_options:
-        lines.append("options " + " ".join(spec.dns_options))
-    return "\n".join(lines) + "\n"
-
-
-def _write_file(path: str, text: str) -> str:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
-
-
-def _mount_shm(path: str) -> None:
-    from hawser.host import mount
-
-    os.makedirs(path, mode=0o755, exist_ok=True)
-    mount("tmpfs", "shm", path, ["nosuid", "nodev", "noexec", "mode=1777", f"size={SHM_SIZE}"])
-
-
-def _unmount_shm(path: str) -> None:
-    from hawser.host import unmount
-
-    unmount(path, detach=True)
-    with contextlib.suppress(FileNotFoundError, OSError):
-        os.rmdir(path)
-
-
-def _remove_pod_cgroup(cgroup: str) -> None:
-    """The pod's cgroup, which runc made for its first container and nobody else removes."""
-    from hawser.host._cgroups import CgroupLayout, remove_cgroup
-
-    try:
-        remove_cgroup(CgroupLayout.detect(), cgroup, timeout=1.0)
-    except HawserError as exc:  # the pod goes anyway; `hawser system check --repair` finds what stays
-        log.warning("pod cgroup not removed", extra={"cgroup": cgroup, "error": str(exc)})
-
-
-def _remove_files(directory: str) -> None:
-    from hawser.host import remove_pin_dir
-
-    remove_pin_dir(os.path.join(directory, "ns"))
-    _unmount_shm(os.path.join(directory, "shm"))
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-def _apply_sysctls(sysctls: Mapping[str, str], status: Mapping[str, Any]) -> None:
-    """Write namespaced sysctls inside the pod's namespaces. InvalidArgument for
-    one that is not namespaced, or whose namespace the pod shares with the host."""
-    from hawser.host import run_in_namespaces
-
-    by_kind: dict[str, list[tuple[str, str]]] = {"net": [], "ipc": []}
-    for name, value in sysctls.items():
-        kind = ("net" if name.startswith(_NET_SYSCTLS) else
-                "ipc" if name.startswith(_IPC_SYSCTLS) else None)
-        if kind is None:
-            raise InvalidArgument(f"sysctl {name} is not namespaced: a pod cannot set it")
-        if not status.get(kind):
-            raise InvalidArgument(f"sysctl {name} needs the pod's own {kind} namespace, not the host's")
-        by_kind[kind].append((name, value))
-
-    def write(items: Sequence[tuple[str, str]]) -> None:
-        for name, value in items:
-            path = "/proc/sys/" + name.replace(".", "/")
-            try:
-                with open(path, "w", encoding="ascii") as f:
-                    f.write(value)
-            except FileNotFoundError:
-                raise InvalidArgument(f"unknown sysctl {name}") from None
-            except OSError as exc:
-                raise InvalidArgument(f"sysctl {name}={value}: {exc.strerror}") from None
-
-    for kind, items in by_kind.items():
-        if items:
-            run_in_namespaces({kind: status[kind]}, lambda items=items: write(items))  # type: ignore[misc]
-
-
-def _lost(record: SandboxRecord) -> list[str]:
-    from hawser.host import namespace_kind
-
-    status = record.status
-    lost = [kind for kind in ("net", "ipc", "uts") if status.get(kind) and namespace_kind(status[kind]) != kind]
-    if status.get("infra_holder"):
-        from hawser.host._infra import pid_namespace_alive
-
-        if not pid_namespace_alive(int(status["infra_holder"]), int(status["infra_pid"]), record.id):
-            lost.append("pid")
-    return lost

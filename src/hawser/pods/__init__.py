@@ -1,0 +1,43 @@
+"""Pods: the pod sandbox lifecycle between the runtime and network parts and
+the front ends. Pinned namespaces, the pid-namespace holder, CNI wiring, pod
+cgroups, pod records and pod stats; the CRI's pod calls are thin layers on it.
+"""
+
+from __future__ import annotations
+
+from hawser._lazy import lazy_exports
+from hawser.pods._types import (
+    CONTAINER,
+    LABEL_KIND,
+    LABEL_SANDBOX_ID,
+    NODE,
+    POD,
+    SANDBOX_NOTREADY,
+    SANDBOX_READY,
+    TARGET,
+    PodPort,
+    PodSpec,
+    RunBlocking,
+    Sandbox,
+    SandboxLookup,
+)
+
+TYPE_CHECKING = False  # typing stays unimported at run time
+if TYPE_CHECKING:
+    from hawser.pods._host import connect_in_pod
+    from hawser.pods._service import PodService
+    from hawser.pods._stats import InterfaceUsage, PodStats, read_pod_stats
+
+# The service pulls in the network and runtime parts: loaded on first use.
+_EXPORTS = {
+    "PodService": "_service", "connect_in_pod": "_host", "InterfaceUsage": "_stats", "PodStats": "_stats",
+    "read_pod_stats": "_stats",
+}
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = [
+    "CONTAINER", "LABEL_KIND", "LABEL_SANDBOX_ID", "NODE", "POD", "SANDBOX_NOTREADY", "SANDBOX_READY", "TARGET",
+    "InterfaceUsage", "PodPort", "PodService", "PodSpec", "PodStats", "RunBlocking", "Sandbox", "SandboxLookup",
+    "connect_in_pod", "read_pod_stats",
+]
