@@ -152,10 +152,10 @@ def test_rmi_and_prune_free_a_full_disk(tmp_path: Path, busybox: tuple[str, Buil
     try:
         env.cli("pull", "--plain-http", ref)
         filler = mnt / "filler"
-        with open(filler, "wb") as f, contextlib.suppress(OSError):
+        # Unbuffered: what does not fit fails in write(), not later in close() (outside the suppress).
+        with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         assert os.statvfs(mnt).f_bavail == 0
         env.cli("rmi", ref)
         # The image's blobs and snapshots went, and the reserve was taken again.
