@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import TYPE_CHECKING
 
 from hawser._dataclass import dataclass
 from hawser.errors import InvalidArgument, NotFound
 
+TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
     from hawser.host import CgroupLayout, CgroupStats
     from hawser.metadata import Container
