@@ -18,4 +18,5 @@ pytest_plugins = [
     "tests.support.registry_fixtures",
     "tests.support.hawserd",
     "tests.support.cni",
+    "tests.support.cri_pods",
 ]

@@ -180,9 +180,12 @@ def test_shared_pid_namespace_has_an_infra_init(hawserd: Hawserd, pod_network: C
     pod_id = run_pod(hawserd, pod_config("shared", pid=api_pb2.POD))
     _, info = status(hawserd, pod_id)
     pid_ns = info["namespaces"]["pid"]
-    init = int(pid_ns.split("/")[2])
-    assert Path(f"/proc/{init}/comm").read_text().strip() == "catatonit"
-    assert os.readlink(pid_ns) != os.readlink("/proc/self/ns/pid")
+    # The namespace is pinned under the pod's state dir; its init is the pod's catatonit.
+    inits = [int(p) for p in os.listdir("/proc") if p.isdigit() and _alive(int(p))
+             and pod_id.encode() in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert len(inits) == 1
+    init = inits[0]
+    assert os.stat(pid_ns).st_ino == os.stat(f"/proc/{init}/ns/pid").st_ino != os.stat("/proc/self/ns/pid").st_ino
     hawserd.client().runtime.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
     deadline = time.monotonic() + 10
     while _alive(init) and time.monotonic() < deadline:

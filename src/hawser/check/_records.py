@@ -13,6 +13,7 @@ write), and a config's label naming a snapshot that is gone is dropped.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 from hawser.check._context import Context, NotRepaired, Records, Resolved
 from hawser.check._types import (
@@ -66,24 +67,52 @@ def image_needs(ctx: Context, records: Records) -> dict[Digest, set[str]]:
     through the records' gc.ref.content labels, as GC does, and through the
     index and manifest blobs themselves, so that a blob whose record is gone
     is still known as needed (the records area records it again)."""
-    by_ns = {(blob.namespace, digest): blob for digest, blobs in records.blobs.items() for blob in blobs}
     needs: dict[Digest, set[str]] = {}
+    for image, digest, _ in _reached(ctx, records):
+        needs.setdefault(digest, set()).add(_name(image))
+    return needs
+
+
+def image_chain_tops(ctx: Context, records: Records) -> dict[str, set[str]]:
+    """The chain ID of each image's top layer (its snapshot key), read from the
+    image's config, with the names of those images.  What the image is unpacked
+    into whether or not a config record's label names it: the records area labels
+    a config whose record is gone again, and the next pull reuses what is committed."""
+    configs: dict[Digest, set[str]] = {}
+    for image, digest, media_type in _reached(ctx, records):
+        if media_type in media.CONFIGS:
+            configs.setdefault(digest, set()).add(_name(image))
+    tops: dict[str, set[str]] = {}
+    for digest, names in configs.items():
+        try:
+            diff_ids = parse_config(ctx.content.read_all(digest)).diff_ids
+        except HawserError:
+            continue  # missing or corrupt: reported on its own
+        if diff_ids:
+            tops.setdefault(str(chain_ids(diff_ids)[-1]), set()).update(names)
+    return tops
+
+
+def _reached(ctx: Context, records: Records) -> Iterator[tuple[Image, Digest, str]]:
+    """``(image, digest, media type)`` of everything each image reaches: through
+    the records' gc.ref.content labels (media type "": the label does not say)
+    and through the index and manifest blobs themselves."""
+    by_ns = {(blob.namespace, digest): blob for digest, blobs in records.blobs.items() for blob in blobs}
     for image in records.images:
-        name = _name(image)
         todo: list[tuple[Digest, str]] = [(image.target.digest, image.target.media_type)]
-        seen: set[Digest] = set()
+        # By media type too: a manifest a label reached first is read once its index names its type.
+        seen: set[tuple[Digest, str]] = set()
         while todo:
             digest, media_type = todo.pop()
-            if digest in seen:
+            if (digest, media_type) in seen:
                 continue
-            seen.add(digest)
-            needs.setdefault(digest, set()).add(name)
+            seen.add((digest, media_type))
+            yield image, digest, media_type
             blob = by_ns.get((image.namespace, digest))
             if blob is not None:
                 todo.extend((child, "") for child in content_refs(blob.labels))
             if media_type in media.INDEXES or media_type in media.MANIFESTS:
                 todo.extend(_children(ctx, digest, media_type))
-    return needs
 
 
 def _children(ctx: Context, digest: Digest, media_type: str) -> list[tuple[Digest, str]]:
@@ -334,4 +363,4 @@ def _sandbox(ctx: Context, sandbox: SandboxRecord) -> None:
                  "(hawserd marks it so when it starts; RemovePodSandbox cleans it up)")
 
 
-__all__ = ["LIVE", "chain_ids", "check_records", "image_needs", "image_snapshots"]
+__all__ = ["LIVE", "chain_ids", "check_records", "image_chain_tops", "image_needs", "image_snapshots"]

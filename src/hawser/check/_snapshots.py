@@ -1,4 +1,5 @@
-"""Snapshots: every record's parent and directory, and directories no record owns.
+"""Snapshots: every record's parent and directory, snapshots nothing uses, and
+directories no record owns.
 
 A snapshot whose parent record or directory is gone cannot be mounted, and
 neither can anything built on it.  Repair removes it with everything built
@@ -6,20 +7,42 @@ on it, children first, unless a container or a live lease uses one of them
 (never a live container's: remove the container first).  An image whose
 unpacked layers went that way is unpacked again by its next pull (the
 records area drops the config's label that named them).
+
+A snapshot that nothing uses is what garbage collection removes: what an
+interrupted pull left (the extract-* snapshots it was unpacking layers into,
+the layers it committed before any image named them) once its lease is dead
+(its owner gone) or expired.  Used means, as for GC: named by a container
+record, a live lease, a blob record's gc.ref.snapshot label, or labelled
+gc.root; younger than the grace period; or below such a snapshot in its
+chain.  Beyond GC, the chain an image's config describes is kept (the records
+area labels a config whose record is gone again), and so is an extract-*
+snapshot whose pull still holds its layer's lock (a pull outliving its
+lease).  Repair removes them children first, each as GC does: in the metadata
+database's write transaction, after checking again that nothing claimed it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import sqlite3
+from collections.abc import Collection, Mapping
 
-from hawser.check._context import Context, NotRepaired, Records, Resolved
-from hawser.check._records import image_needs, image_snapshots
-from hawser.check._types import SNAPSHOT_DIR_MISSING, SNAPSHOT_ORPHAN_DIR, SNAPSHOT_PARENT_MISSING
-from hawser.errors import NotFound
-from hawser.host import FileLock
-from hawser.metadata import snapshot_resource
-from hawser.snapshots import Info, SnapshotterBase, leftover_dirs
+from hawser.check._context import Context, NotRepaired, Records, Resolved, listdir
+from hawser.check._records import image_chain_tops, image_needs, image_snapshots
+from hawser.check._types import (
+    SNAPSHOT_DIR_MISSING,
+    SNAPSHOT_ORPHAN_DIR,
+    SNAPSHOT_PARENT_MISSING,
+    SNAPSHOT_UNREFERENCED,
+)
+from hawser.errors import FailedPrecondition, NotFound
+from hawser.host import FileLock, try_lock_fd
+from hawser.metadata import LABEL_GC_REF_SNAPSHOT, LABEL_GC_ROOT, snapshot_refs, snapshot_resource
+from hawser.snapshots import Info, Kind, SnapshotterBase, leftover_dirs
+
+# The key of a snapshot a pull unpacks a layer into: extract-<pid>-<random>-<chain id[:16]>
+# (hawser.images' layer pipeline), under the lock <locks>/unpack-<chain id>.lock until it is committed.
+_EXTRACT = "extract-"
 
 
 def check_snapshots(ctx: Context) -> None:
@@ -51,11 +74,15 @@ def check_snapshots(ctx: Context) -> None:
     for key, info in infos.items():
         if info.parent:
             children.setdefault(info.parent, []).append(key)
+    doomed: set[str] = set()
     for key, reason in broken.items():
+        doomed.update([key, *_descendants(children, key)])
         if any(ancestor in broken for ancestor in _ancestors(infos, key)):
             continue  # reported with the broken snapshot it is built on
         with ctx.guard(f"snapshot {key}"):
             _broken(ctx, key, reason, _descendants(children, key), records, tops)
+    with ctx.guard("unreferenced snapshots"):
+        _unreferenced(ctx, infos, records, reported=doomed)
 
     cleaned: list[bool] = []
     for path, why in leftovers:
@@ -76,6 +103,123 @@ def check_snapshots(ctx: Context) -> None:
                 raise NotRepaired("still there: its creator holds it again, or it is not empty")
 
         ctx.report(SNAPSHOT_ORPHAN_DIR, path, why, repair=repair)
+
+
+def _unreferenced(ctx: Context, infos: Mapping[str, Info], records: Records, *, reported: Collection[str]) -> None:
+    """Report (and repair) every snapshot that nothing uses (see the module
+    docstring), but those ``reported`` as broken already."""
+    name = ctx.snapshotter.name
+    locks = _UnpackLocks(ctx.store.locks_dir)
+    roots = set(image_chain_tops(ctx, records))
+    roots.update(c.snapshot_key for c in records.containers if c.snapshotter == name)
+    roots.update(key for kind, key in records.leased if kind == snapshot_resource(name))
+    for blobs in records.blobs.values():
+        for blob in blobs:
+            roots.update(key for snapshotter, key in snapshot_refs(blob.labels) if snapshotter == name)
+    for key, info in infos.items():
+        if LABEL_GC_ROOT in info.labels or info.created > ctx.fresh_after or locks.held(key):
+            roots.add(key)
+    used: set[str] = set()
+    todo = list(roots)
+    while todo:
+        key = todo.pop()
+        if key in used or key not in infos:
+            continue
+        used.add(key)
+        todo.append(infos[key].parent)
+        todo.extend(k for snapshotter, k in snapshot_refs(infos[key].labels) if snapshotter == name)
+    # Children first, as GC removes them: a parent goes once nothing is built on it.
+    unused = sorted(infos.keys() - used - set(reported), key=lambda k: (-len(_ancestors(infos, k)), k))
+    kept: set[str] = set()  # ancestors of a snapshot claimed meanwhile: in use again
+    for key in unused:
+        with ctx.guard(f"snapshot {key}"):
+            _unused(ctx, infos, key, locks, kept)
+
+
+def _unused(ctx: Context, infos: Mapping[str, Info], key: str, locks: _UnpackLocks, kept: set[str]) -> None:
+    snapshotter = ctx.snapshotter
+    try:
+        info = snapshotter.stat(key)
+    except NotFound:
+        return  # committed under its chain ID, or removed, since the listing
+    if info.created > ctx.fresh_after:
+        return  # made again since the listing
+    if info.kind is Kind.ACTIVE and key.startswith(_EXTRACT):
+        what = "a layer an interrupted pull was unpacking"
+    elif info.kind is Kind.COMMITTED:
+        what = "a committed layer"
+    else:
+        what = f"a{'n' if info.kind is Kind.ACTIVE else ''} {info.kind.value} snapshot"
+    try:
+        what += f", {snapshotter.usage(key).size} bytes"
+    except Exception:
+        pass  # the size only informs
+
+    def repair() -> None:
+        if key in kept:
+            raise Resolved("a snapshot built on it was claimed meanwhile: kept")
+        with ctx.write_locked() as c:
+            if _claimed(ctx, c, key) or locks.held(key):
+                kept.update(_ancestors(infos, key))
+                raise Resolved("claimed meanwhile: kept")
+            try:
+                snapshotter.remove(key)
+            except NotFound:
+                raise Resolved("removed meanwhile") from None
+            except FailedPrecondition:
+                raise NotRepaired("a snapshot built on it is still there: remove that first "
+                                  "(run the check with --repair again)") from None
+
+    ctx.report(SNAPSHOT_UNREFERENCED, key,
+               f"{what}; no image, container or live lease uses it (garbage collection would remove it; "
+               "repair removes it)", repair=repair)
+
+
+def _claimed(ctx: Context, c: sqlite3.Connection, key: str) -> bool:
+    """Inside ``write_locked``: whether something uses snapshot ``key`` now (GC's re-check)."""
+    name = ctx.snapshotter.name
+    if ctx.held_by_live_lease(c, snapshot_resource(name), key):
+        return True
+    if c.execute("SELECT 1 FROM containers WHERE snapshotter = ? AND snapshot_key = ?", (name, key)).fetchone():
+        return True
+    label = f"{LABEL_GC_REF_SNAPSHOT}.{name}"
+    if c.execute("SELECT 1 FROM blobs, json_each(blobs.labels) AS j"
+                 " WHERE j.value = ? AND (j.key = ? OR substr(j.key, 1, ?) = ?) LIMIT 1",
+                 (key, label, len(label) + 1, label + "/")).fetchone():
+        return True
+    try:
+        return LABEL_GC_ROOT in ctx.snapshotter.stat(key).labels
+    except NotFound:
+        return False
+
+
+class _UnpackLocks:
+    """Whether the pull that made an extract-* snapshot is still at work: it
+    holds its layer's unpack lock until the snapshot is committed (or removed),
+    and the kernel drops the lock when the pull dies."""
+
+    def __init__(self, locks_dir: str) -> None:
+        self.dir = locks_dir
+        self.names = [n for n in listdir(locks_dir) if n.startswith("unpack-") and n.endswith(".lock")]
+
+    def held(self, key: str) -> bool:
+        if not key.startswith(_EXTRACT):
+            return False
+        chain = key.rsplit("-", 1)[-1]
+        if not chain:
+            return False
+        return any(_locked(os.path.join(self.dir, n)) for n in self.names if n.startswith(f"unpack-{chain}"))
+
+
+def _locked(path: str) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return not try_lock_fd(fd)
+    finally:
+        os.close(fd)
 
 
 def _ancestors(infos: Mapping[str, Info], key: str) -> list[str]:

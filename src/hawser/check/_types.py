@@ -30,6 +30,7 @@ INGEST_LEFTOVER = "ingest-leftover"        # an ingest directory a crash left be
 SNAPSHOT_PARENT_MISSING = "snapshot-parent-missing"
 SNAPSHOT_DIR_MISSING = "snapshot-dir-missing"
 SNAPSHOT_ORPHAN_DIR = "snapshot-orphan-dir"  # a directory no snapshot record owns (ids, new-*, rm-*)
+SNAPSHOT_UNREFERENCED = "snapshot-unreferenced"  # a snapshot nothing uses (an interrupted pull's extract-*)
 # records
 IMAGE_INCOMPLETE = "image-incomplete"      # an image missing a blob or its unpacked layers: pull it again
 SNAPSHOT_REF_MISSING = "snapshot-ref-missing"  # a config's gc.ref.snapshot label naming a missing snapshot

@@ -1,14 +1,21 @@
 """RunPodSandbox: "creates and starts a pod-level sandbox. Runtimes must ensure
 the sandbox is in the ready state on success." (cri-api api.proto)
 
-Idempotency: kubelet retries a call that timed out with the same metadata
-(name, namespace, uid, attempt); the retry gets the pod the first call made
-rather than a second one.  On failure everything the call made is undone.
+Idempotency: kubelet retries a call that timed out with the same request;
+the retry gets the pod the first call made rather than a second one.  The
+metadata (name, namespace, uid, attempt) is reserved while that pod lives, as
+containerd reserves it: another request for it (another config, or a stopped
+pod's) is ALREADY_EXISTS, "name is reserved".  On failure everything the call
+made is undone.
+
+The metadata is checked here, once, against the rule the pod's container
+names must follow, so that no CreateContainer in the pod fails on it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 from cri_api.v1 import api_pb2
 from google.protobuf import json_format
@@ -19,6 +26,18 @@ from hawser.pods import CONTAINER, NODE, POD, TARGET, PodPort, PodSpec
 
 _MODES = {api_pb2.POD: POD, api_pb2.CONTAINER: CONTAINER, api_pb2.NODE: NODE, api_pb2.TARGET: TARGET}
 _PROTOCOLS = {api_pb2.TCP: "tcp", api_pb2.UDP: "udp", api_pb2.SCTP: "sctp"}
+
+# Each container of the pod is named <container>_<name>_<namespace>_<uid>_<attempt>
+# (``_container_options.container_name``), and the runtime takes names of ASCII
+# letters, digits, '_', '.' and '-' only, at most 512 long (its NAME_RE).  "_"
+# joins the parts of the pod's key (name_namespace_uid_attempt), so the name and
+# namespace may not hold one: the uid, last but for a number, may.
+_NAME_CHARS = re.compile(r"[a-zA-Z0-9.-]+")
+_UID_CHARS = re.compile(r"[a-zA-Z0-9_.-]+")
+# What name, namespace and uid may take of the 512 together: the rest is for the
+# container's own name (a DNS label in Kubernetes: 63), its attempt (a uint32: 10
+# digits) and the 4 separators.
+_POD_NAMES_MAX = 512 - 63 - 10 - 4
 
 
 async def run_pod_sandbox(deps: CriDeps, request: api_pb2.RunPodSandboxRequest) -> api_pb2.RunPodSandboxResponse:
@@ -33,12 +52,7 @@ async def run_pod_sandbox(deps: CriDeps, request: api_pb2.RunPodSandboxRequest) 
 def pod_spec(config: api_pb2.PodSandboxConfig, runtime_handler: str = "") -> PodSpec:
     """The request as hawser's PodSpec; InvalidArgument for what cannot be honoured."""
     meta = config.metadata
-    for field_name in ("name", "namespace", "uid"):
-        if not getattr(meta, field_name):
-            raise InvalidArgument(f"RunPodSandbox: metadata.{field_name} is empty")
-    if "_" in meta.name or "_" in meta.namespace:
-        # The pod's unique key joins them with "_"; Kubernetes names never hold one.
-        raise InvalidArgument("RunPodSandbox: metadata name and namespace may not contain '_'")
+    _check_names(meta)
     if config.log_directory and not os.path.isabs(config.log_directory):
         raise InvalidArgument(f"RunPodSandbox: log_directory {config.log_directory!r} is not absolute")
     linux = config.linux
@@ -76,3 +90,20 @@ def _mode(value: api_pb2.NamespaceMode.ValueType, what: str) -> str:
         return _MODES[value]
     except KeyError:
         raise InvalidArgument(f"RunPodSandbox: unknown {what} namespace mode {value}") from None
+
+
+def _check_names(meta: api_pb2.PodSandboxMetadata) -> None:
+    """InvalidArgument, naming the field, for metadata that cannot be part of
+    the pod's container names."""
+    for field_name, chars, allowed in (("name", _NAME_CHARS, "'.', '-'"), ("namespace", _NAME_CHARS, "'.', '-'"),
+                                       ("uid", _UID_CHARS, "'_', '.', '-'")):
+        value = getattr(meta, field_name)
+        if not value:
+            raise InvalidArgument(f"RunPodSandbox: metadata.{field_name} is empty")
+        if not chars.fullmatch(value):
+            raise InvalidArgument(f"RunPodSandbox: invalid metadata.{field_name} {value!r}: the pod's container "
+                                  f"names are made of it, and take only ASCII letters, digits, {allowed}")
+    length = len(meta.name) + len(meta.namespace) + len(meta.uid)
+    if length > _POD_NAMES_MAX:
+        raise InvalidArgument(f"RunPodSandbox: metadata.name, metadata.namespace and metadata.uid are {length} "
+                              f"characters together; the pod's container names leave them {_POD_NAMES_MAX}")

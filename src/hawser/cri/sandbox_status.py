@@ -40,7 +40,7 @@ async def pod_sandbox_status(deps: CriDeps,
 
 def _info(sandbox: Sandbox) -> dict[str, object]:
     return {
-        "id": sandbox.id, "state": sandbox.state, "hostname": sandbox.hostname,
+        "id": sandbox.id, "state": sandbox.state, "reason": sandbox.reason, "hostname": sandbox.hostname,
         "cgroupParent": sandbox.cgroup_parent, "logDirectory": sandbox.log_directory,
         "namespaces": {"network": sandbox.netns, "ipc": sandbox.ipc, "uts": sandbox.uts, "pid": sandbox.pid},
         "resolvConf": sandbox.resolv_conf, "shm": sandbox.shm, "ips": list(sandbox.ips),

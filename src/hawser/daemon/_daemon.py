@@ -2,8 +2,9 @@
 
 ``Daemon.build`` opens the store, makes the image, container and pod
 services, the CNI manager and the streaming server, and passes them down;
-constructors start nothing.  ``Daemon.run`` recovers state from the
-store, serves both CRI services on the unix socket, runs every background
+constructors start nothing.  ``Daemon.run`` takes the daemon's locks (its
+state dir, its root, its socket: one hawserd owns each), recovers state from
+the store, serves both CRI services on the unix socket, runs every background
 loop inside one ``asyncio.TaskGroup``, and on the stop event shuts down
 gracefully: it stops serving, lets requests finish, and leaves every container
 running (conmon, not hawserd, is their parent).
@@ -12,14 +13,17 @@ running (conmon, not hawserd, is their parent).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
+
+import grpc
 
 from hawser import __version__
 from hawser.daemon import _socket
@@ -107,6 +111,38 @@ class Offloader:
         return self.running == 0
 
 
+class RequestCounter(grpc.aio.ServerInterceptor):
+    """Counts the CRI requests in flight (a server interceptor), for the
+    shutdown line: a PullImage or RunPodSandbox awaits a child process or
+    the event loop, not a worker thread, so the Offloader does not see it.
+
+    Unary calls only: GetContainerEvents, kubelet's one stream, stays open
+    as long as kubelet is connected and is no work to wait for."""
+
+    def __init__(self) -> None:
+        self.running = 0  # touched on the event loop only
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        # hawserd's servicer methods are coroutines (the stubs type behaviors as plain functions).
+        behavior = cast(Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]], handler.unary_unary)
+
+        async def counted(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            self.running += 1
+            try:
+                return await behavior(request, context)
+            finally:
+                self.running -= 1
+
+        return grpc.unary_unary_rpc_method_handler(counted, request_deserializer=handler.request_deserializer,
+                                                   response_serializer=handler.response_serializer)
+
+
 class HeapTrimmer:
     """Gives the heap pages a burst of requests freed back to the kernel once
     the daemon is idle (a BackgroundLoop); see host.trim_heap."""
@@ -140,6 +176,7 @@ class Daemon:
         self.network = network
         self.deps = deps
         self.offloader = offloader
+        self.requests = RequestCounter()
         self.recoverers = list(recoverers)
         self.loops = list(loops)
         # True after run() when a blocking call was still running at exit: the
@@ -181,22 +218,24 @@ class Daemon:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then shut down gracefully."""
-        import grpc
+        # The locks first, and held until the last blocking call is done: one
+        # daemon recovers and drives a state dir, and a root (whose containers
+        # a second daemon would see as lost, and remove), at a time.
+        with contextlib.ExitStack() as held:
+            held.callback(_socket.lock_state(self.settings.config.state).release)
+            held.callback(_socket.lock_root(self.settings.config.root).release)
+            await self._serve(stop)
+            await self._close()
 
+    async def _serve(self, stop: asyncio.Event) -> None:
         from hawser.cri import add_to_server
 
         address = self.settings.daemon.address
-        # The locks first: one daemon recovers and serves a store, and a socket, at a time.
-        state_lock = _socket.lock_state(self.settings.config.state)
-        try:
-            lock = _socket.claim(address)
-        except BaseException:
-            state_lock.release()
-            raise
+        lock = _socket.claim(address)
         try:
             await self.recover()
             await self._start_streaming()
-            server = grpc.aio.server(options=[
+            server = grpc.aio.server(interceptors=[self.requests], options=[
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ])
@@ -211,8 +250,10 @@ class Daemon:
                 async with asyncio.TaskGroup() as tasks:
                     running = [tasks.create_task(loop.run(), name=loop.name) for loop in self.loops]
                     await stop.wait()
+                    # Requests: CRI calls in flight.  Blocking calls: worker threads at work (a request's or a loop's).
                     log.info("shutting down: containers keep running",
-                             extra={"grace": SHUTDOWN_GRACE, "requests_running": self.offloader.running})
+                             extra={"grace": SHUTDOWN_GRACE, "requests_running": self.requests.running,
+                                    "blocking_calls_running": self.offloader.running})
                     _notify("STOPPING=1")
                     for task in running:
                         task.cancel()
@@ -221,8 +262,6 @@ class Daemon:
         finally:
             await self._stop_streaming()
             _socket.release(address, lock)
-            state_lock.release()
-        await self._close()
 
     async def _start_streaming(self) -> None:
         # Before the CRI socket serves: the URLs Exec/Attach/PortForward hand out must work.

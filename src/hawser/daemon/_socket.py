@@ -1,10 +1,16 @@
-"""The CRI socket's life: claim the path, bind it private, open it to root's group, remove it.
+"""What one hawserd owns for its life: its root, its state dir and its CRI socket.
 
-One hawserd per socket: a lock file beside it (``<address>.lock``) is held
-while the daemon lives, so a second daemon refuses to start instead of
-stealing the socket.  A socket file left by a daemon that died (kill -9, a
-crash) is stale: nobody holds the lock and nothing answers on it, so it is
-removed.
+The CRI socket's life: claim the path, bind it private, open it to root's
+group, remove it.  One hawserd per socket: a lock file beside it
+(``<address>.lock``) is held while the daemon lives, so a second daemon
+refuses to start instead of stealing the socket.  A socket file left by a
+daemon that died (kill -9, a crash) is stale: nobody holds the lock and
+nothing answers on it, so it is removed.
+
+One hawserd per root (``<root>/daemon.lock``) and per state dir
+(``<state>/hawserd.lock``), each lock holding its daemon's pid: a second
+daemon on either would recover and drive the first one's containers.  The
+``hawser`` CLI takes neither lock; it works beside the daemon as ever.
 """
 
 from __future__ import annotations
@@ -49,15 +55,62 @@ def claim(address: str) -> FileLock:
     return lock
 
 
+def lock_root(root: str) -> FileLock:
+    """One hawserd per root: FailedPrecondition, naming the holder's pid, if
+    another holds ``<root>/daemon.lock``.  Its records and images would be
+    this daemon's to recover, and its containers to remove from under the
+    first (the CLI, which takes no such lock, stays welcome)."""
+    os.makedirs(root, mode=0o711, exist_ok=True)
+    lock_or_holder = _lock_for_life(os.path.join(root, "daemon.lock"))
+    if isinstance(lock_or_holder, FileLock):
+        return lock_or_holder
+    raise FailedPrecondition(f"another hawserd owns the root {root}{_pid_text(lock_or_holder)}",
+                             hint="stop it first, or give this one another --root and --state "
+                                  "(the hawser CLI may use this root beside it)")
+
+
 def lock_state(state: str) -> FileLock:
     """One hawserd per state dir (two would both recover and drive the same
     containers): FailedPrecondition if another holds ``<state>/hawserd.lock``."""
     os.makedirs(state, mode=0o711, exist_ok=True)
-    lock = FileLock(os.path.join(state, "hawserd.lock"))
+    lock_or_holder = _lock_for_life(os.path.join(state, "hawserd.lock"))
+    if isinstance(lock_or_holder, FileLock):
+        return lock_or_holder
+    raise FailedPrecondition(f"another hawserd uses the state dir {state}{_pid_text(lock_or_holder)}",
+                             hint="stop it first, or give this one another --root and --state")
+
+
+def _lock_for_life(path: str) -> FileLock | int | None:
+    """Take the lock ``path`` without waiting and write this process's pid in it.
+    If another process holds it: that one's pid, as it wrote it (None if unknown)."""
+    lock = FileLock(path)
     if not lock.acquire(blocking=False):
-        raise FailedPrecondition(f"another hawserd uses the state dir {state}",
-                                 hint="stop it first, or give this one another --root and --state")
+        return _holder(path)
+    try:
+        # A second descriptor: writing and closing it leaves the flock (on the first) alone.
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+    except BaseException:
+        lock.release()
+        raise
     return lock
+
+
+def _holder(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            text = f.read(32).strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # empty: the holder has not written it yet
+
+
+def _pid_text(pid: int | None) -> str:
+    return f" (pid {pid})" if pid is not None else ""
 
 
 def answers(address: str) -> bool:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         NAMESPACE_KINDS,
         is_netns,
         namespace_kind,
+        pin_namespace_of,
         pin_namespaces,
         remove_pin_dir,
         run_in_namespaces,
@@ -76,7 +77,7 @@ _LAZY = {
     "run_process_async": "_process", "spawn_process": "_process", "uncancellable": "_process",
     "atomic_write": "_files", "fsync_dir": "_files",
     "NAMESPACE_KINDS": "_namespaces", "is_netns": "_namespaces", "namespace_kind": "_namespaces",
-    "pin_namespaces": "_namespaces", "remove_pin_dir": "_namespaces", "run_in_namespaces": "_namespaces",
+    "pin_namespace_of": "_namespaces", "pin_namespaces": "_namespaces", "remove_pin_dir": "_namespaces", "run_in_namespaces": "_namespaces",
     "run_in_netns": "_namespaces", "unpin_namespace": "_namespaces",
 }
 
@@ -113,7 +114,7 @@ __all__ = [
     "page_faults",
     "parse_options",
     "pid_namespace_alive",
-    "pin_namespaces",
+    "pin_namespace_of", "pin_namespaces",
     "probe_overlay",
     "proc_stat",
     "read_stats",

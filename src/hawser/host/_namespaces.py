@@ -227,6 +227,25 @@ def pin_namespaces(directory: str, kinds: Collection[str] = ("net", "ipc", "uts"
         raise
 
 
+def pin_namespace_of(pid: int, kind: str, path: str) -> str:
+    """Pin the ``kind`` namespace of process ``pid`` (a pid namespace, which
+    cannot be created and pinned like the others) at ``path``, in a shared
+    directory as ``pin_namespaces`` makes.  A pin names the namespace itself:
+    unlike ``/proc/<pid>/ns/<kind>`` it never comes to mean another process's
+    once ``pid`` is reused.  Returns ``path``.  Raises OSError (ESRCH-like
+    FileNotFoundError if ``pid`` is gone)."""
+    _ensure_shared_dir(os.path.dirname(os.path.abspath(path)))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o444)
+    os.close(fd)
+    try:
+        _mount(f"/proc/{pid}/ns/{kind}", path, _MS_BIND)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    return path
+
+
 def unpin_namespace(path: str) -> None:
     """Lazily unmount the pin at ``path`` and remove the file.  The namespace
     ends when its last process, open fd and pin are gone.  Idempotent: a path
@@ -241,7 +260,7 @@ def unpin_namespace(path: str) -> None:
 def remove_pin_dir(directory: str) -> None:
     """Unpin every namespace in ``directory``, unmount the directory and remove
     it.  Idempotent.  Raises OSError (ENOTEMPTY if it holds anything else)."""
-    for kind in NAMESPACE_KINDS:
+    for kind in (*NAMESPACE_KINDS, "pid"):
         unpin_namespace(os.path.join(directory, kind))
     _umount_all(directory)
     try:

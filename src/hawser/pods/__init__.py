@@ -12,6 +12,7 @@ from hawser.pods._types import (
     LABEL_SANDBOX_ID,
     NODE,
     POD,
+    REASON_KEY,
     SANDBOX_NOTREADY,
     SANDBOX_READY,
     TARGET,
@@ -37,7 +38,7 @@ _EXPORTS = {
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
-    "CONTAINER", "LABEL_KIND", "LABEL_SANDBOX_ID", "NODE", "POD", "SANDBOX_NOTREADY", "SANDBOX_READY", "TARGET",
+    "CONTAINER", "LABEL_KIND", "LABEL_SANDBOX_ID", "NODE", "POD", "REASON_KEY", "SANDBOX_NOTREADY", "SANDBOX_READY", "TARGET",
     "InterfaceUsage", "PodPort", "PodService", "PodSpec", "PodStats", "RunBlocking", "Sandbox", "SandboxLookup",
     "connect_in_pod", "read_pod_stats",
 ]

@@ -23,11 +23,12 @@ import os
 import shutil
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from hawser._dataclass import replace
 from hawser._failpoints import failpoint
 from hawser._logging import get_logger
-from hawser.errors import FailedPrecondition, HawserError, InvalidArgument, NotFound
+from hawser.errors import FailedPrecondition, HawserError, InvalidArgument, NotFound, ResourceExhausted
 from hawser.metadata import SandboxRecord
 from hawser.pods._host import (
     apply_sysctls,
@@ -43,6 +44,7 @@ from hawser.pods._types import (
     LABEL_SANDBOX_ID,
     NODE,
     POD,
+    REASON_KEY,
     SANDBOX_NOTREADY,
     SANDBOX_READY,
     PodSpec,
@@ -58,14 +60,21 @@ if TYPE_CHECKING:
 
 log = get_logger("hawser.pods")
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 
 class PodService:
     """Pod sandbox lifecycle. Methods are coroutines; blocking steps go
     through ``blocking``. Concurrent calls on one pod are serialised."""
 
     def __init__(self, *, records: SandboxRecords, containers: ContainerManager, network: PodNetworks,
-                 blocking: RunBlocking, state_dir: str, cgroup_parent: str) -> None:
+                 blocking: RunBlocking, state_dir: str, cgroup_parent: str,
+                 make_room: Callable[[], None] = lambda: None) -> None:
+        """``make_room``: called on a full disk before a stop or a removal is
+        recorded (the store gives its reserve back)."""
         self.records = records
+        self._make_room = make_room
         self.containers = containers
         self.network = network
         self.blocking = blocking
@@ -78,7 +87,18 @@ class PodService:
            blocking: RunBlocking) -> PodService:
         """The pod service of ``store``'s namespace, state dir and cgroup parent."""
         return cls(records=store.metadata.sandboxes, containers=containers, network=network, blocking=blocking,
-                   state_dir=store.config.state, cgroup_parent=store.config.runtime.cgroup_parent)
+                   state_dir=store.config.state, cgroup_parent=store.config.runtime.cgroup_parent,
+                   make_room=store.make_room)
+
+    def _roomy(self, write: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``write`` (a record change that ends something: a stop, a removal),
+        again after ``make_room`` if the disk is full: what frees resources must
+        not be refused for want of them. Blocking."""
+        try:
+            return write(*args, **kwargs)
+        except ResourceExhausted:
+            self._make_room()
+            return write(*args, **kwargs)
 
     def _lock(self, key: str) -> asyncio.Lock:
         lock = self._locks.get(key)
@@ -92,8 +112,9 @@ class PodService:
     # --- lookups ---------------------------------------------------------------
 
     def get(self, sandbox_id: str) -> Sandbox:
-        """The sandbox with this id or unique id prefix. NotFound otherwise. Blocking."""
-        return _view(self._record(sandbox_id))
+        """The sandbox with this id or unique id prefix, as the host has it (see
+        ``_checked``). NotFound otherwise. Blocking."""
+        return _view(self._checked(self._record(sandbox_id)))
 
     def _record(self, text: str) -> SandboxRecord:
         if not text:
@@ -110,34 +131,69 @@ class PodService:
         raise NotFound(f"pod sandbox {text} not found")
 
     def all(self) -> list[Sandbox]:
-        """Every sandbox, oldest first. Blocking."""
-        return [_view(r) for r in self.records.list()]
+        """Every sandbox, oldest first, as the host has it. Blocking."""
+        return [_view(self._checked(r)) for r in self.records.list()]
+
+    def _checked(self, record: SandboxRecord) -> SandboxRecord:
+        """A ready pod's state checked against the host: one that lost a
+        namespace (its pid namespace init died, a pin was unmounted, a reboot
+        emptied /run) is not ready, and the record says why, so that kubelet
+        recreates it instead of failing every CreateContainer in it."""
+        if record.state != SANDBOX_READY:
+            return record
+        lost = lost_namespaces(record)
+        if not lost:
+            return record
+        reason = f"lost its {', '.join(lost)} namespace{'s' if len(lost) > 1 else ''}"
+        log.warning("pod sandbox is not ready: " + reason, extra={"id": record.id, "lost": lost})
+        status = {**record.status, REASON_KEY: reason}
+        try:
+            return self.records.update(record.id, state=SANDBOX_NOTREADY, status=status)
+        except NotFound:
+            raise
+        except HawserError as exc:  # a full disk: report the truth anyway; the next read records it
+            log.warning("cannot record a pod sandbox not ready", extra={"id": record.id, "error": str(exc)})
+            return replace(record, state=SANDBOX_NOTREADY, status=status)
 
     # --- run ---------------------------------------------------------------------
 
     async def run(self, spec: PodSpec) -> str:
         """Create and start a pod sandbox; its id.
 
-        A retry with the same metadata (name, namespace, uid, attempt) returns
-        the pod the first call made, once that call is done, instead of making
-        a second one.  On failure everything made is undone."""
+        The metadata (name, namespace, uid, attempt) is reserved while the
+        pod's record lives, as containerd reserves it.  A retry of the same
+        request (kubelet's, after a timeout) returns the ready pod the first
+        call made, once that call is done; any other request for a name whose
+        pod was set up (it is ready with another config, or stopped) is
+        AlreadyExists.  Only a pod that was never set up, left half-made when
+        hawserd died inside this call, is finished off and made again.
+        FailedPrecondition for a log directory that is a file (or under one).
+        On failure everything made is undone."""
         async with self._lock(spec.key):
+            config = _config_json(spec)
             existing = await self.blocking(self.records.find, spec.key)
             if existing is not None:
-                if existing.state == SANDBOX_READY:
-                    return str(existing.id)
-                # Left half-made by a crash: finish it off and start again.
+                existing = await self.blocking(self._checked, existing)  # ready only if its namespaces live
+                if _was_set_up(existing):
+                    if existing.state == SANDBOX_READY and _same_config(existing, config):
+                        return str(existing.id)
+                    raise _reserved(spec.key, existing)
+                # Never set up: this hawserd died in RunPodSandbox (a failed run
+                # deletes its record), and CreateContainer refused it while not
+                # ready, so there is nothing in it to keep.
                 await self._remove(existing)
+            await self.blocking(_check_log_directory, spec.log_directory)
             id_ = os.urandom(32).hex()
-            record = SandboxRecord(namespace=self.records.namespace, id=id_, name=spec.key, config=_config_json(spec),
+            record = SandboxRecord(namespace=self.records.namespace, id=id_, name=spec.key, config=config,
                                    labels=dict(spec.labels), state=SANDBOX_NOTREADY, status={},
                                    created_at=time.time())
             await self.blocking(self.records.create, record)
             undo: list[Callable[[], Awaitable[None]]] = []
             try:
                 status = await self._setup(id_, spec, undo)
+                # Ready and set up in one write: a pod stopped later still reads set up.
                 await self.blocking(self.records.update, id_, state=SANDBOX_READY,
-                                    status=status)
+                                    status={**status, _SET_UP_AT: time.time()})
             except BaseException as exc:
                 log.warning("RunPodSandbox failed, rolling back", extra={"pod": spec.key, "id": id_,
                                                                          "error": str(exc)})
@@ -201,7 +257,7 @@ class PodService:
             status["shm"] = shm
 
         if spec.pid_mode == POD:
-            from hawser.host import start_pid_namespace, stop_pid_namespace
+            from hawser.host import pin_namespace_of, start_pid_namespace, stop_pid_namespace
 
             holder, init = await self.blocking(start_pid_namespace, id_)
 
@@ -209,7 +265,15 @@ class PodService:
                 await self.blocking(stop_pid_namespace, holder, id_)
 
             undo.append(stop_init)
-            status.update({"infra_holder": holder, "infra_pid": init, "pid": f"/proc/{init}/ns/pid"})
+            status.update({"infra_holder": holder, "infra_pid": init})
+            await save()
+
+            async def unpin_pid() -> None:
+                await self.blocking(remove_pin_dir, ns_dir)
+
+            undo.append(unpin_pid)
+            # Pinned, not /proc/<init>/ns/pid: once that pid is reused the path names another process's.
+            status["pid"] = await self.blocking(pin_namespace_of, init, "pid", os.path.join(ns_dir, "pid"))
             await save()
 
         status["hostname"] = hostname
@@ -264,7 +328,7 @@ class PodService:
         if record.state != SANDBOX_NOTREADY:
             # Before the teardown: a pod whose network is half gone (a crash in
             # between) must not read ready. A retried Stop does it all again.
-            await self.blocking(self.records.update, id_, state=SANDBOX_NOTREADY)
+            await self.blocking(self._roomy, self.records.update, id_, state=SANDBOX_NOTREADY)
         try:
             await self.network.teardown(id_, status.get("net"))
         except HawserError as exc:
@@ -300,7 +364,7 @@ class PodService:
         if record.status.get("cgroup_parent") == own_cgroup:  # one kubelet gave is kubelet's to remove
             await self.blocking(remove_pod_cgroup, own_cgroup)
         failpoint("sandbox.remove.before-record-delete")
-        await self.blocking(self.records.delete, record.id)
+        await self.blocking(self._roomy, self.records.delete, record.id)
 
     def _containers_of(self, sandbox_id: str) -> list[str]:
         return [c.id for c in self.containers.records.list()
@@ -311,15 +375,7 @@ class PodService:
     async def recover(self) -> None:
         """At daemon start: a ready pod whose namespaces did not survive (a
         reboot empties /run) or whose pid namespace init died is not ready."""
-        for record in await self.blocking(self.records.list):
-            if record.state != SANDBOX_READY:
-                continue
-            lost = await self.blocking(lost_namespaces, record)
-            if lost:
-                log.warning("pod sandbox lost its namespaces; marking it not ready",
-                            extra={"id": record.id, "lost": lost})
-                await self.blocking(self.records.update, record.id,
-                                    state=SANDBOX_NOTREADY)
+        await self.blocking(self.all)
 
 
 # --- the record and its view ---------------------------------------------------------
@@ -339,7 +395,7 @@ def _view(record: SandboxRecord) -> Sandbox:
         uts=status.get("uts"), pid=status.get("pid"), host_pid=config.get("pid_mode") == NODE,
         resolv_conf=status.get("resolv_conf"), hostname_file=status.get("hostname_file"),
         shm=status.get("shm"), ips=tuple(status.get("ips", ())), privileged=bool(config.get("privileged")),
-        sysctls=dict(config.get("sysctls", {})), config=config,
+        sysctls=dict(config.get("sysctls", {})), config=config, reason=str(status.get(REASON_KEY, "")),
     )
 
 
@@ -354,3 +410,55 @@ def _config_json(spec: PodSpec) -> dict[str, Any]:
                            "host_ip": p.host_ip} for p in spec.ports],
         "request": dict(spec.raw),
     }
+
+
+# --- RunPodSandbox's reservation of a pod's name ---------------------------------------
+
+# The key in a record's status that says the pod's setup completed (its value:
+# when).  Written with the state "ready"; stop keeps it, so a stopped pod is told
+# apart from one that never was ready.
+_SET_UP_AT = "set_up_at"
+
+
+def _was_set_up(record: SandboxRecord) -> bool:
+    # A ready record was set up with or without the key (one written before the key was).
+    return record.state == SANDBOX_READY or _SET_UP_AT in record.status
+
+
+def _same_config(record: SandboxRecord, config: dict[str, Any]) -> bool:
+    """Whether ``config`` (a new request's ``_config_json``) is what ``record``
+    was made from.  "Same" is the whole stored config equal, as JSON: the
+    PodSandboxConfig as sent (metadata, hostname, log directory, DNS, ports,
+    labels, annotations, linux...) and the runtime handler.  kubelet's retry
+    after a timeout sends the very same request, so any difference is another
+    pod that wants a name already taken, not a retry."""
+    import json
+
+    def canonical(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+    return canonical(record.config) == canonical(config)
+
+
+def _reserved(key: str, record: SandboxRecord) -> HawserError:
+    # containerd's answer: the name is its pod's until RemovePodSandbox.
+    from hawser.errors import AlreadyExists
+
+    why = "runs with another config" if record.state == SANDBOX_READY else "is stopped"
+    return AlreadyExists(f'pod sandbox name "{key}" is reserved for {record.id}',
+                         hint=f"pod sandbox {record.id[:12]} {why}: remove it first, or run the next attempt")
+
+
+def _check_log_directory(path: str) -> None:
+    """FailedPrecondition if ``path`` cannot be a directory: it, or what it is
+    under, is something else (a file).  kubelet makes the directory before
+    RunPodSandbox; CreateContainer makes it if it is missing.  Blocking."""
+    if not path:
+        return
+    probe = path
+    while not os.path.lexists(probe):  # "/" exists: the loop ends
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        where = "is" if probe == path else f"is under {probe}, which is"
+        raise FailedPrecondition(f"log directory {path} {where} not a directory",
+                                 hint="remove what is in the way, or give the pod another log_directory")

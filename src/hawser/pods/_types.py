@@ -24,6 +24,8 @@ NODE, POD, CONTAINER, TARGET = "NODE", "POD", "CONTAINER", "TARGET"
 # SandboxRecord.state values, as the CRI names them.
 SANDBOX_READY = "ready"
 SANDBOX_NOTREADY = "notready"
+# Where a pod's record says why it is not ready when the host took it from it.
+REASON_KEY = "not_ready_reason"
 
 # Labels put on the containers of a pod (``Container.labels`` in metadata), so
 # that list filters and removal find them; the CRI's own labels and
@@ -67,6 +69,8 @@ class Sandbox:
     sysctls: Mapping[str, str] = field(default_factory=dict)
     # The PodSandboxConfig as JSON (protobuf field names), for verbose status.
     config: Mapping[str, Any] = field(default_factory=dict)
+    # Why a pod is not ready when it did not stop by request (a namespace lost).
+    reason: str = ""
 
     @property
     def ready(self) -> bool:

@@ -53,6 +53,8 @@ from hawser.runtime._logs import LogEntry, follow_log, log_size, read_log
 from hawser.runtime._options import ContainerOptions, HostLimits, Resources
 from hawser.runtime._runc import Runc
 from hawser.runtime._spec import build_spec, stop_signal
+from hawser.runtime._stats import cgroup_of
+from hawser.runtime._sweep import sweep
 from hawser.runtime._types import (
     CREATED,
     EVENT_CREATED,
@@ -75,6 +77,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from hawser.config import Config
+    from hawser.host import CgroupLayout
     from hawser.metadata import ContainerRecords
     from hawser.runtime._types import ImageResolver
     from hawser.snapshots import Snapshotter
@@ -148,6 +151,7 @@ class ContainerManager:
             os.makedirs(d, mode=0o711, exist_ok=True)
         self.runc = Runc(os.path.join(state, "runc"), rc.runc or None)
         self._host = host
+        self._layout: CgroupLayout | None = None
         self.observers: list[Observer] = []
 
     @classmethod
@@ -228,6 +232,7 @@ class ContainerManager:
         started = read_float(os.path.join(bundle, "started"))
         exited = self._exited(id_, started)
         if exited is not None:
+            sweep(bundle, cgroup_of(record), self._cgroup_layout)
             return exited
         state = self.runc.state(id_)
         if state is None:
@@ -245,10 +250,18 @@ class ContainerManager:
         with ConmonWatch(read_int(os.path.join(bundle, "conmon.pid"))) as conmon:
             conmon.wait(EXIT_RECORD_WAIT)
         exited = self._exited(id_, started)
+        sweep(bundle, cgroup_of(record), self._cgroup_layout)
         if exited is not None:
             return exited
         oom = os.path.exists(os.path.join(bundle, "oom"))
         return ContainerStatus(EXITED, started_at=started, oom_killed=oom, reason="exit status unknown")
+
+    def _cgroup_layout(self) -> CgroupLayout:
+        if self._layout is None:
+            from hawser.host import CgroupLayout
+
+            self._layout = CgroupLayout.detect()
+        return self._layout
 
     def _exited(self, id_: str, started: float | None) -> ContainerStatus | None:
         """The status conmon's exit file records, if it exists."""
@@ -337,7 +350,11 @@ class ContainerManager:
                     os.makedirs(os.path.dirname(self.log_path(id_)), mode=0o700, exist_ok=True)
                     undo.push(lambda: shutil.rmtree(os.path.dirname(self.log_path(id_)), ignore_errors=True))
                 else:
-                    os.makedirs(os.path.dirname(log_path), mode=0o755, exist_ok=True)
+                    try:
+                        os.makedirs(os.path.dirname(log_path), mode=0o755, exist_ok=True)
+                    except (FileExistsError, NotADirectoryError):
+                        raise FailedPrecondition(f"cannot make the log directory of {log_path}: "
+                                                 "a file is in the way") from None
                     if not os.path.exists(log_path):
                         undo.push(lambda: unlink(log_path))
                 pid = self._conmon_create(record, bundle, tty=options.tty, stdin=options.stdin,
