@@ -16,7 +16,8 @@ import grpc
 from cri_api.v1 import api_pb2
 
 from tests.e2e.helpers import status_code
-from tests.support.cri_pods import Pods, cgroup_dir
+from tests.support.cni import CniEnv
+from tests.support.cri_pods import CGROUP_PARENT, CGROUP_ROOT, Pods, cgroup_dir
 
 SHARED_PID = api_pb2.NamespaceOption(pid=api_pb2.POD)
 
@@ -52,7 +53,25 @@ def check_clean(pods: Pods) -> None:
     assert proc.returncode == 0 and not [f for f in findings if f["severity"] == "problem"], findings
 
 
-def test_an_exited_container_leaves_no_process_behind(pods: Pods) -> None:
+def assert_nothing_left(pods: Pods, network: CniEnv) -> None:
+    """Every pod removed through the CRI, then nothing of them on the host: no
+    process in their cgroups, no pinned namespace or mount, no veth, IP or
+    rule, and a clean ``system check``."""
+    for pod_id in list(pods.pods):
+        pods.rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+        pods.pods.remove(pod_id)
+    assert pods.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items == []
+    assert pods.rt.ListContainers(api_pb2.ListContainersRequest()).containers == []
+    leftover = [str(d) for d in Path(CGROUP_ROOT).glob(f"*/{CGROUP_PARENT.lstrip('/')}/*/*")
+                if d.is_dir() and (d / "cgroup.procs").read_text().strip()]
+    assert leftover == []
+    assert [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if str(pods.hawserd.state) in line] == []
+    network.assert_clean()
+    check_clean(pods)
+
+
+def test_an_exited_container_leaves_no_process_behind(pods: Pods, pod_network: CniEnv) -> None:
     """In a shared pid namespace the children of an exited main process are
     re-parented to the pod's init; the container is Exited only once they are gone."""
     pod = pods.pod("exiting", namespace_options=SHARED_PID)
@@ -61,10 +80,10 @@ def test_an_exited_container_leaves_no_process_behind(pods: Pods) -> None:
     status = pods.wait_exit(container)
     assert status.state == api_pb2.CONTAINER_EXITED and status.exit_code == 0
     assert cgroup_procs(container, pod[1]) == [] and processes_with("sleep\0" + "901") == []
-    check_clean(pods)
+    assert_nothing_left(pods, pod_network)
 
 
-def test_a_stopped_container_leaves_no_process_behind(pods: Pods) -> None:
+def test_a_stopped_container_leaves_no_process_behind(pods: Pods, pod_network: CniEnv) -> None:
     pod = pods.pod("stopping", namespace_options=SHARED_PID)
     script = "for i in $(seq 300); do sleep 902 & done; exec sleep 903"
     container = pods.run(pod, pods.config("many", "sh", "-c", script,
@@ -76,10 +95,10 @@ def test_a_stopped_container_leaves_no_process_behind(pods: Pods) -> None:
     pods.rt.StopContainer(api_pb2.StopContainerRequest(container_id=container, timeout=1))
     assert pods.status(container).status.state == api_pb2.CONTAINER_EXITED
     assert cgroup_procs(container, pod[1]) == [] and processes_with("sleep\0" + "902") == []
-    check_clean(pods)
+    assert_nothing_left(pods, pod_network)
 
 
-def test_a_pod_whose_pid_namespace_init_died_is_not_ready(pods: Pods) -> None:
+def test_a_pod_whose_pid_namespace_init_died_is_not_ready(pods: Pods, pod_network: CniEnv) -> None:
     pod = pods.pod("holder", namespace_options=SHARED_PID)
     first = pods.run(pod, pods.config("first", "sleep", "904", linux__security_context__namespace_options=SHARED_PID))
     info = json.loads(pods.rt.PodSandboxStatus(
@@ -107,14 +126,10 @@ def test_a_pod_whose_pid_namespace_init_died_is_not_ready(pods: Pods) -> None:
     # The pod's init took its container's processes with it; kubelet now stops and removes the pod.
     assert pods.wait_exit(first).state == api_pb2.CONTAINER_EXITED
     pods.rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod[0]))
-    pods.rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod[0]))
-    pods.pods.remove(pod[0])
-    assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
-                if f"/sandboxes/{pod[0]}" in line]
-    check_clean(pods)
+    assert_nothing_left(pods, pod_network)
 
 
-def test_stop_and_remove_a_pod_on_a_full_disk(pods: Pods, tmp_path: Path) -> None:
+def test_stop_and_remove_a_pod_on_a_full_disk(pods: Pods, pod_network: CniEnv, tmp_path: Path) -> None:
     """The disk under the root fills up with the pod running: its stop (which
     records the pod not ready) and its removal still go through, on the reserve
     the store keeps for removals."""
@@ -139,8 +154,6 @@ def test_stop_and_remove_a_pod_on_a_full_disk(pods: Pods, tmp_path: Path) -> Non
     state = pods.rt.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod[0])).status.state
     assert state == api_pb2.SANDBOX_NOTREADY
     pods.rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod[0]))
-    pods.pods.remove(pod[0])
-    assert pods.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items == []
     filler.unlink()
-    check_clean(pods)
+    assert_nothing_left(pods, pod_network)
 

@@ -15,8 +15,8 @@ import pytest
 from cri_api.v1 import api_pb2
 
 from tests.e2e.helpers import status_code
-from tests.e2e.test_containers import Pods, pods
 from tests.support.aio import eventually, processes_running, run
+from tests.support.cri_pods import Pods
 from tests.support.k8s_stream_client import (
     V4,
     V5,
@@ -27,8 +27,6 @@ from tests.support.k8s_stream_client import (
     ws_attach,
     ws_exec,
 )
-
-__all__ = ["pods"]
 
 T = TypeVar("T")
 Pod = tuple[str, api_pb2.PodSandboxConfig]
