@@ -53,8 +53,6 @@ from hawser.runtime._logs import LogEntry, follow_log, log_size, read_log
 from hawser.runtime._options import ContainerOptions, HostLimits, Resources
 from hawser.runtime._runc import Runc
 from hawser.runtime._spec import build_spec, stop_signal
-from hawser.runtime._stats import cgroup_of
-from hawser.runtime._sweep import sweep
 from hawser.runtime._types import (
     CREATED,
     EVENT_CREATED,
@@ -232,7 +230,7 @@ class ContainerManager:
         started = read_float(os.path.join(bundle, "started"))
         exited = self._exited(id_, started)
         if exited is not None:
-            sweep(bundle, cgroup_of(record), self._cgroup_layout)
+            self._sweep(record)
             return exited
         state = self.runc.state(id_)
         if state is None:
@@ -250,11 +248,21 @@ class ContainerManager:
         with ConmonWatch(read_int(os.path.join(bundle, "conmon.pid"))) as conmon:
             conmon.wait(EXIT_RECORD_WAIT)
         exited = self._exited(id_, started)
-        sweep(bundle, cgroup_of(record), self._cgroup_layout)
+        self._sweep(record)
         if exited is not None:
             return exited
         oom = os.path.exists(os.path.join(bundle, "oom"))
         return ContainerStatus(EXITED, started_at=started, oom_killed=oom, reason="exit status unknown")
+
+    def _sweep(self, record: Container) -> None:
+        # With a pid namespace of its own the kernel kills the rest when the
+        # main process (its init) dies: only a shared one (the pod's, the
+        # host's) leaves processes behind.
+        if (record.config.get("namespaces") or {}).get("pid"):
+            from hawser.runtime._stats import cgroup_of
+            from hawser.runtime._sweep import sweep
+
+            sweep(self.bundle(record.id), cgroup_of(record), self._cgroup_layout)
 
     def _cgroup_layout(self) -> CgroupLayout:
         if self._layout is None:
