@@ -10,6 +10,9 @@ PACKAGES=(
     docker-registry busybox-static                      # a local registry and a userland for test images
     iproute2 iptables attr                              # netns/veth, portmap rules, xattr inspection
     gcc libc6-dev                                       # the static probe programs the security tests compile
+    golang-github-containerd-containerd-dev             # containerd's .proto files: the containerd API stubs
+    golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev   # the .proto files those import
+    containerd                                          # ctr, the client the containerd API tests drive
     python3 python3-venv ca-certificates
 )
 missing=()
@@ -32,6 +35,10 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
     echo "$want" > "$stamp"
 fi
+
+# The containerd API stubs, from Debian's copies of containerd's .proto files
+# (generated, not kept in the repository; regenerated when their inputs change).
+.venv/bin/python scripts/containerd_protos.py
 
 # Byte-compile hawser now: with PYTHONDONTWRITEBYTECODE set (some CI images do)
 # nothing else would, and every command would then compile on start (~40 ms).

@@ -42,6 +42,7 @@ DROP_IN_DIR = "config.d"
 """Beside the config file: ``*.toml`` files merged over it, in lexical order."""
 SNAPSHOTTERS = ("overlayfs", "native")
 DEFAULT_ADDRESS = "/run/hawser/hawser.sock"
+DEFAULT_CONTAINERD_ADDRESS = "/run/hawser/containerd.sock"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -74,6 +75,8 @@ class RuntimeConfig:
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
     address: str = DEFAULT_ADDRESS
+    # containerd's API (and the CRI too, as on containerd's socket); "" serves none.
+    containerd_address: str = DEFAULT_CONTAINERD_ADDRESS
     log_level: str = "info"
 
 
@@ -144,6 +147,7 @@ _DOCS: dict[str, str] = {
     "runtime.stop_timeout": "Seconds between the stop signal and SIGKILL, unless the command says otherwise.",
     "runtime.log_size_max": "Bytes of log per container before conmon rotates it; 0: unlimited.",
     "daemon.address": "hawserd: the CRI unix socket kubelet dials.",
+    "daemon.containerd_address": "containerd's API (ctr, nerdctl) and the CRI on one more socket; empty: none.",
     "daemon.log_level": f"Least important events hawserd logs: {', '.join(LOG_LEVELS)}.",
     "cri.stream_address": "The exec/attach/port-forward server's address and port; port 0: a free one at start.",
     "cri.stream_port": "",
@@ -192,6 +196,7 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "snapshotter": _one_of(*SNAPSHOTTERS),
     "registry.max_concurrent_downloads": _within(1),
     "daemon.address": _absolute,
+    "daemon.containerd_address": _absolute_or_empty,
     "daemon.log_level": _one_of(*LOG_LEVELS),
     "cri.stream_port": _within(0, 65535),
     "runtime.cgroup_parent": _absolute_or_empty,

@@ -67,13 +67,15 @@ class Hawserd:
         self.config_file = self.base / "config.toml"
         self.log_path = self.base / "hawserd.log"
         self.address = str(self.socket_dir / "hawser.sock")
+        self.containerd_address = str(self.socket_dir / "containerd.sock")
         for d in (self.certs, self.cni_conf):
             d.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(TEST_CONFIG)
 
     def argv(self, *extra: str) -> list[str]:
         return [*HAWSERD, "--config", str(self.config_file), "--root", str(self.root), "--state", str(self.state),
-                "--address", self.address, "--registry-config-dir", str(self.certs),
+                "--address", self.address, "--containerd-address", self.containerd_address,
+                "--registry-config-dir", str(self.certs),
                 "--cni-conf-dir", str(self.cni_conf), "--log-level", "debug", *extra]
 
     # --- the process --------------------------------------------------------------

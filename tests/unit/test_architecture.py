@@ -30,12 +30,14 @@ ALLOWED: dict[str, set[str]] = {
     "check": {"oci", "host", "content", "metadata", "snapshots", "store", "images", "network", "runtime", "pods"},
     # No host: the CRI is a protocol adapter over the services.
     "cri": {"oci", "metadata", "registry", "snapshots", "store", "images", "runtime", "network", "pods"},
+    # containerd's API: a protocol adapter over the store's roles and the services, as cri is.
+    "containerd": {"oci", "content", "metadata", "snapshots", "registry", "store", "images", "runtime", "pods"},
     "daemon": {"oci", "host", "content", "metadata", "snapshots", "registry", "store", "images", "network",
-               "runtime", "pods", "check", "cri"},
+               "runtime", "pods", "check", "cri", "containerd"},
     "cli": {"oci", "host", "content", "metadata", "snapshots", "registry", "store", "images", "network",
             "runtime", "pods", "check"},
 }
-SHARED = {"errors", "config", "_logging", "_dataclass", "_failpoints", "_lazy"}
+SHARED = {"errors", "config", "_logging", "_dataclass", "_failpoints", "_lazy", "_grpc"}
 
 
 def part_of(module: str) -> str | None:

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from cri_api.v1 import api_pb2
 
+from hawser._grpc import grpc_status
 from hawser._logging import get_logger
 from hawser.cri._containers import cri_list, cri_status, is_cri, sandbox_id, to_ns
-from hawser.cri._errors import grpc_status
 from hawser.cri._sandbox_convert import cri_metadata as pod_metadata
 from hawser.cri._sandbox_convert import cri_state as pod_state
 from hawser.cri._sandbox_convert import namespace_options

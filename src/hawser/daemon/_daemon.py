@@ -231,8 +231,14 @@ class Daemon:
         from hawser.cri import add_to_server
 
         address = self.settings.daemon.address
-        lock = _socket.claim(address)
+        # containerd's API (ctr, nerdctl) on a socket of its own; the CRI is served
+        # there too, as it is on containerd's socket.
+        containerd_address = self.settings.daemon.containerd_address
+        addresses = [address, *([containerd_address] if containerd_address else [])]
+        locks = []
         try:
+            for path in addresses:
+                locks.append((path, _socket.claim(path)))
             await self.recover()
             await self._start_streaming()
             server = grpc.aio.server(interceptors=[self.requests], options=[
@@ -240,11 +246,18 @@ class Daemon:
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ])
             add_to_server(server, self.deps)
+            if containerd_address:
+                from hawser import containerd
+
+                containerd.add_to_server(server, store=self.store, blocking=self.offloader)
             with _socket.private_umask():
-                server.add_insecure_port(f"unix:{address}")
+                for path in addresses:
+                    server.add_insecure_port(f"unix:{path}")
                 await server.start()
-            _socket.open_to_group(address)
-            log.info("serving", extra={"address": address, "version": __version__, "pid": os.getpid()})
+            for path in addresses:
+                _socket.open_to_group(path)
+            log.info("serving", extra={"address": address, "containerd_address": containerd_address or None,
+                                       "version": __version__, "pid": os.getpid()})
             _notify("READY=1")
             try:
                 async with asyncio.TaskGroup() as tasks:
@@ -261,7 +274,8 @@ class Daemon:
                 await server.stop(SHUTDOWN_GRACE)
         finally:
             await self._stop_streaming()
-            _socket.release(address, lock)
+            for path, lock in reversed(locks):
+                _socket.release(path, lock)
 
     async def _start_streaming(self) -> None:
         # Before the CRI socket serves: the URLs Exec/Attach/PortForward hand out must work.

@@ -10,7 +10,7 @@ import signal
 import sys
 
 from hawser import __version__
-from hawser.config import DEFAULT_ADDRESS, LOG_LEVELS, SNAPSHOTTERS
+from hawser.config import DEFAULT_ADDRESS, DEFAULT_CONTAINERD_ADDRESS, LOG_LEVELS, SNAPSHOTTERS
 from hawser.daemon._config import Settings, load_settings
 from hawser.daemon._log import setup_logging
 from hawser.errors import HawserError
@@ -32,6 +32,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--state", metavar="DIR", help="transient data: locks, runtime state")
     p.add_argument("--snapshotter", choices=SNAPSHOTTERS, help="the snapshotter of the store")
     p.add_argument("--address", metavar="SOCKET", help=f"the CRI unix socket (default {DEFAULT_ADDRESS})")
+    p.add_argument("--containerd-address", metavar="SOCKET",
+                   help=f"containerd's API and the CRI (default {DEFAULT_CONTAINERD_ADDRESS}; '' for none)")
     p.add_argument("--registry-config-dir", metavar="DIR", help="hosts.toml directory (certs.d/<host>/hosts.toml)")
     p.add_argument("--cni-conf-dir", metavar="DIR", help="CNI network configs (default /etc/cni/net.d)")
     p.add_argument("--cni-bin-dir", metavar="DIR", help="CNI plugins (default /usr/lib/cni)")
@@ -46,7 +48,8 @@ def overrides(args: argparse.Namespace) -> dict[str, object]:
     return {
         "root": args.root, "state": args.state, "snapshotter": args.snapshotter,
         "registry.config_path": args.registry_config_dir,
-        "daemon.address": args.address, "daemon.log_level": args.log_level,
+        "daemon.address": args.address, "daemon.containerd_address": args.containerd_address,
+        "daemon.log_level": args.log_level,
         "cri.stream_address": args.stream_address, "cri.stream_port": args.stream_port,
         "cni.conf_dir": args.cni_conf_dir, "cni.bin_dir": args.cni_bin_dir,
     }

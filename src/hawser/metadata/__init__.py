@@ -8,7 +8,7 @@ collector (``collect``) removes what no image, lease or pin reaches.
 from __future__ import annotations
 
 from hawser._lazy import lazy_exports
-from hawser.metadata._database import DEFAULT_BUSY_TIMEOUT
+from hawser.metadata._database import DEFAULT_BUSY_TIMEOUT, check_identifier
 from hawser.metadata._labels import (
     LABEL_GC_REF_CONTENT,
     LABEL_GC_REF_SNAPSHOT,
@@ -110,6 +110,7 @@ __all__ = [
     "Removal",
     "SandboxRecord",
     "SandboxRecords",
+    "check_identifier",
     "collect",
     "content_ref_label",
     "content_refs",

@@ -56,8 +56,11 @@ class SQLNamespaces(NamespaceStore):
             try:
                 cursor = c.execute("DELETE FROM namespaces WHERE name = ?", (name,))
             except sqlite3.IntegrityError:
+                held = [table for table in ("images", "blobs", "leases", "containers", "sandboxes")
+                        if c.execute(f"SELECT 1 FROM {table} WHERE namespace = ? LIMIT 1", (name,)).fetchone()]
+                # containerd's words, which its clients show as they are.
                 raise FailedPrecondition(
-                    f"namespace {name} is not empty", hint="remove its images, content and leases first"
-                ) from None
+                    f"namespace {name} must be empty, but it still has {', '.join(held) or 'records'}",
+                    hint="remove them first") from None
             if cursor.rowcount == 0:
                 raise NotFound(f"namespace {name} not found")

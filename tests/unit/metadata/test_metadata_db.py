@@ -55,7 +55,7 @@ def test_open_creates_the_database(md: Metadata, tmp_path: Path) -> None:
 
 def test_foreign_keys_are_enforced(md: Metadata) -> None:
     md.images.create("img", T1, namespace="other")
-    with pytest.raises(FailedPrecondition, match="namespace other is not empty"):
+    with pytest.raises(FailedPrecondition, match="namespace other must be empty, but it still has images"):
         md.namespaces.delete("other")
     md.images.delete("img", namespace="other")
     md.namespaces.delete("other")
