@@ -14,8 +14,13 @@ if TYPE_CHECKING:
 
 class CliContext:
     def __init__(self, *, config_path: str | None, root: str | None, state: str | None,
-                 registry_config_dir: str | None, snapshotter: str | None, debug: bool) -> None:
+                 registry_config_dir: str | None, snapshotter: str | None, debug: bool,
+                 namespace: str | None = None) -> None:
+        import os
+
         self._config_path = config_path
+        # As containerd's clients choose theirs: the flag, then the environment, then "default".
+        self.namespace = namespace or os.environ.get("HAWSER_NAMESPACE") or "default"
         # The global flags, as hawser.config.apply_overrides takes them (dotted key -> value or None).
         self._overrides = {"root": root, "state": state, "snapshotter": snapshotter,
                            "registry.config_path": registry_config_dir}
@@ -34,9 +39,11 @@ class CliContext:
     def store(self, *, to_free_space: bool = False) -> Store:
         """The store, opened on first use (``to_free_space``: see ``Store.open``)."""
         if self._store is None:
+            from hawser.metadata import check_identifier
             from hawser.store import Store
 
-            self._store = Store.open(self.config, to_free_space=to_free_space)
+            check_identifier(self.namespace, "namespace")
+            self._store = Store.open(self.config, namespace=self.namespace, to_free_space=to_free_space)
         return self._store
 
     def images(self, *, to_free_space: bool = False) -> ImageService:

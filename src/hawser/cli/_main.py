@@ -63,6 +63,9 @@ def _parser() -> Parser:
                         help="hosts.toml directory [default: /etc/hawser/certs.d].")
     parser.add_argument("--snapshotter", choices=("overlayfs", "native"), metavar="[overlayfs|native]",
                         help="Snapshotter [default: overlayfs].")
+    parser.add_argument("-n", "--namespace", metavar="NAME",
+                        help="Namespace of images and containers [default: $HAWSER_NAMESPACE, else default]; "
+                             "the CRI's are in k8s.io.")
     parser.add_argument("--debug", action="store_true", help="Show tracebacks.")
     parser.add_help_option()
     parser.add_commands({name: summary for name, (_, _, summary) in _COMMANDS.items()})
@@ -76,7 +79,8 @@ def run() -> None:
         args = parser.parse_args()
         debug = args.debug
         ctx = CliContext(config_path=args.config, root=args.root, state=args.state,
-                         registry_config_dir=args.registry_config_dir, snapshotter=args.snapshotter, debug=debug)
+                         registry_config_dir=args.registry_config_dir, snapshotter=args.snapshotter, debug=debug,
+                         namespace=args.namespace)
         try:
             code = parser.run_command(ctx, args, _load)
         finally:
