@@ -87,14 +87,18 @@ def test_remove_by_id_removes_every_name(hawserd: Hawserd, registry: Registry,
 
     images.RemoveImage(api_pb2.RemoveImageRequest(image=spec(image_id)))
     assert not images.ListImages(api_pb2.ListImagesRequest()).images
-    assert hawserd.cli("images", "-q").stdout.strip() == ""
+    assert hawserd.cli("-n", "k8s.io", "images", "-q").stdout.strip() == ""
 
 
 def test_cli_and_daemon_share_the_store(hawserd: Hawserd, registry: Registry, busybox: tuple[str, BuiltImage],
                                         push_client: RegistryClient) -> None:
+    """The CRI's images are the store's namespace k8s.io, as with containerd's CRI
+    plugin: the CLI sees and changes them with -n k8s.io, and only there."""
     ref, built = busybox
     hawserd.plain_http(registry.host)
     hawserd.cli("pull", "--plain-http", "-q", ref)
+    assert not image_status(hawserd, ref).HasField("image")  # the CLI's default namespace is not the CRI's
+    hawserd.cli("-n", "k8s.io", "pull", "--plain-http", "-q", ref)
     status = image_status(hawserd, ref)
     assert status.image.id == str(built.config_desc.digest)
 
@@ -102,10 +106,11 @@ def test_cli_and_daemon_share_the_store(hawserd: Hawserd, registry: Registry, bu
     other_image = small_image("shared")
     push_image(push_client, other, other_image, tag="v1")
     hawserd.client().images.PullImage(pull_request(other))
-    listing = hawserd.cli("images").stdout
+    listing = hawserd.cli("-n", "k8s.io", "images").stdout
     assert other in listing or "e2e/shared" in listing
+    assert other not in hawserd.cli("images").stdout
 
-    hawserd.cli("rmi", other)
+    hawserd.cli("-n", "k8s.io", "rmi", other)
     assert not image_status(hawserd, other).HasField("image")
 
 

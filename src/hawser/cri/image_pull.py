@@ -49,7 +49,8 @@ async def pull_image(deps: CriDeps, request: api_pb2.PullImageRequest) -> api_pb
         start = time.monotonic()
         log.info("pull started", extra={"image": key.reference, "auth": credentials is not None})
         # In a child process: the registry client's memory leaves with it (see _pull_process).
-        await pull_in_child(deps.images.config, key.reference, credentials=credentials, registry=target)
+        await pull_in_child(deps.images.config, key.reference, namespace=deps.images.namespace,
+                            credentials=credentials, registry=target)
         summary = await deps.blocking(deps.images.summary, key.reference)
         log.info("pull done", extra={"image": key.reference, "id": str(summary.image_id),
                                      "duration": round(time.monotonic() - start, 3)})

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hawser.daemon")
 
+# The namespace of the CRI's objects, containerd's CRI plugin's.
+CRI_NAMESPACE = "k8s.io"
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -187,6 +190,7 @@ class Daemon:
     def build(cls, settings: Settings) -> Daemon:
         """Open the store and wire the parts (nothing is started)."""
         from hawser.cri import background_loops, new_deps, new_streaming
+        from hawser.errors import AlreadyExists
         from hawser.images import ImageService
         from hawser.network import CNINetwork
         from hawser.pods import PodService
@@ -199,9 +203,14 @@ class Daemon:
         # Attachments are recorded on persistent storage: IPAM state outlives reboots.
         network = CNINetwork(settings.cni.conf_dir, [settings.cni.bin_dir],
                              os.path.join(config.root, "cni", "results"))
-        images = ImageService(store)
-        containers = ContainerManager.of(store, images)
-        sandboxes = PodService.of(store, containers=containers, network=network, blocking=offloader)
+        # The CRI's images, pods and containers live in k8s.io, as with containerd's
+        # CRI plugin (`hawser -n k8s.io ps`, `ctr -n k8s.io images ls` see them).
+        with contextlib.suppress(AlreadyExists):  # listed from the start, as containerd's CRI plugin makes it
+            store.metadata.namespaces.create(CRI_NAMESPACE)
+        cri_store = store.in_namespace(CRI_NAMESPACE)
+        images = ImageService(cri_store)
+        containers = ContainerManager.of(cri_store, images)
+        sandboxes = PodService.of(cri_store, containers=containers, network=network, blocking=offloader)
         # Exec/Attach/PortForward's streaming server: run() starts and stops it.
         streaming = new_streaming(containers=containers, sandboxes=sandboxes, blocking=offloader,
                                   address=settings.cri.stream_address, port=settings.cri.stream_port)

@@ -33,13 +33,13 @@ if TYPE_CHECKING:
 TERM_GRACE = 5.0
 
 
-async def pull_in_child(config: Config, reference: str, *, credentials: Credentials | None = None,
+async def pull_in_child(config: Config, reference: str, *, namespace: str, credentials: Credentials | None = None,
                         registry: str = "") -> None:
-    """Pull ``reference`` into the store of ``config`` in a child process.
+    """Pull ``reference`` into ``namespace`` of the store of ``config`` in a child process.
     ``credentials`` are offered to ``registry`` only (a normalised host).
     Raises the child's error kind (NotFound, PermissionDenied, ...); on
     cancellation the child is terminated and reaped."""
-    request: dict[str, Any] = {"config": dataclasses.asdict(config), "reference": reference}
+    request: dict[str, Any] = {"config": dataclasses.asdict(config), "reference": reference, "namespace": namespace}
     if credentials is not None:
         request["credentials"] = {"registry": registry, "username": credentials.username,
                                   "password": credentials.password,
@@ -75,7 +75,7 @@ def _main() -> int:
     if "credentials" in request:
         lookup = _lookup(request["credentials"])
     try:
-        with Store.open(config, namespace=request.get("namespace", "default")) as store:
+        with Store.open(config, namespace=request["namespace"]) as store:
             ImageService(store).pull(request["reference"], credentials=lookup)
     except errors.HawserError as exc:
         # The daemon re-raises the same kind: a subclass (CNIUnavailable...) goes as its base kind.

@@ -38,19 +38,25 @@ class SQLLeases(LeaseManager):
         id: str | None = None,
         labels: Mapping[str, str] | None = None,
         namespace: str | None = None,
+        expires_at: float | None = None,
     ) -> str:
-        """Create a lease that expires ``ttl`` seconds from now (never when None)
-        and return its id (a random one unless ``id`` is given; ``get_lease``
-        has the rest). AlreadyExists if ``id`` is taken, InvalidArgument for a
-        bad id or a ttl that is not positive. Not idempotent."""
+        """Create a lease that expires ``ttl`` seconds from now, or at the
+        clock's time ``expires_at`` (never when both are None; one in the past
+        makes a lease the next GC deletes), and return its id (a random one
+        unless ``id`` is given; ``get_lease`` has the rest). AlreadyExists if
+        ``id`` is taken, InvalidArgument for a bad id, a ttl that is not
+        positive, or both ttl and expires_at. Not idempotent."""
         namespace = self.namespace if namespace is None else namespace
         if ttl is not None and not ttl > 0:
             raise InvalidArgument(f"lease ttl must be positive, not {ttl}")
+        if ttl is not None and expires_at is not None:
+            raise InvalidArgument("a lease takes a ttl or an expiry time, not both")
         now = self._db.clock()
         lease_id = id if id is not None else f"{int(now)}-{os.urandom(8).hex()}"
         check_identifier(lease_id, "lease id")
         text = dump_labels(labels)
-        expires_at = None if ttl is None else now + ttl
+        if ttl is not None:
+            expires_at = now + ttl
         with self._db.transaction(write=True) as c:
             self._db.ensure_namespace(c, namespace)
             try:

@@ -262,10 +262,12 @@ class LeaseManager(Protocol):
     namespace: str  # the one a call names none of
 
     def create(self, ttl: float | None = None, *, id: str | None = None, labels: Mapping[str, str] | None = None,
-               namespace: str | None = None) -> str:
-        """Create a lease that expires ``ttl`` seconds from now (never when None)
-        and return its id. AlreadyExists if ``id`` is taken, InvalidArgument
-        for a bad id or a ttl that is not positive. Not idempotent."""
+               namespace: str | None = None, expires_at: float | None = None) -> str:
+        """Create a lease that expires ``ttl`` seconds from now, or at the
+        clock's time ``expires_at`` (never when both are None; one in the past
+        makes a lease the next GC deletes), and return its id. AlreadyExists
+        if ``id`` is taken, InvalidArgument for a bad id, a ttl that is not
+        positive, or both ttl and expires_at. Not idempotent."""
         ...
 
     def get(self, lease_id: str, *, namespace: str | None = None) -> Lease:
