@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
 
+from hawser.containerd._api.services.leases.v1 import leases_pb2 as pb
+from hawser.containerd._api.services.leases.v1 import leases_pb2_grpc
 from hawser.content import LocalStore
+from hawser.metadata import Metadata
 from hawser.oci import Digest
 from tests.e2e.test_containerd_api import ctr
 from tests.support.hawserd import Hawserd
@@ -45,9 +48,7 @@ def has_blob(hawserd: Hawserd, digest: Digest) -> bool:
 
 
 @pytest.fixture
-def stub(hawserd: Hawserd) -> Iterator[object]:
-    from hawser.containerd._api.services.leases.v1 import leases_pb2_grpc
-
+def stub(hawserd: Hawserd) -> Iterator[leases_pb2_grpc.LeasesStub]:
     with grpc.insecure_channel(f"unix:{hawserd.containerd_address}",
                                options=[("grpc.enable_http_proxy", 0)]) as channel:
         yield leases_pb2_grpc.LeasesStub(channel)
@@ -57,17 +58,15 @@ def meta(namespace: str) -> list[tuple[str, str]]:
     return [("containerd-namespace", namespace)]
 
 
-def add(stub: object, lease: str, type_: str, id_: str, namespace: str) -> None:
-    from hawser.containerd._api.services.leases.v1 import leases_pb2 as pb
-
-    stub.AddResource(pb.AddResourceRequest(id=lease, resource=pb.Resource(id=id_, type=type_)),  # type: ignore[attr-defined]
+def add(stub: leases_pb2_grpc.LeasesStub, lease: str, type_: str, id_: str, namespace: str) -> None:
+    stub.AddResource(pb.AddResourceRequest(id=lease, resource=pb.Resource(id=id_, type=type_)),
                      metadata=meta(namespace))
 
 
-def code_of(call: object) -> grpc.StatusCode:
+def code_of(call: Callable[[], object]) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as failed:
-        call()  # type: ignore[operator]
-    return failed.value.code()  # type: ignore[attr-defined, no-any-return]
+        call()
+    return failed.value.code()
 
 
 def test_leases_is_a_plugin(hawserd: Hawserd) -> None:
@@ -79,7 +78,7 @@ def test_leases_is_a_plugin(hawserd: Hawserd) -> None:
 def test_create_list_filter_and_remove(hawserd: Hawserd) -> None:
     assert ctr(hawserd, "leases", "create", "--id", "build-1", "--expires", "0", "team=a", "purpose=test"
                ).stdout.strip() == "build-1"
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     made = ctr(hawserd, "leases", "create", "team=b").stdout.strip()  # ctr's default: expires in 24h
     assert GENERATED_ID.fullmatch(made), made
 
@@ -120,14 +119,12 @@ def test_create_list_filter_and_remove(hawserd: Hawserd) -> None:
     assert gone.returncode != 0 and "not found" in gone.stderr
 
 
-def test_content_held_by_a_lease_survives_gc_until_the_lease_goes(hawserd: Hawserd, stub: object) -> None:
-    from hawser.containerd._api.services.leases.v1 import leases_pb2 as pb
-
+def test_content_held_by_a_lease_survives_gc_until_the_lease_goes(hawserd: Hawserd, stub: leases_pb2_grpc.LeasesStub) -> None:
     ctr(hawserd, "leases", "create", "--id", "hold", "--expires", "0", namespace="builds")
     held = put_blob(hawserd, b"held only by the lease\n")
     loose = put_blob(hawserd, b"held by nothing\n")
     add(stub, "hold", "content", str(held), "builds")
-    listed = stub.ListResources(pb.ListResourcesRequest(id="hold"), metadata=meta("builds"))  # type: ignore[attr-defined]
+    listed = stub.ListResources(pb.ListResourcesRequest(id="hold"), metadata=meta("builds"))
     assert [(r.type, r.id) for r in listed.resources] == [("content", str(held))]
 
     out = hawserd.cli("system", "prune").stdout
@@ -142,7 +139,7 @@ def test_content_held_by_a_lease_survives_gc_until_the_lease_goes(hawserd: Hawse
     assert ids(hawserd, namespace="builds") == []
 
 
-def test_a_lease_without_sync_leaves_collection_to_the_next_gc(hawserd: Hawserd, stub: object) -> None:
+def test_a_lease_without_sync_leaves_collection_to_the_next_gc(hawserd: Hawserd, stub: leases_pb2_grpc.LeasesStub) -> None:
     ctr(hawserd, "leases", "create", "--id", "hold", namespace="builds")
     held = put_blob(hawserd, b"held until the next gc\n")
     add(stub, "hold", "content", str(held), "builds")
@@ -152,7 +149,7 @@ def test_a_lease_without_sync_leaves_collection_to_the_next_gc(hawserd: Hawserd,
     assert not has_blob(hawserd, held)
 
 
-def test_an_expired_lease_holds_nothing(hawserd: Hawserd, stub: object) -> None:
+def test_an_expired_lease_holds_nothing(hawserd: Hawserd, stub: leases_pb2_grpc.LeasesStub) -> None:
     """``ctr leases create --expires`` writes containerd's gc.expire label: hawser's GC honours it."""
     ctr(hawserd, "leases", "create", "--id", "brief", "--expires", "2s", namespace="builds")
     ctr(hawserd, "leases", "create", "--id", "lasting", "--expires", "1h", namespace="builds")
@@ -165,16 +162,14 @@ def test_an_expired_lease_holds_nothing(hawserd: Hawserd, stub: object) -> None:
 
     label = dict(row[0::2] for row in rows(ctr(hawserd, "leases", "ls", namespace="builds").stdout))["brief"]
     expires = datetime.fromisoformat(label.split("=", 1)[1].replace("Z", "+00:00"))
-    time.sleep(max(0.0, (expires - datetime.now(timezone.utc)).total_seconds()) + 1.0)
+    time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 1.0)
     out = hawserd.cli("system", "prune").stdout
     assert "lease brief: expired lease" in out
     assert not has_blob(hawserd, brief) and has_blob(hawserd, lasting)
     assert ids(hawserd, namespace="builds") == ["lasting"]
 
 
-def test_resources_are_named_as_containerd_names_them(hawserd: Hawserd, stub: object) -> None:
-    from hawser.containerd._api.services.leases.v1 import leases_pb2 as pb
-
+def test_resources_are_named_as_containerd_names_them(hawserd: Hawserd, stub: leases_pb2_grpc.LeasesStub) -> None:
     ctr(hawserd, "leases", "create", "--id", "work", namespace="builds")
     digest = Digest.of(b"x")
     add(stub, "work", "snapshots/overlayfs", "sha256-chain", "builds")
@@ -183,13 +178,11 @@ def test_resources_are_named_as_containerd_names_them(hawserd: Hawserd, stub: ob
     add(stub, "work", "content", str(digest), "builds")  # idempotent
 
     def listed() -> list[tuple[str, str]]:
-        found = stub.ListResources(pb.ListResourcesRequest(id="work"), metadata=meta("builds"))  # type: ignore[attr-defined]
+        found = stub.ListResources(pb.ListResourcesRequest(id="work"), metadata=meta("builds"))
         return [(r.type, r.id) for r in found.resources]
 
     assert listed() == [("content", str(digest)), ("ingests", "ingest-ref-1"), ("snapshots/overlayfs", "sha256-chain")]
     # hawser's own names underneath, the ones its GC reads.
-    from hawser.metadata import Metadata
-
     md = Metadata(str(hawserd.root / "metadata.db"))
     try:
         kinds = [(r.kind, r.key) for r in md.leases.list_resources("work", namespace="builds")]
@@ -197,34 +190,31 @@ def test_resources_are_named_as_containerd_names_them(hawserd: Hawserd, stub: ob
         md.close()
     assert kinds == [("content", str(digest)), ("ingest", "ingest-ref-1"), ("snapshot/overlayfs", "sha256-chain")]
 
-    stub.DeleteResource(pb.DeleteResourceRequest(id="work", resource=pb.Resource(  # type: ignore[attr-defined]
+    stub.DeleteResource(pb.DeleteResourceRequest(id="work", resource=pb.Resource(
         id="ingest-ref-1", type="ingests")), metadata=meta("builds"))
     assert listed() == [("content", str(digest)), ("snapshots/overlayfs", "sha256-chain")]
 
 
-def test_errors_carry_containerds_codes(hawserd: Hawserd, stub: object) -> None:
-    from hawser.containerd._api.services.leases.v1 import leases_pb2 as pb
-
+def test_errors_carry_containerds_codes(hawserd: Hawserd, stub: leases_pb2_grpc.LeasesStub) -> None:
     ctr(hawserd, "leases", "create", "--id", "work", namespace="builds")
-    s: object = stub
 
-    def add_call(lease: str, type_: str, id_: str) -> object:
-        return lambda: add(s, lease, type_, id_, "builds")
+    def add_call(lease: str, type_: str, id_: str) -> Callable[[], None]:
+        return lambda: add(stub, lease, type_, id_, "builds")
 
     assert code_of(add_call("missing", "content", str(Digest.of(b"x")))) == grpc.StatusCode.NOT_FOUND
     assert code_of(add_call("work", "content", "not-a-digest")) == grpc.StatusCode.INVALID_ARGUMENT
     assert code_of(add_call("work", "content/x", str(Digest.of(b"x")))) == grpc.StatusCode.INVALID_ARGUMENT
     assert code_of(add_call("work", "snapshots", "key")) == grpc.StatusCode.INVALID_ARGUMENT
     assert code_of(add_call("work", "images", "docker.io/library/x:1")) == grpc.StatusCode.UNIMPLEMENTED
-    assert code_of(lambda: stub.ListResources(pb.ListResourcesRequest(id="missing"),  # type: ignore[attr-defined]
+    assert code_of(lambda: stub.ListResources(pb.ListResourcesRequest(id="missing"),
                                               metadata=meta("builds"))) == grpc.StatusCode.NOT_FOUND
-    assert code_of(lambda: stub.Delete(pb.DeleteRequest(id="missing"),  # type: ignore[attr-defined]
+    assert code_of(lambda: stub.Delete(pb.DeleteRequest(id="missing"),
                                        metadata=meta("builds"))) == grpc.StatusCode.NOT_FOUND
-    assert code_of(lambda: stub.Create(pb.CreateRequest(id="work"),  # type: ignore[attr-defined]
+    assert code_of(lambda: stub.Create(pb.CreateRequest(id="work"),
                                        metadata=meta("builds"))) == grpc.StatusCode.ALREADY_EXISTS
     bad_expiry = pb.CreateRequest(id="later", labels={"containerd.io/gc.expire": "tomorrow"})
-    assert code_of(lambda: stub.Create(bad_expiry, metadata=meta("builds"))  # type: ignore[attr-defined]
+    assert code_of(lambda: stub.Create(bad_expiry, metadata=meta("builds"))
                    ) == grpc.StatusCode.INVALID_ARGUMENT
     # containerd requires a namespace: a request naming none is refused.
-    assert code_of(lambda: stub.List(pb.ListRequest())) == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+    assert code_of(lambda: stub.List(pb.ListRequest())) == grpc.StatusCode.FAILED_PRECONDITION
     assert ctr(hawserd, "version").returncode == 0  # the daemon keeps serving

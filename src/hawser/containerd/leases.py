@@ -18,12 +18,11 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 from google.protobuf import empty_pb2, timestamp_pb2
 
 from hawser._logging import get_logger
-
 from hawser.containerd._api.services.leases.v1 import leases_pb2 as pb
 from hawser.containerd._api.services.leases.v1 import leases_pb2_grpc
 from hawser.containerd._deps import ContainerdDeps
@@ -67,10 +66,10 @@ def parse_expire(text: str) -> float:
         year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
         offset = timedelta(0)
         if m.group(9):
-            offset = timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
-            if offset >= timedelta(days=1):
+            hours, minutes = int(m.group(10)), int(m.group(11))
+            if hours > 23 or minutes > 59:
                 raise ValueError("offset out of range")
-            offset = -offset if m.group(9) == "-" else offset
+            offset = timedelta(hours=hours, minutes=minutes) * (-1 if m.group(9) == "-" else 1)
         moment = datetime(year, month, day, hour, minute, second, tzinfo=timezone(offset))
     except ValueError as exc:
         raise InvalidArgument(f"invalid lease label {LABEL_GC_EXPIRE}={text!r}: {exc}",
@@ -80,7 +79,7 @@ def parse_expire(text: str) -> float:
 
 def format_expire(when: float) -> str:
     """``when`` as containerd writes its expiry label (RFC 3339, whole seconds, UTC)."""
-    return datetime.fromtimestamp(int(when), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(int(when), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def new_lease_id(*, now_ns: Callable[[], int] = time.time_ns, random: Callable[[int], bytes] = os.urandom) -> str:
@@ -162,8 +161,9 @@ class Leases(leases_pb2_grpc.LeasesServicer):
                                    namespace=namespace)
         return self._leases.get(made, namespace=namespace)
 
-    def _collect(self, namespace: str) -> None:
-        report = ImageService(self._deps.store.in_namespace(namespace)).prune()
+    def _collect(self) -> None:
+        # The store's GC, as `hawser system prune` runs it: it spans every namespace.
+        report = ImageService(self._deps.store).prune()
         for error in report.errors:
             log.warning("garbage collection after a lease's removal: %s", error)
 
@@ -180,7 +180,7 @@ class Leases(leases_pb2_grpc.LeasesServicer):
             await self._deps.blocking(self._leases.delete, request.id, namespace=namespace)
             if request.sync:
                 # What the lease alone held goes before the answer, as with containerd's ScheduleAndWait.
-                await self._deps.blocking(self._collect, namespace)
+                await self._deps.blocking(self._collect)
             return empty_pb2.Empty()
 
         return await serve(context, "Delete", work())
