@@ -16,6 +16,7 @@ import grpc
 from cri_api.v1 import api_pb2
 
 from tests.e2e.helpers import status_code
+from tests.support.aio import processes_running
 from tests.support.cni import CniEnv
 from tests.support.cri_pods import CGROUP_PARENT, CGROUP_ROOT, Pods, cgroup_dir
 
@@ -30,21 +31,6 @@ def cgroup_procs(container_id: str, pod_config: api_pb2.PodSandboxConfig) -> lis
         with contextlib.suppress(FileNotFoundError):
             pids += [int(p) for p in procs.read_text().split()]
     return pids
-
-
-def processes_with(text: str) -> list[int]:
-    """Live processes whose command line holds ``text``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if text.encode() in f.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
 
 
 def check_clean(pods: Pods) -> None:
@@ -79,7 +65,7 @@ def test_an_exited_container_leaves_no_process_behind(pods: Pods, pod_network: C
                                           linux__security_context__namespace_options=SHARED_PID))
     status = pods.wait_exit(container)
     assert status.state == api_pb2.CONTAINER_EXITED and status.exit_code == 0
-    assert cgroup_procs(container, pod[1]) == [] and processes_with("sleep\0" + "901") == []
+    assert cgroup_procs(container, pod[1]) == [] and processes_running("901") == []
     assert_nothing_left(pods, pod_network)
 
 
@@ -94,7 +80,7 @@ def test_a_stopped_container_leaves_no_process_behind(pods: Pods, pod_network: C
     assert len(cgroup_procs(container, pod[1])) == 301
     pods.rt.StopContainer(api_pb2.StopContainerRequest(container_id=container, timeout=1))
     assert pods.status(container).status.state == api_pb2.CONTAINER_EXITED
-    assert cgroup_procs(container, pod[1]) == [] and processes_with("sleep\0" + "902") == []
+    assert cgroup_procs(container, pod[1]) == [] and processes_running("902") == []
     assert_nothing_left(pods, pod_network)
 
 
@@ -106,7 +92,7 @@ def test_a_pod_whose_pid_namespace_init_died_is_not_ready(pods: Pods, pod_networ
     # The pid namespace is pinned, not named by a pid that another process may get later.
     pid_ns = info["namespaces"]["pid"]
     assert pid_ns.startswith(str(pods.hawserd.state)) and not pid_ns.startswith("/proc/")
-    inits = [p for p in processes_with(pod[0]) if Path(f"/proc/{p}/comm").read_text().strip() == "catatonit"]
+    inits = [p for p in processes_running(pod[0]) if Path(f"/proc/{p}/comm").read_text().strip() == "catatonit"]
     assert len(inits) == 1
     os.kill(inits[0], signal.SIGKILL)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import secrets
 import signal
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,3 +136,15 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
 def overlay_env(tmp_path: Path) -> Iterator[Env]:
     yield Env(root=str(tmp_path / "root"), state=str(tmp_path / "state"), snapshotter="overlayfs")
     unmount_under(str(tmp_path))
+
+
+def system_check(env: Env, *args: str) -> tuple[int, list[dict[str, Any]]]:
+    """``hawser system check --format json [args]``: its exit code and findings."""
+    proc = env.cli("system", "check", "--format", "json", *args, check=False, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def problems(findings: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The (kind, subject) of each problem finding, sorted."""
+    return sorted((f["kind"], f["subject"]) for f in findings if f["severity"] == "problem")

@@ -6,7 +6,6 @@ them as GC would, but never those of a pull still at work."""
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from hawser._failpoints import ENV as FAILPOINTS
 from hawser._failpoints import LOG_ENV as FAILPOINTS_LOG
 from hawser.registry import RegistryClient
 from hawser.snapshots import Kind
-from tests.integration.conftest import Env
+from tests.integration.conftest import Env, problems, system_check
 from tests.support.images import BuiltImage, build_image, push_image
 from tests.support.layers import LayerBuilder
 from tests.support.registry_fixtures import Registry
@@ -26,16 +25,6 @@ from tests.support.registry_fixtures import Registry
 pytestmark = pytest.mark.integration
 
 UNREFERENCED = "snapshot-unreferenced"
-
-
-def check(env: Env, *args: str) -> tuple[int, list[dict[str, Any]]]:
-    proc = env.cli("system", "check", "--format", "json", *args, check=False, timeout=300)
-    assert proc.returncode in (0, 1), proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
-
-
-def problems(findings: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    return sorted((f["kind"], f["subject"]) for f in findings if f["severity"] == "problem")
 
 
 def unreferenced(findings: list[dict[str, Any]]) -> set[str]:
@@ -71,16 +60,16 @@ def test_killed_pulls_leave_snapshots_the_check_reports_and_repair_removes(
     assert any(kind is Kind.COMMITTED for kind in left.values()), left
 
     # No image names any of them and their pulls are dead: every one is reported, with its size.
-    code, findings = check(env)
+    code, findings = system_check(env)
     assert code == 1 and unreferenced(findings) == set(left), findings
     assert all("bytes" in f["detail"] for f in findings if f["kind"] == UNREFERENCED)
     assert snapshots(env) == left  # a check alone changes nothing
 
-    code, findings = check(env, "--repair")
+    code, findings = system_check(env, "--repair")
     assert code == 0 and unreferenced(findings) == set(left), findings
     assert all(f["repaired"] and f["error"] is None for f in findings if f["severity"] == "problem"), findings
     assert snapshots(env) == {}
-    code, findings = check(env)
+    code, findings = system_check(env)
     assert code == 0 and problems(findings) == [], findings
 
     # Garbage collection finds no snapshot (nor a leftover directory) the check left behind.
@@ -88,7 +77,7 @@ def test_killed_pulls_leave_snapshots_the_check_reports_and_repair_removes(
     assert not [line for line in pruned if line.startswith(("removed snapshot", "removed leftover"))], pruned
     # And the store still works: the pull completes, and the store is clean.
     env.cli("pull", "--plain-http", "-q", ref)
-    code, findings = check(env)
+    code, findings = system_check(env)
     assert code == 0 and problems(findings) == [], findings
 
 
@@ -124,21 +113,21 @@ def test_a_pull_still_at_work_keeps_its_snapshots(
         held = set(snapshots(env)) - dead
         assert held and all(key.startswith("extract-") for key in held), held
 
-        code, findings = check(env)
+        code, findings = system_check(env)
         assert code == 1 and unreferenced(findings) == dead, findings
-        code, findings = check(env, "--repair")
+        code, findings = system_check(env, "--repair")
         assert code == 0 and unreferenced(findings) == dead, findings
         assert set(snapshots(env)) == held
-        code, findings = check(env)
+        code, findings = system_check(env)
         assert code == 0 and problems(findings) == [], findings
     finally:
         live.kill()
         live.communicate(timeout=60)
 
     # Dead now: what it held is garbage like the rest.
-    code, findings = check(env)
+    code, findings = system_check(env)
     assert code == 1 and unreferenced(findings) == held, findings
-    code, findings = check(env, "--repair")
+    code, findings = system_check(env, "--repair")
     assert code == 0 and snapshots(env) == {}
-    code, findings = check(env)
+    code, findings = system_check(env)
     assert code == 0 and problems(findings) == [], findings

@@ -17,12 +17,11 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from hawser.images import ImageService
-from tests.integration.conftest import Env, container_env
+from tests.integration.conftest import Env, container_env, problems, system_check
 from tests.support.aio import conmons_of
 from tests.support.host import cgroups_under, mounts_under, remove_cgroup_parent, unmount_under
 from tests.support.images import BuiltImage
@@ -36,18 +35,8 @@ def node(tmp_path: Path, busybox: tuple[str, BuiltImage]) -> Iterator[tuple[Env,
         yield env, ref
 
 
-def check(env: Env, *args: str) -> tuple[int, list[dict[str, Any]]]:
-    proc = env.cli("system", "check", "--format", "json", *args, check=False, timeout=300)
-    assert proc.returncode in (0, 1), proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
-
-
-def problems(findings: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    return sorted((f["kind"], f["subject"]) for f in findings if f["severity"] == "problem")
-
-
 def assert_clean(env: Env) -> None:
-    code, findings = check(env)
+    code, findings = system_check(env)
     assert code == 0 and problems(findings) == [], findings
 
 
@@ -67,13 +56,13 @@ def test_a_store_after_pull_and_run_is_clean(node: tuple[Env, str]) -> None:
     running = env.cli("run", "-d", ref, "sleep", "1000").stdout.strip()
     stopped = env.cli("run", "-d", ref, "true").stdout.strip()
     env.cli("wait", stopped)
-    code, findings = check(env)
+    code, findings = system_check(env)
     assert code == 0 and problems(findings) == [], findings
     # `run --rm` leaves conmon's attach directory behind: info, not a problem.
     assert {f["kind"] for f in findings} <= {"attach-dir-orphan"}
     table = env.cli("system", "check").stdout
     assert table.splitlines()[-1].startswith("no problems found")
-    code, findings = check(env, "--repair")
+    code, findings = system_check(env, "--repair")
     assert code == 0 and all(f["repaired"] for f in findings)
     assert json.loads(env.cli("inspect", running).stdout)[0]["State"]["Status"] == "running"
     assert_clean(env)
@@ -89,11 +78,11 @@ def test_a_corrupt_layer_is_removed_and_fetched_again(node: tuple[Env, str]) -> 
         byte = f.read(1)
         f.seek(-1, os.SEEK_CUR)
         f.write(bytes([byte[0] ^ 0x01]))
-    code, findings = check(env)
+    code, findings = system_check(env)
     assert code == 1 and problems(findings) == [("blob-corrupt", layer)]
     assert ref in findings[0]["detail"]
 
-    code, findings = check(env, "--repair")
+    code, findings = system_check(env, "--repair")
     corrupt = [f for f in findings if f["kind"] == "blob-corrupt"]
     assert corrupt[0]["repaired"] and not os.path.exists(path)
     # The image needs a pull now, and says so; its unpacked layers were kept, so it still runs.
@@ -115,10 +104,10 @@ def test_a_snapshot_directory_deleted_behind_hawsers_back(node: tuple[Env, str])
     finally:
         store.close()
     shutil.rmtree(directory)
-    code, findings = check(env)
+    code, findings = system_check(env)
     assert code == 1 and problems(findings) == [("snapshot-dir-missing", bottom)]
 
-    code, findings = check(env, "--repair")
+    code, findings = system_check(env, "--repair")
     assert next(f for f in findings if f["kind"] == "snapshot-dir-missing")["repaired"]
     assert next(f for f in findings if f["kind"] == "snapshot-ref-missing")["repaired"]
     assert code == 1 and [f["kind"] for f in findings if not f["repaired"]] == ["image-incomplete"]
@@ -144,9 +133,9 @@ def test_a_leftover_bundle_with_an_overlay_mounted_in_it(node: tuple[Env, str], 
                     f"lowerdir={layers / 'lower'},upperdir={layers / 'upper'},workdir={layers / 'work'}", rootfs],
                    check=True)
     try:
-        code, findings = check(env)
+        code, findings = system_check(env)
         assert code == 1 and problems(findings) == sorted([("bundle-orphan", bundle), ("mount-orphan", rootfs)])
-        code, findings = check(env, "--repair")
+        code, findings = system_check(env, "--repair")
         assert code == 0 and all(f["repaired"] for f in findings), findings
         assert mounts_under(env.state) == [] and not os.path.exists(bundle)
         assert (layers / "lower" / "file").read_text() == "lower"  # unmounted, never deleted through
@@ -165,9 +154,9 @@ def test_a_blob_file_without_record(node: tuple[Env, str]) -> None:
     with open(path, "wb") as f:
         f.write(data)
     os.chmod(path, 0o444)
-    code, findings = check(env)
+    code, findings = system_check(env)
     assert code == 1 and problems(findings) == [("blob-orphan", digest)]
-    code, findings = check(env, "--repair")
+    code, findings = system_check(env, "--repair")
     assert code == 0 and findings[0]["repaired"] and not os.path.exists(path)
     assert_clean(env)
 
@@ -183,11 +172,11 @@ def test_a_container_whose_record_is_gone_is_cleaned_off_the_host(node: tuple[En
     with db:
         db.execute("DELETE FROM containers WHERE id = ?", (id_,))
     db.close()
-    code, findings = check(env)
+    code, findings = system_check(env)
     kinds = {f["kind"] for f in findings if f["severity"] == "problem"}
     assert code == 1 and {"runc-orphan", "conmon-orphan", "mount-orphan", "bundle-orphan",
                           "cgroup-orphan"} <= kinds, findings
-    code, findings = check(env, "--repair")
+    code, findings = system_check(env, "--repair")
     assert code == 0 and all(f["repaired"] for f in findings), findings
     assert conmons_of(env.state) == [] and mounts_under(env.state) == []
     assert cgroups_under(env.cgroup_parent) == []
@@ -202,10 +191,10 @@ def test_pinned_namespaces_without_a_pod_record(node: tuple[Env, str]) -> None:
     pod = os.path.join(env.state, "sandboxes", secrets.token_hex(32))
     pins = pin_namespaces(os.path.join(pod, "ns"), ["net", "ipc", "uts"], hostname="leftover")
     try:
-        code, findings = check(env)
+        code, findings = system_check(env)
         assert code == 1 and problems(findings) == sorted([("netns-orphan", os.path.join(pod, "ns")),
                                                            ("pod-dir-orphan", pod)])
-        code, findings = check(env, "--repair")
+        code, findings = system_check(env, "--repair")
         assert code == 0 and all(f["repaired"] for f in findings), findings
         assert all(namespace_kind(path) is None for path in pins.values())
         assert not os.path.exists(pod) and mounts_under(env.state) == []
@@ -226,7 +215,7 @@ def test_a_pod_whose_namespaces_are_gone_is_not_a_problem(node: tuple[Env, str])
             status={"net": os.path.join(env.state, "sandboxes", id_, "ns", "net")}, created_at=time.time()))
     finally:
         store.close()
-    code, findings = check(env)
+    code, findings = system_check(env)
     assert code == 0 and [(f["kind"], f["severity"]) for f in findings] == [("sandbox-not-ready", "info")]
 
 
@@ -240,12 +229,12 @@ def test_hawser_run_killed_mid_way_is_fine_once_checked(node: tuple[Env, str]) -
     env.cli("ps", "-a")
     before = {info["Id"]: info["State"]["Status"]
               for info in json.loads(env.cli("ps", "-a", "--format", "json").stdout)}
-    code, findings = check(env)
+    code, findings = system_check(env)
     if code == 1:
         # Anything reported is something --repair can finish off (an interrupted create).
-        code, findings = check(env, "--repair")
+        code, findings = system_check(env, "--repair")
         assert code == 0, findings
-    code, findings = check(env)
+    code, findings = system_check(env)
     assert code == 0 and problems(findings) == [], findings
     after = {info["Id"]: info["State"]["Status"]
              for info in json.loads(env.cli("ps", "-a", "--format", "json").stdout)}
@@ -261,7 +250,7 @@ def test_a_repair_beside_a_pull_takes_nothing_the_pull_holds(node: tuple[Env, st
         pull = env.popen("pull", "--plain-http", "-q", ref)
         runs = 0
         while pull.poll() is None or runs == 0:
-            _, findings = check(env, "--repair")
+            _, findings = system_check(env, "--repair")
             runs += 1
             # Whatever a check sees mid-pull, it must not be something it would take from the pull.
             assert not [f for f in findings if f["repaired"] and f["severity"] == "problem"], findings
@@ -294,7 +283,7 @@ def test_two_stores_on_one_host_each_check_only_their_own(tmp_path: Path, busybo
             assert any(os.path.basename(c) == id_ for c in cgroups_under(parent)), cgroups_under(parent)
         for mine, other in ((0, 1), (1, 0)):
             for args in ((), ("--repair",)):
-                code, findings = check(envs[mine], *args)
+                code, findings = system_check(envs[mine], *args)
                 assert code == 0 and problems(findings) == [], findings
                 seen = json.dumps(findings)
                 assert running[other] not in seen and parents[other] not in seen, findings

@@ -28,7 +28,7 @@ from hawser.content import Cleaner, PathProvider
 from hawser.content import Info as BlobInfo
 from hawser.content import Status as IngestStatus
 from hawser.errors import NotFound, Unavailable
-from hawser.host import try_lock_fd
+from hawser.host import lock_held
 from hawser.metadata import RESOURCE_CONTENT, RESOURCE_INGEST, content_refs
 from hawser.oci import Digest
 
@@ -268,14 +268,7 @@ def _ago(seconds: float) -> str:
 
 def ingest_dir_locked(path: str) -> bool:
     """Whether a writer holds the flock of the ingest directory ``path`` (its ``lock`` file)."""
-    try:
-        fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        return not try_lock_fd(fd)
-    finally:
-        os.close(fd)
+    return lock_held(os.path.join(path, "lock"))
 
 
 __all__ = ["check_content", "hash_blob", "ingest_dir_locked"]

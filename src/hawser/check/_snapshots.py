@@ -36,7 +36,7 @@ from hawser.check._types import (
     SNAPSHOT_UNREFERENCED,
 )
 from hawser.errors import FailedPrecondition, NotFound
-from hawser.host import FileLock, try_lock_fd
+from hawser.host import FileLock, lock_held
 from hawser.metadata import LABEL_GC_REF_SNAPSHOT, LABEL_GC_ROOT, snapshot_refs, snapshot_resource
 from hawser.snapshots import Info, Kind, SnapshotterBase, leftover_dirs
 
@@ -208,18 +208,8 @@ class _UnpackLocks:
         chain = key.rsplit("-", 1)[-1]
         if not chain:
             return False
-        return any(_locked(os.path.join(self.dir, n)) for n in self.names if n.startswith(f"unpack-{chain}"))
+        return any(lock_held(os.path.join(self.dir, n)) for n in self.names if n.startswith(f"unpack-{chain}"))
 
-
-def _locked(path: str) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        return not try_lock_fd(fd)
-    finally:
-        os.close(fd)
 
 
 def _ancestors(infos: Mapping[str, Info], key: str) -> list[str]:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from hawser.host._files import atomic_write, fsync_dir
     from hawser.host._infra import pid_namespace_alive, start_pid_namespace, stop_pid_namespace
     from hawser.host._libc import syncfs
-    from hawser.host._lock import FileLock, lock_fd, try_lock_fd
+    from hawser.host._lock import FileLock, lock_fd, lock_held, try_lock_fd
     from hawser.host._memory import limit_malloc_arenas, trim_heap
     from hawser.host._mount import (
         MNT_DETACH,
@@ -67,7 +67,7 @@ _LAZY = {
     "syncfs": "_libc", "page_faults": "_cgroups",
     "pid_namespace_alive": "_infra", "start_pid_namespace": "_infra", "stop_pid_namespace": "_infra",
     "limit_malloc_arenas": "_memory", "trim_heap": "_memory",
-    "FileLock": "_lock", "lock_fd": "_lock", "try_lock_fd": "_lock",
+    "FileLock": "_lock", "lock_fd": "_lock", "lock_held": "_lock", "try_lock_fd": "_lock",
     "MNT_DETACH": "_mount", "MountOptions": "_mount", "is_mountpoint": "_mount", "mount": "_mount",
     "parse_options": "_mount", "unmount": "_mount", "unmount_all": "_mount",
     "OverlayFeatures": "_overlay", "overlay_features": "_overlay", "overlay_mount_options": "_overlay",
@@ -106,6 +106,7 @@ __all__ = [
     "kill_cgroup",
     "limit_malloc_arenas",
     "lock_fd",
+    "lock_held",
     "mount",
     "namespace_kind",
     "oom_kills",
@@ -114,7 +115,8 @@ __all__ = [
     "page_faults",
     "parse_options",
     "pid_namespace_alive",
-    "pin_namespace_of", "pin_namespaces",
+    "pin_namespace_of",
+    "pin_namespaces",
     "probe_overlay",
     "proc_stat",
     "read_stats",

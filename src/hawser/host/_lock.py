@@ -98,3 +98,16 @@ def try_lock_fd(fd: int, *, shared: bool = False) -> bool:
 def lock_fd(fd: int, *, shared: bool = False) -> None:
     """flock an already open fd (a file or a directory), waiting for it."""
     fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+
+
+def lock_held(path: str) -> bool:
+    """Whether some process holds the flock of the file ``path`` (False when it
+    is missing or unreadable).  Takes and drops the lock when nobody does."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return not try_lock_fd(fd)
+    finally:
+        os.close(fd)
