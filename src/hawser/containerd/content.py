@@ -30,7 +30,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hawser.containerd._api.services.content.v1 import content_pb2 as pb
 from hawser.containerd._api.services.content.v1 import content_pb2_grpc
 from hawser.containerd._deps import ContainerdDeps
-from hawser.containerd._edge import Context, namespace_of, serve
+from hawser.containerd._edge import Context, log, namespace_of, serve
 from hawser.containerd._filters import labels_adaptor, parse_filters
 from hawser.content import ContentStore
 from hawser.content import Status as IngestStatus
@@ -94,8 +94,9 @@ def label_update(paths: Sequence[str], want: Mapping[str, str]) -> tuple[dict[st
 
 
 def parse_digest(value: str) -> Digest:
-    """A request's digest; InvalidArgument when malformed or of an algorithm
-    hawser does not store (containerd answers InvalidArgument for both)."""
+    """A request's digest; InvalidArgument when malformed, as containerd
+    answers. An algorithm hawser does not store is refused the same way
+    (containerd, which knows sha384, would answer NOT_FOUND for one)."""
     try:
         return Digest(value)
     except (InvalidArgument, Unimplemented) as exc:
@@ -217,6 +218,7 @@ class Content(content_pb2_grpc.ContentServicer):
         beyond = await serve(context, "Read", work())
         if beyond is not None:
             # No hawser error kind means "out of range": containerd's code, answered here.
+            log.info("request failed", extra=dict(method="Read", code="OUT_OF_RANGE", error=beyond))
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, beyond)
 
     async def Status(self, request: pb.StatusRequest, context: Context) -> pb.StatusResponse:
