@@ -21,88 +21,33 @@ API pins the blob for hawser's GC.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import empty_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from hawser.containerd._api.services.content.v1 import content_pb2 as pb
 from hawser.containerd._api.services.content.v1 import content_pb2_grpc
+from hawser.containerd._convert import (
+    label_update,
+    parse_digest,
+    timestamp,
+    to_containerd_key,
+    to_containerd_labels,
+    to_hawser_key,
+)
 from hawser.containerd._deps import ContainerdDeps
 from hawser.containerd._edge import Context, log, namespace_of, serve
 from hawser.containerd._filters import labels_adaptor, parse_filters
 from hawser.content import ContentStore
 from hawser.content import Status as IngestStatus
-from hawser.errors import DataLoss, InvalidArgument, Unimplemented
-from hawser.metadata import LABEL_GC_REF_CONTENT, LABEL_GC_REF_SNAPSHOT, LABEL_GC_ROOT, Blob, BlobRecords
-from hawser.oci import Digest
+from hawser.errors import DataLoss, Unimplemented
+from hawser.metadata import Blob, BlobRecords
 
 # Read answers in chunks of at most this many bytes (containerd's buffer).
 READ_CHUNK = 1 << 20
 # List answers in messages of this many infos, as containerd batches them.
 LIST_BATCH = 100
-
-# containerd's GC labels and hawser's own: the same references under another prefix.
-_GC_PREFIXES = (
-    ("containerd.io/gc.root", LABEL_GC_ROOT),
-    ("containerd.io/gc.ref.content", LABEL_GC_REF_CONTENT),
-    ("containerd.io/gc.ref.snapshot", LABEL_GC_REF_SNAPSHOT),
-)
-
-
-def _swap_prefix(key: str, pairs: Sequence[tuple[str, str]]) -> str:
-    for old, new in pairs:
-        if key == old or key.startswith(old + "."):
-            return new + key[len(old):]
-    return key
-
-
-def to_hawser_key(key: str) -> str:
-    """A label key as a containerd client names it, as hawser stores it
-    (``containerd.io/gc.ref.content.l.0`` -> ``hawser.io/gc.ref.content.l.0``)."""
-    return _swap_prefix(key, _GC_PREFIXES)
-
-
-def to_containerd_key(key: str) -> str:
-    """A label key as hawser stores it, as a containerd client expects it."""
-    return _swap_prefix(key, [(new, old) for old, new in _GC_PREFIXES])
-
-
-def to_containerd_labels(labels: Mapping[str, str]) -> dict[str, str]:
-    return {to_containerd_key(k): v for k, v in labels.items()}
-
-
-def label_update(paths: Sequence[str], want: Mapping[str, str]) -> tuple[dict[str, str], bool]:
-    """The labels (hawser's keys) an Update writes, and whether they merge into
-    the record's (True) or replace them (False), as containerd applies a field
-    mask: none or ``labels`` replaces them all with the request's;
-    ``labels.<key>`` sets that key to the request's value, an empty or absent
-    value removing it. InvalidArgument for any other path: only labels change."""
-    keys = []
-    for path in paths:
-        if path == "labels":
-            continue
-        key = path[len("labels."):] if path.startswith("labels.") else ""
-        if not key:
-            raise InvalidArgument(f"cannot update {path!r} field on content info: only labels change",
-                                  hint="use the field mask paths 'labels' or 'labels.<key>'")
-        keys.append(key)
-    if not paths or "labels" in paths:
-        return {to_hawser_key(k): v for k, v in want.items() if v}, False
-    return {to_hawser_key(key): want.get(key, "") for key in keys}, True
-
-
-def parse_digest(value: str) -> Digest:
-    """A request's digest; InvalidArgument when malformed, as containerd
-    answers. An algorithm hawser does not store is refused the same way
-    (containerd, which knows sha384, would answer NOT_FOUND for one)."""
-    try:
-        return Digest(value)
-    except (InvalidArgument, Unimplemented) as exc:
-        raise InvalidArgument(f"{value!r} failed validation: {exc.message}",
-                              hint="a digest is algorithm:hex, e.g. sha256:<64 hex digits>") from None
-
 
 def read_range(size: int, offset: int, length: int) -> tuple[int, int] | None:
     """The ``[start, end)`` a Read of ``length`` bytes (all when 0 or less) at
@@ -115,20 +60,14 @@ def read_range(size: int, offset: int, length: int) -> tuple[int, int] | None:
     return start, end
 
 
-def _timestamp(seconds: float) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromNanoseconds(round(seconds * 1e9))
-    return stamp
-
-
 def _info(blob: Blob) -> pb.Info:
-    return pb.Info(digest=str(blob.digest), size=blob.size, created_at=_timestamp(blob.created_at),
-                   updated_at=_timestamp(blob.updated_at), labels=to_containerd_labels(blob.labels))
+    return pb.Info(digest=str(blob.digest), size=blob.size, created_at=timestamp(blob.created_at),
+                   updated_at=timestamp(blob.updated_at), labels=to_containerd_labels(blob.labels))
 
 
 def _status(status: IngestStatus) -> pb.Status:
     return pb.Status(ref=status.ref, offset=status.offset, total=status.total or 0, expected=str(status.expected),
-                     started_at=_timestamp(status.started_at), updated_at=_timestamp(status.updated_at))
+                     started_at=timestamp(status.started_at), updated_at=timestamp(status.updated_at))
 
 
 class Content(content_pb2_grpc.ContentServicer):

@@ -16,16 +16,9 @@ import grpc
 import pytest
 
 from hawser.containerd._api.services.content.v1 import content_pb2 as pb
+from hawser.containerd._convert import label_update, parse_digest, to_containerd_key, to_hawser_key
 from hawser.containerd._deps import ContainerdDeps
-from hawser.containerd.content import (
-    READ_CHUNK,
-    Content,
-    label_update,
-    parse_digest,
-    read_range,
-    to_containerd_key,
-    to_hawser_key,
-)
+from hawser.containerd.content import READ_CHUNK, Content, read_range
 from hawser.content import LocalStore
 from hawser.errors import InvalidArgument
 from hawser.metadata import LABEL_GC_ROOT, Metadata, content_ref_label
