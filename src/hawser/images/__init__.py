@@ -11,6 +11,8 @@ from hawser._lazy import lazy_exports
 TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
 
+    from hawser.images._apply import ApplyResult
+    from hawser.images._layer import unpack_blob
     from hawser.images._progress import LayerProgress, ProgressEvent, ProgressSink, PullMessage
     from hawser.images._pull_process import pull_in_child
     from hawser.images._service import ImageDetail, ImageService, ImageSummary, RunnableImage
@@ -18,7 +20,8 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "LayerProgress": "_progress", "ProgressEvent": "_progress", "ProgressSink": "_progress",
     "PullMessage": "_progress", "ImageDetail": "_service", "ImageService": "_service", "ImageSummary": "_service",
-    "RunnableImage": "_service", "pull_in_child": "_pull_process",
+    "RunnableImage": "_service", "pull_in_child": "_pull_process", "ApplyResult": "_apply",
+    "unpack_blob": "_layer",
 }
 
 
@@ -27,5 +30,5 @@ __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "ImageDetail", "ImageService", "ImageSummary", "LayerProgress", "ProgressEvent", "ProgressSink", "PullMessage",
-    "RunnableImage", "pull_in_child",
+    "RunnableImage", "pull_in_child", "unpack_blob", "ApplyResult",
 ]
