@@ -5,15 +5,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hawser.containerd._api.services.content.v1 import content_pb2_grpc
+from hawser.containerd._api.services.diff.v1 import diff_pb2_grpc
+from hawser.containerd._api.services.images.v1 import images_pb2_grpc
 from hawser.containerd._api.services.introspection.v1 import introspection_pb2_grpc
 from hawser.containerd._api.services.leases.v1 import leases_pb2_grpc
 from hawser.containerd._api.services.namespaces.v1 import namespace_pb2_grpc
+from hawser.containerd._api.services.snapshots.v1 import snapshots_pb2_grpc
 from hawser.containerd._api.services.version.v1 import version_pb2_grpc
 from hawser.containerd._deps import ContainerdDeps
 from hawser.containerd.content import Content
+from hawser.containerd.diff import Diff
+from hawser.containerd.images import Images
 from hawser.containerd.introspection import Introspection
 from hawser.containerd.leases import Leases
 from hawser.containerd.namespaces import Namespaces
+from hawser.containerd.snapshots import Snapshots
 from hawser.containerd.version import Version
 
 if TYPE_CHECKING:
@@ -23,7 +29,7 @@ if TYPE_CHECKING:
     from hawser.store import Store
 
 # The services served, by containerd's plugin ids (io.containerd.grpc.v1.<id>).
-SERVICES = ["content", "introspection", "leases", "namespaces", "version"]
+SERVICES = ["content", "diff", "images", "introspection", "leases", "namespaces", "snapshots", "version"]
 
 
 def add_to_server(server: grpc.aio.Server, *, store: Store, blocking: RunBlocking) -> None:
@@ -33,4 +39,7 @@ def add_to_server(server: grpc.aio.Server, *, store: Store, blocking: RunBlockin
     version_pb2_grpc.add_VersionServicer_to_server(Version(), server)
     leases_pb2_grpc.add_LeasesServicer_to_server(Leases(deps), server)
     content_pb2_grpc.add_ContentServicer_to_server(Content(deps), server)
+    snapshots_pb2_grpc.add_SnapshotsServicer_to_server(Snapshots(deps), server)
+    diff_pb2_grpc.add_DiffServicer_to_server(Diff(deps), server)
+    images_pb2_grpc.add_ImagesServicer_to_server(Images(deps), server)
     introspection_pb2_grpc.add_IntrospectionServicer_to_server(Introspection(deps, SERVICES), server)

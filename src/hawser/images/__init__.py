@@ -29,6 +29,15 @@ __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [
-    "ImageDetail", "ImageService", "ImageSummary", "LayerProgress", "ProgressEvent", "ProgressSink", "PullMessage",
-    "RunnableImage", "pull_in_child", "unpack_blob", "ApplyResult",
+    "ApplyResult",
+    "ImageDetail",
+    "ImageService",
+    "ImageSummary",
+    "LayerProgress",
+    "ProgressEvent",
+    "ProgressSink",
+    "PullMessage",
+    "RunnableImage",
+    "pull_in_child",
+    "unpack_blob",
 ]

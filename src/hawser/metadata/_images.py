@@ -100,10 +100,13 @@ class SQLImages(ImageRecords):
         *,
         target: Descriptor | None = None,
         labels: Mapping[str, str] | None = None,
+        merge: bool = False,
         namespace: str | None = None,
     ) -> Image:
-        """Change an image's target and/or replace its labels (None keeps them).
-        NotFound if absent. Idempotent."""
+        """Change an image's target and/or replace its labels (None keeps them);
+        with ``merge`` add or overwrite only the given keys, an empty value
+        deleting its key (in one transaction, so two clients setting different
+        keys keep each other's). NotFound if absent. Idempotent."""
         namespace = self.namespace if namespace is None else namespace
         if target is not None:
             check_target(target)
@@ -113,6 +116,14 @@ class SQLImages(ImageRecords):
             current = self._select_image(c, namespace, name)
             if current is None:
                 raise NotFound(f"image {name} not found in namespace {namespace}")
+            if merge and labels is not None:
+                combined = dict(current.labels)
+                for key, value in labels.items():
+                    if value:
+                        combined[key] = value
+                    else:
+                        combined.pop(key, None)
+                text = dump_labels(combined)
             new = target or current.target
             c.execute(
                 "UPDATE images SET media_type = ?, digest = ?, size = ?, labels = COALESCE(?, labels), updated_at = ?"

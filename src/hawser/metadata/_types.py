@@ -160,9 +160,10 @@ class ImageRecords(Protocol):
         ...
 
     def update(self, name: str, *, target: Descriptor | None = None, labels: Mapping[str, str] | None = None,
-               namespace: str | None = None) -> Image:
-        """Change an image's target and/or replace its labels (None keeps them).
-        NotFound if absent. Idempotent."""
+               merge: bool = False, namespace: str | None = None) -> Image:
+        """Change an image's target and/or replace its labels (None keeps them);
+        with ``merge`` add or overwrite only the given keys, an empty value
+        deleting its key. NotFound if absent. Idempotent."""
         ...
 
     def put(self, name: str, target: Descriptor, labels: Mapping[str, str] | None = None, *,

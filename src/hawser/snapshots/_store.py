@@ -397,11 +397,15 @@ class SnapshotterBase:
         whether or not it is still on disk; for consistency checks. NotFound if absent."""
         return self._dir(self._must_get(key))
 
-    def update_labels(self, key: str, labels: Mapping[str, str]) -> Info:
-        """Replace the labels of a snapshot. NotFound if absent, InvalidArgument for bad labels."""
+    def update_labels(self, key: str, labels: Mapping[str, str], *, merge: bool = False) -> Info:
+        """Replace the labels of a snapshot; with ``merge``, set these keys on
+        the ones it has instead (an empty value removes a key), in one
+        transaction. NotFound if absent, InvalidArgument for bad labels."""
         new = _check_labels(labels)
         with self._tx():
             rec = self._must_get(key)
+            if merge:
+                new = {k: v for k, v in {**rec.labels, **new}.items() if v}
             now = time.time()
             self._db.execute("UPDATE snapshots SET labels = ?, updated = ? WHERE id = ?",
                              (json.dumps(new, sort_keys=True), now, rec.id))

@@ -112,8 +112,9 @@ class Snapshotter(Protocol):
     def usage(self, key: str) -> Usage:
         """Disk usage of the snapshot's own layer (not its parents)."""
 
-    def update_labels(self, key: str, labels: Mapping[str, str]) -> Info:
-        """Replace the labels of a snapshot."""
+    def update_labels(self, key: str, labels: Mapping[str, str], *, merge: bool = False) -> Info:
+        """Replace the labels of a snapshot; with ``merge``, set these keys on
+        its labels instead (an empty value removes a key). NotFound if absent."""
 
     def cleanup(self) -> list[str]:
         """Remove directories no record points at (left by a crash). Returns what went."""
