@@ -27,14 +27,8 @@ NS = "team"
 
 
 def ctr(hawserd: Hawserd, *args: str, namespace: str = NS, check: bool = True) -> subprocess.CompletedProcess[str]:
-    for _ in range(5):
-        proc = subprocess.run([CTR, "--address", hawserd.containerd_address, "--namespace", namespace,
-                               "--timeout", "20s", *args], capture_output=True, text=True, timeout=60)
-        # ctr's commands that take a lease (tag) draw its id at random (containerd's leases.WithRandomID),
-        # and a few in a hundred are ones containerd's identifier rules refuse ("1234--ab_"): containerd
-        # answers INVALID_ARGUMENT for them too. Drawing again is what a user does.
-        if "invalid lease id" not in proc.stderr:
-            break
+    proc = subprocess.run([CTR, "--address", hawserd.containerd_address, "--namespace", namespace,
+                           "--timeout", "20s", *args], capture_output=True, text=True, timeout=60)
     if check and proc.returncode != 0:
         raise AssertionError(f"ctr {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -8,7 +8,7 @@ collector (``collect``) removes what no image, lease or pin reaches.
 from __future__ import annotations
 
 from hawser._lazy import lazy_exports
-from hawser.metadata._database import DEFAULT_BUSY_TIMEOUT, check_identifier
+from hawser.metadata._database import DEFAULT_BUSY_TIMEOUT, check_identifier, check_lease_id
 from hawser.metadata._labels import (
     LABEL_GC_REF_CONTENT,
     LABEL_GC_REF_SNAPSHOT,
@@ -111,6 +111,7 @@ __all__ = [
     "SandboxRecord",
     "SandboxRecords",
     "check_identifier",
+    "check_lease_id",
     "collect",
     "content_ref_label",
     "content_refs",

@@ -66,6 +66,18 @@ def check_identifier(value: str, what: str) -> str:
     return value
 
 
+# Lease ids are the client's to choose: containerd takes any, and ctr's random
+# ones (nanoseconds, a dash, URL-safe base64) may hold "--" or "-_".
+_LEASE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def check_lease_id(value: str) -> str:
+    if not isinstance(value, str) or len(value) > _MAX_IDENTIFIER or not _LEASE_ID.match(value):
+        raise InvalidArgument(f"invalid lease id {value!r}",
+                              hint=f"use letters, digits, '.', '_' and '-', at most {_MAX_IDENTIFIER} characters")
+    return value
+
+
 def check_image_name(name: str) -> str:
     if not isinstance(name, str) or not name or len(name) > _MAX_NAME or any(c.isspace() for c in name):
         raise InvalidArgument(f"invalid image name {name!r}: must be a non-empty reference without spaces")

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 
 from hawser.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from hawser.metadata._database import Database, check_identifier, check_resource, dump_labels, load_labels
+from hawser.metadata._database import Database, check_lease_id, check_resource, dump_labels, load_labels
 from hawser.metadata._types import DEFAULT_NAMESPACE, Lease, LeaseManager, LeaseResource
 
 TYPE_CHECKING = False
@@ -53,7 +53,7 @@ class SQLLeases(LeaseManager):
             raise InvalidArgument("a lease takes a ttl or an expiry time, not both")
         now = self._db.clock()
         lease_id = id if id is not None else f"{int(now)}-{os.urandom(8).hex()}"
-        check_identifier(lease_id, "lease id")
+        check_lease_id(lease_id)
         text = dump_labels(labels)
         if ttl is not None:
             expires_at = now + ttl

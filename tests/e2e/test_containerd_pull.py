@@ -1,0 +1,52 @@
+"""One store, three views: ``ctr images pull`` through hawserd's containerd
+API (ctr resolves and fetches itself, writing through Content.Write, and
+unpacks through Snapshots and Diff.Apply), then hawser lists and runs the
+image; what hawser pulled, ctr lists."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+
+from tests.support.hawserd import Hawserd
+from tests.support.images import BuiltImage
+from tests.support.registry_fixtures import Registry
+
+CTR = shutil.which("ctr") or "/usr/bin/ctr"
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """The OCI image spec's ChainIDs of a layer stack."""
+    chain = [diff_ids[0]]
+    for diff_id in diff_ids[1:]:
+        chain.append("sha256:" + hashlib.sha256(f"{chain[-1]} {diff_id}".encode()).hexdigest())
+    return chain
+
+
+def ctr(hawserd: Hawserd, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([CTR, "--address", hawserd.containerd_address, "--namespace", "default",
+                           "--timeout", "60s", *args], capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ctr {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_ctr_pulls_hawser_runs(hawserd: Hawserd, registry: Registry, busybox: tuple[str, BuiltImage]) -> None:
+    ref, built = busybox
+    ctr(hawserd, "images", "pull", "--plain-http", ref)
+    listed = {line.split()[0]: line.split() for line in ctr(hawserd, "images", "ls").stdout.splitlines()[1:]}
+    assert ref in listed and str(built.manifest_desc.digest) in listed[ref]
+    ctr(hawserd, "images", "check")
+    # Unpacked through Snapshots and Diff.Apply: one committed snapshot per layer, named by chain id.
+    assert len(built.diff_ids) == 3
+    committed = {line.split()[0] for line in ctr(hawserd, "snapshots", "ls").stdout.splitlines()[1:]}
+    assert set(chain_ids(built.diff_ids)) <= committed
+
+    images = json.loads(hawserd.cli("images", "--format", "json").stdout)
+    assert [i["name"] for i in images] == [ref] and images[0]["digest"] == str(built.manifest_desc.digest)
+    assert hawserd.cli("run", "--rm", ref, "echo", "pulled by ctr").stdout == "pulled by ctr\n"
+
+    ctr(hawserd, "images", "rm", "--sync", ref)
+    assert json.loads(hawserd.cli("images", "--format", "json").stdout) == []
