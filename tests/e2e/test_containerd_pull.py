@@ -9,6 +9,8 @@ import hashlib
 import json
 import shutil
 import subprocess
+import tarfile
+from pathlib import Path
 
 from tests.support.hawserd import Hawserd
 from tests.support.images import BuiltImage
@@ -25,8 +27,9 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
     return chain
 
 
-def ctr(hawserd: Hawserd, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([CTR, "--address", hawserd.containerd_address, "--namespace", "default",
+def ctr(hawserd: Hawserd, *args: str, namespace: str = "default",
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([CTR, "--address", hawserd.containerd_address, "--namespace", namespace,
                            "--timeout", "60s", *args], capture_output=True, text=True, timeout=120)
     if check and proc.returncode != 0:
         raise AssertionError(f"ctr {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -50,3 +53,26 @@ def test_ctr_pulls_hawser_runs(hawserd: Hawserd, registry: Registry, busybox: tu
 
     ctr(hawserd, "images", "rm", "--sync", ref)
     assert json.loads(hawserd.cli("images", "--format", "json").stdout) == []
+
+
+def test_ctr_export_and_import_round_trip(hawserd: Hawserd, registry: Registry, busybox: tuple[str, BuiltImage],
+                                          tmp_path: Path) -> None:
+    """``ctr images export`` reads through Images and Content; ``ctr images
+    import`` writes through Content.Write and Images.Create and unpacks: the
+    same digests come back, and hawser runs the imported image."""
+    ref, built = busybox
+    hawserd.plain_http(registry.host)
+    hawserd.cli("pull", "--plain-http", "-q", ref)  # pulled by hawser, exported by ctr
+    archive = tmp_path / "busybox.tar"
+    ctr(hawserd, "images", "export", str(archive), ref)
+    with tarfile.open(archive) as tar:
+        index = json.loads(tar.extractfile("index.json").read())  # type: ignore[union-attr]
+        names = tar.getnames()
+    assert index["manifests"][0]["digest"] == str(built.manifest_desc.digest)
+    assert {f"blobs/sha256/{d.digest.encoded}" for d, _ in built.layers} <= set(names)
+
+    ctr(hawserd, "images", "import", "--index-name", "127.0.0.1/imported/busybox:1", str(archive), namespace="other")
+    listed = ctr(hawserd, "images", "ls", namespace="other").stdout
+    assert str(built.manifest_desc.digest) in listed
+    assert hawserd.cli("-n", "other", "run", "--rm", ref, "echo", "imported").stdout == "imported\n"
+    ctr(hawserd, "images", "rm", "--sync", ref, "127.0.0.1/imported/busybox:1", namespace="other")

@@ -14,9 +14,9 @@ containerd's field mask: none replaces labels and target, ``labels`` the
 labels, ``labels.<key>`` one label (an empty value removing it), ``target``
 the target, any other path INVALID_ARGUMENT.
 
-Target annotations: hawser's image records keep none, so Get never shows
-any, and a Create or Update that would store one answers UNIMPLEMENTED
-rather than drop it (``ctr images tag`` copies what Get answered: none).
+Target annotations are kept with the record (``ctr images import`` names
+the image in ``io.containerd.image.name``); ``annotations`` and
+``annotations.<key>`` update them as containerd's metadata does.
 
 GC labels on images are translated as on content: ``containerd.io/gc.*``
 on the wire, ``hawser.io/gc.*`` in the record.
@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 
 from google.protobuf import empty_pb2
 
-from hawser._dataclass import dataclass
+from hawser._dataclass import dataclass, replace
 from hawser.containerd._api.services.images.v1 import images_pb2 as pb
 from hawser.containerd._api.services.images.v1 import images_pb2_grpc
 from hawser.containerd._api.types import descriptor_pb2
@@ -36,7 +36,7 @@ from hawser.containerd._convert import label_update, parse_digest, timestamp, to
 from hawser.containerd._deps import ContainerdDeps
 from hawser.containerd._edge import Context, log, namespace_of, serve
 from hawser.containerd._filters import Adaptor, labels_adaptor, parse_filters
-from hawser.errors import InvalidArgument, Unimplemented
+from hawser.errors import InvalidArgument
 from hawser.images import ImageService
 from hawser.metadata import Image, ImageRecords
 from hawser.oci import Descriptor
@@ -45,8 +45,7 @@ from hawser.oci import Descriptor
 def to_descriptor(message: descriptor_pb2.Descriptor) -> Descriptor:
     """An image target from the wire, checked as containerd's metadata checks
     one (its ``validateTarget``): InvalidArgument for a malformed digest, a
-    size not above zero or no media type; Unimplemented for annotations,
-    which hawser's image records do not keep."""
+    size not above zero or no media type."""
     try:
         digest = parse_digest(message.digest)
     except InvalidArgument as exc:
@@ -57,28 +56,21 @@ def to_descriptor(message: descriptor_pb2.Descriptor) -> Descriptor:
     if not message.media_type:
         raise InvalidArgument("Target.MediaType must be set",
                               hint="e.g. application/vnd.oci.image.manifest.v1+json")
-    _no_annotations(message.annotations)
-    return Descriptor(media_type=message.media_type, digest=digest, size=message.size)
-
-
-def _no_annotations(annotations: Mapping[str, str]) -> None:
-    kept = sorted(k for k, v in annotations.items() if v)
-    if kept:
-        raise Unimplemented(f"image target annotations are not stored by hawser (got {', '.join(kept)})",
-                            hint="leave the target's annotations empty")
+    return Descriptor(media_type=message.media_type, digest=digest, size=message.size,
+                      annotations={k: v for k, v in message.annotations.items() if v})
 
 
 def to_message(image: Image) -> pb.Image:
     """An image record as containerd's Image message."""
     target = descriptor_pb2.Descriptor(media_type=image.target.media_type, digest=str(image.target.digest),
-                                       size=image.target.size)
+                                       size=image.target.size, annotations=dict(image.target.annotations))
     return pb.Image(name=image.name, labels=to_containerd_labels(image.labels), target=target,
                     created_at=timestamp(image.created_at), updated_at=timestamp(image.updated_at))
 
 
 def adaptor(message: pb.Image) -> Adaptor:
     """The fields containerd's image filters name (its ``adaptImage``);
-    ``annotations.*`` are the target's, so never present here."""
+    ``annotations.*`` are the target's."""
     fields = {"name": message.name, "target.digest": message.target.digest,
               "target.mediatype": message.target.media_type}
     labels = labels_adaptor(fields, dict(message.labels))
@@ -113,30 +105,37 @@ class ImageChange:
     merge: bool = False
 
 
-def image_update(paths: Sequence[str], image: pb.Image) -> ImageChange:
-    """The change an Update with field mask ``paths`` makes, as containerd's
-    metadata applies one: no paths replace labels and target (annotations
-    included); ``labels`` and ``labels.<key>`` as on content; ``target`` the
-    whole target; ``annotations`` and ``annotations.<key>`` are accepted only
-    when they store nothing (Unimplemented otherwise). InvalidArgument for any
-    other path or a bad target."""
+def image_update(paths: Sequence[str], image: pb.Image, current: Image) -> ImageChange:
+    """The change an Update with field mask ``paths`` makes to ``current``, as
+    containerd's metadata applies one: no paths replace labels and target
+    (annotations included); ``labels`` and ``labels.<key>`` as on content;
+    ``target`` the whole target; ``annotations`` the target's annotations,
+    ``annotations.<key>`` one (an empty value removing it). InvalidArgument
+    for any other path or a bad target."""
     if not paths:
         return ImageChange(target=to_descriptor(image.target), labels=_labels(image.labels))
     label_paths: list[str] = []
-    target = None
+    target: Descriptor | None = None
+    annotations: dict[str, str] | None = None
     for path in paths:
         if path == "labels" or path.startswith("labels."):
             label_paths.append(path)
         elif path == "target":
             target = to_descriptor(image.target)
         elif path == "annotations":
-            _no_annotations(image.target.annotations)
+            annotations = {k: v for k, v in image.target.annotations.items() if v}
         elif path.startswith("annotations."):
             key = path[len("annotations."):]
-            _no_annotations({key: image.target.annotations.get(key, "")})
+            annotations = dict(current.target.annotations if annotations is None else annotations)
+            if image.target.annotations.get(key):
+                annotations[key] = image.target.annotations[key]
+            else:
+                annotations.pop(key, None)
         else:
             raise InvalidArgument(f"cannot update {path!r} field on image {image.name!r}",
-                                  hint="use the field mask paths 'labels', 'labels.<key>' or 'target'")
+                                  hint="use the field mask paths 'labels', 'labels.<key>', 'target' or 'annotations'")
+    if annotations is not None:
+        target = replace(target or current.target, annotations=annotations)
     if not label_paths:
         return ImageChange(target=target)
     labels, merge = label_update(label_paths, image.labels)
@@ -190,7 +189,8 @@ class Images(images_pb2_grpc.ImagesServicer):
         async def work() -> pb.UpdateImageResponse:
             namespace = namespace_of(context)
             name = _check_name(request.image.name)
-            change = image_update(list(request.update_mask.paths), request.image)
+            current = await self._deps.blocking(self._images.get, name, namespace=namespace)
+            change = image_update(list(request.update_mask.paths), request.image, current)
             # One transaction: two clients setting different labels keep each other's.
             updated = await self._deps.blocking(self._images.update, name, target=change.target,
                                                 labels=change.labels, merge=change.merge, namespace=namespace)

@@ -19,14 +19,15 @@ class SQLImages(ImageRecords):
         self._db = db
         self.namespace = namespace  # the one a call names none of
 
-    _IMAGE_COLUMNS = "namespace, name, media_type, digest, size, labels, created_at, updated_at"
+    _IMAGE_COLUMNS = "namespace, name, media_type, digest, size, labels, created_at, updated_at, annotations"
 
     @staticmethod
     def _image(row: Sequence[Any]) -> Image:
         return Image(
             namespace=row[0],
             name=row[1],
-            target=Descriptor(media_type=row[2], digest=Digest(row[3]), size=row[4]),
+            target=Descriptor(media_type=row[2], digest=Digest(row[3]), size=row[4],
+                              annotations=load_labels(row[8])),
             labels=load_labels(row[5]),
             created_at=row[6],
             updated_at=row[7],
@@ -57,8 +58,9 @@ class SQLImages(ImageRecords):
             self._db.ensure_namespace(c, namespace)
             try:
                 c.execute(
-                    f"INSERT INTO images ({self._IMAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (namespace, name, target.media_type, str(target.digest), target.size, text, now, now),
+                    f"INSERT INTO images ({self._IMAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (namespace, name, target.media_type, str(target.digest), target.size, text, now, now,
+                     dump_labels(target.annotations)),
                 )
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"image {name} already exists in namespace {namespace}") from None
@@ -126,9 +128,9 @@ class SQLImages(ImageRecords):
                 text = dump_labels(combined)
             new = target or current.target
             c.execute(
-                "UPDATE images SET media_type = ?, digest = ?, size = ?, labels = COALESCE(?, labels), updated_at = ?"
-                " WHERE namespace = ? AND name = ?",
-                (new.media_type, str(new.digest), new.size, text, now, namespace, name),
+                "UPDATE images SET media_type = ?, digest = ?, size = ?, labels = COALESCE(?, labels), updated_at = ?,"
+                " annotations = ? WHERE namespace = ? AND name = ?",
+                (new.media_type, str(new.digest), new.size, text, now, dump_labels(new.annotations), namespace, name),
             )
             image = self._select_image(c, namespace, name)
         assert image is not None
@@ -151,11 +153,13 @@ class SQLImages(ImageRecords):
         with self._db.transaction(write=True) as c:
             self._db.ensure_namespace(c, namespace)
             c.execute(
-                f"INSERT INTO images ({self._IMAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO images ({self._IMAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (namespace, name) DO UPDATE SET media_type = excluded.media_type,"
                 " digest = excluded.digest, size = excluded.size, updated_at = excluded.updated_at,"
+                " annotations = excluded.annotations,"
                 " labels = CASE WHEN ? IS NULL THEN labels ELSE excluded.labels END",
-                (namespace, name, target.media_type, str(target.digest), target.size, text or "{}", now, now, text),
+                (namespace, name, target.media_type, str(target.digest), target.size, text or "{}", now, now,
+                 dump_labels(target.annotations), text),
             )
             image = self._select_image(c, namespace, name)
         assert image is not None

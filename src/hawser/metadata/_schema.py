@@ -103,4 +103,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             UNIQUE (namespace, name)
         )""",
     ),
+    # 4: an image target's annotations (containerd's clients set and read them:
+    # ``ctr images import`` names the image in io.containerd.image.name).
+    ("ALTER TABLE images ADD COLUMN annotations TEXT NOT NULL DEFAULT '{}'",),
 )

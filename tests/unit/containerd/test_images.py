@@ -19,7 +19,7 @@ from hawser.containerd._api.types import descriptor_pb2
 from hawser.containerd._deps import ContainerdDeps
 from hawser.containerd._filters import parse_filters
 from hawser.containerd.images import ImageChange, Images, adaptor, image_update, to_descriptor, to_message
-from hawser.errors import InvalidArgument, Unimplemented
+from hawser.errors import InvalidArgument
 from hawser.metadata import LABEL_GC_ROOT, Image, Metadata
 from hawser.oci import Descriptor, Digest
 
@@ -57,9 +57,11 @@ def test_bad_targets_are_invalid_arguments(target: descriptor_pb2.Descriptor, ma
         to_descriptor(target)
 
 
-def test_target_annotations_are_not_stored_so_refused() -> None:
-    with pytest.raises(Unimplemented, match="annotations"):
-        to_descriptor(wire(note="x"))
+def test_target_annotations_are_kept() -> None:
+    assert to_descriptor(wire(note="x", empty="")).annotations == {"note": "x"}
+    record = Image(namespace="default", name="r.io/a:1", target=Descriptor(MANIFEST, D1, 42, annotations={"n": "1"}),
+                   labels={}, created_at=1, updated_at=1)
+    assert dict(to_message(record).target.annotations) == {"n": "1"}
 
 
 def test_a_record_as_containerd_shows_it() -> None:
@@ -87,34 +89,39 @@ def test_filters_over_containerds_fields(text: str, found: bool) -> None:
     assert parse_filters([text]).matches(adaptor(message)) is found
 
 
+CURRENT = Image(namespace="default", name="a", target=Descriptor(MANIFEST, D1, 42, annotations={"a": "1"}),
+                labels={}, created_at=1, updated_at=1)
+
+
 def test_no_mask_replaces_labels_and_target() -> None:
     image = pb.Image(name="a", labels={"containerd.io/gc.root": "1", "k": "v", "gone": ""}, target=wire(D2))
-    assert image_update([], image) == ImageChange(target=Descriptor(MANIFEST, D2, 100),
+    assert image_update([], image, CURRENT) == ImageChange(target=Descriptor(MANIFEST, D2, 100),
                                                   labels={LABEL_GC_ROOT: "1", "k": "v"}, merge=False)
     with pytest.raises(InvalidArgument, match="Target"):
-        image_update([], pb.Image(name="a"))  # a full replace needs a whole target
+        image_update([], pb.Image(name="a"), CURRENT)  # a full replace needs a whole target
 
 
 def test_mask_paths() -> None:
     image = pb.Image(name="a", labels={"k": "v"}, target=wire(D2))
-    assert image_update(["labels"], image) == ImageChange(labels={"k": "v"})
-    assert image_update(["labels.k", "labels.gone"], image) == ImageChange(labels={"k": "v", "gone": ""}, merge=True)
-    assert image_update(["target"], image) == ImageChange(target=Descriptor(MANIFEST, D2, 100))
-    assert image_update(["target", "labels.k"], image) == ImageChange(
+    assert image_update(["labels"], image, CURRENT) == ImageChange(labels={"k": "v"})
+    assert image_update(["labels.k", "labels.gone"], image, CURRENT) == ImageChange(labels={"k": "v", "gone": ""}, merge=True)
+    assert image_update(["target"], image, CURRENT) == ImageChange(target=Descriptor(MANIFEST, D2, 100))
+    assert image_update(["target", "labels.k"], image, CURRENT) == ImageChange(
         target=Descriptor(MANIFEST, D2, 100), labels={"k": "v"}, merge=True)
-    # Annotations that store nothing are no change.
-    assert image_update(["annotations", "annotations.x"], image) == ImageChange()
-    with pytest.raises(Unimplemented):
-        image_update(["annotations.x"], pb.Image(name="a", target=wire(x="1")))
+    # Annotations are the target's: all of them, or one key (an empty value removing it).
+    assert image_update(["annotations"], pb.Image(name="a", target=wire(x="1")), CURRENT) == ImageChange(
+        target=Descriptor(MANIFEST, D1, 42, annotations={"x": "1"}))
+    assert image_update(["annotations.x", "annotations.a"], pb.Image(name="a", target=wire(x="1")),
+                        CURRENT) == ImageChange(target=Descriptor(MANIFEST, D1, 42, annotations={"x": "1"}))
     # The target is only checked when it is written.
-    assert image_update(["labels.k"], pb.Image(name="a", labels={"k": "v"})) == ImageChange(
+    assert image_update(["labels.k"], pb.Image(name="a", labels={"k": "v"}), CURRENT) == ImageChange(
         labels={"k": "v"}, merge=True)
 
 
 @pytest.mark.parametrize("path", ["name", "created_at", "target.digest", "labelsx", "labels."])
 def test_other_paths_are_invalid(path: str) -> None:
     with pytest.raises(InvalidArgument, match="cannot update"):
-        image_update(["labels.k", path], pb.Image(name="a", target=wire()))
+        image_update(["labels.k", path], pb.Image(name="a", target=wire()), CURRENT)
 
 
 # --- the service, with a fake context -------------------------------------------------
@@ -209,7 +216,8 @@ def test_codes(parts: SimpleNamespace) -> None:
         assert code_of(parts.service.Create(pb.CreateImageRequest(image=image), FakeContext())) \
             == grpc.StatusCode.INVALID_ARGUMENT, image
     annotated = pb.CreateImageRequest(image=pb.Image(name="r.io/c:1", target=wire(note="x")))
-    assert code_of(parts.service.Create(annotated, FakeContext())) == grpc.StatusCode.UNIMPLEMENTED
+    made = call(parts.service.Create(annotated, FakeContext()))
+    assert dict(made.image.target.annotations) == {"note": "x"}
     for request in (parts.service.Get(pb.GetImageRequest(name="r.io/a:1"), FakeContext(None)),
                     parts.service.List(pb.ListImagesRequest(), FakeContext(None)),
                     parts.service.Create(again, FakeContext(None)),
