@@ -76,3 +76,18 @@ def test_ctr_export_and_import_round_trip(hawserd: Hawserd, registry: Registry, 
     assert str(built.manifest_desc.digest) in listed
     assert hawserd.cli("-n", "other", "run", "--rm", ref, "echo", "imported").stdout == "imported\n"
     ctr(hawserd, "images", "rm", "--sync", ref, "127.0.0.1/imported/busybox:1", namespace="other")
+
+
+def test_what_the_cri_pulled_ctr_lists_in_k8s_io(hawserd: Hawserd, registry: Registry,
+                                                 busybox: tuple[str, BuiltImage]) -> None:
+    from cri_api.v1 import api_pb2
+
+    ref, built = busybox
+    hawserd.plain_http(registry.host)
+    hawserd.client().images.PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=ref)))
+    assert ref in ctr(hawserd, "images", "ls", "-q", namespace="k8s.io").stdout.split()
+    assert ref not in ctr(hawserd, "images", "ls", "-q").stdout.split()
+    # GC keeps what any front end references: a prune leaves the CRI's image whole.
+    hawserd.cli("system", "prune")
+    ctr(hawserd, "images", "check", namespace="k8s.io")
+    assert str(built.layers[0][0].digest) in ctr(hawserd, "content", "ls", "-q", namespace="k8s.io").stdout
