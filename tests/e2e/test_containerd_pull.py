@@ -91,3 +91,22 @@ def test_what_the_cri_pulled_ctr_lists_in_k8s_io(hawserd: Hawserd, registry: Reg
     hawserd.cli("system", "prune")
     ctr(hawserd, "images", "check", namespace="k8s.io")
     assert str(built.layers[0][0].digest) in ctr(hawserd, "content", "ls", "-q", namespace="k8s.io").stdout
+
+
+def test_removing_an_image_another_images_index_uses(hawserd: Hawserd, registry: Registry,
+                                                     busybox: tuple[str, BuiltImage], push_client: object) -> None:
+    """As in containerd: the record goes (``rm --sync`` answers OK), and GC keeps
+    the manifest and layers, which the index image still reaches."""
+    from tests.support.images import push_index
+
+    ref, built = busybox
+    indexed = f"{registry.host}/e2e/indexed:v1"
+    push_index(push_client, indexed, [built], tag="v1")
+    ctr(hawserd, "images", "pull", "--plain-http", indexed)
+    ctr(hawserd, "images", "pull", "--plain-http", ref)
+    ctr(hawserd, "images", "rm", "--sync", ref)
+    assert ref not in ctr(hawserd, "images", "ls", "-q").stdout.split()
+    check = ctr(hawserd, "images", "check").stdout
+    assert indexed in check and "complete" in check
+    assert hawserd.cli("run", "--rm", indexed, "echo", "still whole").stdout == "still whole\n"
+    ctr(hawserd, "images", "rm", "--sync", indexed)
