@@ -12,6 +12,7 @@ TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every C
 if TYPE_CHECKING:
 
     from hawser.images._apply import ApplyResult
+    from hawser.images._diff import DiffSource, WrittenLayer, write_layer
     from hawser.images._layer import unpack_blob
     from hawser.images._progress import LayerProgress, ProgressEvent, ProgressSink, PullMessage
     from hawser.images._pull_process import pull_in_child
@@ -21,7 +22,7 @@ _EXPORTS = {
     "LayerProgress": "_progress", "ProgressEvent": "_progress", "ProgressSink": "_progress",
     "PullMessage": "_progress", "ImageDetail": "_service", "ImageService": "_service", "ImageSummary": "_service",
     "RunnableImage": "_service", "pull_in_child": "_pull_process", "ApplyResult": "_apply",
-    "unpack_blob": "_layer",
+    "unpack_blob": "_layer", "DiffSource": "_diff", "WrittenLayer": "_diff", "write_layer": "_diff",
 }
 
 
@@ -30,6 +31,7 @@ __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "ApplyResult",
+    "DiffSource",
     "ImageDetail",
     "ImageService",
     "ImageSummary",
@@ -38,6 +40,8 @@ __all__ = [
     "ProgressSink",
     "PullMessage",
     "RunnableImage",
+    "WrittenLayer",
     "pull_in_child",
     "unpack_blob",
+    "write_layer",
 ]
