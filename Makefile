@@ -4,7 +4,7 @@
 #   make lint                        ruff and mypy --strict
 #   make test                        everything, as CI runs it (sets up first; root)
 #   make test ARGS="tests/unit/test_config.py -k drop_in"   one file or one test
-.PHONY: setup unit lint test demo bench bench-pull bench-run bench-cri
+.PHONY: setup unit lint test demo bench bench-pull bench-run bench-cri bench-ctr
 PYTEST ?= .venv/bin/pytest
 ARGS ?=
 
@@ -24,7 +24,7 @@ test:
 demo:
 	bash scripts/demo.sh
 
-bench: bench-pull bench-run bench-cri
+bench: bench-pull bench-run bench-cri bench-ctr
 
 bench-pull:
 	bash bench/pull.sh
@@ -34,6 +34,9 @@ bench-run:
 
 bench-cri:
 	bash bench/cri.sh
+
+bench-ctr:
+	bash bench/ctr.sh
 
 # Coverage-guided fuzzing (atheris): each target for FUZZ_SECONDS from its seeds in fuzz/corpus/;
 # new inputs and crashes go to FUZZ_OUT (crashes/TARGET/crash-*), a log per target beside them.
