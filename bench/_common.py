@@ -396,6 +396,22 @@ def loadavg() -> str:
     return (_read("/proc/loadavg") or "").strip()
 
 
+def bench_lock(work: Path, prog: str) -> IO[str] | None:
+    """The lock every benchmark holds for its whole run (they share the machine,
+    and bench/.work); None, said on stderr, when another benchmark holds it."""
+    import fcntl
+    import sys
+
+    lock = open(work / ".lock", "w")  # noqa: SIM115 - the caller holds it for the whole run
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        print(f"{prog}: another benchmark holds {work / '.lock'}", file=sys.stderr)
+        return None
+    return lock
+
+
 def check_free_space(path: Path, need: int, what: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(path).free

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import functools
 import gzip
 import hashlib
@@ -47,6 +46,7 @@ from _common import (
     Registry,
     Scratch,
     ToolError,
+    bench_lock,
     descendants,
     install_signal_handlers,
     kill_processes,
@@ -1147,11 +1147,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cri.py: {runs_dir} is too long a path for the runtimes' unix sockets; use a shorter --workdir",
               file=sys.stderr)
         return 2
-    lockf = open(work / ".lock", "w")  # noqa: SIM115 - held for the whole run; shared with the other benchmarks
-    try:
-        fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"cri.py: another benchmark holds {work / '.lock'}", file=sys.stderr)
+    lockf = bench_lock(work, "cri.py")
+    if lockf is None:
         return 2
     state_file = work / "cri-host-state.json"
     # Leftovers of an interrupted run (we hold the lock).

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import platform
@@ -36,6 +35,7 @@ from _common import (
     Registry,
     Scratch,
     ToolError,
+    bench_lock,
     check_free_space,
     fmt_bytes,
     install_signal_handlers,
@@ -513,11 +513,8 @@ def main(argv: list[str] | None = None) -> int:
 
     work: Path = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    lockf = open(work / ".lock", "w")  # noqa: SIM115 - held for the whole run
-    try:
-        fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"ctr.py: another benchmark holds {work / '.lock'}", file=sys.stderr)
+    lockf = bench_lock(work, "ctr.py")
+    if lockf is None:
         return 2
     runs_dir = work / "runs"
     remove_tree(runs_dir)  # leftovers of an interrupted run (we hold the lock)

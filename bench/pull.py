@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import platform
@@ -34,6 +33,7 @@ from _common import (
     ToolError,
     TreeSample,
     TreeSampler,
+    bench_lock,
     check_free_space,
     containerd_config,
     fmt_bytes,
@@ -348,11 +348,8 @@ def main(argv: list[str] | None = None) -> int:
 
     work: Path = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    lockf = open(work / ".lock", "w")  # noqa: SIM115 - held for the whole run
-    try:
-        fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"pull.py: another benchmark holds {work / '.lock'}", file=sys.stderr)
+    lockf = bench_lock(work, "pull.py")
+    if lockf is None:
         return 2
     runs_dir = work / "runs"
     remove_tree(runs_dir)  # leftovers of an interrupted run (we hold the lock)

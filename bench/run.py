@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import io
 import json
 import os
@@ -37,6 +36,7 @@ from _common import (
     ProcInfo,
     Scratch,
     ToolError,
+    bench_lock,
     descendants,
     install_signal_handlers,
     kill_processes,
@@ -720,11 +720,8 @@ def main(argv: list[str] | None = None) -> int:
 
     work: Path = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    lockf = open(work / ".lock", "w")  # noqa: SIM115 - held for the whole run; shared with pull.py
-    try:
-        fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"run.py: another benchmark holds {work / '.lock'}", file=sys.stderr)
+    lockf = bench_lock(work, "run.py")
+    if lockf is None:
         return 2
     runs_dir = work / "run-runs"
     everything = [str(runs_dir) + "/"]  # in the argv of every process a tool leaves running
