@@ -13,6 +13,7 @@ PACKAGES=(
     golang-github-containerd-containerd-dev             # containerd's .proto files: the containerd API stubs
     golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev   # the .proto files those import
     containerd                                          # ctr, the client the containerd API tests drive
+    prometheus                                          # promtool: the metrics tests check hawserd's exposition
     python3 python3-venv ca-certificates
 )
 missing=()

@@ -43,7 +43,9 @@ DROP_IN_DIR = "config.d"
 SNAPSHOTTERS = ("overlayfs", "native")
 DEFAULT_ADDRESS = "/run/hawser/hawser.sock"
 DEFAULT_CONTAINERD_ADDRESS = "/run/hawser/containerd.sock"
+DEFAULT_METRICS_ADDRESS = "127.0.0.1:1338"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,7 @@ class DaemonConfig:
     # containerd's API (and the CRI too, as on containerd's socket); "" serves none.
     containerd_address: str = DEFAULT_CONTAINERD_ADDRESS
     log_level: str = "info"
+    log_format: str = "text"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,12 @@ class CNIConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    # HOST:PORT of hawserd's Prometheus endpoint; loopback only by default; "" serves none.
+    address: str = DEFAULT_METRICS_ADDRESS
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     version: int = CONFIG_VERSION
     root: str = "/var/lib/hawser"
@@ -104,6 +113,7 @@ class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     cri: CRIConfig = field(default_factory=CRIConfig)
     cni: CNIConfig = field(default_factory=CNIConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +159,12 @@ _DOCS: dict[str, str] = {
     "daemon.address": "hawserd: the CRI unix socket kubelet dials.",
     "daemon.containerd_address": "containerd's API (ctr, nerdctl) and the CRI on one more socket; empty: none.",
     "daemon.log_level": f"Least important events hawserd logs: {', '.join(LOG_LEVELS)}.",
+    "daemon.log_format": '"text": key=value lines (logfmt); "json": one JSON object per line.',
     "cri.stream_address": "The exec/attach/port-forward server's address and port; port 0: a free one at start.",
     "cri.stream_port": "",
     "cni.conf_dir": "CNI network configs, and the plugins.",
     "cni.bin_dir": "",
+    "metrics.address": "hawserd: HOST:PORT ([::1]:PORT for IPv6) of the Prometheus metrics endpoint; empty: none.",
 }
 """The comment above each key (dotted) in the default file; "" shares the comment above."""
 
@@ -191,6 +203,15 @@ def _absolute_or_empty(value: Any) -> str | None:
     return None if value == "" else _absolute(value)
 
 
+def _host_port_or_empty(value: Any) -> str | None:
+    if value == "":
+        return None
+    host, sep, port = value.rpartition(":")
+    if sep and host and port.isdigit() and int(port) <= 65535:
+        return None
+    return f'must be HOST:PORT (e.g. "127.0.0.1:1338", "[::1]:1338") or "", not {value!r}'
+
+
 _RULES: dict[str, Callable[[Any], str | None]] = {
     "version": _version,
     "snapshotter": _one_of(*SNAPSHOTTERS),
@@ -198,8 +219,10 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "daemon.address": _absolute,
     "daemon.containerd_address": _absolute_or_empty,
     "daemon.log_level": _one_of(*LOG_LEVELS),
+    "daemon.log_format": _one_of(*LOG_FORMATS),
     "cri.stream_port": _within(0, 65535),
     "runtime.cgroup_parent": _absolute_or_empty,
+    "metrics.address": _host_port_or_empty,
 }
 """Dotted key -> what is wrong with a value of the right type, or None.  Each
 rule looks at one key only, so that a drop-in checked alone is checked fully."""

@@ -186,3 +186,68 @@ def test_runtime_config_reports_cgroupfs_and_accepts_a_pod_cidr(hawserd: Hawserd
     assert runtime.RuntimeConfig(api_pb2.RuntimeConfigRequest()).linux.cgroup_driver == api_pb2.CGROUPFS
     runtime.UpdateRuntimeConfig(api_pb2.UpdateRuntimeConfigRequest(runtime_config=api_pb2.RuntimeConfig(
         network_config=api_pb2.NetworkConfig(pod_cidr="10.244.0.0/24"))))
+
+
+def _point_the_cli_at(hawserd: Hawserd) -> None:
+    """The CLI reads the sockets from the config file (hawserd took them as flags)."""
+    with hawserd.config_file.open("a", encoding="utf-8") as f:
+        f.write(f'[daemon]\naddress = "{hawserd.address}"\ncontainerd_address = "{hawserd.containerd_address}"\n')
+
+
+def test_hawser_version_asks_the_daemon_then_says_not_running(hawserd: Hawserd) -> None:
+    _point_the_cli_at(hawserd)
+    out = hawserd.cli("version").stdout
+    assert out.splitlines() == ["Client:", f" Version: {__version__}", "", "Server:", " Runtime: hawser",
+                                f" Version: {__version__}", " CRI API: v1", f" Address: {hawserd.address}"]
+    server = json.loads(hawserd.cli("version", "--format", "json").stdout)["server"]
+    assert (server["running"], server["runtime_version"]) == (True, __version__)
+    assert hawserd.stop() == 0
+    started = time.monotonic()
+    out = hawserd.cli("version").stdout
+    assert time.monotonic() - started < 10
+    assert f" hawserd: not running ({hawserd.address})" in out.splitlines()
+    assert json.loads(hawserd.cli("version", "--format", "json").stdout)["server"] == {
+        "running": False, "address": hawserd.address}
+
+
+def test_system_info_sees_the_running_daemon(hawserd: Hawserd) -> None:
+    _point_the_cli_at(hawserd)
+    daemon = json.loads(hawserd.cli("system", "info", "--format", "json").stdout)["daemon"]
+    assert daemon == {"running": True, "address": hawserd.address, "address_answers": True,
+                      "containerd_address": hawserd.containerd_address, "containerd_address_answers": True}
+
+
+def test_log_format_json_writes_one_object_per_line(hawserd: Hawserd) -> None:
+    assert hawserd.stop() == 0
+    seen = len(hawserd.log())
+    with open(hawserd.log_path, "ab") as log:
+        hawserd.process = subprocess.Popen(hawserd.argv("--log-format", "json"), stdin=subprocess.DEVNULL,
+                                           stdout=log, stderr=log)
+    deadline = time.monotonic() + 20
+    while '"msg": "serving"' not in hawserd.log()[seen:]:
+        assert hawserd.process.poll() is None, hawserd.log()
+        assert time.monotonic() < deadline, hawserd.log()
+        time.sleep(0.05)
+    hawserd.client().runtime.Version(api_pb2.VersionRequest(version="v1"))
+    assert hawserd.stop() == 0
+    events = [json.loads(line) for line in hawserd.log()[seen:].splitlines()]
+    for event in events:
+        assert isinstance(event, dict)
+        assert {"time", "level", "logger", "msg"} <= set(event), event
+        assert event["time"].endswith("Z") and event["level"] in ("debug", "info", "warning", "error")
+    by_msg = {e["msg"]: e for e in events}
+    assert {"starting", "serving", "stopped"} <= set(by_msg), events
+    assert by_msg["starting"]["logger"] == "hawser.daemon"
+    assert len(by_msg["starting"]) > 4  # describe(settings)'s fields, each a key of its own
+
+
+def test_log_format_from_the_config_file_and_a_bad_one_refused(hawserd: Hawserd) -> None:
+    assert hawserd.stop() == 0
+    hawserd.config_file.write_text('[daemon]\nlog_format = "xml"\n')
+    proc = subprocess.run(hawserd.argv(), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert "log_format" in proc.stderr
+    proc = subprocess.run(hawserd.argv("--log-format", "json"), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    event = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert (event["msg"], event["level"]) == ("bad configuration", "error") and "log_format" in event["error"]

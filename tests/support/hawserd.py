@@ -58,6 +58,8 @@ class Hawserd:
     socket_dir: Path
     process: subprocess.Popen[bytes] | None = None
     clients: list[Cri] = field(default_factory=list)
+    # More flags for every start (after the fixed ones: they win), e.g. ["--metrics-address", "127.0.0.1:PORT"].
+    extra_args: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.root = self.base / "root"
@@ -76,7 +78,9 @@ class Hawserd:
         return [*HAWSERD, "--config", str(self.config_file), "--root", str(self.root), "--state", str(self.state),
                 "--address", self.address, "--containerd-address", self.containerd_address,
                 "--registry-config-dir", str(self.certs),
-                "--cni-conf-dir", str(self.cni_conf), "--log-level", "debug", *extra]
+                "--cni-conf-dir", str(self.cni_conf), "--log-level", "debug",
+                # No metrics endpoint unless a test asks: the default port is one per host, and test daemons are many.
+                "--metrics-address", "", *self.extra_args, *extra]
 
     # --- the process --------------------------------------------------------------
 

@@ -27,15 +27,20 @@ ALLOWED: dict[str, set[str]] = {
     "network": {"oci", "host"},
     "runtime": {"oci", "host", "content", "metadata", "snapshots", "store"},
     "pods": {"oci", "host", "metadata", "snapshots", "store", "network", "runtime"},
+    # The event journal: every front end appends to it and reads it.
+    "events": {"host"},
     "check": {"oci", "host", "content", "metadata", "snapshots", "store", "images", "network", "runtime", "pods"},
+    # hawserd's Prometheus metrics: collectors over the records the parts below keep.
+    "metrics": {"oci", "host", "metadata", "store", "runtime", "pods"},
     # No host: the CRI is a protocol adapter over the services.
-    "cri": {"oci", "metadata", "registry", "snapshots", "store", "images", "runtime", "network", "pods"},
+    "cri": {"oci", "metadata", "registry", "snapshots", "store", "images", "runtime", "network", "pods", "events"},
     # containerd's API: a protocol adapter over the store's roles and the services, as cri is.
-    "containerd": {"oci", "content", "metadata", "snapshots", "registry", "store", "images", "runtime", "pods"},
+    "containerd": {"oci", "content", "metadata", "snapshots", "registry", "store", "images", "runtime", "pods",
+                   "events"},
     "daemon": {"oci", "host", "content", "metadata", "snapshots", "registry", "store", "images", "network",
-               "runtime", "pods", "check", "cri", "containerd"},
+               "runtime", "pods", "check", "cri", "containerd", "events", "metrics"},
     "cli": {"oci", "host", "content", "metadata", "snapshots", "registry", "store", "images", "network",
-            "runtime", "pods", "check"},
+            "runtime", "pods", "check", "events"},
 }
 SHARED = {"errors", "config", "_logging", "_dataclass", "_failpoints", "_lazy", "_grpc"}
 

@@ -7,6 +7,7 @@ import sys
 TYPE_CHECKING = False  # see _parser: the CLI never imports typing
 if TYPE_CHECKING:
     from hawser.config import Config
+    from hawser.events import Journal
     from hawser.images import ImageService
     from hawser.runtime import ContainerManager
     from hawser.store import Store
@@ -52,10 +53,19 @@ class CliContext:
         return ImageService(self.store(to_free_space=to_free_space))
 
     def containers(self, *, to_free_space: bool = False) -> ContainerManager:
+        from hawser.events import container_observer
         from hawser.runtime import ContainerManager
 
         images = self.images(to_free_space=to_free_space)
-        return ContainerManager.of(images.store, images)
+        manager = ContainerManager.of(images.store, images)
+        manager.observers.append(container_observer(self.journal(), manager.status))
+        return manager
+
+    def journal(self) -> Journal:
+        """The store's event journal (``hawser events``), which every command that changes something appends to."""
+        from hawser.events import Journal
+
+        return Journal.of_state(self.config.state)
 
     def close(self) -> None:
         """Close the store's databases: the last connection to close folds SQLite's

@@ -27,6 +27,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "image": ("_images", "image", "Manage images (inspect, import, rm, ls)."),
     "system": ("_system", "system", "Store usage, garbage collection, consistency check."),
     "config": ("_config", "config", "Show configuration."),
+    "version": ("_version", "version", "Show the client's and the daemon's versions."),
     "run": ("_containers", "run", "Create and start a container."),
     "create": ("_containers", "create", "Create a container."),
     "start": ("_containers", "start", "Start created containers."),
@@ -41,6 +42,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "pause": ("_containers", "pause", "Pause containers."),
     "unpause": ("_containers", "unpause", "Unpause containers."),
     "wait": ("_containers", "wait", "Wait for containers to exit."),
+    "events": ("_events", "events", "Show events (pulls, runs, exits, removals), live."),
 }
 
 

@@ -1,4 +1,4 @@
-"""``hawser system``: disk usage, garbage collection, consistency check."""
+"""``hawser system``: disk usage, garbage collection, consistency check, and what the host offers."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ from hawser.cli._parser import group
 TYPE_CHECKING = False  # see _parser: the CLI never imports typing
 if TYPE_CHECKING:
     from argparse import Namespace
+    from typing import Any
 
     from hawser.check import Report
     from hawser.cli._parser import Handler, Parser
+    from hawser.config import Config
 
 
 def system(p: Parser) -> Handler:
-    """Store usage, garbage collection and consistency check."""
-    return group(p, {"df": df, "prune": prune, "check": check})
+    """Store usage, garbage collection, consistency check and host information."""
+    return group(p, {"df": df, "prune": prune, "check": check, "info": info})
 
 
 def df(p: Parser) -> Handler:
@@ -107,3 +109,234 @@ def _summary(report: Report, repair: bool) -> str:
     if infos:
         text += f", {infos} info"
     return f"{text} ({report.duration:.1f}s)"
+
+
+# --- system info ------------------------------------------------------------------------
+
+VERSION_TIMEOUT = 2.0
+"""Seconds each tool gets to print its version."""
+PROBE_TIMEOUT = 1.0
+"""Seconds a daemon socket gets to accept a connection."""
+CNI_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
+
+
+def info(p: Parser) -> Handler:
+    """Show hawser's version, the tools it runs, the host, the store and the daemon."""
+    p.add_argument("--format", choices=("table", "json"), default="table", metavar="[table|json]")
+    return _info
+
+
+def _info(ctx: CliContext, a: Namespace) -> None:
+    report = collect_info(ctx)
+    if a.format == "json":
+        import json
+
+        echo(json.dumps(report, indent=2))
+        return
+    for line in info_lines(report):
+        echo(line)
+
+
+def collect_info(ctx: CliContext) -> dict[str, Any]:
+    """Everything ``system info`` reports, under stable keys.  A tool that is
+    missing or fails is reported as such, never raised."""
+    import os
+
+    from hawser import __version__
+    from hawser.config import read_config_file
+
+    config = ctx.config
+    store = ctx.store()
+    snap_root = os.path.join(config.root, "snapshots", store.snapshotter.name)
+    config_file, config_text = read_config_file(ctx._config_path)
+    return {
+        "version": __version__,
+        "tools": {
+            "runc": tool_version(config.runtime.runc or _which("runc", "/usr/sbin/runc")),
+            "conmon": tool_version(config.runtime.conmon or _which("conmon", "/usr/bin/conmon")),
+            "catatonit": tool_version(_which("catatonit", "/usr/bin/catatonit")),
+        },
+        "cni": {
+            "bin_dir": config.cni.bin_dir,
+            "conf_dir": config.cni.conf_dir,
+            "plugins": {name: tool_version(os.path.join(config.cni.bin_dir, name)) for name in CNI_PLUGINS},
+        },
+        "host": {"kernel": os.uname().release, **_cgroups()},
+        "storage": {
+            "snapshotter": store.snapshotter.name,
+            "backing_filesystem": filesystem_of(snap_root if os.path.exists(snap_root) else config.root),
+            "root": config.root,
+            "state": config.state,
+        },
+        "objects": _counts(ctx),
+        "daemon": _daemon(config),
+        "registry": {
+            "config_file": config_file,
+            "config_file_present": config_text is not None,
+            "hosts_dir": config.registry.config_path,
+            "docker_config": os.path.expanduser(config.registry.docker_config),
+        },
+    }
+
+
+def _which(name: str, fallback: str) -> str:
+    """Where hawser finds ``name`` when the config names none (as the runtime does)."""
+    import shutil
+
+    return shutil.which(name) or fallback
+
+
+def tool_version(path: str) -> dict[str, Any]:
+    """``{"path", "status", "version", "error"}`` of the program at ``path``:
+    status "ok", "missing" (not an executable file) or "failed" (it did not
+    answer ``--version`` in time, or exited non-zero)."""
+    import os
+
+    from hawser.host import ProcessTimedOut, run_process
+
+    found = {"path": path, "status": "ok", "version": None, "error": None}
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        return {**found, "status": "missing"}
+    try:
+        result = run_process([path, "--version"], timeout=VERSION_TIMEOUT)
+    except (OSError, ProcessTimedOut) as exc:
+        return {**found, "status": "failed", "error": str(exc)}
+    text = (result.stdout or result.stderr).decode(errors="replace").strip()
+    first = text.splitlines()[0] if text else ""
+    if result.returncode != 0:
+        return {**found, "status": "failed", "version": first or None,
+                "error": f"--version exited with {result.returncode}"}
+    return {**found, "version": first}
+
+
+def _cgroups() -> dict[str, Any]:
+    from hawser.errors import HawserError
+    from hawser.host import CgroupLayout
+
+    try:
+        layout = CgroupLayout.detect()
+    except (HawserError, OSError):
+        return {"cgroup_version": None, "cgroup_controllers": []}
+    if layout.version == 2:
+        try:
+            with open(f"{layout.mounts['']}/cgroup.controllers", encoding="utf-8") as f:
+                controllers = f.read().split()
+        except OSError:
+            controllers = []
+    else:
+        controllers = [name for name in layout.mounts if name and not name.startswith("name=")]
+    return {"cgroup_version": layout.version, "cgroup_controllers": sorted(controllers)}
+
+
+def filesystem_of(path: str, mounts: str | None = None) -> str:
+    """The type of the filesystem ``path`` is on: its deepest mount in
+    ``mounts`` (the text of /proc/mounts, read when None); "" if unknown."""
+    import os
+
+    if mounts is None:
+        try:
+            with open("/proc/mounts", encoding="utf-8") as f:
+                mounts = f.read()
+        except OSError:
+            return ""
+    target = os.path.realpath(path)
+    best, kind = "", ""
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # /proc/mounts escapes space, tab, newline and backslash as octal.
+        point = fields[1].encode().decode("unicode_escape")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def _counts(ctx: CliContext) -> dict[str, Any]:
+    metadata = ctx.store().metadata
+
+    def count(namespace: str) -> dict[str, int]:
+        return {"images": len(metadata.images.list(namespace=namespace)),
+                "containers": len(metadata.containers.list(namespace=namespace)),
+                "pods": len(metadata.sandboxes.list(namespace=namespace))}
+
+    names = {n.name for n in metadata.namespaces.list()} | {ctx.namespace}
+    total = {"namespaces": len(names), "images": 0, "containers": 0, "pods": 0}
+    for name in names:
+        for key, value in count(name).items():
+            total[key] += value
+    return {"namespace": ctx.namespace, **count(ctx.namespace), "all_namespaces": total}
+
+
+def _daemon(config: Config) -> dict[str, Any]:
+    cri = socket_answers(config.daemon.address)
+    containerd = bool(config.daemon.containerd_address) and socket_answers(config.daemon.containerd_address)
+    return {"running": cri or containerd,
+            "address": config.daemon.address, "address_answers": cri,
+            "containerd_address": config.daemon.containerd_address, "containerd_address_answers": containerd}
+
+
+def socket_answers(address: str, timeout: float = PROBE_TIMEOUT) -> bool:
+    """Whether something accepts connections on the unix socket ``address``."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(address)
+        except OSError:
+            return False
+    return True
+
+
+def _tool_line(t: dict[str, Any]) -> str:
+    if t["status"] == "missing":
+        return f"missing ({t['path']})"
+    if t["status"] == "failed":
+        return f"failed: {t['error']} ({t['path']})"
+    return f"{t['version']} ({t['path']})"
+
+
+def info_lines(r: dict[str, Any]) -> list[str]:
+    """``system info`` as docker info lays it out: groups of ``key: value`` lines."""
+    objects, everywhere, daemon, host = r["objects"], r["objects"]["all_namespaces"], r["daemon"], r["host"]
+    lines = [
+        f"Version: {r['version']}",
+        "Runtime:",
+        *(f" {name}: {_tool_line(t)}" for name, t in r["tools"].items()),
+        "CNI:",
+        f" Conf Dir: {r['cni']['conf_dir']}",
+        f" Bin Dir: {r['cni']['bin_dir']}",
+        *(f" {name}: {_tool_line(t)}" for name, t in r["cni"]["plugins"].items()),
+        "Host:",
+        f" Kernel: {host['kernel']}",
+        f" Cgroup Version: {host['cgroup_version'] or 'unknown'}",
+        f" Cgroup Controllers: {' '.join(host['cgroup_controllers']) or 'none'}",
+        "Storage:",
+        f" Snapshotter: {r['storage']['snapshotter']}",
+        f" Backing Filesystem: {r['storage']['backing_filesystem'] or 'unknown'}",
+        f" Root Dir: {r['storage']['root']}",
+        f" State Dir: {r['storage']['state']}",
+        f"Namespace {objects['namespace']}:",
+        f" Images: {objects['images']}",
+        f" Containers: {objects['containers']}",
+        f" Pods: {objects['pods']}",
+        f"All Namespaces ({everywhere['namespaces']}):",
+        f" Images: {everywhere['images']}",
+        f" Containers: {everywhere['containers']}",
+        f" Pods: {everywhere['pods']}",
+        "Daemon:",
+        f" Running: {'yes' if daemon['running'] else 'no'}",
+        f" CRI Socket: {daemon['address']} ({'answers' if daemon['address_answers'] else 'not answering'})",
+    ]
+    if daemon["containerd_address"]:
+        state = "answers" if daemon["containerd_address_answers"] else "not answering"
+        lines.append(f" containerd Socket: {daemon['containerd_address']} ({state})")
+    lines += [
+        "Registry:",
+        f" Config File: {r['registry']['config_file']}{'' if r['registry']['config_file_present'] else ' (absent)'}",
+        f" Hosts Dir: {r['registry']['hosts_dir']}",
+        f" Docker Config: {r['registry']['docker_config']}",
+    ]
+    return lines

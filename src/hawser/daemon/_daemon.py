@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import os
 import threading
@@ -31,6 +32,7 @@ from hawser.daemon._config import Settings
 
 if TYPE_CHECKING:
     from hawser.cri.types import CriDeps
+    from hawser.metrics import Metrics, RequestMetrics
     from hawser.network import PodNetworks
     from hawser.store import Store
 
@@ -118,32 +120,109 @@ class RequestCounter(grpc.aio.ServerInterceptor):
     """Counts the CRI requests in flight (a server interceptor), for the
     shutdown line: a PullImage or RunPodSandbox awaits a child process or
     the event loop, not a worker thread, so the Offloader does not see it.
+    With ``metrics``, each call's method, status code and duration are
+    observed too (hawser_grpc_requests_total, ..._duration_seconds).
 
-    Unary calls only: GetContainerEvents, kubelet's one stream, stays open
-    as long as kubelet is connected and is no work to wait for."""
+    In flight, unary calls only: GetContainerEvents, kubelet's one stream,
+    stays open as long as kubelet is connected and is no work to wait for.
+    Metrics observe streams too (``_observed_stream``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: RequestMetrics | None = None) -> None:
         self.running = 0  # touched on the event loop only
+        self.metrics = metrics
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
+        if handler.unary_unary is None:
+            return handler if self.metrics is None else _observed_stream(handler, handler_call_details.method,
+                                                                         self.metrics)
         # hawserd's servicer methods are coroutines (the stubs type behaviors as plain functions).
         behavior = cast(Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]], handler.unary_unary)
 
+        metrics = self.metrics
+        method = handler_call_details.method
+
         async def counted(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             self.running += 1
+            started = time.perf_counter()
+            code = "UNKNOWN"  # an exception other than an abort: grpc answers UNKNOWN
             try:
-                return await behavior(request, context)
+                answer = await behavior(request, context)
+                code = _code_name(context.code(), "OK")
+                return answer
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            except BaseException:
+                code = _code_name(context.code(), code)  # context.abort() set it before raising
+                raise
             finally:
                 self.running -= 1
+                if metrics is not None:
+                    metrics.observe(method, code, time.perf_counter() - started)
 
         return grpc.unary_unary_rpc_method_handler(counted, request_deserializer=handler.request_deserializer,
                                                    response_serializer=handler.response_serializer)
+
+
+def _observed_stream(handler: grpc.RpcMethodHandler[Any, Any], method: str,
+                     metrics: RequestMetrics) -> grpc.RpcMethodHandler[Any, Any]:
+    """A streaming method's handler that observes its code and duration (whole
+    stream: for GetContainerEvents, as long as kubelet stays connected).  Its
+    behavior is an async generator (yields) or a coroutine (context.write)."""
+    if handler.unary_stream is not None:
+        behavior: Any = handler.unary_stream
+        factory: Any = grpc.unary_stream_rpc_method_handler
+    elif handler.stream_unary is not None:
+        behavior, factory = handler.stream_unary, grpc.stream_unary_rpc_method_handler
+    else:
+        behavior, factory = handler.stream_stream, grpc.stream_stream_rpc_method_handler
+
+    def finish(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None) -> str:
+        if error is None:
+            return _code_name(context.code(), "OK")
+        if isinstance(error, asyncio.CancelledError | GeneratorExit):  # the client went away
+            return "CANCELLED"
+        return _code_name(context.code(), "UNKNOWN")
+
+    if inspect.isasyncgenfunction(behavior):
+        async def observed_generator(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started, error = time.perf_counter(), None
+            try:
+                async for answer in behavior(request, context):
+                    yield answer
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                metrics.observe(method, finish(context, error), time.perf_counter() - started)
+
+        observed: Any = observed_generator
+    else:
+        async def observed_coroutine(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started, error = time.perf_counter(), None
+            try:
+                return await behavior(request, context)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                metrics.observe(method, finish(context, error), time.perf_counter() - started)
+
+        observed = observed_coroutine
+    return cast("grpc.RpcMethodHandler[Any, Any]",
+                factory(observed, request_deserializer=handler.request_deserializer,
+                        response_serializer=handler.response_serializer))
+
+
+def _code_name(code: object, default: str) -> str:
+    """``grpc.StatusCode.NOT_FOUND`` -> "NOT_FOUND"; ``default`` when none was set."""
+    return code.name if isinstance(code, grpc.StatusCode) else default
 
 
 class HeapTrimmer:
@@ -173,13 +252,14 @@ class HeapTrimmer:
 class Daemon:
     def __init__(self, settings: Settings, *, store: Store, network: PodNetworks, deps: CriDeps,
                  offloader: Offloader, recoverers: Sequence[Recoverer] = (),
-                 loops: Sequence[BackgroundLoop] = ()) -> None:
+                 loops: Sequence[BackgroundLoop] = (), metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.store = store
         self.network = network
         self.deps = deps
         self.offloader = offloader
-        self.requests = RequestCounter()
+        self.metrics = metrics
+        self.requests = RequestCounter(metrics.requests if metrics is not None else None)
         self.recoverers = list(recoverers)
         self.loops = list(loops)
         # True after run() when a blocking call was still running at exit: the
@@ -191,6 +271,7 @@ class Daemon:
         """Open the store and wire the parts (nothing is started)."""
         from hawser.cri import background_loops, new_deps, new_streaming
         from hawser.errors import AlreadyExists
+        from hawser.events import Journal, container_observer
         from hawser.images import ImageService
         from hawser.network import CNINetwork
         from hawser.pods import PodService
@@ -210,6 +291,8 @@ class Daemon:
         cri_store = store.in_namespace(CRI_NAMESPACE)
         images = ImageService(cri_store)
         containers = ContainerManager.of(cri_store, images)
+        # The CRI's container changes go into the store's event journal, beside the CLI's.
+        containers.observers.append(container_observer(Journal.of_state(config.state), containers.status))
         sandboxes = PodService.of(cri_store, containers=containers, network=network, blocking=offloader)
         # Exec/Attach/PortForward's streaming server: run() starts and stops it.
         streaming = new_streaming(containers=containers, sandboxes=sandboxes, blocking=offloader,
@@ -217,8 +300,15 @@ class Daemon:
         deps = new_deps(images=images, blocking=offloader, network_status=network.status,
                         effective_config=settings.effective(), sandboxes=sandboxes, containers=containers,
                         streaming=streaming)
+        metrics = None
+        if config.metrics.address:
+            from hawser.metrics import container_states, new_metrics, pod_states
+
+            metrics = new_metrics(__version__, containers=container_states(containers),
+                                  pods=pod_states(cri_store.metadata.sandboxes))
         return cls(settings, store=store, network=network, deps=deps, offloader=offloader,
-                   recoverers=[sandboxes], loops=[*background_loops(deps), HeapTrimmer(offloader)])
+                   recoverers=[sandboxes], loops=[*background_loops(deps), HeapTrimmer(offloader)],
+                   metrics=metrics)
 
     async def recover(self) -> None:
         """The start-up recovery hook: every Recoverer, in order."""
@@ -245,9 +335,16 @@ class Daemon:
         containerd_address = self.settings.daemon.containerd_address
         addresses = [address, *([containerd_address] if containerd_address else [])]
         locks = []
+        metrics_server = None
         try:
             for path in addresses:
                 locks.append((path, _socket.claim(path)))
+            if self.metrics is not None:
+                from hawser.metrics import MetricsServer
+
+                # Before recovery: a busy address fails start-up at once, with the metrics' own error.
+                metrics_server = MetricsServer(self.settings.config.metrics.address, self.metrics.registry)
+                metrics_server.start()
             await self.recover()
             await self._start_streaming()
             server = grpc.aio.server(interceptors=[self.requests], options=[
@@ -266,6 +363,8 @@ class Daemon:
             for path in addresses:
                 _socket.open_to_group(path)
             log.info("serving", extra={"address": address, "containerd_address": containerd_address or None,
+                                       "metrics_address": self.settings.config.metrics.address or None,
+                                       "metrics_port": metrics_server.port if metrics_server else None,
                                        "version": __version__, "pid": os.getpid()})
             _notify("READY=1")
             try:
@@ -283,6 +382,8 @@ class Daemon:
                 await server.stop(SHUTDOWN_GRACE)
         finally:
             await self._stop_streaming()
+            if metrics_server is not None:
+                await metrics_server.stop()
             for path, lock in reversed(locks):
                 _socket.release(path, lock)
 

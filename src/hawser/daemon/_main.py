@@ -10,7 +10,14 @@ import signal
 import sys
 
 from hawser import __version__
-from hawser.config import DEFAULT_ADDRESS, DEFAULT_CONTAINERD_ADDRESS, LOG_LEVELS, SNAPSHOTTERS
+from hawser.config import (
+    DEFAULT_ADDRESS,
+    DEFAULT_CONTAINERD_ADDRESS,
+    DEFAULT_METRICS_ADDRESS,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    SNAPSHOTTERS,
+)
 from hawser.daemon._config import Settings, load_settings
 from hawser.daemon._log import setup_logging
 from hawser.errors import HawserError
@@ -39,7 +46,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cni-bin-dir", metavar="DIR", help="CNI plugins (default /usr/lib/cni)")
     p.add_argument("--stream-address", metavar="ADDR", help="the streaming server's address (default 127.0.0.1)")
     p.add_argument("--stream-port", metavar="PORT", type=int, help="the streaming server's port (default 0: any)")
+    p.add_argument("--metrics-address", metavar="HOST:PORT",
+                   help=f"the Prometheus metrics endpoint (default {DEFAULT_METRICS_ADDRESS}; '' for none)")
     p.add_argument("--log-level", choices=LOG_LEVELS, help="least important events logged (default info)")
+    p.add_argument("--log-format", choices=LOG_FORMATS,
+                   help="text: key=value lines (the default); json: one JSON object per line")
     return p
 
 
@@ -49,9 +60,10 @@ def overrides(args: argparse.Namespace) -> dict[str, object]:
         "root": args.root, "state": args.state, "snapshotter": args.snapshotter,
         "registry.config_path": args.registry_config_dir,
         "daemon.address": args.address, "daemon.containerd_address": args.containerd_address,
-        "daemon.log_level": args.log_level,
+        "daemon.log_level": args.log_level, "daemon.log_format": args.log_format,
         "cri.stream_address": args.stream_address, "cri.stream_port": args.stream_port,
         "cni.conf_dir": args.cni_conf_dir, "cni.bin_dir": args.cni_bin_dir,
+        "metrics.address": args.metrics_address,
     }
 
 
@@ -60,10 +72,10 @@ def run(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config, overrides(args))
     except HawserError as exc:
-        setup_logging("info")
+        setup_logging("info", args.log_format or "text")
         log.error("bad configuration", extra=_error_fields(exc))
         return 2
-    setup_logging(settings.daemon.log_level)
+    setup_logging(settings.daemon.log_level, settings.daemon.log_format)
     from hawser.host import limit_malloc_arenas
 
     # Before any thread starts: two arenas serve the workers; per-thread ones hoard freed memory.

@@ -231,6 +231,7 @@ class ContainerManager:
         exited = self._exited(id_, started)
         if exited is not None:
             self._sweep(record)
+            self._exit_seen(record)
             return exited
         state = self.runc.state(id_)
         if state is None:
@@ -249,10 +250,20 @@ class ContainerManager:
             conmon.wait(EXIT_RECORD_WAIT)
         exited = self._exited(id_, started)
         self._sweep(record)
+        self._exit_seen(record)
         if exited is not None:
             return exited
         oom = os.path.exists(os.path.join(bundle, "oom"))
         return ContainerStatus(EXITED, started_at=started, oom_killed=oom, reason="exit status unknown")
+
+    def _exit_seen(self, record: Container) -> None:
+        # Observers hear of an exit once, from whichever process reads it first.
+        try:
+            os.close(os.open(os.path.join(self.bundle(record.id), "exit-seen"),
+                             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
+        except (FileExistsError, FileNotFoundError):  # heard already, or the bundle is gone
+            return
+        self._notify(EVENT_STOPPED, record)
 
     def _sweep(self, record: Container) -> None:
         # With a pid namespace of its own the kernel kills the rest when the
@@ -510,13 +521,10 @@ class ContainerManager:
             except DeadlineExceeded:
                 pass
             else:
-                self._notify(EVENT_STOPPED, record)
-                return status
+                return status  # its observers heard of the exit in status()
         with contextlib.suppress(FailedPrecondition, NotFound):
             self.runc.kill(record.id, signal.SIGKILL, all_processes=True)
-        status = self._wait_exit(record, KILL_WAIT)
-        self._notify(EVENT_STOPPED, record)
-        return status
+        return self._wait_exit(record, KILL_WAIT)
 
     def pause(self, text: str) -> None:
         record = self.lookup(text)
@@ -550,7 +558,6 @@ class ContainerManager:
                 failpoint("remove.after-kill")
                 with contextlib.suppress(DeadlineExceeded):
                     self._wait_exit(record, KILL_WAIT)
-                    self._notify(EVENT_STOPPED, record)
             bundle = self.bundle(record.id)
 
             def release_rootfs() -> None:

@@ -1,0 +1,205 @@
+"""The event journal: what hawser did, in order, for every front end.
+
+One journal per store, under the state dir (``state/events/``), that the CLI
+and hawserd both append to, so events from a CLI used while hawserd is down
+are there when it starts.  Each event is one JSON line (a newline, then the
+object) written with a single ``write`` on an ``O_APPEND`` descriptor:
+concurrent writers never interleave within a line, and a crash leaves at most
+one torn line, which readers skip.  Bounded: once the current file passes ``max_bytes`` it is rotated to
+``journal.1`` (the previous one dropped) under a flock, so the journal never
+holds more than about twice that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from hawser._dataclass import dataclass, field
+
+MAX_BYTES = 4 << 20
+CURRENT, PREVIOUS = "journal", "journal.1"
+# How often a follower looks for new lines.
+FOLLOW_INTERVAL = 0.1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """One thing that happened: ``type`` (container, image, pod, exec, gc),
+    ``action`` (create, start, exit, remove, pull, ...), the object's id and
+    name, its namespace, and attributes (an exit code and reason, an image)."""
+
+    time: float
+    type: str
+    action: str
+    id: str = ""
+    name: str = ""
+    namespace: str = ""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return {"time": self.time, "type": self.type, "action": self.action, "id": self.id, "name": self.name,
+                "namespace": self.namespace, "attributes": dict(self.attributes)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> Event:
+        attributes = data.get("attributes")
+        return cls(time=float(data["time"]), type=str(data["type"]), action=str(data["action"]),  # type: ignore[arg-type]
+                   id=str(data.get("id", "")), name=str(data.get("name", "")),
+                   namespace=str(data.get("namespace", "")),
+                   attributes={str(k): str(v) for k, v in attributes.items()} if isinstance(attributes, dict) else {})
+
+
+class Journal:
+    """The journal in ``directory``; cheap to make, safe to share between threads and processes."""
+
+    def __init__(self, directory: str, *, max_bytes: int = MAX_BYTES) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+
+    @classmethod
+    def of_state(cls, state_dir: str) -> Journal:
+        return cls(os.path.join(state_dir, "events"))
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    # --- writing ---------------------------------------------------------------
+
+    def append(self, event: Event) -> None:
+        """Add ``event``. Never raises for a journal that cannot be written (a
+        full disk must not fail the operation the event is about): it is lost."""
+        # Each record starts a line of its own: one torn by a crash is ended by the next, not merged into it.
+        line = ("\n" + json.dumps(event.to_json(), separators=(",", ":"))).encode()
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            fd = os.open(self._path(CURRENT), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, line)
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            if size > self.max_bytes:
+                self._rotate()
+        except OSError:
+            pass
+
+    def record(self, type_: str, action: str, *, id_: str = "", name: str = "", namespace: str = "",
+               **attributes: str) -> None:
+        """Append an event that happens now."""
+        self.append(Event(time=time.time(), type=type_, action=action, id=id_, name=name, namespace=namespace,
+                          attributes={k: v for k, v in attributes.items() if v != ""}))
+
+    def _rotate(self) -> None:
+        from hawser.host import FileLock
+
+        lock = FileLock(self._path("lock"))
+        if not lock.acquire(blocking=True):
+            return
+        try:
+            # Another writer may have rotated meanwhile: only a file still too big goes.
+            if os.stat(self._path(CURRENT)).st_size > self.max_bytes:
+                os.replace(self._path(CURRENT), self._path(PREVIOUS))
+        except FileNotFoundError:
+            pass
+        finally:
+            lock.release()
+
+    # --- reading ---------------------------------------------------------------
+
+    def read(self, *, since: float | None = None, until: float | None = None) -> Iterator[Event]:
+        """The events kept, oldest first, from ``since`` up to ``until`` (seconds since the epoch)."""
+        for name in (PREVIOUS, CURRENT):
+            try:
+                with open(self._path(name), "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            for event in _parse(data):
+                if (since is None or event.time >= since) and (until is None or event.time <= until):
+                    yield event
+
+    def follow(self, *, since: float | None = None, stop: float | None = None) -> Iterator[Event]:
+        """The events kept from ``since`` on, then new ones as they are written,
+        until the clock passes ``stop`` (never without). Follows rotation."""
+        seen_inode, offset = self._start()
+        if since is not None:
+            yield from self._kept(since, offset)
+        pending = b""
+        while stop is None or time.time() < stop:
+            try:
+                f = open(self._path(CURRENT), "rb")  # noqa: SIM115 - closed below, reopened after a rotation
+            except FileNotFoundError:
+                time.sleep(FOLLOW_INTERVAL)
+                continue
+            with f:
+                inode = os.fstat(f.fileno()).st_ino
+                if inode != seen_inode:  # rotated (or first made): the new file from its start
+                    seen_inode, offset, pending = inode, 0, b""
+                f.seek(offset)
+                chunk = f.read()
+            if chunk:
+                offset += len(chunk)
+                *complete, pending = (pending + chunk).split(b"\n")
+                yield from _parse(b"\n".join(complete))
+                # The last record has no newline after it: deliver it once it parses whole.
+                last = list(_parse(pending))
+                if last:
+                    pending = b""
+                    yield from last
+            else:
+                time.sleep(FOLLOW_INTERVAL)
+
+    def _start(self) -> tuple[int, int]:
+        """Where following begins: the current file's inode and end."""
+        try:
+            st = os.stat(self._path(CURRENT))
+        except FileNotFoundError:
+            return 0, 0
+        return st.st_ino, st.st_size
+
+    def _kept(self, since: float, offset: int) -> Iterator[Event]:
+        """What was kept from ``since`` on: the previous file, and the current one up to ``offset``."""
+        for name, limit in ((PREVIOUS, -1), (CURRENT, offset)):
+            try:
+                with open(self._path(name), "rb") as f:
+                    data = f.read(limit)
+            except FileNotFoundError:
+                continue
+            yield from (e for e in _parse(data) if e.time >= since)
+
+
+def _parse(data: bytes) -> Iterator[Event]:
+    for raw in data.splitlines():
+        if not raw.strip():
+            continue
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            yield Event.from_json(json.loads(raw))  # a torn line (a crash mid-write) is skipped
+
+
+# ContainerManager's observer kinds (hawser.runtime EVENT_*), as the journal's actions.
+CONTAINER_ACTIONS = {"created": "create", "started": "start", "stopped": "exit", "deleted": "remove"}
+
+
+def container_observer(journal: Journal, status: Callable[[Any], Any] | None = None) -> Callable[[str, Any], None]:
+    """An observer for ``ContainerManager.observers`` that journals each change;
+    ``status`` (the manager's) gives an exit its code and reason."""
+
+    def observe(kind: str, record: Any) -> None:
+        action = CONTAINER_ACTIONS.get(kind)
+        if action is None:
+            return
+        attributes = {"image": str(record.image)}
+        if action == "exit" and status is not None:
+            with contextlib.suppress(Exception):  # an event without its code beats no event
+                state = status(record)
+                attributes["exitCode"] = "" if state.exit_code is None else str(state.exit_code)
+                attributes["reason"] = str(state.reason or "")
+        journal.record("container", action, id_=record.id, name=record.name, namespace=record.namespace,
+                       **attributes)
+
+    return observe

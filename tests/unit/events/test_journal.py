@@ -1,0 +1,110 @@
+"""The event journal: ordered, shared by processes, crash-tolerant, bounded."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from pathlib import Path
+
+from hawser.events import Event, Journal, container_observer
+
+
+def event(n: int, **changes: object) -> Event:
+    fields: dict[str, object] = {"time": 1000.0 + n, "type": "container", "action": "start", "id": f"c{n}",
+                                 "name": f"n{n}", "namespace": "default", "attributes": {"image": "img"}}
+    fields.update(changes)
+    return Event(**fields)  # type: ignore[arg-type]
+
+
+def test_events_come_back_in_order_and_by_time(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path))
+    for n in range(5):
+        journal.append(event(n))
+    assert [e.id for e in journal.read()] == ["c0", "c1", "c2", "c3", "c4"]
+    assert [e.id for e in journal.read(since=1001, until=1003)] == ["c1", "c2", "c3"]
+    assert next(iter(journal.read())) == event(0)
+
+
+def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path))
+    journal.append(event(0))
+    with open(tmp_path / "journal", "ab") as f:
+        f.write(b'\n{"time": 1001, "type": "contai')  # a crash in the middle of a record's write
+    journal.append(event(2))
+    assert [e.id for e in journal.read()] == ["c0", "c2"]
+
+
+def _append_many(directory: str, worker: int) -> None:
+    journal = Journal(directory)
+    for n in range(200):
+        journal.append(event(n, id=f"w{worker}-{n}"))
+
+
+def test_processes_appending_at_once_never_interleave_within_a_line(tmp_path: Path) -> None:
+    workers = [multiprocessing.get_context("fork").Process(target=_append_many, args=(str(tmp_path), w))
+               for w in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    ids = [e.id for e in Journal(str(tmp_path)).read()]
+    assert len(ids) == 800 and len(set(ids)) == 800
+
+
+def test_the_journal_stays_bounded(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path), max_bytes=20_000)
+    for n in range(10_000):
+        journal.append(event(n))
+    total = sum(os.path.getsize(tmp_path / name) for name in ("journal", "journal.1"))
+    assert total < 2 * 20_000 + 1_000
+    kept = [e.id for e in journal.read()]
+    assert kept[-1] == "c9999" and kept == sorted(kept, key=lambda i: int(i[1:]))
+
+
+def test_follow_replays_then_sees_new_events_across_a_rotation(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path), max_bytes=2_000)
+    journal.append(event(0))
+    seen: list[str] = []
+
+    def follow() -> None:
+        for e in journal.follow(since=0, stop=time.time() + 5):
+            seen.append(e.id)
+            if e.id == "c59":
+                return
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+    time.sleep(0.3)
+    for n in range(1, 60):
+        journal.append(event(n))
+        time.sleep(0.01)
+    reader.join(10)
+    assert seen[0] == "c0" and seen[-1] == "c59"
+    assert seen == sorted(seen, key=lambda i: int(i[1:]))
+
+
+def test_a_journal_that_cannot_be_written_loses_the_event_not_the_operation(tmp_path: Path) -> None:
+    (tmp_path / "events").write_text("not a directory")
+    Journal(str(tmp_path / "events")).append(event(0))  # no exception
+
+
+class Status:
+    exit_code = 3
+    reason = "Error"
+
+
+class Record:
+    id, name, namespace, image = "abc" * 10, "web", "default", "busybox"
+
+
+def test_container_changes_become_events(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path))
+    observe = container_observer(journal, lambda record: Status())
+    for kind in ("created", "started", "stopped", "deleted", "unknown"):
+        observe(kind, Record())
+    got = [(e.action, e.name, dict(e.attributes)) for e in journal.read()]
+    assert got == [("create", "web", {"image": "busybox"}), ("start", "web", {"image": "busybox"}),
+                   ("exit", "web", {"image": "busybox", "exitCode": "3", "reason": "Error"}),
+                   ("remove", "web", {"image": "busybox"})]
