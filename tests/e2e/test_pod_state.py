@@ -143,3 +143,22 @@ def test_stop_and_remove_a_pod_on_a_full_disk(pods: Pods, pod_network: CniEnv, t
     filler.unlink()
     assert_nothing_left(pods, pod_network)
 
+
+
+def test_pod_and_container_changes_reach_the_event_journal(pods: Pods, pod_network: CniEnv) -> None:
+    """The CRI's pods and containers are journaled beside the CLI's: `hawser events` on the daemon's store shows them."""
+    import time
+
+    begun = time.time()
+    pod = pods.pod("journaled")
+    container = pods.run(pod, pods.config("once", "sh", "-c", "exit 4"))
+    assert pods.wait_exit(container).exit_code == 4
+    pods.rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod[0]))
+    assert_nothing_left(pods, pod_network)
+    out = pods.hawserd.cli("events", "--since", str(begun), "--until", str(time.time()), "--format", "json").stdout
+    seen = [json.loads(line) for line in out.splitlines()]
+    assert [(e["type"], e["action"]) for e in seen if e["id"] in (pod[0], container)] == [
+        ("pod", "ready"), ("container", "create"), ("container", "start"), ("container", "exit"),
+        ("pod", "notready"), ("container", "remove"), ("pod", "removed")]
+    exit_event = next(e for e in seen if e["action"] == "exit")
+    assert exit_event["attributes"]["exitCode"] == "4" and exit_event["namespace"] == "k8s.io"

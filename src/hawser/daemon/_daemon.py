@@ -271,7 +271,7 @@ class Daemon:
         """Open the store and wire the parts (nothing is started)."""
         from hawser.cri import background_loops, new_deps, new_streaming
         from hawser.errors import AlreadyExists
-        from hawser.events import Journal, container_observer
+        from hawser.events import Journal, container_observer, pod_observer
         from hawser.images import ImageService
         from hawser.network import CNINetwork
         from hawser.pods import PodService
@@ -294,6 +294,7 @@ class Daemon:
         # The CRI's container changes go into the store's event journal, beside the CLI's.
         containers.observers.append(container_observer(Journal.of_state(config.state), containers.status))
         sandboxes = PodService.of(cri_store, containers=containers, network=network, blocking=offloader)
+        sandboxes.observers.append(pod_observer(Journal.of_state(config.state)))
         # Exec/Attach/PortForward's streaming server: run() starts and stops it.
         streaming = new_streaming(containers=containers, sandboxes=sandboxes, blocking=offloader,
                                   address=settings.cri.stream_address, port=settings.cri.stream_port)

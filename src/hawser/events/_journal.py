@@ -203,3 +203,16 @@ def container_observer(journal: Journal, status: Callable[[Any], Any] | None = N
                        **attributes)
 
     return observe
+
+
+def pod_observer(journal: Journal) -> Callable[[str, Any], None]:
+    """An observer for ``PodService.observers``: a pod ready, not ready (with
+    why, when the host took it), removed."""
+
+    def observe(action: str, record: Any) -> None:
+        meta = (record.config or {}).get("metadata", {})
+        journal.record("pod", action, id_=record.id, name=str(meta.get("name", "")), namespace=record.namespace,
+                       podNamespace=str(meta.get("namespace", "")),
+                       reason=str((record.status or {}).get("not_ready_reason", "")) if action == "notready" else "")
+
+    return observe

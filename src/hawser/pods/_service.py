@@ -81,6 +81,9 @@ class PodService:
         self.root = os.path.join(state_dir, "sandboxes")
         self.default_cgroup_parent = cgroup_parent.rstrip("/") or "/hawser"
         self._locks: dict[str, asyncio.Lock] = {}
+        # Called (in the calling thread) with an action ("ready", "notready",
+        # "removed") and the pod's record after each change; must not block or raise.
+        self.observers: list[Callable[[str, SandboxRecord], None]] = []
 
     @classmethod
     def of(cls, store: Store, *, containers: ContainerManager, network: PodNetworks,
@@ -148,7 +151,9 @@ class PodService:
         log.warning("pod sandbox is not ready: " + reason, extra={"id": record.id, "lost": lost})
         status = {**record.status, REASON_KEY: reason}
         try:
-            return self.records.update(record.id, state=SANDBOX_NOTREADY, status=status)
+            changed = self.records.update(record.id, state=SANDBOX_NOTREADY, status=status)
+            self._notify("notready", changed)
+            return changed
         except NotFound:
             raise
         except HawserError as exc:  # a full disk: report the truth anyway; the next read records it
@@ -206,6 +211,7 @@ class PodService:
                     await self.blocking(self.records.delete, id_)
                 raise
             log.info("pod sandbox ready", extra={"pod": spec.key, "id": id_, "ips": status.get("ips")})
+            self._notify("ready", replace(record, state=SANDBOX_READY, status=status))
             return id_
 
     async def _setup(self, id_: str, spec: PodSpec, undo: list[Callable[[], Awaitable[None]]]) -> dict[str, Any]:
@@ -329,6 +335,7 @@ class PodService:
             # Before the teardown: a pod whose network is half gone (a crash in
             # between) must not read ready. A retried Stop does it all again.
             await self.blocking(self._roomy, self.records.update, id_, state=SANDBOX_NOTREADY)
+            self._notify("notready", replace(record, state=SANDBOX_NOTREADY))
         try:
             await self.network.teardown(id_, status.get("net"))
         except HawserError as exc:
@@ -365,6 +372,14 @@ class PodService:
             await self.blocking(remove_pod_cgroup, own_cgroup)
         failpoint("sandbox.remove.before-record-delete")
         await self.blocking(self._roomy, self.records.delete, record.id)
+        self._notify("removed", record)
+
+    def _notify(self, action: str, record: SandboxRecord) -> None:
+        for observer in list(self.observers):
+            try:
+                observer(action, record)
+            except Exception:
+                log.exception("pod observer failed")
 
     def _containers_of(self, sandbox_id: str) -> list[str]:
         return [c.id for c in self.containers.records.list()
