@@ -61,8 +61,6 @@ def test_methods_hawser_does_not_offer_answer_unimplemented(hawserd: Hawserd) ->
     runtime = hawserd.client().runtime
     for call, request in [
         (runtime.CheckpointContainer, api_pb2.CheckpointContainerRequest(container_id="x")),
-        (runtime.ListMetricDescriptors, api_pb2.ListMetricDescriptorsRequest()),
-        (runtime.ListPodSandboxMetrics, api_pb2.ListPodSandboxMetricsRequest()),
     ]:
         code, message = status_code(call, request)
         assert code == grpc.StatusCode.UNIMPLEMENTED, message

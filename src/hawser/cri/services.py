@@ -32,6 +32,7 @@ from hawser.cri import (
     image_pull,
     image_remove,
     image_status,
+    metrics,
     runtime_config,
     runtime_status,
     runtime_version,
@@ -205,12 +206,12 @@ class RuntimeService(api_pb2_grpc.RuntimeServiceServicer):
     async def ListMetricDescriptors(
         self, request: api_pb2.ListMetricDescriptorsRequest, context: Context
     ) -> api_pb2.ListMetricDescriptorsResponse:
-        await unimplemented(context, "ListMetricDescriptors")
+        return await serve(context, "ListMetricDescriptors", metrics.list_metric_descriptors(self._deps, request))
 
     async def ListPodSandboxMetrics(
         self, request: api_pb2.ListPodSandboxMetricsRequest, context: Context
     ) -> api_pb2.ListPodSandboxMetricsResponse:
-        await unimplemented(context, "ListPodSandboxMetrics")
+        return await serve(context, "ListPodSandboxMetrics", metrics.list_pod_sandbox_metrics(self._deps, request))
 
     async def RuntimeConfig(
         self, request: api_pb2.RuntimeConfigRequest, context: Context

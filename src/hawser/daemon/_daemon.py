@@ -303,10 +303,11 @@ class Daemon:
                         streaming=streaming)
         metrics = None
         if config.metrics.address:
-            from hawser.metrics import container_states, new_metrics, pod_states
+            from hawser.metrics import cgroup_source, container_states, new_metrics, pod_states
 
             metrics = new_metrics(__version__, containers=container_states(containers),
-                                  pods=pod_states(cri_store.metadata.sandboxes))
+                                  pods=pod_states(cri_store.metadata.sandboxes),
+                                  cgroups=cgroup_source(containers, sandboxes))
         return cls(settings, store=store, network=network, deps=deps, offloader=offloader,
                    recoverers=[sandboxes], loops=[*background_loops(deps), HeapTrimmer(offloader)],
                    metrics=metrics)

@@ -10,6 +10,10 @@ in one process see only their own series) with
   daemon's server interceptor through ``RequestMetrics.observe``;
 - ``hawser_containers{state}`` and ``hawser_pods{state}``, counted at scrape
   time from the records (``StateCollector``);
+- cAdvisor's container families (``container_cpu_usage_seconds_total``,
+  ``container_memory_working_set_bytes``, ... by namespace, pod, container,
+  image, id), read from the CRI's containers' and pods' cgroups at scrape
+  time (``CgroupCollector``);
 - the process's RSS, fds, threads and Python GC (prometheus-client's own collectors);
 - ``hawser_build_info{version}`` = 1.
 
@@ -18,16 +22,28 @@ in one process see only their own series) with
 
 from __future__ import annotations
 
+from hawser.metrics._cadvisor import (
+    CGROUP_FAMILIES,
+    NETWORK_FAMILIES,
+    CgroupCollector,
+    CgroupSource,
+    cgroup_source,
+)
 from hawser.metrics._registry import Metrics, new_metrics
 from hawser.metrics._requests import RequestMetrics, split_method
 from hawser.metrics._server import MetricsServer, parse_address
 from hawser.metrics._states import StateCollector, container_states, pod_states
 
 __all__ = [
+    "CGROUP_FAMILIES",
+    "NETWORK_FAMILIES",
+    "CgroupCollector",
+    "CgroupSource",
     "Metrics",
     "MetricsServer",
     "RequestMetrics",
     "StateCollector",
+    "cgroup_source",
     "container_states",
     "new_metrics",
     "parse_address",

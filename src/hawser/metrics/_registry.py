@@ -9,6 +9,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from hawser._dataclass import dataclass
+from hawser.metrics._cadvisor import CgroupCollector, CgroupSource
 from hawser.metrics._requests import RequestMetrics
 from hawser.metrics._states import StateCollector
 
@@ -20,8 +21,9 @@ class Metrics:
 
 
 def new_metrics(version: str, *, containers: Callable[[], Iterable[str]],
-                pods: Callable[[], Iterable[str]]) -> Metrics:
-    """A registry of hawserd's own with every family of this slice on it."""
+                pods: Callable[[], Iterable[str]], cgroups: CgroupSource | None = None) -> Metrics:
+    """A registry of hawserd's own with every family of this slice on it; with
+    ``cgroups``, cAdvisor's container families too."""
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)  # process_*: RSS, CPU, open fds, start time
     GCCollector(registry=registry)  # python_gc_*
@@ -31,6 +33,8 @@ def new_metrics(version: str, *, containers: Callable[[], Iterable[str]],
     Gauge("hawser_build_info", "hawserd's build: its version; always 1.", ["version"],
           registry=registry).labels(version).set(1)
     registry.register(StateCollector(containers=containers, pods=pods))
+    if cgroups is not None:
+        registry.register(CgroupCollector(cgroups))
     return Metrics(registry=registry, requests=RequestMetrics(registry))
 
 
