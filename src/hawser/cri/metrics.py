@@ -5,8 +5,8 @@ metrics from CRI Runtime." (cri-api api.proto)
 kubelet's PodAndContainerStatsFromCRI exposes these as they come: one
 Prometheus family per descriptor (its name, help and label keys), each Metric
 a sample of it with the label values in the descriptor's order.  The names
-and labels are cAdvisor's, the same as hawserd's /metrics endpoint serves
-(``metrics/_cadvisor.py``; a unit test holds the two lists together): per pod,
+and labels are cAdvisor's, one definition shared with hawserd's /metrics
+endpoint (``pods/_metrics.py``): per pod,
 its cgroup's counters with ``container=""`` and its network's per interface
 with ``container="POD"``; per container, its cgroup's.  Values are integers
 (UInt64Value): CPU time in whole seconds, as CRI-O reports it.
@@ -14,91 +14,37 @@ with ``container="POD"``; per container, its cgroup's.  Values are integers
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
-
 from cri_api.v1 import api_pb2
 
-from hawser._dataclass import dataclass
 from hawser.cri._containers import cri_list, image_spec, sandbox_id
 from hawser.cri._containers import cri_metadata as container_metadata
 from hawser.cri.types import CriDeps
-from hawser.pods import InterfaceUsage, Sandbox, read_pod_stats
+from hawser.pods import (
+    CGROUP_FAMILIES,
+    COUNTER,
+    GAUGE,
+    LABELS,
+    NETWORK_FAMILIES,
+    NETWORK_LABELS,
+    POD_CONTAINER,
+    CgroupFamily,
+    Sandbox,
+    cgroup_id,
+    read_pod_stats,
+)
 from hawser.runtime import cgroup_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from hawser.metadata import Container
+    from hawser.pods import CgroupStats
 
-LABELS = ("container", "id", "image", "namespace", "pod")
-NETWORK_LABELS = (*LABELS, "interface")
-POD_CONTAINER = "POD"
-
-
-class CgroupStats(Protocol):
-    """The counters of a cgroup sample read here (host's CgroupStats; the CRI does not import host)."""
-
-    @property
-    def cpu_usage_ns(self) -> int: ...
-    @property
-    def memory_working_set(self) -> int: ...
-    @property
-    def memory_rss(self) -> int: ...
-    @property
-    def memory_usage(self) -> int: ...
-    @property
-    def oom_kills(self) -> int: ...
-    @property
-    def pids_current(self) -> int: ...
-    @property
-    def blkio_read_bytes(self) -> int: ...
-    @property
-    def blkio_write_bytes(self) -> int: ...
+# The families are the endpoint's (``pods.CGROUP_FAMILIES``); their kinds as the CRI names them.
+_TYPES = {COUNTER: api_pb2.COUNTER, GAUGE: api_pb2.GAUGE}
 
 
-@dataclass(frozen=True, slots=True)
-class _Family:
-    name: str
-    help: str
-    type: api_pb2.MetricType.ValueType
-    value: Callable[[CgroupStats], int]
-
-
-@dataclass(frozen=True, slots=True)
-class _NetworkFamily:
-    name: str
-    help: str
-    value: Callable[[InterfaceUsage], int]
-
-
-CGROUP_FAMILIES = (
-    _Family("container_cpu_usage_seconds_total", "Cumulative cpu time consumed in seconds.", api_pb2.COUNTER,
-            lambda s: s.cpu_usage_ns // 10**9),
-    _Family("container_memory_working_set_bytes", "Current working set in bytes.", api_pb2.GAUGE,
-            lambda s: s.memory_working_set),
-    _Family("container_memory_rss", "Size of RSS in bytes.", api_pb2.GAUGE, lambda s: s.memory_rss),
-    _Family("container_memory_usage_bytes",
-            "Current memory usage in bytes, including all memory regardless of when it was accessed.", api_pb2.GAUGE,
-            lambda s: s.memory_usage),
-    _Family("container_oom_events_total", "Count of out of memory events observed for the container.",
-            api_pb2.COUNTER, lambda s: s.oom_kills),
-    _Family("container_processes", "Number of processes running inside the container.", api_pb2.GAUGE,
-            lambda s: s.pids_current),
-    _Family("container_fs_reads_bytes_total", "Cumulative count of bytes read.", api_pb2.COUNTER,
-            lambda s: s.blkio_read_bytes),
-    _Family("container_fs_writes_bytes_total", "Cumulative count of bytes written.", api_pb2.COUNTER,
-            lambda s: s.blkio_write_bytes),
-)
-NETWORK_FAMILIES = (
-    _NetworkFamily("container_network_receive_bytes_total", "Cumulative count of bytes received.",
-                   lambda i: i.rx_bytes),
-    _NetworkFamily("container_network_receive_errors_total",
-                   "Cumulative count of errors encountered while receiving.", lambda i: i.rx_errors),
-    _NetworkFamily("container_network_transmit_bytes_total", "Cumulative count of bytes transmitted.",
-                   lambda i: i.tx_bytes),
-    _NetworkFamily("container_network_transmit_errors_total",
-                   "Cumulative count of errors encountered while transmitting.", lambda i: i.tx_errors),
-)
+def metric_type(family: CgroupFamily) -> api_pb2.MetricType.ValueType:
+    return _TYPES[family.kind]
 
 
 def descriptors() -> list[api_pb2.MetricDescriptor]:
@@ -128,7 +74,7 @@ def _list(deps: CriDeps) -> list[api_pb2.PodSandboxMetrics]:
     for sandbox in sandboxes:
         pod = api_pb2.PodSandboxMetrics(pod_sandbox_id=sandbox.id)
         stats = read_pod_stats(sandbox, layout)
-        pod_id = _cgroup_id(sandbox.cgroup_parent) if sandbox.cgroup_parent else ""
+        pod_id = cgroup_id(sandbox.cgroup_parent) if sandbox.cgroup_parent else ""
         if stats.cgroup is not None:
             pod.metrics.extend(_cgroup_metrics(["", pod_id, "", sandbox.namespace, sandbox.name], stats.cgroup,
                                                stats.timestamp_ns))
@@ -148,23 +94,18 @@ def _container_metrics(deps: CriDeps, record: Container, sandbox: Sandbox) -> ap
     sample = deps.container_stats.read(record, writable_layer=False)
     if sample.cgroup is None:  # its cgroup is gone: no series, as cAdvisor has none
         return None
-    labels = [container_metadata(record).name, _cgroup_id(cgroup_of(record)), image_spec(record).image,
+    labels = [container_metadata(record).name, cgroup_id(cgroup_of(record)), image_spec(record).image,
               sandbox.namespace, sandbox.name]
     return api_pb2.ContainerMetrics(container_id=record.id,
                                     metrics=_cgroup_metrics(labels, sample.cgroup, sample.timestamp_ns))
 
 
 def _cgroup_metrics(labels: list[str], sample: CgroupStats, timestamp_ns: int) -> list[api_pb2.Metric]:
-    return [_metric(f.name, f.type, labels, f.value(sample), timestamp_ns) for f in CGROUP_FAMILIES]
+    return [_metric(f.name, metric_type(f), labels, f.value(sample), timestamp_ns) for f in CGROUP_FAMILIES]
 
 
-def _metric(name: str, kind: api_pb2.MetricType.ValueType, labels: list[str], value: int,
+def _metric(name: str, kind: api_pb2.MetricType.ValueType, labels: list[str], value: float,
             timestamp_ns: int) -> api_pb2.Metric:
     metric = api_pb2.Metric(name=name, timestamp=timestamp_ns, metric_type=kind, label_values=labels)
-    metric.value.value = max(0, int(value))
+    metric.value.value = max(0, int(value))  # UInt64Value: CPU time in whole seconds
     return metric
-
-
-def _cgroup_id(cgroup: str) -> str:
-    """cAdvisor's ``id``: the cgroup's path from the hierarchy's root."""
-    return cgroup if cgroup.startswith("/") else f"/{cgroup}"

@@ -22,21 +22,13 @@ in one process see only their own series) with
 
 from __future__ import annotations
 
-from hawser.metrics._cadvisor import (
-    CGROUP_FAMILIES,
-    NETWORK_FAMILIES,
-    CgroupCollector,
-    CgroupSource,
-    cgroup_source,
-)
+from hawser.metrics._cadvisor import CgroupCollector, CgroupSource, cgroup_source
 from hawser.metrics._registry import Metrics, new_metrics
 from hawser.metrics._requests import RequestMetrics, split_method
 from hawser.metrics._server import MetricsServer, parse_address
 from hawser.metrics._states import StateCollector, container_states, pod_states
 
 __all__ = [
-    "CGROUP_FAMILIES",
-    "NETWORK_FAMILIES",
     "CgroupCollector",
     "CgroupSource",
     "Metrics",

@@ -23,66 +23,25 @@ from prometheus_client.registry import Collector
 
 from hawser._dataclass import dataclass
 from hawser.errors import InvalidArgument, NotFound
-from hawser.pods import LABEL_SANDBOX_ID
+from hawser.pods import (
+    CGROUP_FAMILIES,
+    COUNTER,
+    LABEL_SANDBOX_ID,
+    LABELS,
+    NETWORK_FAMILIES,
+    NETWORK_LABELS,
+    POD_CONTAINER,
+    cgroup_id,
+)
 
 if TYPE_CHECKING:
     from hawser.host import CgroupLayout, CgroupStats
     from hawser.metadata import Container
-    from hawser.pods import InterfaceUsage, PodService, PodStats, Sandbox
+    from hawser.pods import PodService, PodStats, Sandbox
     from hawser.runtime import ContainerManager
 
-COUNTER, GAUGE = "counter", "gauge"
-LABELS = ("container", "id", "image", "namespace", "pod")
-NETWORK_LABELS = (*LABELS, "interface")
-# cAdvisor's name for the pod-level (infra) container, which carries the pod's network.
-POD_CONTAINER = "POD"
 # What the CRI records of a container (cri/_container_options.py): its metadata and image as asked.
 _CRI_METADATA, _CRI_IMAGE = "cri.metadata", "cri.image"
-
-
-@dataclass(frozen=True, slots=True)
-class CgroupFamily:
-    name: str
-    help: str
-    kind: str  # COUNTER or GAUGE
-    value: Callable[[CgroupStats], float]
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkFamily:
-    name: str
-    help: str
-    value: Callable[[InterfaceUsage], float]
-
-
-CGROUP_FAMILIES = (
-    CgroupFamily("container_cpu_usage_seconds_total", "Cumulative cpu time consumed in seconds.", COUNTER,
-                 lambda s: s.cpu_usage_ns / 1e9),
-    CgroupFamily("container_memory_working_set_bytes", "Current working set in bytes.", GAUGE,
-                 lambda s: s.memory_working_set),
-    CgroupFamily("container_memory_rss", "Size of RSS in bytes.", GAUGE, lambda s: s.memory_rss),
-    CgroupFamily("container_memory_usage_bytes",
-                 "Current memory usage in bytes, including all memory regardless of when it was accessed.", GAUGE,
-                 lambda s: s.memory_usage),
-    CgroupFamily("container_oom_events_total", "Count of out of memory events observed for the container.",
-                 COUNTER, lambda s: s.oom_kills),
-    CgroupFamily("container_processes", "Number of processes running inside the container.", GAUGE,
-                 lambda s: s.pids_current),
-    CgroupFamily("container_fs_reads_bytes_total", "Cumulative count of bytes read.", COUNTER,
-                 lambda s: s.blkio_read_bytes),
-    CgroupFamily("container_fs_writes_bytes_total", "Cumulative count of bytes written.", COUNTER,
-                 lambda s: s.blkio_write_bytes),
-)
-NETWORK_FAMILIES = (
-    NetworkFamily("container_network_receive_bytes_total", "Cumulative count of bytes received.",
-                  lambda i: i.rx_bytes),
-    NetworkFamily("container_network_receive_errors_total", "Cumulative count of errors encountered while receiving.",
-                  lambda i: i.rx_errors),
-    NetworkFamily("container_network_transmit_bytes_total", "Cumulative count of bytes transmitted.",
-                  lambda i: i.tx_bytes),
-    NetworkFamily("container_network_transmit_errors_total",
-                  "Cumulative count of errors encountered while transmitting.", lambda i: i.tx_errors),
-)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,11 +99,6 @@ def container_name(record: Container) -> str:
 
 def container_image(record: Container) -> str:
     return str(record.config.get(_CRI_IMAGE) or record.image)
-
-
-def cgroup_id(cgroup: str) -> str:
-    """cAdvisor's ``id``: the cgroup's path from the hierarchy's root."""
-    return cgroup if cgroup.startswith("/") else f"/{cgroup}"
 
 
 class CgroupCollector(Collector):

@@ -6,6 +6,18 @@ cgroups, pod records and pod stats; the CRI's pod calls are thin layers on it.
 from __future__ import annotations
 
 from hawser._lazy import lazy_exports
+from hawser.pods._metrics import (
+    CGROUP_FAMILIES,
+    COUNTER,
+    GAUGE,
+    LABELS,
+    NETWORK_FAMILIES,
+    NETWORK_LABELS,
+    POD_CONTAINER,
+    CgroupFamily,
+    NetworkFamily,
+    cgroup_id,
+)
 from hawser.pods._types import (
     CONTAINER,
     LABEL_KIND,
@@ -25,6 +37,7 @@ from hawser.pods._types import (
 
 TYPE_CHECKING = False  # typing stays unimported at run time
 if TYPE_CHECKING:
+    from hawser.host import CgroupStats as CgroupStats  # the samples the metric families read
     from hawser.pods._host import connect_in_pod
     from hawser.pods._service import PodService
     from hawser.pods._stats import InterfaceUsage, PodStats, read_pod_stats
@@ -38,7 +51,33 @@ _EXPORTS = {
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
-    "CONTAINER", "LABEL_KIND", "LABEL_SANDBOX_ID", "NODE", "POD", "REASON_KEY", "SANDBOX_NOTREADY", "SANDBOX_READY", "TARGET",
-    "InterfaceUsage", "PodPort", "PodService", "PodSpec", "PodStats", "RunBlocking", "Sandbox", "SandboxLookup",
-    "connect_in_pod", "read_pod_stats",
+    "CGROUP_FAMILIES",
+    "CONTAINER",
+    "COUNTER",
+    "GAUGE",
+    "LABELS",
+    "LABEL_KIND",
+    "LABEL_SANDBOX_ID",
+    "NETWORK_FAMILIES",
+    "NETWORK_LABELS",
+    "NODE",
+    "POD",
+    "POD_CONTAINER",
+    "REASON_KEY",
+    "SANDBOX_NOTREADY",
+    "SANDBOX_READY",
+    "TARGET",
+    "CgroupFamily",
+    "InterfaceUsage",
+    "NetworkFamily",
+    "PodPort",
+    "PodService",
+    "PodSpec",
+    "PodStats",
+    "RunBlocking",
+    "Sandbox",
+    "SandboxLookup",
+    "cgroup_id",
+    "connect_in_pod",
+    "read_pod_stats",
 ]

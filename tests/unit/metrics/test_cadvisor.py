@@ -9,8 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from hawser.cri import metrics as cri_metrics
 from hawser.host import CgroupStats
 from hawser.metadata import Container
-from hawser.metrics import CGROUP_FAMILIES, NETWORK_FAMILIES, CgroupCollector, CgroupSource, new_metrics
-from hawser.pods import LABEL_SANDBOX_ID, InterfaceUsage, PodStats, Sandbox
+from hawser.metrics import CgroupCollector, CgroupSource, new_metrics
+from hawser.pods import CGROUP_FAMILIES, LABEL_SANDBOX_ID, NETWORK_FAMILIES, InterfaceUsage, PodStats, Sandbox
 
 Key = tuple[str, frozenset[tuple[str, str]]]
 
@@ -157,5 +157,5 @@ def test_the_cri_descriptors_are_the_endpoints_families() -> None:
     assert labels["container_memory_working_set_bytes"] == ["container", "id", "image", "namespace", "pod"]
     assert labels["container_network_receive_bytes_total"][-1] == "interface"
     kinds = {f.name: f.kind for f in CGROUP_FAMILIES}
-    assert {f.name for f in cri_metrics.CGROUP_FAMILIES if f.type == cri_metrics.api_pb2.COUNTER} == {
+    assert {f.name for f in CGROUP_FAMILIES if cri_metrics.metric_type(f) == cri_metrics.api_pb2.COUNTER} == {
         name for name, kind in kinds.items() if kind == "counter"}
