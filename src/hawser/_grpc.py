@@ -34,6 +34,7 @@ _CODES: dict[type[errors.HawserError], grpc.StatusCode] = {
     errors.DataLoss: grpc.StatusCode.DATA_LOSS,
     errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
 }
 
 

@@ -64,5 +64,9 @@ class DeadlineExceeded(HawserError):
     """An operation ran past its deadline or stalled past its stall timeout."""
 
 
+class OutOfRange(HawserError):
+    """A position past what exists: a read past a blob's end, a write at another offset than an ingest's."""
+
+
 class Internal(HawserError):
     """A bug: an invariant broke. Reported with the context it broke in."""

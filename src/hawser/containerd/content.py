@@ -34,7 +34,6 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable
 
-import grpc
 from google.protobuf import empty_pb2
 
 from hawser.containerd._api.services.content.v1 import content_pb2 as pb
@@ -48,12 +47,20 @@ from hawser.containerd._convert import (
     to_hawser_key,
 )
 from hawser.containerd._deps import ContainerdDeps
-from hawser.containerd._edge import Context, log, namespace_of, serve
+from hawser.containerd._edge import Context, namespace_of, serve
 from hawser.containerd._filters import labels_adaptor, parse_filters
 from hawser.content import ContentStore, Writer
 from hawser.content import Info as ContentInfo
 from hawser.content import Status as IngestStatus
-from hawser.errors import AlreadyExists, DataLoss, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from hawser.errors import (
+    AlreadyExists,
+    DataLoss,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    Unavailable,
+)
 from hawser.metadata import RESOURCE_CONTENT, RESOURCE_INGEST, Blob, BlobRecords
 from hawser.oci import Digest
 
@@ -86,10 +93,6 @@ def _status(status: IngestStatus) -> pb.Status:
 LEASE_HEADER = "containerd-lease"
 # The commit of an ingest started without a digest copies its bytes in chunks of this size.
 _COPY_CHUNK = 1 << 20
-
-
-class OutOfRange(Exception):
-    """A WRITE or COMMIT at an offset other than the ingest's: containerd's OUT_OF_RANGE."""
 
 
 def placeholder_digest(ref: str) -> Digest:
@@ -432,7 +435,7 @@ class Content(content_pb2_grpc.ContentServicer):
         return await serve(context, "Delete", work())
 
     async def Read(self, request: pb.ReadContentRequest, context: Context) -> None:
-        async def work() -> str | None:
+        async def work() -> None:
             namespace = namespace_of(context)
             digest = parse_digest(request.digest)
             await self._deps.blocking(self._blobs.get, digest, namespace=namespace)  # NotFound: not this namespace's
@@ -442,7 +445,7 @@ class Content(content_pb2_grpc.ContentServicer):
                 size = os.fstat(fd).st_size
                 bounds = read_range(size, request.offset, request.size)
                 if bounds is None:
-                    return f"read past object length {size} bytes"
+                    raise OutOfRange(f"read past object length {size} bytes")
                 offset, end = bounds
                 while offset < end:
                     data = await self._deps.blocking(os.pread, fd, min(READ_CHUNK, end - offset), offset)
@@ -453,13 +456,8 @@ class Content(content_pb2_grpc.ContentServicer):
                     offset += len(data)
             finally:
                 blob.close()
-            return None
 
-        beyond = await serve(context, "Read", work())
-        if beyond is not None:
-            # No hawser error kind means "out of range": containerd's code, answered here.
-            log.info("request failed", extra=dict(method="Read", code="OUT_OF_RANGE", error=beyond))
-            await context.abort(grpc.StatusCode.OUT_OF_RANGE, beyond)
+        await serve(context, "Read", work())
 
     async def Status(self, request: pb.StatusRequest, context: Context) -> pb.StatusResponse:
         async def work() -> pb.StatusResponse:
@@ -489,38 +487,30 @@ class Content(content_pb2_grpc.ContentServicer):
         return await serve(context, "Abort", work())
 
     async def Write(self, request_iterator: AsyncIterator[pb.WriteContentRequest], context: Context) -> None:
-        async def work() -> str | None:
+        async def work() -> None:
             namespace = namespace_of(context)
             requests = aiter(request_iterator)
             try:
                 first = await anext(requests)
             except StopAsyncIteration:
-                return None  # a client that hung up before saying anything
+                return  # a client that hung up before saying anything
             session = WriteSession(self._content, self._blobs, namespace=namespace,
                                    add_to_lease=self._lease_adder(context, namespace))
             try:
                 request: pb.WriteContentRequest | None = first
                 await self._deps.blocking(session.open, first)
                 while request is not None:
-                    try:
-                        response = await self._deps.blocking(session.handle, request)
-                    except OutOfRange as exc:
-                        return str(exc)
+                    response = await self._deps.blocking(session.handle, request)
                     await context.write(response)
                     if session.committed:
-                        return None  # containerd ends the stream after a commit
+                        return  # containerd ends the stream after a commit
                     request = await anext(requests, None)
             finally:
                 # Synchronous, so that it runs even when the client went away (the
                 # task is cancelled): the lock goes, the partial data stays for a resume.
                 session.close()
-            return None
 
-        beyond = await serve(context, "Write", work())
-        if beyond is not None:
-            # No hawser error kind means "out of range": containerd's code, answered here.
-            log.info("request failed", extra=dict(method="Write", code="OUT_OF_RANGE", error=beyond))
-            await context.abort(grpc.StatusCode.OUT_OF_RANGE, beyond)
+        await serve(context, "Write", work())
 
     def _lease_adder(self, context: Context, namespace: str) -> Callable[[str, str], None] | None:
         """Attaches what a Write makes to the request's lease (``containerd-lease``), as containerd does."""
