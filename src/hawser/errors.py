@@ -70,3 +70,9 @@ class OutOfRange(HawserError):
 
 class Internal(HawserError):
     """A bug: an invariant broke. Reported with the context it broke in."""
+
+
+def error_kind(exc: HawserError) -> str:
+    """The name of the kind (a class of this module) ``exc`` is: a subclass
+    defined elsewhere (CNIUnavailable...) goes as its base kind."""
+    return next(k.__name__ for k in type(exc).__mro__ if k.__module__ == __name__)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from cri_api.v1 import api_pb2
 
 from tests.support.images import BuiltImage, build_image
 from tests.support.layers import LayerBuilder
+
+if TYPE_CHECKING:
+    from tests.support.hawserd import Hawserd
 
 
 def spec(image: str) -> api_pb2.ImageSpec:
@@ -36,3 +41,37 @@ def small_image(text: str) -> BuiltImage:
     """A one-layer image whose content (and so whose ID) depends on ``text``."""
     layer = LayerBuilder().add_dir("etc").add_file("etc/hello.txt", text.encode()).build()
     return build_image([layer])
+
+
+class EventStream:
+    """GetContainerEvents read in a thread."""
+
+    def __init__(self, hawserd: Hawserd) -> None:
+        self.call = hawserd.client().runtime.GetContainerEvents(api_pb2.GetEventsRequest())
+        self.events: list[api_pb2.ContainerEventResponse] = []
+        self.error: grpc.RpcError | None = None
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for event in self.call:
+                self.events.append(event)
+        except grpc.RpcError as exc:
+            self.error = exc
+
+    def wait_for(self, predicate: Callable[[list[api_pb2.ContainerEventResponse]], bool],
+                 timeout: float = 15.0) -> list[api_pb2.ContainerEventResponse]:
+        deadline = time.monotonic() + timeout
+        while not predicate(self.events) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert predicate(self.events), [(e.container_id[:12], e.container_event_type) for e in self.events]
+        return self.events
+
+    def close(self) -> None:
+        self.call.cancel()
+        self.thread.join(5)
+
+
+def kinds(events: list[api_pb2.ContainerEventResponse], container_id: str) -> list[int]:
+    return [e.container_event_type for e in events if e.container_id == container_id]

@@ -8,18 +8,15 @@ import os
 import secrets
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 from cri_api.v1 import api_pb2
 
-from tests.e2e.helpers import status_code
+from tests.e2e.helpers import EventStream, kinds, status_code
 from tests.support.cri_pods import CGROUP_ROOT, Pods, cgroup_dir
-from tests.support.hawserd import Hawserd
 
 # --- the lifecycle -------------------------------------------------------------------
 
@@ -252,40 +249,6 @@ def test_list_filters(pods: Pods) -> None:
     assert ids(state=api_pb2.ContainerStateValue(state=api_pb2.CONTAINER_RUNNING),
                label_selector={"container": "one"}) == sorted([running, other])
     assert ids(label_selector={"container": "one", "x": "y"}) == []
-
-
-class EventStream:
-    """GetContainerEvents read in a thread."""
-
-    def __init__(self, hawserd: Hawserd) -> None:
-        self.call = hawserd.client().runtime.GetContainerEvents(api_pb2.GetEventsRequest())
-        self.events: list[api_pb2.ContainerEventResponse] = []
-        self.error: grpc.RpcError | None = None
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        try:
-            for event in self.call:
-                self.events.append(event)
-        except grpc.RpcError as exc:
-            self.error = exc
-
-    def wait_for(self, predicate: Callable[[list[api_pb2.ContainerEventResponse]], bool],
-                 timeout: float = 15.0) -> list[api_pb2.ContainerEventResponse]:
-        deadline = time.monotonic() + timeout
-        while not predicate(self.events) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert predicate(self.events), [(e.container_id[:12], e.container_event_type) for e in self.events]
-        return self.events
-
-    def close(self) -> None:
-        self.call.cancel()
-        self.thread.join(5)
-
-
-def kinds(events: list[api_pb2.ContainerEventResponse], container_id: str) -> list[int]:
-    return [e.container_event_type for e in events if e.container_id == container_id]
 
 
 def test_events_stream(pods: Pods) -> None:

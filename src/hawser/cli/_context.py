@@ -48,17 +48,22 @@ class CliContext:
         return self._store
 
     def images(self, *, to_free_space: bool = False) -> ImageService:
+        """The image service, its changes journaled."""
+        from hawser.events import image_observer
         from hawser.images import ImageService
 
-        return ImageService(self.store(to_free_space=to_free_space))
+        images = ImageService(self.store(to_free_space=to_free_space))
+        images.observers.append(image_observer(self.journal()))
+        return images
 
     def containers(self, *, to_free_space: bool = False) -> ContainerManager:
+        """The container manager, its changes journaled."""
         from hawser.events import container_observer
         from hawser.runtime import ContainerManager
 
         images = self.images(to_free_space=to_free_space)
         manager = ContainerManager.of(images.store, images)
-        manager.observers.append(container_observer(self.journal(), manager.status))
+        manager.observers.append(container_observer(self.journal()))
         return manager
 
     def journal(self) -> Journal:

@@ -36,7 +36,6 @@ def _pull(ctx: CliContext, a: Namespace) -> None:
     store = ctx.images()
     with progress_display(a.quiet) as sink:
         image = store.pull(a.reference, platform=_platform(a.platform), plain_http=a.plain_http, progress=sink)
-    ctx.journal().record("image", "pull", id_=str(image.target.digest), name=image.name, namespace=ctx.namespace)
     echo(image.name if a.quiet else f"{image.name}: {image.target.digest}")
 
 
@@ -107,7 +106,6 @@ def _rmi(ctx: CliContext, a: Namespace) -> int:
     # Removing images is how a full disk gets room back: it may use the reserve.
     store = ctx.images(to_free_space=True)
     for name in store.remove(list(a.references), prune=False):
-        ctx.journal().record("image", "remove", name=name, namespace=ctx.namespace)
         echo(f"Untagged: {name}")
     report = store.prune()
     for err in report.errors:  # the images are gone; what they held may not all be
@@ -145,7 +143,6 @@ def _import(ctx: CliContext, a: Namespace) -> None:
     with progress_display(a.quiet) as sink:
         imported = ctx.images().import_archive(a.path, name=a.name, platform=_platform(a.platform), progress=sink)
     for image in imported:
-        ctx.journal().record("image", "import", id_=str(image.target.digest), name=image.name, namespace=ctx.namespace)
         echo(image.name if a.quiet else f"{image.name}: {image.target.digest}")
 
 

@@ -162,7 +162,7 @@ class ImageCatalog:
         removed = []
         for name in image.names:
             try:
-                self._images.images.delete(name)
+                self._images.untag(name)
             except NotFound:
                 continue
             removed.append(name)

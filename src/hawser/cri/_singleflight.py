@@ -3,6 +3,9 @@
 The shared work runs in a task of its own, not in the first caller's: a caller
 whose RPC is cancelled (kubelet's deadline) stops waiting, the others still get
 the result, and nothing is started twice.
+
+``merged`` counts the calls that joined one in flight instead of starting
+their own (hawserd's ``hawser_image_pulls_merged_total``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ V = TypeVar("V")
 class SingleFlight(Generic[K, V]):
     def __init__(self) -> None:
         self._inflight: dict[K, asyncio.Task[V]] = {}
+        self.merged = 0  # calls that joined one in flight; touched on the event loop only
 
     def __len__(self) -> int:
         return len(self._inflight)
@@ -28,6 +32,8 @@ class SingleFlight(Generic[K, V]):
         raised in every caller.  Must be called on the event loop."""
         task = self._inflight.get(key)
         shared = task is not None
+        if shared:
+            self.merged += 1
         if task is None:
             task = asyncio.get_running_loop().create_task(work())
             self._inflight[key] = task

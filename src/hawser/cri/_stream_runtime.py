@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -93,7 +94,15 @@ class ContainerStreams:
                    resize: AsyncIterator[TerminalSize]) -> int:
         plan = await self._owned(lambda: plan_exec(self._containers, container_id, cmd, tty=tty),
                                  lambda made: made.discard())
-        return await run_exec(plan, stdin=stdin, stdout=stdout, stderr=None if tty else stderr, resize=resize)
+        exec_id = os.path.basename(plan.directory)
+        await self._blocking(self._containers.exec_started, plan.record, exec_id, plan.command)
+        code: int | None = None
+        try:
+            code = await run_exec(plan, stdin=stdin, stdout=stdout, stderr=None if tty else stderr, resize=resize)
+            return code
+        finally:
+            # Also when the client went away and the command was killed: an exec ends with its stream.
+            await asyncio.shield(self._blocking(self._containers.exec_exited, plan.record, exec_id, code))
 
     async def attach(self, container_id: str, *, tty: bool, stdin: AsyncReader | None,
                      stdout: AsyncWriter | None, stderr: AsyncWriter | None,

@@ -3,21 +3,27 @@
 status and the statuses of the pod's containers, as containerd sends them to
 kubelet's evented PLEG.
 
-Where events come from: ContainerManager tells its observers of every
-create, start, stop and removal it makes (whoever called it: these
-handlers, or the pod sandbox lifecycle), and ``ExitWatcher``, a background
-loop, notices the exit files conmon writes when a container ends on its own.
-A STOPPED event is sent once per container, whichever saw the exit first.
+Where events come from: the store's event journal (``hawser.events``), the
+one record of what happened to containers whoever did it: these handlers,
+the pod lifecycle, or a ``hawser -n k8s.io`` command, with hawserd up or
+down.  ``ContainerEvents`` tails it (``JournalTail``, a background loop the
+daemon runs: woken at once by hawserd's own appends, polling for other
+processes' every EVENT_POLL_INTERVAL), keeps the CRI's containers of its
+namespace, and fans their events out.  ``ExitWatcher``, another loop,
+notices the exit files conmon writes when a container ends on its own and
+has the manager read that status, which journals the exit (once: the
+manager's ``exit-seen`` stamp).
 
-The watcher is a BackgroundLoop the daemon runs (``services.background_loops``);
-it only polls while somebody subscribes.  A daemon that does not run it
-still reports natural exits: the first subscriber then starts one for as
-long as subscribers remain.
+What was journaled while hawserd was down is not lost: the hub keeps, in the
+state dir, the time of the last journal event it handled, and at start-up
+(``recover``) reads from there: those events (with the exits that happened
+meanwhile, which recovery journals first) wait for the first subscriber,
+which gets them before the live ones.
 
 Every subscriber has a bounded queue: one that falls behind is dropped (its
 stream ends with RESOURCE_EXHAUSTED; kubelet reconnects and relists) rather
 than slowing the others down or growing without bound.  Nothing is built
-while nobody listens.
+while nobody listens, but the backlog.
 """
 
 from __future__ import annotations
@@ -25,8 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import threading
-import time
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -35,31 +40,39 @@ from cri_api.v1 import api_pb2
 
 from hawser._grpc import grpc_status
 from hawser._logging import get_logger
-from hawser.cri._containers import cri_list, cri_status, is_cri, sandbox_id, to_ns
+from hawser.cri._containers import cri_list, cri_status, sandbox_id, to_ns
 from hawser.cri._sandbox_convert import cri_metadata as pod_metadata
 from hawser.cri._sandbox_convert import cri_state as pod_state
 from hawser.cri._sandbox_convert import namespace_options
 from hawser.errors import HawserError, InvalidArgument, NotFound, ResourceExhausted
-from hawser.metadata import Container
-from hawser.pods import Sandbox, SandboxLookup
-from hawser.runtime import EVENT_CREATED, EVENT_DELETED, EVENT_STARTED, EVENT_STOPPED, ContainerManager
+from hawser.events import Event as JournalEvent
+from hawser.events import Journal, Tail
+from hawser.pods import LABEL_KIND, LABEL_SANDBOX_ID, Sandbox, SandboxLookup
+from hawser.runtime import ContainerManager
 
 if TYPE_CHECKING:
     from hawser.cri.types import CriDeps, RunBlocking
 
 log = get_logger("hawser.cri.events")
 
-# Events a subscriber may have queued before it counts as too slow.
+# Events a subscriber may have queued before it counts as too slow; also the
+# most events kept from while hawserd was down.
 SUBSCRIBER_QUEUE = 1024
 # How often the exit watcher looks for new exit files.
 EXIT_POLL_INTERVAL = 0.2
+# How often the journal is read for other processes' events.
+EVENT_POLL_INTERVAL = 0.2
+# The name of the hub's place in the journal (the time after the last event it handled).
+CURSOR = "cri"
 
+# The journal's container actions, as the CRI's event types.
 _TYPES = {
-    EVENT_CREATED: api_pb2.CONTAINER_CREATED_EVENT,
-    EVENT_STARTED: api_pb2.CONTAINER_STARTED_EVENT,
-    EVENT_STOPPED: api_pb2.CONTAINER_STOPPED_EVENT,
-    EVENT_DELETED: api_pb2.CONTAINER_DELETED_EVENT,
+    "create": api_pb2.CONTAINER_CREATED_EVENT,
+    "start": api_pb2.CONTAINER_STARTED_EVENT,
+    "exit": api_pb2.CONTAINER_STOPPED_EVENT,
+    "remove": api_pb2.CONTAINER_DELETED_EVENT,
 }
+_KIND_CONTAINER = "container"  # LABEL_KIND of the CRI's containers
 
 Event = api_pb2.ContainerEventResponse
 
@@ -70,73 +83,120 @@ class _Subscriber:
 
 
 class ContainerEvents:
-    """The event hub: observes a ContainerManager, fans events out to subscribers.
+    """The event hub: tails the journal, builds the CRI's events of the
+    manager's namespace, fans them out to subscribers.  Constructing it
+    starts nothing; the daemon runs ``recover`` and then ``JournalTail``."""
 
-    ``observe`` is the manager's observer (called in worker threads, where
-    blocking is fine: it builds the event there); subscribers live on the
-    event loop.  Constructing it starts nothing; ``attach`` registers it with
-    the manager."""
-
-    def __init__(self, manager: ContainerManager, sandboxes: SandboxLookup | None, *,
-                 blocking: RunBlocking | None = None, queue_size: int = SUBSCRIBER_QUEUE) -> None:
+    def __init__(self, manager: ContainerManager, sandboxes: SandboxLookup | None, journal: Journal, *,
+                 blocking: RunBlocking, queue_size: int = SUBSCRIBER_QUEUE) -> None:
         self.manager = manager
         self.sandboxes = sandboxes
+        self.journal = journal
         self.blocking = blocking
         self.queue_size = queue_size
-        self.watchers = 0  # ExitWatcher loops running
-        self._own_watcher: asyncio.Task[None] | None = None
         self._subscribers: set[_Subscriber] = set()
+        self._backlog: deque[Event] = deque(maxlen=queue_size)
+        self._tail: Tail | None = None
+        self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
-        self._stopped: set[str] = set()  # containers whose STOPPED event is out
-
-    def attach(self) -> ContainerEvents:
-        if self.observe not in self.manager.observers:
-            self.manager.observers.append(self.observe)
-        return self
 
     @property
     def listening(self) -> bool:
         return bool(self._subscribers)
 
-    # --- producing (worker threads) ------------------------------------------------
+    # --- start-up ----------------------------------------------------------------
 
-    def observe(self, kind: str, record: Container) -> None:
-        """A change the manager made (or the exit watcher saw). Blocking."""
-        if kind not in _TYPES or not is_cri(record):
-            return
-        with self._lock:
-            if kind == EVENT_STOPPED:
-                if record.id in self._stopped:
-                    return
-                self._stopped.add(record.id)
-            elif kind in (EVENT_DELETED, EVENT_CREATED):
-                self._stopped.discard(record.id)
-        loop = self._loop
-        if loop is None or not self._subscribers:
-            return
-        when = time.time_ns()
+    async def recover(self) -> None:
+        """Journal the exits that happened while hawserd was down, then keep
+        what was journaled since the last event handled as the backlog (a
+        Recoverer: before the socket serves)."""
+        await self.blocking(record_unseen_exits, self.manager)
+        since = await self.blocking(self._read_cursor)
+        self._tail = self.journal.tail(since=since)
+        if since is not None:
+            events = await self.blocking(self._tail.poll)
+            self._backlog.extend(await self.blocking(self._build_all, events))
+            await self.blocking(self._save_cursor, events)
+
+    # --- producing ----------------------------------------------------------------
+
+    async def follow(self, interval: float = EVENT_POLL_INTERVAL) -> None:
+        """Read the journal until cancelled: at once after one of this
+        process's appends, else every ``interval``."""
+        self._loop = asyncio.get_running_loop()
+        wake = self._wake = asyncio.Event()
+        self.journal.listeners.append(self._poke)
+        if self._tail is None:
+            self._tail = self.journal.tail()
         try:
-            event = self.build(kind, record, when)
-        except Exception:
-            log.exception("building a container event failed", extra={"container": record.id, "kind": kind})
-            return
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the daemon is going away
-            loop.call_soon_threadsafe(self.publish, event)
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), interval)
+                wake.clear()
+                try:
+                    await self.poll()
+                except Exception:
+                    log.exception("reading the event journal failed; retrying")
+        finally:
+            with contextlib.suppress(ValueError):
+                self.journal.listeners.remove(self._poke)
+            self._wake = None
 
-    def build(self, kind: str, record: Container, when: int) -> Event:
-        """The event with the pod's status and its containers'. Blocking."""
-        event = Event(container_id=record.id, container_event_type=_TYPES[kind], created_at=when)
-        pod = sandbox_id(record)
+    def _poke(self) -> None:
+        """A journal listener (any thread): this process appended."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the daemon is going away
+                loop.call_soon_threadsafe(wake.set)
+
+    async def poll(self) -> list[Event]:
+        """One read of the journal; publishes and returns the CRI's events in it."""
+        if self._tail is None:
+            self._tail = self.journal.tail()
+        events = await self.blocking(self._tail.poll)
+        if not events:
+            return []
+        built = await self.blocking(self._build_all, events) if self._subscribers else []
+        await self.blocking(self._save_cursor, events)
+        for event in built:
+            self.publish(event)
+        return built
+
+    def _build_all(self, events: list[JournalEvent]) -> list[Event]:
+        """The CRI's events among the journal's ``events``. Blocking."""
+        built = []
+        for event in events:
+            if (event.type != "container" or event.namespace != self.manager.namespace
+                    or event.action not in _TYPES or event.attributes.get(LABEL_KIND) != _KIND_CONTAINER):
+                continue
+            try:
+                built.append(self.build(event))
+            except Exception:
+                log.exception("building a container event failed", extra={"container": event.id})
+        return built
+
+    def build(self, event: JournalEvent) -> Event:
+        """The CRI's event for a journal event, with the pod's status and its
+        containers' as they are now. Blocking."""
+        answer = Event(container_id=event.id, container_event_type=_TYPES[event.action],
+                       created_at=int(event.time * 1e9))
+        pod = event.attributes.get(LABEL_SANDBOX_ID, "")
         if self.sandboxes is not None and pod:
             with contextlib.suppress(NotFound, InvalidArgument):
-                event.pod_sandbox_status.CopyFrom(pod_sandbox_status(self.sandboxes.get(pod)))
+                answer.pod_sandbox_status.CopyFrom(pod_sandbox_status(self.sandboxes.get(pod)))
         for other in cri_list(self.manager):
-            if sandbox_id(other) == pod:
+            if pod and sandbox_id(other) == pod:
                 with contextlib.suppress(HawserError):
-                    event.containers_statuses.append(
+                    answer.containers_statuses.append(
                         cri_status(self.manager, other, self.manager.status(other), None))
-        return event
+        return answer
+
+    def _read_cursor(self) -> float | None:
+        return self.journal.load_cursor(CURSOR)
+
+    def _save_cursor(self, events: list[JournalEvent]) -> None:
+        if events:
+            self.journal.save_cursor(CURSOR, events[-1])
 
     # --- fan-out (the event loop) ------------------------------------------------------
 
@@ -156,14 +216,13 @@ class ContainerEvents:
         log.warning("dropped a slow container event subscriber", extra={"queued": self.queue_size})
 
     async def subscribe(self) -> AsyncIterator[Event]:
-        """Events from now on, until the caller stops iterating.
+        """Events from now on (the first subscriber after a restart: the
+        backlog first), until the caller stops iterating.
         ResourceExhausted when this subscriber fell too far behind."""
-        self._loop = asyncio.get_running_loop()
         subscriber = _Subscriber(self.queue_size)
+        while self._backlog:
+            subscriber.queue.put_nowait(self._backlog.popleft())
         self._subscribers.add(subscriber)
-        if not self.watchers and self._own_watcher is None and self.blocking is not None:
-            self._own_watcher = asyncio.create_task(ExitWatcher(self, self.blocking).run(),
-                                                    name=ExitWatcher.name)
         try:
             while True:
                 event = await subscriber.queue.get()
@@ -174,9 +233,23 @@ class ContainerEvents:
                 yield event
         finally:
             self._subscribers.discard(subscriber)
-            if not self._subscribers and self._own_watcher is not None:
-                self._own_watcher.cancel()
-                self._own_watcher = None
+
+
+def record_unseen_exits(manager: ContainerManager) -> list[str]:
+    """Have the manager read the status of each container with an exit file
+    whose exit nobody has seen yet (it journals them). Blocking; the ids."""
+    seen = []
+    for container_id in sorted(_list_dir(manager.exits_dir)):
+        if os.path.exists(os.path.join(manager.bundle(container_id), "exit-seen")):
+            continue
+        try:
+            record = manager.records.get(container_id)
+        except NotFound:
+            continue  # another namespace's, or removed
+        with contextlib.suppress(HawserError):
+            manager.status(record)
+            seen.append(container_id)
+    return seen
 
 
 def pod_sandbox_status(sandbox: Sandbox) -> api_pb2.PodSandboxStatus:
@@ -191,55 +264,60 @@ def pod_sandbox_status(sandbox: Sandbox) -> api_pb2.PodSandboxStatus:
     return status
 
 
+class JournalTail:
+    """The background loop (the daemon's ``BackgroundLoop``) that feeds the hub from the journal."""
+
+    name = "container-events"
+
+    def __init__(self, events: ContainerEvents) -> None:
+        self.events = events
+
+    async def run(self) -> None:
+        await self.events.follow()
+
+
 class ExitWatcher:
-    """A background loop (the daemon's ``BackgroundLoop``): notices the exit
-    files conmon writes in ``state/exits`` and reports STOPPED events for
-    containers that ended on their own.  Polls: a directory listing of a
-    tmpfs every EXIT_POLL_INTERVAL seconds costs next to nothing."""
+    """A background loop: notices the exit files conmon writes in
+    ``state/exits`` and has the manager read those containers' status, which
+    journals each exit once.  Polls: a directory listing of a tmpfs every
+    EXIT_POLL_INTERVAL seconds costs next to nothing."""
 
     name = "container-exit-watcher"
 
-    def __init__(self, events: ContainerEvents, blocking: RunBlocking, *,
+    def __init__(self, manager: ContainerManager, blocking: RunBlocking, *,
                  interval: float = EXIT_POLL_INTERVAL) -> None:
-        self.events = events
+        self.manager = manager
         self.blocking = blocking
         self.interval = interval
         self._known: set[str] | None = None
 
     async def run(self) -> None:
-        self.events.watchers += 1
-        try:
-            while True:
-                if not self.events.listening:
-                    self._known = None  # exits while nobody listens are nobody's news
-                else:
-                    try:
-                        await self.scan()
-                    except Exception:
-                        log.exception("container exit watcher failed; retrying")
-                await asyncio.sleep(self.interval)
-        finally:
-            self.events.watchers -= 1
+        while True:
+            try:
+                await self.scan()
+            except Exception:
+                log.exception("container exit watcher failed; retrying")
+            await asyncio.sleep(self.interval)
 
     async def scan(self) -> list[str]:
-        """One look at the exits directory; returns the new exits (ids)."""
-        names = await self.blocking(_list_dir, self.events.manager.exits_dir)
+        """One look at the exits directory; returns the new exits (ids) it had read."""
+        names = await self.blocking(_list_dir, self.manager.exits_dir)
         known, self._known = self._known, names
         if known is None:
-            return []  # the first look: what exited before the daemon started is not news
+            return []  # the first look: recovery read what exited before the daemon started
         fresh = sorted(names - known)
         if fresh:
-            await self.blocking(self._report, fresh)
+            await self.blocking(self._read, fresh)
         return fresh
 
-    def _report(self, ids: list[str]) -> None:
-        manager = self.events.manager
+    def _read(self, ids: list[str]) -> None:
         for container_id in ids:
             try:
-                record = manager.records.get(container_id)
+                record = self.manager.records.get(container_id)
             except NotFound:
                 continue
-            self.events.observe(EVENT_STOPPED, record)
+            with contextlib.suppress(HawserError):
+                self.manager.status(record)  # journals the exit, if nobody has yet
 
 
 def _list_dir(path: str) -> set[str]:
@@ -264,12 +342,12 @@ async def get_container_events(deps: CriDeps, request: api_pb2.GetEventsRequest,
         await context.abort(status.code, status.message)
 
 
-def new_container_events(manager: ContainerManager, sandboxes: SandboxLookup | None,
-                         blocking: RunBlocking) -> tuple[ContainerEvents, ExitWatcher]:
-    """The hub (attached to ``manager``) and the exit watcher loop the daemon runs."""
-    events = ContainerEvents(manager, sandboxes, blocking=blocking).attach()
-    return events, ExitWatcher(events, blocking)
+def new_container_events(manager: ContainerManager, sandboxes: SandboxLookup | None, journal: Journal,
+                         blocking: RunBlocking) -> tuple[ContainerEvents, list[Any]]:
+    """The hub over ``journal`` and the loops the daemon runs for it."""
+    events = ContainerEvents(manager, sandboxes, journal, blocking=blocking)
+    return events, [JournalTail(events), ExitWatcher(manager, blocking)]
 
 
-__all__ = ["ContainerEvents", "ExitWatcher", "get_container_events", "new_container_events", "pod_sandbox_status"]
-
+__all__ = ["ContainerEvents", "ExitWatcher", "JournalTail", "get_container_events", "new_container_events",
+           "pod_sandbox_status", "record_unseen_exits"]

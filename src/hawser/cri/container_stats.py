@@ -75,12 +75,14 @@ async def list_container_stats(deps: CriDeps,
             pod = (await deps.blocking(deps.require_sandboxes().get, flt.pod_sandbox_id)).id
         except (NotFound, InvalidArgument):
             return api_pb2.ListContainerStatsResponse()
-    stats = await deps.blocking(_list, deps, manager, flt.id, pod, dict(flt.label_selector))
+    stats = await deps.blocking(running_container_stats, deps, manager, flt.id, pod, dict(flt.label_selector))
     return api_pb2.ListContainerStatsResponse(stats=stats)
 
 
-def _list(deps: CriDeps, manager: ContainerManager, id_prefix: str, pod: str,
-          labels: Mapping[str, str]) -> list[api_pb2.ContainerStats]:
+def running_container_stats(deps: CriDeps, manager: ContainerManager, id_prefix: str = "", pod: str = "",
+                            labels: Mapping[str, str] | None = None) -> list[api_pb2.ContainerStats]:
+    """Stats of the running (or paused) CRI containers selected. Blocking."""
+    labels = labels or {}
     reader = deps.container_stats
     every = cri_list(manager)
     out = []

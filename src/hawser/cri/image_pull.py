@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from cri_api.v1 import api_pb2
 
 from hawser.cri.types import CriDeps, PullKey
-from hawser.errors import InvalidArgument, Unimplemented
+from hawser.errors import HawserError, InvalidArgument, Unimplemented, error_kind
 from hawser.oci import parse_reference
 
 if TYPE_CHECKING:
@@ -49,8 +49,13 @@ async def pull_image(deps: CriDeps, request: api_pb2.PullImageRequest) -> api_pb
         start = time.monotonic()
         log.info("pull started", extra={"image": key.reference, "auth": credentials is not None})
         # In a child process: the registry client's memory leaves with it (see _pull_process).
-        await pull_in_child(deps.images.config, key.reference, namespace=deps.images.namespace,
-                            credentials=credentials, registry=target)
+        try:
+            stats = await pull_in_child(deps.images.config, key.reference, namespace=deps.images.namespace,
+                                        credentials=credentials, registry=target)
+        except HawserError as exc:
+            await deps.blocking(deps.images.record_pull, key.reference, error=error_kind(exc))
+            raise
+        await deps.blocking(deps.images.record_pull, key.reference, stats=stats)
         summary = await deps.blocking(deps.images.summary, key.reference)
         log.info("pull done", extra={"image": key.reference, "id": str(summary.image_id),
                                      "duration": round(time.monotonic() - start, 3)})

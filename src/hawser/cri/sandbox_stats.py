@@ -1,8 +1,9 @@
 """PodSandboxStats and ListPodSandboxStats: "returns stats of the pod sandbox.
 If the pod sandbox does not exist, the call returns an error." (cri-api api.proto)
 
-The pod part reads the counters (``pods.read_pod_stats``); this converts them.
-A pod with no container yet has no cgroup: its counters are zero.
+The pod part reads the counters (``pods.read_pod_stats``); this converts them,
+and adds its running containers' stats (``linux.containers``), as containerd
+does.  A pod with no container yet has no cgroup: its counters are zero.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from cri_api.v1 import api_pb2
 
 from hawser.cri._sandbox_convert import cri_metadata
+from hawser.cri.container_stats import running_container_stats
 from hawser.cri.types import CriDeps
 from hawser.errors import InvalidArgument
 from hawser.pods import InterfaceUsage, PodStats, Sandbox, read_pod_stats
@@ -35,8 +37,12 @@ async def list_pod_sandbox_stats(deps: CriDeps,
 
 
 def sandbox_stats(sandbox: Sandbox, deps: CriDeps) -> api_pb2.PodSandboxStats:
-    """One sample of the pod's counters, as the CRI has them. Blocking."""
-    return to_cri(read_pod_stats(sandbox, deps.container_stats.layout()))
+    """One sample of the pod's counters, with its running containers' (as
+    containerd answers: kubelet reads them from here). Blocking."""
+    stats = to_cri(read_pod_stats(sandbox, deps.container_stats.layout()))
+    if deps.containers is not None:
+        stats.linux.containers.extend(running_container_stats(deps, deps.containers, pod=sandbox.id))
+    return stats
 
 
 def to_cri(stats: PodStats) -> api_pb2.PodSandboxStats:

@@ -57,8 +57,9 @@ if TYPE_CHECKING:
 
     from hawser import images
     from hawser.cri._stream_runtime import Streaming
-    from hawser.cri.container_events import ExitWatcher
+    from hawser.cri.container_events import ExitWatcher, JournalTail
     from hawser.cri.types import NetworkStatus
+    from hawser.events import Journal
     from hawser.pods import PodService, RunBlocking
     from hawser.runtime import ContainerManager
 
@@ -248,28 +249,34 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
 
 def new_deps(*, images: images.ImageService, blocking: RunBlocking, network_status: NetworkStatus,
              effective_config: Mapping[str, Any], sandboxes: PodService | None = None,
-             containers: ContainerManager | None = None, streaming: Streaming | None = None) -> CriDeps:
+             containers: ContainerManager | None = None, streaming: Streaming | None = None,
+             journal: Journal | None = None) -> CriDeps:
     """The handlers' dependencies over parts the daemon built; starts nothing.
-    ``containers`` defaults to the sandboxes' manager; the container event
-    hub is attached to it."""
+    ``containers`` defaults to the sandboxes' manager; with a ``journal``,
+    the container event hub reads its containers' events from it."""
     if containers is None and sandboxes is not None:
         containers = sandboxes.containers
     events = None
     stats = ContainerStatsReader()
     if containers is not None:
-        events = container_events.ContainerEvents(containers, sandboxes, blocking=blocking).attach()
+        if journal is not None:
+            events = container_events.ContainerEvents(containers, sandboxes, journal, blocking=blocking)
         stats = ContainerStatsReader.of(containers)
     return CriDeps(images=images, catalog=ImageCatalog(images), blocking=blocking, pulls=SingleFlight(),
                    network_status=network_status, effective_config=effective_config, sandboxes=sandboxes,
                    containers=containers, container_events=events, container_stats=stats, streaming=streaming)
 
 
-def background_loops(deps: CriDeps) -> list[ExitWatcher]:
+def background_loops(deps: CriDeps) -> list[ExitWatcher | JournalTail]:
     """The loops the CRI services need the daemon to run (BackgroundLoop):
-    the container exit watcher, when the daemon serves containers."""
-    if deps.container_events is None:
-        return []
-    return [container_events.ExitWatcher(deps.container_events, deps.blocking)]
+    the container exit watcher and the event journal's reader, when the
+    daemon serves containers."""
+    loops: list[ExitWatcher | JournalTail] = []
+    if deps.containers is not None:
+        loops.append(container_events.ExitWatcher(deps.containers, deps.blocking))
+    if deps.container_events is not None:
+        loops.append(container_events.JournalTail(deps.container_events))
+    return loops
 
 
 def add_to_server(server: grpc.aio.Server, deps: CriDeps) -> None:

@@ -271,7 +271,7 @@ class Daemon:
         """Open the store and wire the parts (nothing is started)."""
         from hawser.cri import background_loops, new_deps, new_streaming
         from hawser.errors import AlreadyExists
-        from hawser.events import Journal, container_observer, pod_observer
+        from hawser.events import Journal, container_observer, image_observer, pod_observer
         from hawser.images import ImageService
         from hawser.network import CNINetwork
         from hawser.pods import PodService
@@ -291,26 +291,52 @@ class Daemon:
         cri_store = store.in_namespace(CRI_NAMESPACE)
         images = ImageService(cri_store)
         containers = ContainerManager.of(cri_store, images)
-        # The CRI's container changes go into the store's event journal, beside the CLI's.
-        containers.observers.append(container_observer(Journal.of_state(config.state), containers.status))
         sandboxes = PodService.of(cri_store, containers=containers, network=network, blocking=offloader)
-        sandboxes.observers.append(pod_observer(Journal.of_state(config.state)))
+        # The CRI's changes go into the store's event journal, beside the CLI's.
+        journal = Journal.of_state(config.state)
+        images.observers.append(image_observer(journal))
+        containers.observers.append(container_observer(journal))
+        sandboxes.observers.append(pod_observer(journal))
         # Exec/Attach/PortForward's streaming server: run() starts and stops it.
         streaming = new_streaming(containers=containers, sandboxes=sandboxes, blocking=offloader,
                                   address=settings.cri.stream_address, port=settings.cri.stream_port)
         deps = new_deps(images=images, blocking=offloader, network_status=network.status,
                         effective_config=settings.effective(), sandboxes=sandboxes, containers=containers,
-                        streaming=streaming)
+                        streaming=streaming, journal=journal)
         metrics = None
         if config.metrics.address:
-            from hawser.metrics import cgroup_source, container_states, new_metrics, pod_states
+            from hawser.metrics import (
+                DaemonCollector,
+                cgroup_source,
+                container_states,
+                new_metrics,
+                pod_states,
+                store_sizes,
+            )
 
+            pulls = deps.pulls
+            # Starts are counted by run(), once it holds the state dir.
+            daemon = DaemonCollector(started=time.time(), starts=0, recovered=lambda: sandboxes.recovered)
             metrics = new_metrics(__version__, containers=container_states(containers),
                                   pods=pod_states(cri_store.metadata.sandboxes),
-                                  cgroups=cgroup_source(containers, sandboxes))
+                                  cgroups=cgroup_source(containers, sandboxes), merged_pulls=lambda: pulls.merged,
+                                  store=store_sizes(store.metadata, store.snapshotter), daemon=daemon)
+            # In the calling thread, after the journal's: counters only, nothing blocks.
+            images.observers.append(metrics.images.observe)
+            containers.observers.append(metrics.containers.observe)
         return cls(settings, store=store, network=network, deps=deps, offloader=offloader,
-                   recoverers=[sandboxes], loops=[*background_loops(deps), HeapTrimmer(offloader)],
+                   # Pods first: what their recovery journals is part of the events' backlog.
+                   recoverers=[sandboxes, *([deps.container_events] if deps.container_events else [])],
+                   loops=[*background_loops(deps), HeapTrimmer(offloader)],
                    metrics=metrics)
+
+    def _count_start(self) -> None:
+        """One more start of hawserd on its state dir (``state/daemon-starts``), for the metrics."""
+        from hawser.metrics import record_start
+
+        starts = record_start(self.settings.config.state)
+        if self.metrics is not None and self.metrics.daemon is not None:
+            self.metrics.daemon.starts = starts
 
     async def recover(self) -> None:
         """The start-up recovery hook: every Recoverer, in order."""
@@ -325,6 +351,7 @@ class Daemon:
         with contextlib.ExitStack() as held:
             held.callback(_socket.lock_state(self.settings.config.state).release)
             held.callback(_socket.lock_root(self.settings.config.root).release)
+            self._count_start()
             await self._serve(stop)
             await self._close()
 

@@ -4,6 +4,6 @@ daemon serves."""
 
 from __future__ import annotations
 
-from hawser.events._journal import MAX_BYTES, Event, Journal, container_observer, pod_observer
+from hawser.events._journal import MAX_BYTES, Event, Journal, Tail, container_observer, image_observer, pod_observer
 
-__all__ = ["MAX_BYTES", "Event", "Journal", "container_observer", "pod_observer"]
+__all__ = ["MAX_BYTES", "Event", "Journal", "Tail", "container_observer", "image_observer", "pod_observer"]

@@ -60,6 +60,9 @@ class Journal:
     def __init__(self, directory: str, *, max_bytes: int = MAX_BYTES) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
+        # Called after each append through this object: a reader in the same
+        # process (hawserd's event streams) looks at once instead of at its next poll.
+        self.listeners: list[Callable[[], None]] = []
 
     @classmethod
     def of_state(cls, state_dir: str) -> Journal:
@@ -86,7 +89,10 @@ class Journal:
             if size > self.max_bytes:
                 self._rotate()
         except OSError:
-            pass
+            return
+        for listener in list(self.listeners):
+            with contextlib.suppress(Exception):
+                listener()
 
     def record(self, type_: str, action: str, *, id_: str = "", name: str = "", namespace: str = "",
                **attributes: str) -> None:
@@ -109,6 +115,23 @@ class Journal:
         finally:
             lock.release()
 
+    # --- a reader's place -------------------------------------------------------
+
+    def load_cursor(self, reader: str) -> float | None:
+        """Where ``reader`` (a name) got to: the time after the last event it handled; None if nowhere."""
+        try:
+            with open(self._path(f"{reader}.cursor")) as f:
+                return float(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def save_cursor(self, reader: str, event: Event) -> None:
+        """``reader`` handled ``event`` and all before it (kept in the state dir: lost, like the journal, at a reboot)."""
+        from hawser.host import atomic_write
+
+        with contextlib.suppress(OSError):
+            atomic_write(self._path(f"{reader}.cursor"), repr(event.time + 1e-6), mode=0o600, durable=False)
+
     # --- reading ---------------------------------------------------------------
 
     def read(self, *, since: float | None = None, until: float | None = None) -> Iterator[Event]:
@@ -126,33 +149,18 @@ class Journal:
     def follow(self, *, since: float | None = None, stop: float | None = None) -> Iterator[Event]:
         """The events kept from ``since`` on, then new ones as they are written,
         until the clock passes ``stop`` (never without). Follows rotation."""
-        seen_inode, offset = self._start()
-        if since is not None:
-            yield from self._kept(since, offset)
-        pending = b""
+        tail = self.tail(since=since)
         while stop is None or time.time() < stop:
-            try:
-                f = open(self._path(CURRENT), "rb")  # noqa: SIM115 - closed below, reopened after a rotation
-            except FileNotFoundError:
-                time.sleep(FOLLOW_INTERVAL)
-                continue
-            with f:
-                inode = os.fstat(f.fileno()).st_ino
-                if inode != seen_inode:  # rotated (or first made): the new file from its start
-                    seen_inode, offset, pending = inode, 0, b""
-                f.seek(offset)
-                chunk = f.read()
-            if chunk:
-                offset += len(chunk)
-                *complete, pending = (pending + chunk).split(b"\n")
-                yield from _parse(b"\n".join(complete))
-                # The last record has no newline after it: deliver it once it parses whole.
-                last = list(_parse(pending))
-                if last:
-                    pending = b""
-                    yield from last
+            events = tail.poll()
+            if events:
+                yield from events
             else:
                 time.sleep(FOLLOW_INTERVAL)
+
+    def tail(self, *, since: float | None = None) -> Tail:
+        """A reader of what is appended from now on; with ``since``, its first
+        poll also gives what was kept from then."""
+        return Tail(self, since=since)
 
     def _start(self) -> tuple[int, int]:
         """Where following begins: the current file's inode and end."""
@@ -173,6 +181,63 @@ class Journal:
             yield from (e for e in _parse(data) if e.time >= since)
 
 
+class Tail:
+    """Reads a journal's new events as they are appended, by any process:
+    each ``poll`` returns those written since the last, oldest first, and
+    never blocks.  Follows rotation: what was appended to a file after the
+    last poll and before it was rotated is read from ``journal.1``."""
+
+    def __init__(self, journal: Journal, *, since: float | None = None) -> None:
+        self.journal = journal
+        self._inode, self._offset = journal._start()
+        self._since = since
+        self._pending = b""
+
+    def poll(self) -> list[Event]:
+        journal = self.journal
+        events: list[Event] = []
+        if self._since is not None:
+            events.extend(journal._kept(self._since, self._offset))
+            self._since = None
+        try:
+            f = open(journal._path(CURRENT), "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return events
+        with f:
+            inode = os.fstat(f.fileno()).st_ino
+            if inode != self._inode:
+                # Rotated (or first made): the rest of the file we were reading, then the new one from its start.
+                events.extend(self._rest_of_previous())
+                self._inode, self._offset, self._pending = inode, 0, b""
+            f.seek(self._offset)
+            chunk = f.read()
+        if chunk:
+            self._offset += len(chunk)
+            events.extend(self._complete(chunk))
+        return events
+
+    def _complete(self, chunk: bytes) -> list[Event]:
+        *complete, pending = (self._pending + chunk).split(b"\n")
+        events = list(_parse(b"\n".join(complete)))
+        # The last record has no newline after it: deliver it once it parses whole.
+        last = list(_parse(pending))
+        if last:
+            pending = b""
+            events.extend(last)
+        self._pending = pending
+        return events
+
+    def _rest_of_previous(self) -> list[Event]:
+        try:
+            with open(self.journal._path(PREVIOUS), "rb") as f:
+                if self._inode == 0 or os.fstat(f.fileno()).st_ino != self._inode:
+                    return []  # not the file we were reading: that one is gone whole
+                f.seek(self._offset)
+                return self._complete(f.read())
+        except FileNotFoundError:
+            return []
+
+
 def _parse(data: bytes) -> Iterator[Event]:
     for raw in data.splitlines():
         if not raw.strip():
@@ -182,25 +247,42 @@ def _parse(data: bytes) -> Iterator[Event]:
 
 
 # ContainerManager's observer kinds (hawser.runtime EVENT_*), as the journal's actions.
-CONTAINER_ACTIONS = {"created": "create", "started": "start", "stopped": "exit", "deleted": "remove"}
+CONTAINER_ACTIONS = {"created": "create", "started": "start", "stopped": "exit", "deleted": "remove",
+                     "exec-started": "exec-start", "exec-exited": "exec-exit"}
 
 
-def container_observer(journal: Journal, status: Callable[[Any], Any] | None = None) -> Callable[[str, Any], None]:
-    """An observer for ``ContainerManager.observers`` that journals each change;
-    ``status`` (the manager's) gives an exit its code and reason."""
+def container_observer(journal: Journal) -> Callable[[str, Any, Mapping[str, str]], None]:
+    """An observer for ``ContainerManager.observers`` that journals each change
+    with the container's labels and the change's details: an exit's code and
+    reason, an exec's id, command and code."""
 
-    def observe(kind: str, record: Any) -> None:
+    def observe(kind: str, record: Any, details: Mapping[str, str]) -> None:
         action = CONTAINER_ACTIONS.get(kind)
         if action is None:
             return
-        attributes = {"image": str(record.image)}
-        if action == "exit" and status is not None:
-            with contextlib.suppress(Exception):  # an event without its code beats no event
-                state = status(record)
-                attributes["exitCode"] = "" if state.exit_code is None else str(state.exit_code)
-                attributes["reason"] = str(state.reason or "")
+        # With the container's labels, as docker's events: readers (the CRI's
+        # event stream) know its pod after it is gone.
         journal.record("container", action, id_=record.id, name=record.name, namespace=record.namespace,
-                       **attributes)
+                       **{**record.labels, "image": str(record.image), **details})
+
+    return observe
+
+
+def image_observer(journal: Journal) -> Callable[[Any], None]:
+    """An observer for ``ImageService.observers``: images pulled, imported and
+    removed, and each collection with what it removed.  Failed pulls are the
+    metrics' to count, not events."""
+
+    def observe(event: Any) -> None:
+        if event.error:
+            return
+        if event.action == "gc":
+            report = event.report
+            journal.record("gc", "run", namespace=event.namespace,
+                           blobs=str(len(report.blobs)), snapshots=str(len(report.snapshots)),
+                           bytesFreed=str(report.bytes_reclaimed), errors=str(len(report.errors)))
+            return
+        journal.record("image", event.action, id_=event.digest, name=event.name, namespace=event.namespace)
 
     return observe
 

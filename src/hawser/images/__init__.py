@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from hawser.images._apply import ApplyResult
     from hawser.images._diff import DiffSource, WrittenLayer, write_layer
+    from hawser.images._events import GC, IMPORT, PULL, REMOVE, ImageEvent, ImageObserver, PullStats
     from hawser.images._layer import unpack_blob
     from hawser.images._progress import LayerProgress, ProgressEvent, ProgressSink, PullMessage
     from hawser.images._pull_process import pull_in_child
@@ -22,6 +23,8 @@ _EXPORTS = {
     "LayerProgress": "_progress", "ProgressEvent": "_progress", "ProgressSink": "_progress",
     "PullMessage": "_progress", "ImageDetail": "_service", "ImageService": "_service", "ImageSummary": "_service",
     "RunnableImage": "_service", "pull_in_child": "_pull_process", "ApplyResult": "_apply",
+    "ImageEvent": "_events", "ImageObserver": "_events", "PullStats": "_events", "PULL": "_events",
+    "IMPORT": "_events", "REMOVE": "_events", "GC": "_events",
     "unpack_blob": "_layer", "DiffSource": "_diff", "WrittenLayer": "_diff", "write_layer": "_diff",
 }
 
@@ -30,15 +33,22 @@ __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [
+    "GC",
+    "IMPORT",
+    "PULL",
+    "REMOVE",
     "ApplyResult",
     "DiffSource",
     "ImageDetail",
+    "ImageEvent",
+    "ImageObserver",
     "ImageService",
     "ImageSummary",
     "LayerProgress",
     "ProgressEvent",
     "ProgressSink",
     "PullMessage",
+    "PullStats",
     "RunnableImage",
     "WrittenLayer",
     "pull_in_child",

@@ -5,6 +5,10 @@ everything the pull writes while it runs.  Blobs are recorded after they are
 on disk; the manifest (carrying GC references to config and layers) after the
 layers; the image record last, once everything it points at exists.  Only
 then is the lease dropped.
+
+A pull measures itself as it goes (``PullMeter``, ``_meter.py``): bytes and
+layers fetched, and the seconds of its stages, for the ``PullStats`` its
+service tells its observers.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from hawser._dataclass import dataclass
 from hawser._failpoints import failpoint
 from hawser.errors import InvalidArgument
 from hawser.images._labels import config_labels, index_labels, manifest_labels
+from hawser.images._meter import COMMIT, RESOLVE, PullMeter
 from hawser.images._progress import ProgressSink, PullMessage
 from hawser.images._unpack import LayerPipeline, store_small_blob
 from hawser.oci import (
@@ -54,8 +59,13 @@ class RegistrySource:
 
 
 def pull_into(store: Store, client: RegistryClient, ref: Reference, options: PullOptions,
-              progress: ProgressSink, lease: str) -> Descriptor:
-    """Fetch ``ref`` into the store under ``lease``; returns the image's root descriptor."""
+              progress: ProgressSink, lease: str) -> tuple[Descriptor, PullMeter]:
+    """Fetch ``ref`` into the store under ``lease``; returns the image's root
+    descriptor and what the pull measured, its ``commit`` stage still open:
+    the caller's image record and lease release belong to it, until
+    ``meter.stats()``."""
+    meter = PullMeter()
+    meter.begin(RESOLVE)
     resolved = client.resolve(ref)
     root = resolved.descriptor
     progress(PullMessage(f"resolved {ref} to {root.digest}"))
@@ -76,6 +86,8 @@ def pull_into(store: Store, client: RegistryClient, ref: Reference, options: Pul
         raise InvalidArgument(f"{ref}: config media type {manifest.config.media_type!r} is not an image config",
                               hint="this is an artifact, not a container image")
     config_data = client.fetch_blob_bytes(ref, manifest.config)
+    meter.add_bytes(len(index_data) + len(manifest_data) + len(config_data))
+    meter.end(RESOLVE)
     config = parse_config(config_data)
     if index_desc is None and options.platform is not None and not options.platform.matches(config.platform):
         raise InvalidArgument(f"{ref} is for {config.platform}, not {options.platform}")
@@ -84,10 +96,11 @@ def pull_into(store: Store, client: RegistryClient, ref: Reference, options: Pul
     pipeline = LayerPipeline(
         content=store.content, metadata=store.metadata, snapshotter=store.snapshotter,
         source=RegistrySource(client, ref), lease=lease, locks_dir=store.locks_dir, namespace=store.namespace,
-        max_concurrent=store.config.registry.max_concurrent_downloads, progress=progress,
+        max_concurrent=store.config.registry.max_concurrent_downloads, progress=progress, meter=meter,
     )
     top = pipeline.run(manifest, config)
     failpoint("pull.after-layers")
+    meter.begin(COMMIT)
     store_small_blob(store.content, store.metadata, lease, manifest.config, config_data,
                      config_labels(store.snapshotter.name, top), store.namespace)
     store_small_blob(store.content, store.metadata, lease, manifest_desc, manifest_data,
@@ -95,5 +108,5 @@ def pull_into(store: Store, client: RegistryClient, ref: Reference, options: Pul
     if index_desc is not None:
         store_small_blob(store.content, store.metadata, lease, index_desc, index_data,
                          index_labels([manifest_desc]), store.namespace)
-    return root
+    return root, meter
 

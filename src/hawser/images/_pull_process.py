@@ -9,8 +9,9 @@ image exactly as ``hawser pull`` would (leases protect its partial work if it
 is killed), and the daemon reads the result from SQLite.
 
 Protocol: the request is one JSON object on stdin (the Config, the reference,
-optional credentials and the registry they are for); the child exits 0 on
-success, or writes ``{"kind", "message", "hint"}`` on stdout and exits 1.
+optional credentials and the registry they are for); on success the child
+writes ``{"stats": PullStats}`` (what the pull measured, ``PullStats.to_json``)
+on stdout and exits 0, or writes ``{"kind", "message", "hint"}`` and exits 1.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from hawser.host import run_process_async
 
 if TYPE_CHECKING:
     from hawser.config import Config
+    from hawser.images._events import ImageEvent, PullStats
     from hawser.registry import Credentials
 
 # After SIGTERM (a cancelled pull), how long the child gets before SIGKILL.
@@ -34,8 +36,9 @@ TERM_GRACE = 5.0
 
 
 async def pull_in_child(config: Config, reference: str, *, namespace: str, credentials: Credentials | None = None,
-                        registry: str = "") -> None:
-    """Pull ``reference`` into ``namespace`` of the store of ``config`` in a child process.
+                        registry: str = "") -> PullStats | None:
+    """Pull ``reference`` into ``namespace`` of the store of ``config`` in a child process;
+    returns what the pull measured (None if the child did not say).
     ``credentials`` are offered to ``registry`` only (a normalised host).
     Raises the child's error kind (NotFound, PermissionDenied, ...); on
     cancellation the child is terminated and reaped."""
@@ -48,8 +51,22 @@ async def pull_in_child(config: Config, reference: str, *, namespace: str, crede
     res = await run_process_async([sys.executable, "-m", "hawser.images._pull_process"],
                                   input=json.dumps(request).encode(), timeout=None, grace=TERM_GRACE)
     if res.returncode == 0:
-        return
+        return _stats(res.stdout)
     raise _error(res.stdout, res.stderr, res.returncode)
+
+
+def _stats(out: bytes) -> PullStats | None:
+    """The stats on the child's last line of output; None if there are none
+    (a pull's numbers are not worth failing it for)."""
+    from hawser.images._events import PullStats
+
+    lines = out.strip().splitlines()
+    try:
+        doc = json.loads(lines[-1]) if lines else None
+        stats = doc.get("stats") if isinstance(doc, dict) else None
+        return PullStats.from_json(stats) if isinstance(stats, dict) else None
+    except (ValueError, TypeError, AttributeError):
+        return None
 
 
 def _error(out: bytes, err: bytes, returncode: int | None) -> errors.HawserError:
@@ -74,18 +91,24 @@ def _main() -> int:
     lookup = None
     if "credentials" in request:
         lookup = _lookup(request["credentials"])
+    heard: list[ImageEvent] = []
     try:
         with Store.open(config, namespace=request["namespace"]) as store:
-            ImageService(store).pull(request["reference"], credentials=lookup)
+            images = ImageService(store)
+            images.observers.append(heard.append)  # the pull's own event carries its stats
+            images.pull(request["reference"], credentials=lookup)
     except errors.HawserError as exc:
         # The daemon re-raises the same kind: a subclass (CNIUnavailable...) goes as its base kind.
-        kind = next(k.__name__ for k in type(exc).__mro__ if k.__module__ == errors.__name__)
+        kind = errors.error_kind(exc)
         json.dump({"kind": kind, "message": exc.message, "hint": exc.hint}, sys.stdout)
         return 1
     except OSError as exc:
         kind = "ResourceExhausted" if exc.errno == 28 else "Unavailable"
         json.dump({"kind": kind, "message": f"pull failed: {exc}", "hint": None}, sys.stdout)
         return 1
+    stats = next((event.stats for event in heard if event.stats is not None), None)
+    if stats is not None:
+        json.dump({"stats": stats.to_json()}, sys.stdout)
     return 0
 
 

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 from hawser._dataclass import dataclass, field
 from hawser._failpoints import failpoint
-from hawser.errors import FailedPrecondition, InvalidArgument, NotFound
+from hawser.errors import FailedPrecondition, HawserError, InvalidArgument, NotFound, error_kind
+from hawser.images._events import GC, IMPORT, PULL, REMOVE
 from hawser.metadata import LABEL_REF_CONTENT, LABEL_REF_SNAPSHOT
 from hawser.oci import (
     Descriptor,
@@ -29,6 +30,7 @@ TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every C
 if TYPE_CHECKING:
     from typing import Any
 
+    from hawser.images._events import ImageObserver, PullStats
     from hawser.images._progress import ProgressSink
     from hawser.metadata import GCReport
 
@@ -88,7 +90,12 @@ class ImageDetail:
 
 
 class ImageService:
-    """Images of one store and namespace: pull, import, resolve, inspect, remove, GC."""
+    """Images of one store and namespace: pull, import, resolve, inspect, remove, GC.
+
+    ``observers`` hear (in the calling thread) an ``ImageEvent`` for each image
+    pulled, imported or removed, each failed pull and each collection; they
+    must not block or raise.  The event journal and hawserd's metrics are fed
+    this way."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -98,6 +105,32 @@ class ImageService:
         self.snapshotter = store.snapshotter
         self.config = store.config
         self.namespace = store.namespace
+        self.observers: list[ImageObserver] = []
+
+    def _notify(self, action: str, **what: Any) -> None:
+        if not self.observers:
+            return
+        from hawser.images._events import ImageEvent
+
+        event = ImageEvent(action=action, namespace=self.namespace, **what)
+        for observer in list(self.observers):
+            try:
+                observer(event)
+            except Exception:
+                import logging
+
+                logging.getLogger(__name__).exception("image observer failed")
+
+    def record_pull(self, reference: str, *, stats: PullStats | None = None, error: str = "") -> None:
+        """Tell the observers of a pull made elsewhere (hawserd pulls in a child
+        process): done, with its ``stats``, or failed with the ``error`` kind."""
+        digest = ""
+        if not error:
+            try:
+                digest = str(self.images.get(reference, namespace=self.namespace).target.digest)
+            except NotFound:
+                pass
+        self._notify(PULL, name=reference, digest=digest, stats=stats, error=error)
 
     # --- pull / import ---------------------------------------------------------
 
@@ -118,14 +151,18 @@ class ImageService:
         ))
         try:
             with self.store.lease() as lease:
-                root = pull_into(self.store, client, ref, PullOptions(platform=platform, plain_http=plain_http),
-                                 progress, lease)
+                root, meter = pull_into(self.store, client, ref,
+                                        PullOptions(platform=platform, plain_http=plain_http), progress, lease)
                 failpoint("pull.before-image-record")
                 self._put_image(str(ref), root)
                 failpoint("pull.after-image-record")
+        except HawserError as exc:
+            self._notify(PULL, name=str(ref), error=error_kind(exc))
+            raise
         finally:
             client.close()
         progress(PullMessage(f"stored {ref} ({root.digest})"))
+        self._notify(PULL, name=str(ref), digest=str(root.digest), stats=meter.stats())
         return self.summary(str(ref))
 
     def import_archive(self, path: str, *, name: str | None = None, platform: Platform | None = None,
@@ -140,6 +177,8 @@ class ImageService:
                                   progress=progress, lease=lease)
             for image_name, root in named:
                 self._put_image(image_name, root)
+        for image_name, root in named:
+            self._notify(IMPORT, name=image_name, digest=str(root.digest))
         return [self.summary(n) for n, _ in named]
 
     def _put_image(self, name: str, target: Descriptor) -> None:
@@ -246,14 +285,22 @@ class ImageService:
     # --- removal, usage, GC ---------------------------------------------------------
 
     def remove(self, names: Sequence[str], *, prune: bool = True) -> list[str]:
+        """Remove the images ``names`` resolve to (NotFound for one that none
+        names), then, with ``prune``, collect what they held."""
         removed = []
         for text in names:
             name = self.resolve_name(text)
-            self.images.delete(name, namespace=self.namespace)
+            self.untag(name)
             removed.append(name)
         if prune and removed:
             self.prune()
         return removed
+
+    def untag(self, name: str) -> None:
+        """Forget the stored name ``name`` (exactly); NotFound if there is none."""
+        record = self.images.get(name, namespace=self.namespace)
+        self.images.delete(name, namespace=self.namespace)
+        self._notify(REMOVE, name=name, digest=str(record.target.digest))
 
     def prune(self, *, dry_run: bool = False) -> GCReport:
         from hawser.metadata import collect
@@ -261,6 +308,8 @@ class ImageService:
         report = collect(self.store.metadata, self.content, {self.snapshotter.name: self.snapshotter},
                          dry_run=dry_run, grace_period=self.config.gc.grace_period, lease_alive=lease_owner_alive)
         self.store.keep_reserve()
+        if not dry_run:
+            self._notify(GC, report=report)
         return report
 
     def usage(self) -> dict[str, Any]:

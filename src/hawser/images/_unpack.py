@@ -14,6 +14,10 @@ against its lowers first (a symlink planted by an earlier layer).  Others
 
 Two pulls sharing a layer, in one process or several, serialise on a lock per
 chain ID: the second waits, then finds the snapshot committed and skips it.
+
+The pipeline reports to a ``PullMeter`` (``_meter.py`` says what each stage
+means): layers fetched or present, bytes downloaded, and the wall time of its
+fetching, its unpack workers and its commits.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from hawser.host import FileLock
 from hawser.images._apply import LowerNeeded
 from hawser.images._chain import chain_ids
 from hawser.images._lowers import check_implicit_dirs
+from hawser.images._meter import COMMIT, FETCH, UNPACK, PullMeter
 from hawser.images._progress import LayerProgress, ProgressSink
 from hawser.images._source import BlobSource
 from hawser.metadata import Metadata
@@ -141,7 +146,7 @@ class LayerPipeline:
 
     def __init__(self, *, content: ContentStore, metadata: Metadata, snapshotter: Snapshotter,
                  source: BlobSource, lease: str, locks_dir: str, namespace: str,
-                 max_concurrent: int, progress: ProgressSink) -> None:
+                 max_concurrent: int, progress: ProgressSink, meter: PullMeter | None = None) -> None:
         self._content = content
         self._metadata = metadata
         self._snapshotter = snapshotter
@@ -151,6 +156,7 @@ class LayerPipeline:
         self._namespace = namespace
         self._max_concurrent = max_concurrent
         self._progress = progress
+        self.meter = meter if meter is not None else PullMeter()
         self._abort = threading.Event()
         self._active: set[str] = set()
         self._active_lock = threading.Lock()
@@ -243,12 +249,13 @@ class LayerPipeline:
             worker = UnpackProcess(self._snapshotter.apply_target(key), layer_compression(desc),
                                    allow_lower_needed=True)
             try:
-                self._fetch(desc, worker.feed)
-                self._progress(LayerProgress(str(desc.digest), "unpacking", desc.size, desc.size))
-                try:
-                    result: UnpackResult | None = worker.finish()
-                except LowerNeeded:
-                    result = None
+                with self.meter.stage(UNPACK):
+                    self._fetch(desc, worker.feed)
+                    self._progress(LayerProgress(str(desc.digest), "unpacking", desc.size, desc.size))
+                    try:
+                        result: UnpackResult | None = worker.finish()
+                    except LowerNeeded:
+                        result = None
             except BaseException:
                 worker.kill()
                 raise
@@ -264,24 +271,30 @@ class LayerPipeline:
                 self._remove_quietly(applied.key)
                 self._apply_from_store(desc, diff_id, chain, parent)
                 return
-            self._check_diff_id(desc, diff_id, applied.result.diff_id)
-            if parent:
-                # Refuses a layer writing through a symlink an earlier layer planted, and gives
-                # directories the layer only implies the owner and mode they have below.
-                check_implicit_dirs(applied.result.implicit_dirs, self._snapshotter.lower_dirs(parent),
-                                    upper=self._snapshotter.apply_target(applied.key).path)
-            self._metadata.leases.add_resource(self._lease, f"snapshot/{self._snapshotter.name}", str(chain))
-            failpoint("unpack.before-commit")
-            try:
-                self._snapshotter.commit(str(chain), applied.key, parent=parent)
-            except AlreadyExists:
-                self._remove_quietly(applied.key)
-            with self._active_lock:
-                self._active.discard(applied.key)
-            self._progress(LayerProgress(str(desc.digest), "done", desc.size, desc.size))
-            failpoint("unpack.after-layer")
+            with self.meter.stage(COMMIT):
+                self._commit_applied(applied, desc, diff_id, chain, parent)
         finally:
             applied.lock.release()
+
+    def _commit_applied(self, applied: _Applied, desc: Descriptor, diff_id: Digest, chain: Digest,
+                        parent: str) -> None:
+        assert applied.result is not None
+        self._check_diff_id(desc, diff_id, applied.result.diff_id)
+        if parent:
+            # Refuses a layer writing through a symlink an earlier layer planted, and gives
+            # directories the layer only implies the owner and mode they have below.
+            check_implicit_dirs(applied.result.implicit_dirs, self._snapshotter.lower_dirs(parent),
+                                upper=self._snapshotter.apply_target(applied.key).path)
+        self._metadata.leases.add_resource(self._lease, f"snapshot/{self._snapshotter.name}", str(chain))
+        failpoint("unpack.before-commit")
+        try:
+            self._snapshotter.commit(str(chain), applied.key, parent=parent)
+        except AlreadyExists:
+            self._remove_quietly(applied.key)
+        with self._active_lock:
+            self._active.discard(applied.key)
+        self._progress(LayerProgress(str(desc.digest), "done", desc.size, desc.size))
+        failpoint("unpack.after-layer")
 
     def _unpack_on_parent(self, desc: Descriptor, diff_id: Digest, chain: Digest, parent: str) -> None:
         lock = self._lock(chain)
@@ -301,10 +314,10 @@ class LayerPipeline:
         worker = UnpackProcess(self._snapshotter.apply_target(key), layer_compression(desc),
                                allow_lower_needed=False)
         try:
-            with self._content.open(desc.digest) as f:
+            with self.meter.stage(UNPACK), self._content.open(desc.digest) as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     worker.feed(chunk)
-            result = worker.finish()
+                result = worker.finish()
         except BaseException:
             worker.kill()
             self._remove_quietly(key)
@@ -314,9 +327,10 @@ class LayerPipeline:
         except DataLoss:
             self._remove_quietly(key)
             raise
-        self._metadata.leases.add_resource(self._lease, f"snapshot/{self._snapshotter.name}", str(chain))
-        failpoint("unpack.before-commit")
-        self._snapshotter.commit(str(chain), key)
+        with self.meter.stage(COMMIT):
+            self._metadata.leases.add_resource(self._lease, f"snapshot/{self._snapshotter.name}", str(chain))
+            failpoint("unpack.before-commit")
+            self._snapshotter.commit(str(chain), key)
         with self._active_lock:
             self._active.discard(key)
         self._progress(LayerProgress(str(desc.digest), "done", desc.size, desc.size))
@@ -345,6 +359,7 @@ class LayerPipeline:
         try:
             writer = self._content.writer(ref, expected=desc.digest, total=desc.size)
         except AlreadyExists:
+            self.meter.present()
             self._record(desc)
             self._progress(LayerProgress(digest, "exists", desc.size, desc.size))
             if sink is not None:
@@ -353,8 +368,8 @@ class LayerPipeline:
                         self._check_abort()
                         sink(chunk)
             return
-        with writer:
-            done = writer.offset
+        with self.meter.stage(FETCH), writer:
+            done = resumed = writer.offset
             if done and sink is not None:
                 # Resuming an interrupted download: the worker needs the stream from byte 0.
                 with open(writer.data_path, "rb") as partial:
@@ -375,6 +390,7 @@ class LayerPipeline:
                     done += len(chunk)
                     self._progress(LayerProgress(digest, "fetching", done, desc.size))
             writer.commit(size=desc.size, expected=desc.digest)
+        self.meter.fetched(done - resumed)
         self._record(desc)
 
     def _record(self, desc: Descriptor, labels: dict[str, str] | None = None) -> None:

@@ -14,6 +14,21 @@ in one process see only their own series) with
   ``container_memory_working_set_bytes``, ... by namespace, pod, container,
   image, id), read from the CRI's containers' and pods' cgroups at scrape
   time (``CgroupCollector``);
+- pulls (``hawser_image_pulls_total{result}``, ``hawser_image_pull_failures_total{kind}``,
+  ``hawser_image_pull_bytes_total``, ``hawser_image_pull_layers_total{how}``,
+  ``hawser_image_pull_stage_seconds{stage}``) and garbage collections
+  (``hawser_gc_runs_total``, ``hawser_gc_duration_seconds``,
+  ``hawser_gc_removed_total{kind}``, ``hawser_gc_freed_bytes_total``,
+  ``hawser_gc_errors_total``), heard from the CRI's ImageService
+  (``ImageMetrics.observe``); ``hawser_image_pulls_merged_total`` from the
+  CRI's merged pulls (``MergedPulls``);
+- ``hawser_store_content_bytes`` and ``hawser_store_snapshots_bytes``, cached
+  (``StoreSizeCollector``);
+- ``hawser_container_starts_total`` and ``hawser_container_exits_total{reason}``,
+  heard from the ContainerManager (``ContainerMetrics.observe``);
+- ``hawser_daemon_start_time_seconds``, ``hawser_daemon_starts_total`` (kept in
+  ``state/daemon-starts``) and ``hawser_recovered_total{kind,outcome}``
+  (``DaemonCollector``);
 - the process's RSS, fds, threads and Python GC (prometheus-client's own collectors);
 - ``hawser_build_info{version}`` = 1.
 
@@ -23,22 +38,34 @@ in one process see only their own series) with
 from __future__ import annotations
 
 from hawser.metrics._cadvisor import CgroupCollector, CgroupSource, cgroup_source
+from hawser.metrics._images import ImageMetrics, MergedPulls
+from hawser.metrics._lifecycle import ContainerMetrics, DaemonCollector, record_start
 from hawser.metrics._registry import Metrics, new_metrics
 from hawser.metrics._requests import RequestMetrics, split_method
 from hawser.metrics._server import MetricsServer, parse_address
 from hawser.metrics._states import StateCollector, container_states, pod_states
+from hawser.metrics._store import SnapshotUsage, StoreSizeCollector, content_bytes, store_sizes
 
 __all__ = [
     "CgroupCollector",
     "CgroupSource",
+    "ContainerMetrics",
+    "DaemonCollector",
+    "ImageMetrics",
+    "MergedPulls",
     "Metrics",
     "MetricsServer",
     "RequestMetrics",
+    "SnapshotUsage",
     "StateCollector",
+    "StoreSizeCollector",
     "cgroup_source",
     "container_states",
+    "content_bytes",
     "new_metrics",
     "parse_address",
     "pod_states",
+    "record_start",
     "split_method",
+    "store_sizes",
 ]

@@ -84,6 +84,8 @@ class PodService:
         # Called (in the calling thread) with an action ("ready", "notready",
         # "removed") and the pod's record after each change; must not block or raise.
         self.observers: list[Callable[[str, SandboxRecord], None]] = []
+        # What the last ``recover`` found: {"pod": {outcome: n}, "container": {state: n}}.
+        self.recovered: dict[str, dict[str, int]] = {}
 
     @classmethod
     def of(cls, store: Store, *, containers: ContainerManager, network: PodNetworks,
@@ -389,8 +391,29 @@ class PodService:
 
     async def recover(self) -> None:
         """At daemon start: a ready pod whose namespaces did not survive (a
-        reboot empties /run) or whose pid namespace init died is not ready."""
-        await self.blocking(self.all)
+        reboot empties /run) or whose pid namespace init died is not ready.
+        ``recovered`` then counts the pods by outcome ("ready"; "lost": ready
+        before, not now; "notready": so already) and the containers by the
+        state their files show (no runc: as ``hawser_containers`` counts them)."""
+        before = {r.id: r.state for r in await self.blocking(self.records.list)}
+        pods: dict[str, int] = {}
+        for sandbox in await self.blocking(self.all):
+            outcome = ("ready" if sandbox.state == SANDBOX_READY else
+                       "lost" if before.get(sandbox.id) == SANDBOX_READY else "notready")
+            pods[outcome] = pods.get(outcome, 0) + 1
+        self.recovered = {"pod": pods, "container": await self.blocking(self._container_states)}
+
+    def _container_states(self) -> dict[str, int]:
+        from hawser.runtime import CREATED, EXITED, RUNNING, UNKNOWN
+
+        found: dict[str, int] = {}
+        for record in self.containers.records.list():
+            bundle = self.containers.bundle(record.id)
+            state = (EXITED if os.path.exists(os.path.join(self.containers.exits_dir, record.id)) else
+                     UNKNOWN if not os.path.isdir(bundle) else
+                     RUNNING if os.path.exists(os.path.join(bundle, "started")) else CREATED)
+            found[state] = found.get(state, 0) + 1
+        return found
 
 
 # --- the record and its view ---------------------------------------------------------

@@ -57,6 +57,8 @@ from hawser.runtime._types import (
     CREATED,
     EVENT_CREATED,
     EVENT_DELETED,
+    EVENT_EXEC_EXITED,
+    EVENT_EXEC_STARTED,
     EVENT_STARTED,
     EVENT_STOPPED,
     EXITED,
@@ -116,7 +118,14 @@ class _Undo:
                 log.warning("undoing a failed create: %s", exc)
 
 
-Observer = Callable[[str, Container], None]
+# An EVENT_* kind, the record, and details: an exit's "exitCode" and
+# "reason"; an exec's "execID", "command" and (when it exited) "exitCode".
+Observer = Callable[[str, Container, Mapping[str, str]], None]
+
+
+def exit_details(status: ContainerStatus) -> dict[str, str]:
+    """What observers hear of an exit: its code (empty when unknown) and reason."""
+    return {"exitCode": "" if status.exit_code is None else str(status.exit_code), "reason": status.reason}
 
 
 class ContainerManager:
@@ -158,10 +167,10 @@ class ContainerManager:
         return cls(config=store.config, records=store.metadata.containers, snapshotter=store.snapshotter,
                    images=images, make_room=store.make_room, host=host)
 
-    def _notify(self, kind: str, record: Container) -> None:
+    def _notify(self, kind: str, record: Container, details: Mapping[str, str] | None = None) -> None:
         for observer in list(self.observers):
             try:
-                observer(kind, record)
+                observer(kind, record, details or {})
             except Exception:
                 log.exception("container observer failed")
 
@@ -231,7 +240,7 @@ class ContainerManager:
         exited = self._exited(id_, started)
         if exited is not None:
             self._sweep(record)
-            self._exit_seen(record)
+            self._exit_seen(record, exited)
             return exited
         state = self.runc.state(id_)
         if state is None:
@@ -250,20 +259,20 @@ class ContainerManager:
             conmon.wait(EXIT_RECORD_WAIT)
         exited = self._exited(id_, started)
         self._sweep(record)
-        self._exit_seen(record)
-        if exited is not None:
-            return exited
-        oom = os.path.exists(os.path.join(bundle, "oom"))
-        return ContainerStatus(EXITED, started_at=started, oom_killed=oom, reason="exit status unknown")
+        if exited is None:
+            oom = os.path.exists(os.path.join(bundle, "oom"))
+            exited = ContainerStatus(EXITED, started_at=started, oom_killed=oom, reason="exit status unknown")
+        self._exit_seen(record, exited)
+        return exited
 
-    def _exit_seen(self, record: Container) -> None:
+    def _exit_seen(self, record: Container, status: ContainerStatus) -> None:
         # Observers hear of an exit once, from whichever process reads it first.
         try:
             os.close(os.open(os.path.join(self.bundle(record.id), "exit-seen"),
                              os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
         except (FileExistsError, FileNotFoundError):  # heard already, or the bundle is gone
             return
-        self._notify(EVENT_STOPPED, record)
+        self._notify(EVENT_STOPPED, record, exit_details(status))
 
     def _sweep(self, record: Container) -> None:
         # With a pid namespace of its own the kernel kills the rest when the
@@ -700,8 +709,10 @@ class ContainerManager:
                                 timeout=int(timeout + 0.999) if timeout > 0 else 0)
             session = ConmonSession(argv_, cwd=exec_dir)
             conmon = None
+            code: int | None = None
             try:
                 session.wait_pid()
+                self.exec_started(record, exec_id, argv)
                 # Watched from now (it wrote its pid file before the exec's pid), so
                 # the pid cannot be reused under us.
                 conmon = ConmonWatch(read_int(paths.conmon_pid_file))
@@ -713,6 +724,7 @@ class ContainerManager:
             finally:
                 if conmon is not None:
                     conmon.close()
+                    self.exec_exited(record, exec_id, code)
                 session.close()
             if "timed out" in message:
                 raise DeadlineExceeded(f"command {argv[0]!r} timed out after {timeout:g}s")
@@ -737,18 +749,32 @@ class ContainerManager:
             cmd = self.runc.exec_argv(record.id, spec_file, tty=tty and not detach, detach=detach,
                                       pid_file=os.path.join(exec_dir, "pid"))
             stdio = subprocess.DEVNULL if detach else None
+            exec_id = os.path.basename(exec_dir)
             proc = subprocess.Popen(cmd, stdin=stdio, stdout=stdio, stderr=None if not detach else subprocess.PIPE)
+            self.exec_started(record, exec_id, argv)
             try:
                 _, err = proc.communicate()
             except BaseException:
                 proc.kill()
                 proc.wait()
                 raise
+            finally:
+                if not detach:  # a detached command's end is nobody's to see
+                    self.exec_exited(record, exec_id, proc.returncode)
             if detach and proc.returncode != 0:
                 raise FailedPrecondition(f"exec failed: {(err or b'').decode(errors='replace').strip()}")
             return proc.returncode
         finally:
             shutil.rmtree(exec_dir, ignore_errors=True)
+
+    def exec_started(self, record: Container, exec_id: str, argv: Sequence[str]) -> None:
+        """Tell the observers an exec began (the CRI's streaming exec runs its own)."""
+        self._notify(EVENT_EXEC_STARTED, record, {"execID": exec_id, "command": " ".join(argv)})
+
+    def exec_exited(self, record: Container, exec_id: str, exit_code: int | None) -> None:
+        """Tell the observers an exec ended, with its status (None: unknown, it was killed)."""
+        self._notify(EVENT_EXEC_EXITED, record,
+                     {"execID": exec_id, "exitCode": "" if exit_code is None else str(exit_code)})
 
     # --- logs and stats -------------------------------------------------------
 

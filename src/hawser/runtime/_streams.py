@@ -198,6 +198,8 @@ class ExecPlan:
     container_id: str
     argv: tuple[str, ...]
     tty: bool
+    record: Container  # the container's, for its observers
+    command: tuple[str, ...]  # what runs in the container
     directory: str  # the session's files (process.json, pid, runc's log); removed by run_exec
     pid_file: str
     log_file: str
@@ -235,8 +237,8 @@ def plan_exec(manager: ContainerManager, text: str, cmd: Sequence[str], *, tty: 
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
-    return ExecPlan(container_id=record.id, argv=tuple(argv), tty=tty, directory=directory, pid_file=pid_file,
-                    log_file=log_file)
+    return ExecPlan(container_id=record.id, argv=tuple(argv), tty=tty, record=record, command=tuple(cmd),
+                    directory=directory, pid_file=pid_file, log_file=log_file)
 
 
 async def run_exec(plan: ExecPlan, *, stdin: ByteSource | None, stdout: ByteSink | None,

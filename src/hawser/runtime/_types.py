@@ -22,8 +22,10 @@ else:
 CREATED, RUNNING, PAUSED, EXITED, UNKNOWN = "created", "running", "paused", "exited", "unknown"
 
 # What observers hear (ContainerManager.observers): after a create, a start,
-# an exit seen by stop or remove, and a removal.
+# an exit (heard once, by whoever reads it first), a removal; and an exec's
+# start and end.
 EVENT_CREATED, EVENT_STARTED, EVENT_STOPPED, EVENT_DELETED = "created", "started", "stopped", "deleted"
+EVENT_EXEC_STARTED, EVENT_EXEC_EXITED = "exec-started", "exec-exited"
 
 
 @dataclass(frozen=True, slots=True)

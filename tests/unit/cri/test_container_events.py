@@ -1,9 +1,12 @@
-"""The container event hub: fan-out, slow subscribers, STOPPED once; the exit
-watcher; the CPU rate of the stats reader."""
+"""The container event hub over the journal: fan-out, the CRI's containers
+of its namespace only, slow subscribers, in-process wake-ups, what was
+journaled while hawserd was down; the exit watcher; the CPU rate of the
+stats reader."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,9 +14,11 @@ from typing import Any, TypeVar
 import pytest
 from cri_api.v1 import api_pb2
 
+from hawser._dataclass import replace
 from hawser.cri._container_options import CRI_METADATA
-from hawser.cri.container_events import ContainerEvents, ExitWatcher
+from hawser.cri.container_events import ContainerEvents, ExitWatcher, record_unseen_exits
 from hawser.errors import NotFound, ResourceExhausted
+from hawser.events import Journal, container_observer
 from hawser.metadata import Container
 from hawser.pods import LABEL_KIND, LABEL_SANDBOX_ID, Sandbox
 from hawser.runtime import (
@@ -21,7 +26,6 @@ from hawser.runtime import (
     EVENT_DELETED,
     EVENT_STARTED,
     EVENT_STOPPED,
-    EXITED,
     MAX_SAMPLE_AGE_NS,
     RUNNING,
     ContainerStatsReader,
@@ -47,9 +51,8 @@ class FakeManager:
     def __init__(self, exits_dir: str, records: list[Container]) -> None:
         self.exits_dir = exits_dir
         self._by_id = {r.id: r for r in records}
-        self.observers: list[Callable[[str, Container], None]] = []
         self.states: dict[str, ContainerStatus] = {}
-        self.status_calls = 0
+        self.status_calls: list[str] = []
 
     @property
     def records(self) -> FakeManager:
@@ -65,11 +68,11 @@ class FakeManager:
         return self._by_id[id_]
 
     def status(self, r: Container) -> ContainerStatus:
-        self.status_calls += 1
+        self.status_calls.append(r.id)
         return self.states.get(r.id, ContainerStatus(RUNNING, pid=10))
 
     def bundle(self, id_: str) -> str:
-        return f"/b/{id_}"
+        return os.path.join(self.exits_dir, "bundles", id_)
 
     def container_log_path(self, r: Container) -> str:
         return ""
@@ -86,34 +89,36 @@ async def blocking(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-def hub(tmp_path: Path, *records: Container, queue_size: int = 16) -> tuple[ContainerEvents, FakeManager]:
-    manager = FakeManager(str(tmp_path), list(records))
-    events = ContainerEvents(manager, FakeSandboxes(), blocking=blocking,  # type: ignore[arg-type]
-                             queue_size=queue_size).attach()
-    return events, manager
+def hub(tmp_path: Path, *records: Container, queue_size: int = 16) -> tuple[ContainerEvents, FakeManager, Journal]:
+    exits = tmp_path / "exits"
+    exits.mkdir(exist_ok=True)
+    manager = FakeManager(str(exits), list(records))
+    journal = Journal(str(tmp_path / "events"))
+    events = ContainerEvents(manager, FakeSandboxes(), journal, blocking=blocking,  # type: ignore[arg-type]
+                             queue_size=queue_size)
+    return events, manager, journal
 
 
 async def take(stream: Any, n: int, timeout: float = 5.0) -> list[api_pb2.ContainerEventResponse]:
     return [await asyncio.wait_for(anext(stream), timeout) for _ in range(n)]
 
 
-def notify(manager: FakeManager, kind: str, r: Container) -> Any:
-    """As ContainerManager does: every observer, in a worker thread."""
-    def run() -> None:
-        for observer in manager.observers:
-            observer(kind, r)
-    return asyncio.to_thread(run)
+def journal_it(journal: Journal, kind: str, r: Container, **details: str) -> None:
+    """As the daemon's (or the CLI's) container observer does."""
+    container_observer(journal)(kind, r, details)
 
 
 def test_fan_out_in_order_with_pod_status(tmp_path: Path) -> None:
     async def main() -> None:
         a, other = record("a" * 64), record("c" * 64, pod="elsewhere")
-        events, manager = hub(tmp_path, a, other)
+        events, _, journal = hub(tmp_path, a, other)
+        await events.recover()
         first, second = events.subscribe(), events.subscribe()
         pending = [asyncio.ensure_future(take(first, 4)), asyncio.ensure_future(take(second, 4))]
         await asyncio.sleep(0.05)  # both subscribed
         for kind in (EVENT_CREATED, EVENT_STARTED, EVENT_STOPPED, EVENT_DELETED):
-            await notify(manager, kind, a)
+            journal_it(journal, kind, a)
+        await events.poll()
         got_first, got_second = await asyncio.gather(*pending)
         kinds = [e.container_event_type for e in got_first]
         assert kinds == [api_pb2.CONTAINER_CREATED_EVENT, api_pb2.CONTAINER_STARTED_EVENT,
@@ -131,17 +136,21 @@ def test_fan_out_in_order_with_pod_status(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_stopped_once_and_cli_containers_ignored(tmp_path: Path) -> None:
+def test_only_the_cri_containers_of_its_namespace(tmp_path: Path) -> None:
     async def main() -> None:
         a, cli = record("a" * 64), record("d" * 64, kind="")
-        events, manager = hub(tmp_path, a, cli)
+        elsewhere = replace(a, namespace="other")
+        events, _, journal = hub(tmp_path, a, cli)
+        await events.recover()
         stream = events.subscribe()
         pending = asyncio.ensure_future(take(stream, 2))
         await asyncio.sleep(0.05)
-        await notify(manager, EVENT_STARTED, cli)
-        await notify(manager, EVENT_STOPPED, a)
-        await notify(manager, EVENT_STOPPED, a)  # the watcher saw it too
-        await notify(manager, EVENT_DELETED, a)
+        journal_it(journal, EVENT_STARTED, cli)
+        journal_it(journal, EVENT_STARTED, elsewhere)
+        journal.record("image", "pull", name="x", namespace="default")
+        journal_it(journal, EVENT_STOPPED, a, exitCode="0", reason="Completed")
+        journal_it(journal, EVENT_DELETED, a)
+        await events.poll()
         got = await pending
         assert [(e.container_id, e.container_event_type) for e in got] == [
             (a.id, api_pb2.CONTAINER_STOPPED_EVENT), (a.id, api_pb2.CONTAINER_DELETED_EVENT)]
@@ -152,16 +161,19 @@ def test_stopped_once_and_cli_containers_ignored(tmp_path: Path) -> None:
 def test_nothing_is_built_without_subscribers(tmp_path: Path) -> None:
     async def main() -> None:
         a = record("a" * 64)
-        _, manager = hub(tmp_path, a)
-        await notify(manager, EVENT_CREATED, a)
-        assert manager.status_calls == 0
+        events, manager, journal = hub(tmp_path, a)
+        await events.recover()
+        journal_it(journal, EVENT_CREATED, a)
+        assert await events.poll() == []
+        assert manager.status_calls == []
     asyncio.run(main())
 
 
 def test_a_slow_subscriber_is_dropped_and_the_others_carry_on(tmp_path: Path) -> None:
     async def main() -> None:
         a = record("a" * 64)
-        events, manager = hub(tmp_path, a, queue_size=3)
+        events, _, journal = hub(tmp_path, a, queue_size=3)
+        await events.recover()
         slow, fast = events.subscribe(), events.subscribe()
         fast_events: list[api_pb2.ContainerEventResponse] = []
 
@@ -176,7 +188,8 @@ def test_a_slow_subscriber_is_dropped_and_the_others_carry_on(tmp_path: Path) ->
         first = asyncio.ensure_future(anext(slow))
         await asyncio.sleep(0.05)
         for _ in range(6):
-            await notify(manager, EVENT_STARTED, a)
+            journal_it(journal, EVENT_STARTED, a)
+            await events.poll()
             await asyncio.sleep(0.01)
         await asyncio.wait_for(reader, 5)
         assert len(fast_events) == 6
@@ -188,52 +201,88 @@ def test_a_slow_subscriber_is_dropped_and_the_others_carry_on(tmp_path: Path) ->
     asyncio.run(main())
 
 
-def test_exit_watcher_reports_new_exits(tmp_path: Path) -> None:
-    async def main() -> None:
-        a, b = record("a" * 64), record("b" * 64)
-        events, manager = hub(tmp_path, a, b)
-        (tmp_path / a.id).write_text("0")  # exited before anyone looked: not news
-        watcher = ExitWatcher(events, blocking, interval=0.01)
-        stream = events.subscribe()
-        pending = asyncio.ensure_future(take(stream, 1))
-        await asyncio.sleep(0.02)
-        assert await watcher.scan() == []
-        manager.states[b.id] = ContainerStatus(EXITED, exit_code=2)
-        (tmp_path / b.id).write_text("2")
-        (tmp_path / ("f" * 64)).write_text("1")  # not a container of the store
-        assert await watcher.scan() == sorted([b.id, "f" * 64])
-        (event,) = await pending
-        assert (event.container_id, event.container_event_type) == (b.id, api_pb2.CONTAINER_STOPPED_EVENT)
-        assert [s.exit_code for s in event.containers_statuses if s.id == b.id] == [2]
-        assert await watcher.scan() == []
-        await stream.aclose()
-    asyncio.run(main())
-
-
-def test_the_first_subscriber_starts_a_watcher_when_the_daemon_runs_none(tmp_path: Path) -> None:
+def test_an_append_in_this_process_wakes_the_reader_at_once(tmp_path: Path) -> None:
     async def main() -> None:
         a = record("a" * 64)
-        events, _ = hub(tmp_path, a)
+        events, _, journal = hub(tmp_path, a)
+        await events.recover()
+        follower = asyncio.ensure_future(events.follow(interval=3600))  # it never polls on its own
         stream = events.subscribe()
         pending = asyncio.ensure_future(take(stream, 1))
-        await asyncio.sleep(0.5)  # the watcher took its first look
-        (tmp_path / a.id).write_text("0")
+        await asyncio.sleep(0.05)
+        await asyncio.to_thread(journal_it, journal, EVENT_STARTED, a)
         (event,) = await pending
-        assert event.container_event_type == api_pb2.CONTAINER_STOPPED_EVENT
+        assert event.container_event_type == api_pb2.CONTAINER_STARTED_EVENT
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+        assert journal.listeners == []
         await stream.aclose()
-        assert events._own_watcher is None
-
-        # With the daemon's loop running, no second one is started.
-        loop = asyncio.ensure_future(ExitWatcher(events, blocking, interval=0.01).run())
-        await asyncio.sleep(0.05)
-        again = events.subscribe()
-        waiting = asyncio.ensure_future(anext(again))
-        await asyncio.sleep(0.05)
-        assert events.watchers == 1 and events._own_watcher is None
-        waiting.cancel()
-        loop.cancel()
-        await asyncio.gather(waiting, loop, return_exceptions=True)
     asyncio.run(main())
+
+
+def test_what_was_journaled_while_down_goes_to_the_first_subscriber(tmp_path: Path) -> None:
+    async def main() -> None:
+        a, b = record("a" * 64), record("b" * 64)
+        events, _, journal = hub(tmp_path, a, b)
+        await events.recover()  # the first start ever: no place yet, nothing kept
+        journal_it(journal, EVENT_CREATED, a)
+        await events.poll()  # handled (by nobody): the place moves on
+        # hawserd stops; the CLI starts and removes containers meanwhile; b exits on its own.
+        journal_it(journal, EVENT_STARTED, a)
+        journal_it(journal, EVENT_DELETED, a)
+        (tmp_path / "exits" / b.id).write_text("3")
+
+        again, manager, _ = hub(tmp_path, a, b)
+        await again.recover()
+        # Recovery read b's exit first (the real manager journals it), then built the backlog.
+        assert manager.status_calls[0] == b.id
+        first = again.subscribe()
+        got = await take(first, 2)
+        assert [(e.container_id, e.container_event_type) for e in got] == [
+            (a.id, api_pb2.CONTAINER_STARTED_EVENT), (a.id, api_pb2.CONTAINER_DELETED_EVENT)]
+        # The backlog went to the first subscriber only; both get what comes next.
+        second = again.subscribe()
+        pending = [asyncio.ensure_future(take(first, 1)), asyncio.ensure_future(take(second, 1))]
+        await asyncio.sleep(0.05)
+        journal_it(journal, EVENT_STOPPED, b, exitCode="3", reason="Error")
+        await again.poll()
+        for (event,) in await asyncio.gather(*pending):
+            assert (event.container_id, event.container_event_type) == (b.id, api_pb2.CONTAINER_STOPPED_EVENT)
+        await first.aclose()
+        await second.aclose()
+
+        # Restarted with nothing new since: no backlog.
+        third, _, _ = hub(tmp_path, a, b)
+        await third.recover()
+        assert not third._backlog
+    asyncio.run(main())
+
+
+def test_exit_watcher_reads_new_exits(tmp_path: Path) -> None:
+    async def main() -> None:
+        a, b = record("a" * 64), record("b" * 64)
+        _, manager, _ = hub(tmp_path, a, b)
+        exits = tmp_path / "exits"
+        (exits / a.id).write_text("0")  # exited before the daemon started: recovery's to read
+        watcher = ExitWatcher(manager, blocking, interval=0.01)  # type: ignore[arg-type]
+        assert await watcher.scan() == []
+        (exits / b.id).write_text("2")
+        (exits / ("f" * 64)).write_text("1")  # not a container of the store
+        assert await watcher.scan() == sorted([b.id, "f" * 64])
+        assert manager.status_calls == [b.id]
+        assert await watcher.scan() == []
+    asyncio.run(main())
+
+
+def test_recovery_reads_only_exits_nobody_has_seen(tmp_path: Path) -> None:
+    a, b = record("a" * 64), record("b" * 64)
+    _, manager, _ = hub(tmp_path, a, b)
+    for r in (a, b):
+        (tmp_path / "exits" / r.id).write_text("0")
+    os.makedirs(manager.bundle(a.id))
+    Path(manager.bundle(a.id), "exit-seen").touch()
+    assert record_unseen_exits(manager) == [b.id]  # type: ignore[arg-type]
+    assert manager.status_calls == [b.id]
 
 
 def test_cpu_rate() -> None:

@@ -90,21 +90,69 @@ def test_a_journal_that_cannot_be_written_loses_the_event_not_the_operation(tmp_
     Journal(str(tmp_path / "events")).append(event(0))  # no exception
 
 
-class Status:
-    exit_code = 3
-    reason = "Error"
-
-
 class Record:
     id, name, namespace, image = "abc" * 10, "web", "default", "busybox"
+    labels = {"app": "web", "image": "not the image"}  # a label may not stand for the image
 
 
 def test_container_changes_become_events(tmp_path: Path) -> None:
     journal = Journal(str(tmp_path))
-    observe = container_observer(journal, lambda record: Status())
-    for kind in ("created", "started", "stopped", "deleted", "unknown"):
-        observe(kind, Record())
+    observe = container_observer(journal)
+    for kind in ("created", "started", "unknown"):
+        observe(kind, Record(), {})
+    observe("stopped", Record(), {"exitCode": "3", "reason": "Error"})
+    observe("exec-started", Record(), {"execID": "e1", "command": "ls -l"})
+    observe("exec-exited", Record(), {"execID": "e1", "exitCode": "0"})
+    observe("deleted", Record(), {})
+    labels = {"app": "web", "image": "busybox"}
     got = [(e.action, e.name, dict(e.attributes)) for e in journal.read()]
-    assert got == [("create", "web", {"image": "busybox"}), ("start", "web", {"image": "busybox"}),
-                   ("exit", "web", {"image": "busybox", "exitCode": "3", "reason": "Error"}),
-                   ("remove", "web", {"image": "busybox"})]
+    assert got == [("create", "web", labels), ("start", "web", labels),
+                   ("exit", "web", {**labels, "exitCode": "3", "reason": "Error"}),
+                   ("exec-start", "web", {**labels, "execID": "e1", "command": "ls -l"}),
+                   ("exec-exit", "web", {**labels, "execID": "e1", "exitCode": "0"}),
+                   ("remove", "web", labels)]
+
+
+def test_a_tail_loses_nothing_appended_just_before_a_rotation(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path), max_bytes=2000)
+    journal.append(event(0))
+    tail = journal.tail()
+    assert tail.poll() == []
+    n = 1
+    while (tmp_path / "journal.1").exists() is False:  # write past a rotation between two polls
+        journal.append(event(n))
+        n += 1
+    journal.append(event(n))
+    got = [e.id for e in tail.poll()]
+    assert got == [f"c{i}" for i in range(1, n + 1)]
+    assert tail.poll() == []
+
+
+def test_a_tail_replays_from_a_time_then_goes_on(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path))
+    for n in range(3):
+        journal.append(event(n))
+    tail = journal.tail(since=1001)
+    journal.append(event(3))
+    assert [e.id for e in tail.poll()] == ["c1", "c2", "c3"]
+
+
+def test_a_readers_place_is_kept(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path))
+    assert journal.load_cursor("cri") is None
+    journal.append(event(0))
+    journal.save_cursor("cri", event(0))
+    since = journal.load_cursor("cri")
+    assert since is not None and since > event(0).time
+    journal.append(event(1))
+    assert [e.id for e in journal.read(since=since)] == ["c1"]
+
+
+def test_in_process_listeners_hear_each_append(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path))
+    heard: list[int] = []
+    journal.listeners.append(lambda: heard.append(1))
+    journal.listeners.append(lambda: 1 / 0)  # a failing listener harms neither the append nor the others
+    journal.append(event(0))
+    journal.append(event(1))
+    assert len(heard) == 2 and len(list(journal.read())) == 2
