@@ -4,7 +4,7 @@
 #   make lint                        ruff and mypy --strict
 #   make test                        everything, as CI runs it (sets up first; root)
 #   make test ARGS="tests/unit/test_config.py -k drop_in"   one file or one test
-.PHONY: setup unit lint test demo bench bench-pull bench-run bench-cri bench-ctr
+.PHONY: setup unit lint test demo bench bench-pull bench-run bench-cri bench-ctr bench-metrics
 PYTEST ?= .venv/bin/pytest
 ARGS ?=
 
@@ -24,7 +24,7 @@ test:
 demo:
 	bash scripts/demo.sh
 
-bench: bench-pull bench-run bench-cri bench-ctr
+bench: bench-pull bench-run bench-cri bench-ctr bench-metrics
 
 bench-pull:
 	bash bench/pull.sh
@@ -37,6 +37,9 @@ bench-cri:
 
 bench-ctr:
 	bash bench/ctr.sh
+
+bench-metrics:
+	bash bench/metrics.sh
 
 # Coverage-guided fuzzing (atheris): each target for FUZZ_SECONDS from its seeds in fuzz/corpus/;
 # new inputs and crashes go to FUZZ_OUT (crashes/TARGET/crash-*), a log per target beside them.

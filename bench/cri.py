@@ -667,7 +667,9 @@ def start_hawserd(children: Children, base: Path, *, conf_dir: Path, certs: Path
     log = base.parent / f"{base.name}.hawserd.log"
     argv = [sys.executable, "-m", "hawser.daemon", "--config", str(config), "--root", str(base / "root"),
             "--state", str(base / "state"), "--address", str(base / "hawser.sock"), "--registry-config-dir",
-            str(certs), "--cni-conf-dir", str(conf_dir), "--cni-bin-dir", "/usr/lib/cni", "--log-level", "warning"]
+            str(certs), "--cni-conf-dir", str(conf_dir), "--cni-bin-dir", "/usr/lib/cni", "--log-level", "warning",
+            # Metrics on, as by default, on a port of its own; no containerd socket outside the scratch dir.
+            "--metrics-address", "127.0.0.1:0", "--containerd-address", ""]
     with open(log, "wb") as logf:
         proc = children.start(argv, stdout=logf, stderr=subprocess.STDOUT)
     ep = Endpoint("hawser", base / "hawser.sock", base / "logs", timeout)
