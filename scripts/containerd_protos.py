@@ -36,6 +36,8 @@ SOURCES = {
     "gogoproto/gogo.proto": f"{PACKAGE}/gogoproto/gogo.proto",
     "github.com/containerd/containerd/protobuf/plugin/fieldpath.proto": f"{PACKAGE}/plugin/fieldpath.proto",
     "google/rpc/status.proto": f"{PACKAGE}/rpc/status.proto",
+    # The cgroup v1 metrics a task's Metrics answer carries (io.containerd.cgroups.v1.Metrics).
+    "github.com/containerd/cgroups/stats/v1/metrics.proto": f"{PACKAGE}/cgroups/v1/metrics.proto",
 }
 # Where Debian puts each (relative to GOCODE).
 FILES_AT = {
@@ -55,6 +57,7 @@ API_FILES = [
     "events/snapshot.proto", "events/task.proto",
 ]
 PACKAGES = {"containerd": "golang-github-containerd-containerd-dev", "gogo": "golang-github-gogo-protobuf-dev",
+            "cgroups": "golang-github-containerd-cgroups-dev",
             "googleapis": "golang-github-gogo-googleapis-dev"}
 IMPORT = re.compile(r'^import\s+(weak\s+|public\s+)?"([^"]+)";', re.M)
 

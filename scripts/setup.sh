@@ -11,6 +11,7 @@ PACKAGES=(
     iproute2 iptables attr                              # netns/veth, portmap rules, xattr inspection
     gcc libc6-dev                                       # the static probe programs the security tests compile
     golang-github-containerd-containerd-dev             # containerd's .proto files: the containerd API stubs
+    golang-github-containerd-cgroups-dev                # the cgroup metrics .proto a task's Metrics carries
     golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev   # the .proto files those import
     containerd                                          # ctr, the client the containerd API tests drive
     prometheus                                          # promtool: the metrics tests check hawserd's exposition

@@ -343,9 +343,16 @@ def _logs(ctx: CliContext, a: Namespace) -> None:
         if not tail.isdigit():
             raise InvalidArgument(f"invalid --tail {tail!r}: a number or 'all'")
         tail_n = int(tail)
+    manager = _manager(ctx)
+    record = manager.lookup(a.container)
+    if "containerd" in record.config:  # made through containerd's API (hawser.containerd._records)
+        from hawser.errors import FailedPrecondition
+
+        raise FailedPrecondition(f"container {record.name}: its output goes to the client's FIFOs (made through "
+                                 "containerd's API); hawser logs cannot show it")
     out, err = sys.stdout.buffer, sys.stderr.buffer
-    for entry in _manager(ctx).logs(a.container, since=parse_since(since) if since else None, tail=tail_n,
-                                    follow=a.follow):
+    for entry in manager.logs(a.container, since=parse_since(since) if since else None, tail=tail_n,
+                              follow=a.follow):
         stream = out if entry.stream == "stdout" else err
         if a.timestamps:
             stream.write(entry.time.encode() + b" ")

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 from hawser._dataclass import dataclass
 
 if TYPE_CHECKING:
+    from hawser.containerd._api.services.events.v1.events_pb2 import Envelope
+    from hawser.events import Broadcast, Journal
     from hawser.pods import RunBlocking
     from hawser.store import Store
 
@@ -14,7 +16,13 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ContainerdDeps:
     """The store every service works on (each request in the namespace it
-    names), and how blocking work leaves the event loop."""
+    names), and how blocking work leaves the event loop.  ``journal``: the
+    store's event journal, which the services append their changes to
+    (``containerd.events.record``, ``journal_topic``); ``events``: its
+    envelopes, for the Events service's subscribers.  None: nothing is
+    journaled, no events are served."""
 
     store: Store
     blocking: RunBlocking
+    journal: Journal | None = None
+    events: Broadcast[Envelope] | None = None

@@ -49,6 +49,7 @@ from hawser.containerd._convert import (
 from hawser.containerd._deps import ContainerdDeps
 from hawser.containerd._edge import Context, namespace_of, serve
 from hawser.containerd._filters import labels_adaptor, parse_filters
+from hawser.containerd.events import record
 from hawser.content import ContentStore, Writer
 from hawser.content import Info as ContentInfo
 from hawser.content import Status as IngestStatus
@@ -430,6 +431,7 @@ class Content(content_pb2_grpc.ContentServicer):
             digest = parse_digest(request.digest)
             # The record only: GC removes the file once no record, image or lease needs it.
             await self._deps.blocking(self._blobs.delete, digest, namespace=namespace)
+            await record(self._deps, "content", "delete", namespace=namespace, id_=str(digest))
             return empty_pb2.Empty()
 
         return await serve(context, "Delete", work())

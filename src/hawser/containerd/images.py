@@ -36,6 +36,7 @@ from hawser.containerd._convert import label_update, parse_digest, timestamp, to
 from hawser.containerd._deps import ContainerdDeps
 from hawser.containerd._edge import Context, log, namespace_of, serve
 from hawser.containerd._filters import Adaptor, labels_adaptor, parse_filters
+from hawser.containerd.events import record
 from hawser.errors import InvalidArgument
 from hawser.images import ImageService
 from hawser.metadata import Image, ImageRecords
@@ -152,7 +153,12 @@ class Images(images_pb2_grpc.ImagesServicer):
 
     def _collect(self) -> None:
         # The store's GC, as `hawser system prune` runs it: it spans every namespace.
-        report = ImageService(self._deps.store).prune()
+        service = ImageService(self._deps.store)
+        if self._deps.journal is not None:
+            from hawser.events import image_observer
+
+            service.observers.append(image_observer(self._deps.journal))  # the run, and what it removed
+        report = service.prune()
         for error in report.errors:
             log.warning("garbage collection after an image's removal: %s", error)
 
@@ -181,7 +187,10 @@ class Images(images_pb2_grpc.ImagesServicer):
             target = to_descriptor(request.image.target)
             made = await self._deps.blocking(self._images.create, name, target, _labels(request.image.labels),
                                              namespace=namespace)
-            return pb.CreateImageResponse(image=to_message(made))
+            message = to_message(made)
+            await record(self._deps, "image", "create", namespace=namespace, id_=message.target.digest, name=name,
+                         labels=message.labels)
+            return pb.CreateImageResponse(image=message)
 
         return await serve(context, "Create", work())
 
@@ -194,7 +203,10 @@ class Images(images_pb2_grpc.ImagesServicer):
             # One transaction: two clients setting different labels keep each other's.
             updated = await self._deps.blocking(self._images.update, name, target=change.target,
                                                 labels=change.labels, merge=change.merge, namespace=namespace)
-            return pb.UpdateImageResponse(image=to_message(updated))
+            message = to_message(updated)
+            await record(self._deps, "image", "update", namespace=namespace, id_=message.target.digest, name=name,
+                         labels=message.labels)
+            return pb.UpdateImageResponse(image=message)
 
         return await serve(context, "Update", work())
 
@@ -203,6 +215,7 @@ class Images(images_pb2_grpc.ImagesServicer):
             namespace = namespace_of(context)
             # The record only: its blobs and snapshots go at GC once nothing else needs them.
             await self._deps.blocking(self._images.delete, request.name, namespace=namespace)
+            await record(self._deps, "image", "remove", namespace=namespace, name=request.name)
             if request.sync:
                 # What the image alone held goes before the answer, as with containerd's ScheduleAndWait.
                 await self._deps.blocking(self._collect)

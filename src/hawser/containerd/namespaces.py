@@ -14,6 +14,7 @@ from hawser.containerd._api.services.namespaces.v1 import namespace_pb2_grpc
 from hawser.containerd._deps import ContainerdDeps
 from hawser.containerd._edge import Context, serve
 from hawser.containerd._filters import labels_adaptor, parse_filters
+from hawser.containerd.events import record, request_namespace
 from hawser.errors import InvalidArgument
 from hawser.metadata import Namespace, NamespaceStore
 
@@ -69,6 +70,8 @@ class Namespaces(namespace_pb2_grpc.NamespacesServicer):
         async def work() -> pb.CreateNamespaceResponse:
             made = await self._deps.blocking(self._store.create, request.namespace.name,
                                              labels=dict(request.namespace.labels))
+            await record(self._deps, "namespace", "create", namespace=request_namespace(context, made.name),
+                         name=made.name, labels=made.labels)
             return pb.CreateNamespaceResponse(namespace=_message(made))
 
         return await serve(context, "Create", work())
@@ -78,14 +81,18 @@ class Namespaces(namespace_pb2_grpc.NamespacesServicer):
             name = request.namespace.name
             have = await self._deps.blocking(self._store.get, name)
             labels = updated_labels(have.labels, request.namespace.labels, list(request.update_mask.paths))
-            return pb.UpdateNamespaceResponse(
-                namespace=_message(await self._deps.blocking(self._store.update, name, labels=labels)))
+            updated = await self._deps.blocking(self._store.update, name, labels=labels)
+            await record(self._deps, "namespace", "update", namespace=request_namespace(context, name), name=name,
+                         labels=updated.labels)
+            return pb.UpdateNamespaceResponse(namespace=_message(updated))
 
         return await serve(context, "Update", work())
 
     async def Delete(self, request: pb.DeleteNamespaceRequest, context: Context) -> empty_pb2.Empty:
         async def work() -> empty_pb2.Empty:
             await self._deps.blocking(self._store.delete, request.name)
+            await record(self._deps, "namespace", "remove", namespace=request_namespace(context, request.name),
+                         name=request.name)
             return empty_pb2.Empty()
 
         return await serve(context, "Delete", work())

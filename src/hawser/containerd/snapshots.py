@@ -39,6 +39,7 @@ from hawser.containerd._convert import label_update, timestamp, to_containerd_la
 from hawser.containerd._deps import ContainerdDeps
 from hawser.containerd._edge import Context, namespace_of, serve
 from hawser.containerd._filters import Filter, labels_adaptor, parse_filters
+from hawser.containerd.events import record
 from hawser.errors import InvalidArgument
 from hawser.metadata import snapshot_resource
 from hawser.snapshots import Info, Kind, Mount, Snapshotter
@@ -128,6 +129,8 @@ class Snapshots(snapshots_pb2_grpc.SnapshotsServicer):
             await self._lease(context, namespace, snapshotter, request.key)
             mounts = await self._deps.blocking(snapshotter.prepare, request.key, request.parent,
                                                to_hawser_labels(request.labels))
+            await record(self._deps, "snapshot", "prepare", namespace=namespace, id_=request.key,
+                         parent=request.parent)
             return pb.PrepareSnapshotResponse(mounts=[to_mount(m) for m in mounts])
 
         return await serve(context, "Prepare", work())
@@ -160,16 +163,18 @@ class Snapshots(snapshots_pb2_grpc.SnapshotsServicer):
             # The request's labels, and only those, as containerd's metadata commits.
             await self._deps.blocking(snapshotter.commit, request.name, request.key,
                                       to_hawser_labels(request.labels))
+            await record(self._deps, "snapshot", "commit", namespace=namespace, id_=request.name, key=request.key)
             return empty_pb2.Empty()
 
         return await serve(context, "Commit", work())
 
     async def Remove(self, request: pb.RemoveSnapshotRequest, context: Context) -> empty_pb2.Empty:
         async def work() -> empty_pb2.Empty:
-            namespace_of(context)
+            namespace = namespace_of(context)
             snapshotter = self._snapshotter(request.snapshotter)
             # FailedPrecondition for a snapshot with children, NotFound for none: containerd's codes.
             await self._deps.blocking(snapshotter.remove, request.key)
+            await record(self._deps, "snapshot", "remove", namespace=namespace, id_=request.key)
             return empty_pb2.Empty()
 
         return await serve(context, "Remove", work())

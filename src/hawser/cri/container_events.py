@@ -6,8 +6,8 @@ kubelet's evented PLEG.
 Where events come from: the store's event journal (``hawser.events``), the
 one record of what happened to containers whoever did it: these handlers,
 the pod lifecycle, or a ``hawser -n k8s.io`` command, with hawserd up or
-down.  ``ContainerEvents`` tails it (``JournalTail``, a background loop the
-daemon runs: woken at once by hawserd's own appends, polling for other
+down.  ``ContainerEvents`` follows it (``JournalTail``, a background loop
+the daemon runs: woken at once by hawserd's own appends, polling for other
 processes' every EVENT_POLL_INTERVAL), keeps the CRI's containers of its
 namespace, and fans their events out.  ``ExitWatcher``, another loop,
 notices the exit files conmon writes when a container ends on its own and
@@ -20,10 +20,11 @@ state dir, the time of the last journal event it handled, and at start-up
 meanwhile, which recovery journals first) wait for the first subscriber,
 which gets them before the live ones.
 
-Every subscriber has a bounded queue: one that falls behind is dropped (its
-stream ends with RESOURCE_EXHAUSTED; kubelet reconnects and relists) rather
-than slowing the others down or growing without bound.  Nothing is built
-while nobody listens, but the backlog.
+The fan-out is the journal's ``Broadcast``, which containerd's Events service
+shares: every subscriber has a bounded queue, and one that falls behind is
+dropped (its stream ends with RESOURCE_EXHAUSTED; kubelet reconnects and
+relists) rather than slowing the others down or growing without bound.
+Nothing is built while nobody listens, but the backlog.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -44,9 +44,9 @@ from hawser.cri._containers import cri_list, cri_status, sandbox_id, to_ns
 from hawser.cri._sandbox_convert import cri_metadata as pod_metadata
 from hawser.cri._sandbox_convert import cri_state as pod_state
 from hawser.cri._sandbox_convert import namespace_options
-from hawser.errors import HawserError, InvalidArgument, NotFound, ResourceExhausted
+from hawser.errors import HawserError, InvalidArgument, NotFound
+from hawser.events import Broadcast, Journal
 from hawser.events import Event as JournalEvent
-from hawser.events import Journal, Tail
 from hawser.pods import LABEL_KIND, LABEL_SANDBOX_ID, Sandbox, SandboxLookup
 from hawser.runtime import ContainerManager
 
@@ -77,15 +77,12 @@ _KIND_CONTAINER = "container"  # LABEL_KIND of the CRI's containers
 Event = api_pb2.ContainerEventResponse
 
 
-class _Subscriber:
-    def __init__(self, size: int) -> None:
-        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=size)
-
-
 class ContainerEvents:
-    """The event hub: tails the journal, builds the CRI's events of the
-    manager's namespace, fans them out to subscribers.  Constructing it
-    starts nothing; the daemon runs ``recover`` and then ``JournalTail``."""
+    """The CRI's container events: the journal's, of the manager's namespace
+    and the CRI's containers, built into ContainerEventResponses and fanned
+    out by a ``Broadcast`` (hawser.events) under the cursor ``cri``.
+    Constructing it starts nothing; the daemon runs ``recover`` and then
+    ``JournalTail``."""
 
     def __init__(self, manager: ContainerManager, sandboxes: SandboxLookup | None, journal: Journal, *,
                  blocking: RunBlocking, queue_size: int = SUBSCRIBER_QUEUE) -> None:
@@ -93,74 +90,31 @@ class ContainerEvents:
         self.sandboxes = sandboxes
         self.journal = journal
         self.blocking = blocking
-        self.queue_size = queue_size
-        self._subscribers: set[_Subscriber] = set()
-        self._backlog: deque[Event] = deque(maxlen=queue_size)
-        self._tail: Tail | None = None
-        self._wake: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.broadcast: Broadcast[Event] = Broadcast(journal, self._build_all, cursor=CURSOR, blocking=blocking,
+                                                     queue_size=queue_size, what="container event")
 
     @property
     def listening(self) -> bool:
-        return bool(self._subscribers)
-
-    # --- start-up ----------------------------------------------------------------
+        return self.broadcast.listening
 
     async def recover(self) -> None:
         """Journal the exits that happened while hawserd was down, then keep
         what was journaled since the last event handled as the backlog (a
         Recoverer: before the socket serves)."""
         await self.blocking(record_unseen_exits, self.manager)
-        since = await self.blocking(self._read_cursor)
-        self._tail = self.journal.tail(since=since)
-        if since is not None:
-            events = await self.blocking(self._tail.poll)
-            self._backlog.extend(await self.blocking(self._build_all, events))
-            await self.blocking(self._save_cursor, events)
-
-    # --- producing ----------------------------------------------------------------
+        await self.broadcast.recover()
 
     async def follow(self, interval: float = EVENT_POLL_INTERVAL) -> None:
-        """Read the journal until cancelled: at once after one of this
-        process's appends, else every ``interval``."""
-        self._loop = asyncio.get_running_loop()
-        wake = self._wake = asyncio.Event()
-        self.journal.listeners.append(self._poke)
-        if self._tail is None:
-            self._tail = self.journal.tail()
-        try:
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), interval)
-                wake.clear()
-                try:
-                    await self.poll()
-                except Exception:
-                    log.exception("reading the event journal failed; retrying")
-        finally:
-            with contextlib.suppress(ValueError):
-                self.journal.listeners.remove(self._poke)
-            self._wake = None
-
-    def _poke(self) -> None:
-        """A journal listener (any thread): this process appended."""
-        loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: the daemon is going away
-                loop.call_soon_threadsafe(wake.set)
+        await self.broadcast.follow(interval)
 
     async def poll(self) -> list[Event]:
         """One read of the journal; publishes and returns the CRI's events in it."""
-        if self._tail is None:
-            self._tail = self.journal.tail()
-        events = await self.blocking(self._tail.poll)
-        if not events:
-            return []
-        built = await self.blocking(self._build_all, events) if self._subscribers else []
-        await self.blocking(self._save_cursor, events)
-        for event in built:
-            self.publish(event)
-        return built
+        return await self.broadcast.poll()
+
+    def subscribe(self) -> AsyncIterator[Event]:
+        """Events from now on (the first subscriber after a restart: the
+        backlog first). ResourceExhausted when this subscriber fell too far behind."""
+        return self.broadcast.subscribe()
 
     def _build_all(self, events: list[JournalEvent]) -> list[Event]:
         """The CRI's events among the journal's ``events``. Blocking."""
@@ -190,49 +144,6 @@ class ContainerEvents:
                     answer.containers_statuses.append(
                         cri_status(self.manager, other, self.manager.status(other), None))
         return answer
-
-    def _read_cursor(self) -> float | None:
-        return self.journal.load_cursor(CURSOR)
-
-    def _save_cursor(self, events: list[JournalEvent]) -> None:
-        if events:
-            self.journal.save_cursor(CURSOR, events[-1])
-
-    # --- fan-out (the event loop) ------------------------------------------------------
-
-    def publish(self, event: Event) -> None:
-        for subscriber in list(self._subscribers):
-            try:
-                subscriber.queue.put_nowait(event)
-            except asyncio.QueueFull:
-                self._drop(subscriber)
-
-    def _drop(self, subscriber: _Subscriber) -> None:
-        self._subscribers.discard(subscriber)
-        queue = subscriber.queue
-        while not queue.empty():
-            queue.get_nowait()
-        queue.put_nowait(None)  # tells the stream it was dropped
-        log.warning("dropped a slow container event subscriber", extra={"queued": self.queue_size})
-
-    async def subscribe(self) -> AsyncIterator[Event]:
-        """Events from now on (the first subscriber after a restart: the
-        backlog first), until the caller stops iterating.
-        ResourceExhausted when this subscriber fell too far behind."""
-        subscriber = _Subscriber(self.queue_size)
-        while self._backlog:
-            subscriber.queue.put_nowait(self._backlog.popleft())
-        self._subscribers.add(subscriber)
-        try:
-            while True:
-                event = await subscriber.queue.get()
-                if event is None:
-                    raise ResourceExhausted(
-                        f"container event stream dropped: more than {self.queue_size} events were not read",
-                        hint="read the stream faster; relist, then subscribe again")
-                yield event
-        finally:
-            self._subscribers.discard(subscriber)
 
 
 def record_unseen_exits(manager: ContainerManager) -> list[str]:

@@ -31,7 +31,9 @@ from hawser.daemon import _socket
 from hawser.daemon._config import Settings
 
 if TYPE_CHECKING:
+    from hawser.containerd.events import Envelope
     from hawser.cri.types import CriDeps
+    from hawser.events import Broadcast, Journal
     from hawser.metrics import Metrics, RequestMetrics
     from hawser.network import PodNetworks
     from hawser.store import Store
@@ -252,8 +254,12 @@ class HeapTrimmer:
 class Daemon:
     def __init__(self, settings: Settings, *, store: Store, network: PodNetworks, deps: CriDeps,
                  offloader: Offloader, recoverers: Sequence[Recoverer] = (),
-                 loops: Sequence[BackgroundLoop] = (), metrics: Metrics | None = None) -> None:
+                 loops: Sequence[BackgroundLoop] = (), metrics: Metrics | None = None,
+                 journal: Journal | None = None, containerd_events: Broadcast[Envelope] | None = None) -> None:
         self.settings = settings
+        # What containerd's services journal to, and the events its Subscribe serves.
+        self.journal = journal
+        self.containerd_events = containerd_events
         self.store = store
         self.network = network
         self.deps = deps
@@ -324,11 +330,20 @@ class Daemon:
             # In the calling thread, after the journal's: counters only, nothing blocks.
             images.observers.append(metrics.images.observe)
             containers.observers.append(metrics.containers.observe)
+        containerd_events: Broadcast[Envelope] | None = None
+        containerd_loops: list[BackgroundLoop] = []
+        if settings.daemon.containerd_address:
+            from hawser.containerd.events import new_events
+
+            # containerd's Subscribe: the journal's events, with what came while hawserd was down.
+            containerd_events, followers = new_events(journal, blocking=offloader)
+            containerd_loops.extend(followers)
         return cls(settings, store=store, network=network, deps=deps, offloader=offloader,
                    # Pods first: what their recovery journals is part of the events' backlog.
-                   recoverers=[sandboxes, *([deps.container_events] if deps.container_events else [])],
-                   loops=[*background_loops(deps), HeapTrimmer(offloader)],
-                   metrics=metrics)
+                   recoverers=[sandboxes, *([deps.container_events] if deps.container_events else []),
+                               *([containerd_events] if containerd_events else [])],
+                   loops=[*background_loops(deps), *containerd_loops, HeapTrimmer(offloader)],
+                   metrics=metrics, journal=journal, containerd_events=containerd_events)
 
     def _count_start(self) -> None:
         """One more start of hawserd on its state dir (``state/daemon-starts``), for the metrics."""
@@ -384,7 +399,8 @@ class Daemon:
             if containerd_address:
                 from hawser import containerd
 
-                containerd.add_to_server(server, store=self.store, blocking=self.offloader)
+                containerd.add_to_server(server, store=self.store, blocking=self.offloader, journal=self.journal,
+                                         events=self.containerd_events)
             with _socket.private_umask():
                 for path in addresses:
                     server.add_insecure_port(f"unix:{path}")

@@ -25,6 +25,8 @@ MAX_BYTES = 4 << 20
 CURRENT, PREVIOUS = "journal", "journal.1"
 # How often a follower looks for new lines.
 FOLLOW_INTERVAL = 0.1
+# The most blob records and snapshots a GC run's event lists (each).
+GC_LISTED = 100
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,6 +133,15 @@ class Journal:
 
         with contextlib.suppress(OSError):
             atomic_write(self._path(f"{reader}.cursor"), repr(event.time + 1e-6), mode=0o600, durable=False)
+
+    def start_cursor(self, reader: str, when: float) -> None:
+        """Place ``reader`` at ``when`` (a reader's first start: from then on
+        nothing is missed, even before it handles its first event)."""
+        from hawser.host import atomic_write
+
+        with contextlib.suppress(OSError):
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)  # nothing journaled yet
+            atomic_write(self._path(f"{reader}.cursor"), repr(when), mode=0o600, durable=False)
 
     # --- reading ---------------------------------------------------------------
 
@@ -280,11 +291,42 @@ def image_observer(journal: Journal) -> Callable[[Any], None]:
             report = event.report
             journal.record("gc", "run", namespace=event.namespace,
                            blobs=str(len(report.blobs)), snapshots=str(len(report.snapshots)),
-                           bytesFreed=str(report.bytes_reclaimed), errors=str(len(report.errors)))
+                           bytesFreed=str(report.bytes_reclaimed), errors=str(len(report.errors)),
+                           **gc_removed(report))
             return
         journal.record("image", event.action, id_=event.digest, name=event.name, namespace=event.namespace)
 
     return observe
+
+
+def gc_removed(report: Any) -> dict[str, str]:
+    """What a GC run removed, for its journal event (containerd's API turns
+    them into /content/delete and /snapshot/remove): the blob records, as
+    JSON ``[[namespace, digest], ...]``, and the snapshots, as JSON
+    ``[[snapshotter, key], ...]``, each at most GC_LISTED (the counts say
+    whether some were left off).  Nothing for a dry run."""
+    if report.dry_run:
+        return {}
+    records = [[r.namespace, str(r.key)] for r in report.records[:GC_LISTED]]
+    snapshots = [[r.snapshotter, str(r.key)] for r in report.snapshots[:GC_LISTED]]
+    return {"records": str(len(report.records)),
+            "removedContent": json.dumps(records, separators=(",", ":")) if records else "",
+            "removedSnapshots": json.dumps(snapshots, separators=(",", ":")) if snapshots else ""}
+
+
+def gc_removals(event: Event) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The blob records ((namespace, digest)) and snapshots ((snapshotter,
+    key)) a ``gc run`` event lists; none for a malformed one."""
+    def pairs(name: str) -> list[tuple[str, str]]:
+        try:
+            value = json.loads(event.attributes.get(name, "") or "[]")
+        except ValueError:
+            return []
+        if not isinstance(value, list):
+            return []
+        return [(str(p[0]), str(p[1])) for p in value if isinstance(p, list) and len(p) == 2]
+
+    return pairs("removedContent"), pairs("removedSnapshots")
 
 
 def pod_observer(journal: Journal) -> Callable[[str, Any], None]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from hawser.errors import AlreadyExists, NotFound
 from hawser.metadata._database import Database, check_identifier, dump_labels, load_labels
@@ -61,6 +61,46 @@ class SQLContainers(ContainerRecords):
             rows = c.execute(f"SELECT {self._CONTAINER_COLUMNS} FROM containers WHERE namespace = ?"
                              " ORDER BY created_at, id", (namespace,)).fetchall()
         return [self._container(r) for r in rows]
+
+    def update(self, id_: str, *, namespace: str | None = None, image: str | None = None,
+               image_id: str | None = None, snapshot_key: str | None = None,
+               labels: Mapping[str, str] | None = None, merge: bool = False,
+               config: Mapping[str, Mapping[str, Any]] | None = None) -> Container:
+        """Change a container's record in one transaction; None keeps a field.
+        ``labels`` replace the record's, or with ``merge`` set only the given
+        keys (an empty value deleting its key). ``config`` maps top-level keys
+        of the record's config to the entries to set in the mapping under
+        that key (made, or replacing a value that is not a mapping), so that
+        writers of different entries keep each other's. NotFound if absent,
+        InvalidArgument for a bad label. Idempotent."""
+        namespace = self.namespace if namespace is None else namespace
+        with self._db.transaction(write=True) as c:
+            row = c.execute(f"SELECT {self._CONTAINER_COLUMNS} FROM containers WHERE namespace = ? AND id = ?",
+                            (namespace, id_)).fetchone()
+            if row is None:
+                raise NotFound(f"container {id_} not found in namespace {namespace}")
+            current = self._container(row)
+            new_labels = dict(current.labels)
+            if labels is not None:
+                if not merge:
+                    new_labels = {}
+                for key, value in labels.items():
+                    if value:
+                        new_labels[key] = value
+                    else:
+                        new_labels.pop(key, None)
+            new_config = dict(current.config)
+            for key, entries in (config or {}).items():
+                under = new_config.get(key)
+                new_config[key] = {**(under if isinstance(under, dict) else {}), **entries}
+            c.execute("UPDATE containers SET image = ?, image_id = ?, snapshot_key = ?, labels = ?, config = ?"
+                      " WHERE namespace = ? AND id = ?",
+                      (current.image if image is None else image, current.image_id if image_id is None else image_id,
+                       current.snapshot_key if snapshot_key is None else snapshot_key, dump_labels(new_labels),
+                       json.dumps(new_config), namespace, id_))
+            row = c.execute(f"SELECT {self._CONTAINER_COLUMNS} FROM containers WHERE namespace = ? AND id = ?",
+                            (namespace, id_)).fetchone()
+        return self._container(row)
 
     def delete(self, id_: str, *, namespace: str | None = None) -> None:
         """Forget a container (its snapshot goes at the next GC). Idempotent."""

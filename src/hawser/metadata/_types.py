@@ -225,6 +225,19 @@ class ContainerRecords(Protocol):
         """Every container of the namespace, oldest first."""
         ...
 
+    def update(self, id_: str, *, namespace: str | None = None, image: str | None = None,
+               image_id: str | None = None, snapshot_key: str | None = None,
+               labels: Mapping[str, str] | None = None, merge: bool = False,
+               config: Mapping[str, Mapping[str, Any]] | None = None) -> Container:
+        """Change a container's record in one transaction; None keeps a field.
+        ``labels`` replace the record's, or with ``merge`` set only the given
+        keys (an empty value deleting its key). ``config`` maps top-level keys
+        of the record's config to the entries to set in the mapping under
+        that key (made, or replacing a value that is not a mapping), so that
+        writers of different entries keep each other's. NotFound if absent,
+        InvalidArgument for a bad label. Idempotent."""
+        ...
+
     def delete(self, id_: str, *, namespace: str | None = None) -> None:
         """Forget a container (its snapshot goes at the next GC). Idempotent."""
         ...

@@ -97,11 +97,14 @@ def _parse_sync(line: str) -> tuple[int, str]:
 
 def conmon_argv(*, runc: Runc, container_id: str, session_id: str, name: str, paths: ConmonPaths,
                 tty: bool, stdin: bool, exec_process: str | None = None, timeout: int = 0,
-                log_size_max: int = 0, leave_stdin_open: bool = False) -> list[str]:
+                log_size_max: int = 0, leave_stdin_open: bool = False, passthrough: bool = False) -> list[str]:
+    """``passthrough``: the process gets conmon's own stdin, stdout and stderr
+    (``ConmonSession(stdio=...)``) instead of pipes to a log; no terminal."""
+    log = "passthrough:" if passthrough else f"k8s-file:{paths.log_path}"
     argv = [conmon_binary(), "--api-version", "1", "--cid", container_id, "--cuuid", session_id,
             "--name", name, "--runtime", runc.binary, "--runtime-arg", f"--root={runc.root}",
             "--container-pidfile", paths.pid_file, "--conmon-pidfile", paths.conmon_pid_file,
-            "--exit-dir", paths.exit_dir, "--log-path", f"k8s-file:{paths.log_path}",
+            "--exit-dir", paths.exit_dir, "--log-path", log,
             "--socket-dir-path", paths.socket_dir, "--log-level", "error"]
     if paths.bundle is not None:
         argv += ["--bundle", paths.bundle]
@@ -124,14 +127,17 @@ def conmon_argv(*, runc: Runc, container_id: str, session_id: str, name: str, pa
 class ConmonSession:
     """One conmon started for a container create or an exec."""
 
-    def __init__(self, argv: list[str], *, cwd: str) -> None:
+    def __init__(self, argv: list[str], *, cwd: str, stdio: tuple[int, int, int] | None = None) -> None:
+        """``stdio``: conmon's stdin, stdout and stderr, which a passthrough
+        process inherits (then conmon's own errors go to that stderr too)."""
         self.pipe = SyncPipe()
         env = {k: v for k, v in os.environ.items() if not k.startswith("_OCI_")}
         env["_OCI_SYNCPIPE"] = str(self.pipe.write_fd)
+        stdin, stdout, stderr = stdio if stdio is not None else (subprocess.DEVNULL, subprocess.DEVNULL,
+                                                                  subprocess.PIPE)
         try:
             proc = subprocess.Popen(argv, cwd=cwd, env=env, pass_fds=(self.pipe.write_fd,),
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, start_new_session=True)
+                                    stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True)
         except OSError as exc:
             self.pipe.close()
             raise FailedPrecondition(f"cannot start conmon: {exc.strerror}") from None
@@ -139,6 +145,7 @@ class ConmonSession:
         # conmon forks its monitor and exits at once: reap it now, so it is never a zombie of ours.
         try:
             _, err = proc.communicate(timeout=HANDSHAKE_TIMEOUT)
+            err = err or b"see the process's stderr"
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()

@@ -245,6 +245,10 @@ class ContainerManager:
         state = self.runc.state(id_)
         if state is None:
             if not os.path.isdir(bundle):
+                if "containerd" in record.config:
+                    # Made through containerd's API (hawser.containerd._records) with no task
+                    # (none yet, or it was deleted): a container without a process.
+                    return ContainerStatus(CREATED, reason="no task")
                 return ContainerStatus(UNKNOWN, reason="its runtime state is gone (a reboot?)")
             return ContainerStatus(UNKNOWN, started_at=started, reason="creation did not finish")
         if state.status in ("created", "creating"):
@@ -559,7 +563,9 @@ class ContainerManager:
             if status.state in (RUNNING, PAUSED) and not force:
                 raise FailedPrecondition(f"container {record.name} is {status.state}",
                                          hint="stop it first, or remove it with -f")
-            if status.state in (RUNNING, PAUSED, CREATED):
+            # A created container has a pid (runc's init, waiting); one made through
+            # containerd's API without a task has none and nothing to kill.
+            if status.state in (RUNNING, PAUSED) or (status.state == CREATED and status.pid):
                 with contextlib.suppress(HawserError):
                     if status.state == PAUSED:
                         self.runc.resume(record.id)

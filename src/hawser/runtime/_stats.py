@@ -48,8 +48,16 @@ class ContainerStats:
 
 
 def cgroup_of(record: Container) -> str:
-    """The container's cgroup path ("" if runc chose it)."""
-    return str(record.config.get("cgroups_path") or "")
+    """The container's cgroup path ("" if runc chose it): hawser's option,
+    else the one the client's spec names (a container made through
+    containerd's API keeps its spec under "containerd")."""
+    path = record.config.get("cgroups_path")
+    if not path:
+        made = record.config.get("containerd")
+        spec = made.get("spec") if isinstance(made, dict) else None
+        linux = spec.get("linux") if isinstance(spec, dict) else None
+        path = linux.get("cgroupsPath") if isinstance(linux, dict) else None
+    return str(path or "")
 
 
 class ContainerStatsReader:

@@ -1,0 +1,384 @@
+"""containerd.services.tasks.v1.Tasks: the processes of containers, as
+containerd's task service runs them through its shim, run here by conmon
+(``hawser.runtime.tasks``): hawserd is never their parent and may restart
+under them.
+
+A task is made from the container record's OCI spec (as the client wrote it
+through the Containers API; for a container hawser made itself, its
+bundle's spec) and the rootfs mounts the request carries, else the record's
+snapshot.  Its stdio are the FIFOs the client made (``ctr`` keeps them under
+/run/containerd/fifo); the process gets them directly, so its output never
+passes through hawserd.  Wait waits on conmon's pidfd on the event loop, and
+answers at once for a task that exited while hawserd was down (conmon wrote
+its exit file).
+
+Metrics answers containerd's cgroup v1 Metrics (``ctr tasks metrics``)
+from the task's cgroup; Update applies the OCI LinuxResources it carries
+(``runc update``).  A task with a terminal (``ctr run -t``) has conmon
+hold it and a relay process copy to and from the FIFOs.  Not yet: execs
+with a terminal (``tasks exec -t``: INVALID_ARGUMENT, with the reason),
+Checkpoint (UNIMPLEMENTED).
+CloseIO is a no-op: the process holds the stdin FIFO itself, and it sees EOF
+when the client closes its end, which ctr does before it asks.
+
+Errors as containerd answers them: NOT_FOUND for an unknown container,
+task or exec; ALREADY_EXISTS for a second task or a used exec id;
+FAILED_PRECONDITION for a task in the wrong state (deleting a running one).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
+
+from hawser.containerd._api.cgroups.v1 import metrics_pb2 as cgroups_pb2
+from hawser.containerd._api.events import task_pb2 as task_events
+from hawser.containerd._api.services.tasks.v1 import tasks_pb2 as pb
+from hawser.containerd._api.services.tasks.v1 import tasks_pb2_grpc
+from hawser.containerd._api.types import metrics_pb2 as types_metrics_pb2
+from hawser.containerd._api.types.task import task_pb2
+from hawser.containerd._deps import ContainerdDeps
+from hawser.containerd._edge import Context, namespace_of, serve
+from hawser.containerd._filters import labels_adaptor, parse_filters
+from hawser.containerd._records import RUNTIMES, oci_spec, runtime_name
+from hawser.containerd.events import journal_topic
+from hawser.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
+from hawser.runtime import CREATED, EXITED, PAUSED, RUNNING, ContainerManager, ContainerStatsReader
+from hawser.runtime import tasks as rt
+from hawser.snapshots import Mount
+
+if TYPE_CHECKING:
+    from hawser.metadata import Container
+
+SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+PROCESS_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
+
+_STATUS = {CREATED: task_pb2.CREATED, RUNNING: task_pb2.RUNNING, PAUSED: task_pb2.PAUSED, EXITED: task_pb2.STOPPED}
+
+
+def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    if seconds:
+        stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def to_process(state: rt.ProcessState) -> task_pb2.Process:
+    """A process as containerd's message has it: a task's id is its container's, an exec's its exec id."""
+    return task_pb2.Process(container_id=state.container_id, id=state.exec_id or state.container_id,
+                            pid=max(state.pid, 0),
+                            status=_STATUS.get(state.state, task_pb2.UNKNOWN), stdin=state.io.stdin,
+                            stdout=state.io.stdout, stderr=state.io.stderr, terminal=state.io.terminal,
+                            exit_status=state.exit_status, exited_at=_timestamp(state.exited_at))
+
+
+def task_spec(manager: ContainerManager, record: Container) -> dict[str, Any]:
+    """The spec a task of ``record`` runs: the client's (API-made containers), else its bundle's.
+    FailedPrecondition when it has none."""
+    spec = oci_spec(record, bundle=manager.bundle(record.id))
+    if spec is None:
+        raise FailedPrecondition(f"container {record.id} has no spec to run")
+    return spec
+
+
+def from_any(message: any_pb2.Any, what: str) -> dict[str, Any]:
+    """An OCI object in an Any (JSON, as containerd's typeurl marshals the spec types)."""
+    try:
+        value = json.loads(message.value or b"{}")
+    except ValueError:
+        raise InvalidArgument(f"the {what} is not JSON (type {message.type_url or 'none'})") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"the {what} is not a JSON object")
+    return value
+
+
+def to_mounts(mounts: Any) -> list[Mount]:
+    out = []
+    for m in mounts:
+        if not m.type or not m.source:
+            raise InvalidArgument(f"rootfs mount {m.type!r} {m.source!r}: type and source are required")
+        out.append(Mount(type=m.type, source=m.source, options=tuple(m.options)))
+    return out
+
+
+class Tasks(tasks_pb2_grpc.TasksServicer):
+    def __init__(self, deps: ContainerdDeps) -> None:
+        self._deps = deps
+        self._managers: dict[str, ContainerManager] = {}
+
+    def _manager(self, namespace: str) -> ContainerManager:
+        manager = self._managers.get(namespace)
+        if manager is None:
+            from hawser.images import ImageService
+
+            store = self._deps.store.in_namespace(namespace)
+            manager = ContainerManager.of(store, ImageService(store))
+            journal = self._deps.journal
+            if journal is not None:
+                from hawser.events import container_observer
+
+                manager.observers.append(container_observer(journal))
+            self._managers[namespace] = manager
+        return manager
+
+    async def _journal(self, manager: ContainerManager, topic: str, event: Any) -> None:
+        """A task change the container manager's observers do not hear of, for Events subscribers."""
+        await self._deps.blocking(journal_topic, self._deps.journal, manager.namespace, topic, event)
+
+    def _record(self, manager: ContainerManager, container_id: str) -> Container:
+        if not container_id:
+            raise InvalidArgument("container_id is required")
+        try:
+            return manager.records.get(container_id)
+        except NotFound:
+            raise NotFound(f"container {container_id!r} in namespace {manager.namespace!r}: not found") from None
+
+    async def _call(self, context: Context, method: str, work: Any) -> Any:
+        async def in_namespace() -> Any:
+            return await work(self._manager(namespace_of(context)))
+
+        return await serve(context, method, in_namespace())
+
+    # --- the task ----------------------------------------------------------------------
+
+    async def Create(self, request: pb.CreateTaskRequest, context: Context) -> pb.CreateTaskResponse:
+        async def work(manager: ContainerManager) -> pb.CreateTaskResponse:
+            if request.HasField("checkpoint") and request.checkpoint.digest:
+                raise Unimplemented("restoring a task from a checkpoint is not supported")
+            if request.runtime_path:
+                raise InvalidArgument("runtime_path is not supported: tasks run with runc")
+            record = await self._deps.blocking(self._record, manager, request.container_id)
+            name = runtime_name(record)
+            if name not in RUNTIMES:
+                raise InvalidArgument(f"runtime {name!r} is not supported: use one of {', '.join(RUNTIMES)}")
+            spec = await self._deps.blocking(task_spec, manager, record)
+            io = rt.TaskIO(stdin=request.stdin, stdout=request.stdout, stderr=request.stderr,
+                           terminal=request.terminal)
+            rootfs = to_mounts(request.rootfs)
+            pid = await self._deps.blocking(rt.create_task, manager, record, spec, rootfs=rootfs, io=io)
+            await self._journal(manager, "/tasks/create", task_events.TaskCreate(
+                container_id=record.id, bundle=manager.bundle(record.id), rootfs=request.rootfs,
+                io=task_events.TaskIO(stdin=io.stdin, stdout=io.stdout, stderr=io.stderr, terminal=io.terminal),
+                pid=pid))
+            return pb.CreateTaskResponse(container_id=record.id, pid=pid)
+
+        return await self._call(context, "Create", work)  # type: ignore[no-any-return]
+
+    async def Start(self, request: pb.StartRequest, context: Context) -> pb.StartResponse:
+        async def work(manager: ContainerManager) -> pb.StartResponse:
+            record = await self._deps.blocking(self._record, manager, request.container_id)
+            if request.exec_id:
+                pid = await self._deps.blocking(rt.start_exec, manager, record, request.exec_id)
+            else:
+                pid = await self._deps.blocking(rt.start_task, manager, record)
+            return pb.StartResponse(pid=pid)
+
+        return await self._call(context, "Start", work)  # type: ignore[no-any-return]
+
+    async def Delete(self, request: pb.DeleteTaskRequest, context: Context) -> pb.DeleteResponse:
+        async def work(manager: ContainerManager) -> pb.DeleteResponse:
+            record = await self._deps.blocking(self._record, manager, request.container_id)
+            state = await self._deps.blocking(rt.delete_task, manager, record)
+            await self._journal(manager, "/tasks/delete", task_events.TaskDelete(
+                container_id=record.id, pid=max(state.pid, 0), exit_status=state.exit_status,
+                exited_at=_timestamp(state.exited_at)))
+            return pb.DeleteResponse(id=record.id, pid=max(state.pid, 0), exit_status=state.exit_status,
+                                     exited_at=_timestamp(state.exited_at))
+
+        return await self._call(context, "Delete", work)  # type: ignore[no-any-return]
+
+    async def DeleteProcess(self, request: pb.DeleteProcessRequest, context: Context) -> pb.DeleteResponse:
+        async def work(manager: ContainerManager) -> pb.DeleteResponse:
+            record = await self._deps.blocking(self._record, manager, request.container_id)
+            if not request.exec_id:
+                raise InvalidArgument("exec_id is required (Delete deletes the task)")
+            state = await self._deps.blocking(rt.delete_exec, manager, record, request.exec_id)
+            return pb.DeleteResponse(id=request.exec_id, pid=max(state.pid, 0), exit_status=state.exit_status,
+                                     exited_at=_timestamp(state.exited_at))
+
+        return await self._call(context, "DeleteProcess", work)  # type: ignore[no-any-return]
+
+    async def Get(self, request: pb.GetRequest, context: Context) -> pb.GetResponse:
+        async def work(manager: ContainerManager) -> pb.GetResponse:
+            record = await self._deps.blocking(self._record, manager, request.container_id)
+            if request.exec_id:
+                state = await self._deps.blocking(rt.exec_state, manager, record, request.exec_id)
+            else:
+                state = await self._deps.blocking(rt.task_state, manager, record)
+            return pb.GetResponse(process=to_process(state))
+
+        return await self._call(context, "Get", work)  # type: ignore[no-any-return]
+
+    async def List(self, request: pb.ListTasksRequest, context: Context) -> pb.ListTasksResponse:
+        async def work(manager: ContainerManager) -> pb.ListTasksResponse:
+            def listed() -> list[task_pb2.Process]:
+                out = []
+                for record in manager.records.list():
+                    try:
+                        out.append(to_process(rt.task_state(manager, record)))
+                    except NotFound:
+                        continue
+                return out
+
+            return pb.ListTasksResponse(tasks=await self._deps.blocking(listed))
+
+        return await self._call(context, "List", work)  # type: ignore[no-any-return]
+
+    async def Kill(self, request: pb.KillRequest, context: Context) -> empty_pb2.Empty:
+        async def work(manager: ContainerManager) -> empty_pb2.Empty:
+            record = await self._deps.blocking(self._record, manager, request.container_id)
+            sig = request.signal or int(signal.SIGTERM)
+            if request.exec_id:
+                await self._deps.blocking(rt.kill_exec, manager, record, request.exec_id, sig)
+            else:
+                await self._deps.blocking(rt.kill_task, manager, record, sig, all_processes=request.all)
+            return empty_pb2.Empty()
+
+        return await self._call(context, "Kill", work)  # type: ignore[no-any-return]
+
+    async def Exec(self, request: pb.ExecProcessRequest, context: Context) -> empty_pb2.Empty:
+        async def work(manager: ContainerManager) -> empty_pb2.Empty:
+            record = await self._deps.blocking(self._record, manager, request.container_id)
+            if not request.exec_id:
+                raise InvalidArgument("exec_id is required")
+            process = from_any(request.spec, "exec's process spec")
+            io = rt.TaskIO(stdin=request.stdin, stdout=request.stdout, stderr=request.stderr,
+                           terminal=request.terminal)
+            await self._deps.blocking(rt.add_exec, manager, record, request.exec_id, process, io)
+            return empty_pb2.Empty()
+
+        return await self._call(context, "Exec", work)  # type: ignore[no-any-return]
+
+    async def ResizePty(self, request: pb.ResizePtyRequest, context: Context) -> empty_pb2.Empty:
+        async def work(manager: ContainerManager) -> empty_pb2.Empty:
+            record = await self._deps.blocking(self._record, manager, request.container_id)
+            if request.exec_id:
+                raise FailedPrecondition(f"exec {request.exec_id} has no terminal to resize")
+            await self._deps.blocking(rt.resize_task, manager, record, width=request.width, height=request.height)
+            return empty_pb2.Empty()
+
+        return await self._call(context, "ResizePty", work)  # type: ignore[no-any-return]
+
+    async def CloseIO(self, request: pb.CloseIORequest, context: Context) -> empty_pb2.Empty:
+        async def work(manager: ContainerManager) -> empty_pb2.Empty:
+            record = await self._deps.blocking(self._record, manager, request.container_id)
+            # The process reads the client's FIFO itself: the client closing its end is the EOF.
+            if request.exec_id:
+                await self._deps.blocking(rt.exec_state, manager, record, request.exec_id)
+            else:
+                await self._deps.blocking(rt.task_state, manager, record)
+            return empty_pb2.Empty()
+
+        return await self._call(context, "CloseIO", work)  # type: ignore[no-any-return]
+
+    async def Pause(self, request: pb.PauseTaskRequest, context: Context) -> empty_pb2.Empty:
+        async def work(manager: ContainerManager) -> empty_pb2.Empty:
+            record = await self._deps.blocking(self._record, manager, request.container_id)
+            await self._deps.blocking(rt.task_state, manager, record)
+            await self._deps.blocking(manager.pause, record.id)
+            await self._journal(manager, "/tasks/paused", task_events.TaskPaused(container_id=record.id))
+            return empty_pb2.Empty()
+
+        return await self._call(context, "Pause", work)  # type: ignore[no-any-return]
+
+    async def Resume(self, request: pb.ResumeTaskRequest, context: Context) -> empty_pb2.Empty:
+        async def work(manager: ContainerManager) -> empty_pb2.Empty:
+            record = await self._deps.blocking(self._record, manager, request.container_id)
+            await self._deps.blocking(rt.task_state, manager, record)
+            await self._deps.blocking(manager.resume, record.id)
+            await self._journal(manager, "/tasks/resumed", task_events.TaskResumed(container_id=record.id))
+            return empty_pb2.Empty()
+
+        return await self._call(context, "Resume", work)  # type: ignore[no-any-return]
+
+    async def ListPids(self, request: pb.ListPidsRequest, context: Context) -> pb.ListPidsResponse:
+        async def work(manager: ContainerManager) -> pb.ListPidsResponse:
+            record = await self._deps.blocking(self._record, manager, request.container_id)
+            pids = await self._deps.blocking(rt.list_pids, manager, record)
+            return pb.ListPidsResponse(processes=[task_pb2.ProcessInfo(pid=pid) for pid in pids])
+
+        return await self._call(context, "ListPids", work)  # type: ignore[no-any-return]
+
+    async def Checkpoint(self, request: pb.CheckpointTaskRequest, context: Context) -> pb.CheckpointTaskResponse:
+        async def work(manager: ContainerManager) -> pb.CheckpointTaskResponse:
+            raise Unimplemented("checkpointing a task is not supported")
+
+        return await self._call(context, "Checkpoint", work)  # type: ignore[no-any-return]
+
+    async def Update(self, request: pb.UpdateTaskRequest, context: Context) -> empty_pb2.Empty:
+        async def work(manager: ContainerManager) -> empty_pb2.Empty:
+            record = await self._deps.blocking(self._record, manager, request.container_id)
+            await self._deps.blocking(rt.task_state, manager, record)
+            resources = from_any(request.resources, "resources")
+            await self._deps.blocking(manager.runc.update, record.id, resources)
+            return empty_pb2.Empty()
+
+        return await self._call(context, "Update", work)  # type: ignore[no-any-return]
+
+    async def Metrics(self, request: pb.MetricsRequest, context: Context) -> pb.MetricsResponse:
+        async def work(manager: ContainerManager) -> pb.MetricsResponse:
+            wanted = parse_filters(list(request.filters))
+
+            def measured() -> list[types_metrics_pb2.Metric]:
+                reader = ContainerStatsReader.of(manager)
+                out = []
+                for record in manager.records.list():
+                    if not wanted.matches(labels_adaptor({"id": record.id}, dict(record.labels))):
+                        continue
+                    if not rt.has_task(manager, record):
+                        continue
+                    sample = reader.read(record, writable_layer=False).cgroup
+                    if sample is not None:
+                        out.append(to_metric(record.id, sample))
+                return out
+
+            return pb.MetricsResponse(metrics=await self._deps.blocking(measured))
+
+        return await self._call(context, "Metrics", work)  # type: ignore[no-any-return]
+
+    async def Wait(self, request: pb.WaitRequest, context: Context) -> pb.WaitResponse:
+        async def work(manager: ContainerManager) -> pb.WaitResponse:
+            record = await self._deps.blocking(self._record, manager, request.container_id)
+            if request.exec_id:
+                state = await rt.wait_exec(manager, record, request.exec_id, self._deps.blocking)
+            else:
+                await self._deps.blocking(rt.task_state, manager, record)
+                await rt.wait_task(manager, record, self._deps.blocking)
+                state = await self._deps.blocking(rt.task_state, manager, record)
+            return pb.WaitResponse(exit_status=state.exit_status, exited_at=_timestamp(state.exited_at))
+
+        return await self._call(context, "Wait", work)  # type: ignore[no-any-return]
+
+
+METRICS_TYPE = "io.containerd.cgroups.v1.Metrics"
+
+
+def to_metric(container_id: str, sample: Any) -> types_metrics_pb2.Metric:
+    """A cgroup sample as containerd's cgroup v1 Metrics (what ``ctr tasks metrics`` prints)."""
+    stats = cgroups_pb2.Metrics(
+        pids=cgroups_pb2.PidsStat(current=sample.pids_current, limit=sample.pids_limit or 0),
+        cpu=cgroups_pb2.CPUStat(usage=cgroups_pb2.CPUUsage(total=sample.cpu_usage_ns, kernel=sample.cpu_system_ns,
+                                                           user=sample.cpu_user_ns)),
+        memory=cgroups_pb2.MemoryStat(
+            cache=sample.memory_cache, rss=sample.memory_rss, total_cache=sample.memory_cache,
+            total_rss=sample.memory_rss,
+            usage=cgroups_pb2.MemoryEntry(usage=sample.memory_usage, limit=sample.memory_limit or _UNLIMITED)),
+        blkio=cgroups_pb2.BlkIOStat(io_service_bytes_recursive=[
+            cgroups_pb2.BlkIOEntry(op="Read", value=sample.blkio_read_bytes),
+            cgroups_pb2.BlkIOEntry(op="Write", value=sample.blkio_write_bytes)]))
+    data = any_pb2.Any(type_url=METRICS_TYPE, value=stats.SerializeToString())
+    return types_metrics_pb2.Metric(timestamp=_timestamp(sample.timestamp_ns / 1e9), id=container_id, data=data)
+
+
+# What cgroup v1 reports as the limit of an unlimited cgroup (the largest page-aligned int64).
+_UNLIMITED = 0x7FFFFFFFFFFFF000
+
+
+def encode_any(type_url: str, value: object) -> any_pb2.Any:
+    return any_pb2.Any(type_url=type_url, value=json.dumps(value).encode())
+
+
+__all__ = ["PROCESS_TYPE", "SPEC_TYPE", "Tasks", "encode_any", "task_spec", "to_process"]

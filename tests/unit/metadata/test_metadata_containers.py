@@ -1,0 +1,84 @@
+"""The container records' update: one transaction, labels replaced or merged,
+config entries set under their top-level key, NotFound for an unknown id."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hawser.errors import InvalidArgument, NotFound
+from hawser.metadata import Container, Metadata
+
+
+@pytest.fixture
+def md(tmp_path: Path) -> Iterator[Metadata]:
+    db = Metadata(tmp_path / "metadata.db")
+    yield db
+    db.close()
+
+
+def record(id_: str = "c1", namespace: str = "default") -> Container:
+    return Container(namespace=namespace, id=id_, name=id_, image="r.io/a:1", image_id="", snapshotter="native",
+                     snapshot_key=f"key-{id_}", config={"containerd": {"spec": {"a": 1}, "updated_at": 1.0},
+                                                         "other": "kept"},
+                     labels={"a": "1", "b": "2"}, created_at=1.0)
+
+
+def test_update_fields_and_keeps_the_rest(md: Metadata) -> None:
+    md.containers.create(record())
+    updated = md.containers.update("c1", image="r.io/b:2", image_id="sha256:" + "a" * 64, snapshot_key="other-key")
+    assert (updated.image, updated.image_id, updated.snapshot_key) == ("r.io/b:2", "sha256:" + "a" * 64, "other-key")
+    assert dict(updated.labels) == {"a": "1", "b": "2"} and updated.created_at == 1.0
+    assert md.containers.get("c1") == updated
+
+
+def test_labels_replace_or_merge(md: Metadata) -> None:
+    md.containers.create(record())
+    assert dict(md.containers.update("c1", labels={"a": "9", "b": "", "c": "3"}, merge=True).labels) \
+        == {"a": "9", "c": "3"}
+    assert dict(md.containers.update("c1", labels={"z": "1", "empty": ""}).labels) == {"z": "1"}
+    with pytest.raises(InvalidArgument):
+        md.containers.update("c1", labels={"k": "v" * 5000})
+    assert dict(md.containers.get("c1").labels) == {"z": "1"}
+
+
+def test_config_entries_are_set_under_their_key(md: Metadata) -> None:
+    md.containers.create(record())
+    updated = md.containers.update("c1", config={"containerd": {"updated_at": 2.0}, "fresh": {"x": 1}})
+    assert dict(updated.config) == {"containerd": {"spec": {"a": 1}, "updated_at": 2.0}, "other": "kept",
+                                    "fresh": {"x": 1}}
+    # A value that is not a mapping is replaced by one.
+    assert md.containers.update("c1", config={"other": {"y": 2}}).config["other"] == {"y": 2}
+
+
+def test_unknown_or_other_namespace_is_not_found(md: Metadata) -> None:
+    md.containers.create(record(namespace="team"))
+    with pytest.raises(NotFound):
+        md.containers.update("c1", image="x")
+    with pytest.raises(NotFound):
+        md.containers.update("nope", image="x", namespace="team")
+    assert md.containers.update("c1", image="x", namespace="team").image == "x"
+
+
+def test_concurrent_label_merges_keep_each_other(tmp_path: Path, md: Metadata) -> None:
+    md.containers.create(record())
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            with Metadata(tmp_path / "metadata.db") as mine:
+                for i in range(20):
+                    mine.containers.update("c1", labels={f"w{n}-{i}": "x"}, merge=True)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(md.containers.get("c1").labels) == 2 + 60
