@@ -24,6 +24,7 @@ import pytest
 from hawser.containerd._api.services.tasks.v1 import tasks_pb2 as pb
 from hawser.containerd._api.services.tasks.v1 import tasks_pb2_grpc
 from tests.e2e.helpers import status_code
+from tests.support.cri_pods import Pods
 from tests.support.hawserd import Hawserd
 from tests.support.images import BuiltImage
 from tests.support.registry_fixtures import Registry
@@ -65,6 +66,16 @@ def image(hawserd: Hawserd, registry: Registry, busybox: tuple[str, BuiltImage])
             ctr(hawserd, "tasks", "rm", "-f", task, check=False)
         for line in ctr(hawserd, "containers", "ls", "-q").stdout.split():
             ctr(hawserd, "containers", "rm", line, check=False)
+    # ctr's specs put cgroups at /NAMESPACE/ID: runc removed each task's, the namespace's are left.
+    for parent in Path("/sys/fs/cgroup").glob(f"*/{NS}"):
+        for child in sorted(parent.rglob("*"), reverse=True):
+            if child.is_dir():
+                with contextlib.suppress(OSError):
+                    child.rmdir()
+        with contextlib.suppress(OSError):
+            parent.rmdir()
+    with contextlib.suppress(OSError):
+        Path(f"/sys/fs/cgroup/{NS}").rmdir()
 
 
 def test_ctr_run_prints_the_output_and_passes_the_exit_code_on(hawserd: Hawserd, image: str) -> None:
@@ -108,12 +119,12 @@ def test_ctr_run_options(hawserd: Hawserd, image: str, tmp_path: object) -> None
     assert other.stdout.strip() != netns
 
 
-def test_ctr_run_with_a_terminal(hawserd: Hawserd, image: str) -> None:
-    """``ctr run -t`` through a real pty: type into the shell, read its answer, exit with a code."""
+def in_terminal(hawserd: Hawserd, *args: str, typed: bytes, until: bytes) -> tuple[bytes, int]:
+    """``ctr ARGS`` with a real pty as its terminal: wait for the shell's prompt, type
+    ``typed``, read until ``until``; what the terminal showed and ctr's exit status."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: ctr, its terminal the pty
-        os.execv(CTR, [CTR, "--address", hawserd.containerd_address, "--namespace", NS, "run", "-t", "--rm", image,
-                       "tty", "sh"])
+        os.execv(CTR, [CTR, "--address", hawserd.containerd_address, "--namespace", NS, *args])
     seen = b""
 
     def read_until(wanted: bytes, timeout: float = 20.0) -> None:
@@ -130,17 +141,29 @@ def test_ctr_run_with_a_terminal(hawserd: Hawserd, image: str) -> None:
 
     try:
         read_until(b"# ")
-        os.write(fd, b"echo answer-$((40+2)); tty; exit 3\r")
-        read_until(b"/dev/pts/")
+        os.write(fd, typed)
+        read_until(until)
         _, status = os.waitpid(pid, 0)
-        assert b"answer-42" in seen
-        assert os.waitstatus_to_exitcode(status) == 3
+        return seen, os.waitstatus_to_exitcode(status)
     finally:
         os.close(fd)
         with contextlib.suppress(ChildProcessError, ProcessLookupError):  # reaped above, unless it failed
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+
+
+def test_ctr_run_and_exec_with_a_terminal(hawserd: Hawserd, image: str) -> None:
+    """``ctr run -t`` and ``ctr tasks exec -t`` through a real pty: type into the shell,
+    read its answer, exit with a code."""
+    seen, code = in_terminal(hawserd, "run", "-t", "--rm", image, "tty", "sh",
+                             typed=b"echo answer-$((40+2)); tty; exit 3\r", until=b"/dev/pts/")
+    assert b"answer-42" in seen and code == 3
     assert "tty" not in tasks(hawserd)
+
+    ctr(hawserd, "run", "-d", image, "shell-host", "sleep", "1000")
+    seen, code = in_terminal(hawserd, "tasks", "exec", "-t", "--exec-id", "term", "shell-host", "sh",
+                             typed=b"echo inside-$((6*7)); tty; exit 5\r", until=b"/dev/pts/")
+    assert b"inside-42" in seen and code == 5
 
 
 def test_detached_tasks(hawserd: Hawserd, image: str) -> None:
@@ -237,3 +260,87 @@ def test_invalid_requests(hawserd: Hawserd, image: str) -> None:
     no_ns = status_code(rt.List, pb.ListTasksRequest())
     assert no_ns[0] == grpc.StatusCode.FAILED_PRECONDITION
     assert hawserd.running
+
+
+def test_cri_containers_through_containerds_eyes(pods: Pods) -> None:
+    """As with containerd: ``ctr -n k8s.io`` lists what the CRI made, and execs into it."""
+    pod = pods.pod("seen")
+    container = pods.run(pod, pods.config("box", "sleep", "1000"))
+    hawserd = pods.hawserd
+
+    def k8s(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([CTR, "--address", hawserd.containerd_address, "--namespace", "k8s.io", *args],
+                              capture_output=True, text=True, timeout=60, input="")
+        assert not check or proc.returncode == 0, proc.stderr
+        return proc
+
+    assert container in k8s("containers", "ls", "-q").stdout.split()
+    info = json.loads(k8s("containers", "info", container).stdout)
+    assert info["Runtime"]["Name"] == "io.containerd.runc.v2" and info["Spec"]["process"]["args"] == ["sleep", "1000"]
+    listed = {line.split()[0]: line.split()[1:] for line in k8s("tasks", "ls").stdout.splitlines()[1:]}
+    assert listed[container][1] == "RUNNING"
+    done = k8s("tasks", "exec", "--exec-id", "probe", container, "sh", "-c", "echo in-pod; hostname", check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["in-pod", "seen-host"]  # the pod's UTS namespace
+
+
+def test_an_exec_streams_through_a_kill_of_hawserd(hawserd: Hawserd, image: str, tmp_path: Path) -> None:
+    """An exec's output goes to the client's FIFO without passing through hawserd: kill -9 of
+    hawserd while it streams loses none of it, and its exit status is there after the restart.
+    (ctr itself gives up when its Wait call breaks, as it does with containerd.)"""
+    from google.protobuf import any_pb2
+
+    ctr(hawserd, "run", "-d", image, "host", "sleep", "1000")
+    out = str(tmp_path / "exec-out")
+    os.mkfifo(out)
+    reader = os.open(out, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        rt, md = stub(hawserd)
+        script = "i=0; while [ $i -lt 40 ]; do echo tick$i; i=$((i+1)); sleep 0.1; done; exit 6"
+        process = any_pb2.Any(type_url="types.containerd.io/opencontainers/runtime-spec/1/Process",
+                              value=json.dumps({"args": ["sh", "-c", script], "cwd": "/",
+                                                "env": ["PATH=/bin:/usr/bin"]}).encode())
+        rt.Exec(pb.ExecProcessRequest(container_id="host", exec_id="stream", stdout=out, spec=process), metadata=md)
+        rt.Start(pb.StartRequest(container_id="host", exec_id="stream"), metadata=md)
+        got = b""
+        while b"tick3" not in got:
+            with contextlib.suppress(BlockingIOError):
+                got += os.read(reader, 65536)
+            time.sleep(0.02)
+        assert hawserd.stop(signal.SIGKILL) == -signal.SIGKILL
+        deadline = time.monotonic() + 30
+        while b"tick39" not in got:  # the exec goes on writing with hawserd gone
+            assert time.monotonic() < deadline, got
+            with contextlib.suppress(BlockingIOError):
+                got += os.read(reader, 65536)
+            time.sleep(0.02)
+        assert got.decode().split() == [f"tick{i}" for i in range(40)]
+        hawserd.start()
+        rt, md = stub(hawserd)
+        assert rt.Wait(pb.WaitRequest(container_id="host", exec_id="stream"), metadata=md).exit_status == 6
+        rt.DeleteProcess(pb.DeleteProcessRequest(container_id="host", exec_id="stream"), metadata=md)
+    finally:
+        os.close(reader)
+
+
+def test_ctr_tasks_start_and_attach(hawserd: Hawserd, image: str) -> None:
+    ctr(hawserd, "containers", "create", image, "made", "--", "sh", "-c", "echo started-by-ctr; exit 2")
+    started = ctr(hawserd, "tasks", "start", "made", check=False)
+    assert started.returncode == 2 and started.stdout == "started-by-ctr\n"
+    ctr(hawserd, "containers", "rm", "made")
+
+    # attach to a detached task: it follows the task to its end and passes its status on.
+    ctr(hawserd, "run", "-d", image, "later", "sh", "-c", "trap 'exit 9' TERM; while :; do sleep 0.1; done")
+    attached = subprocess.Popen([CTR, "--address", hawserd.containerd_address, "--namespace", NS, "tasks",
+                                 "attach", "later"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        assert attached.poll() is None
+        ctr(hawserd, "tasks", "kill", "-s", "SIGTERM", "later")
+        attached.communicate(timeout=30)
+        assert attached.returncode == 9
+    finally:
+        if attached.poll() is None:
+            attached.kill()
+            attached.wait()

@@ -14,10 +14,9 @@ its exit file).
 
 Metrics answers containerd's cgroup v1 Metrics (``ctr tasks metrics``)
 from the task's cgroup; Update applies the OCI LinuxResources it carries
-(``runc update``).  A task with a terminal (``ctr run -t``) has conmon
-hold it and a relay process copy to and from the FIFOs.  Not yet: execs
-with a terminal (``tasks exec -t``: INVALID_ARGUMENT, with the reason),
-Checkpoint (UNIMPLEMENTED).
+(``runc update``).  A task or exec with a terminal (``ctr run -t``,
+``ctr tasks exec -t``) has conmon hold it and a relay process copy to and
+from the FIFOs.  Not supported: Checkpoint (UNIMPLEMENTED).
 CloseIO is a no-op: the process holds the stdin FIFO itself, and it sees EOF
 when the client closes its end, which ctr does before it asks.
 
@@ -256,8 +255,11 @@ class Tasks(tasks_pb2_grpc.TasksServicer):
         async def work(manager: ContainerManager) -> empty_pb2.Empty:
             record = await self._deps.blocking(self._record, manager, request.container_id)
             if request.exec_id:
-                raise FailedPrecondition(f"exec {request.exec_id} has no terminal to resize")
-            await self._deps.blocking(rt.resize_task, manager, record, width=request.width, height=request.height)
+                await self._deps.blocking(rt.resize_exec, manager, record, request.exec_id, width=request.width,
+                                          height=request.height)
+            else:
+                await self._deps.blocking(rt.resize_task, manager, record, width=request.width,
+                                          height=request.height)
             return empty_pb2.Empty()
 
         return await self._call(context, "ResizePty", work)  # type: ignore[no-any-return]

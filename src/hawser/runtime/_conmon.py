@@ -110,6 +110,8 @@ def conmon_argv(*, runc: Runc, container_id: str, session_id: str, name: str, pa
         argv += ["--bundle", paths.bundle]
     if exec_process is not None:
         argv += ["--exec", "--exec-process-spec", exec_process]
+        if tty:  # the terminal is reached through the attach socket, made before the exec runs
+            argv.append("--exec-attach")
     if tty:
         argv.append("--terminal")
     if stdin:
@@ -127,20 +129,39 @@ def conmon_argv(*, runc: Runc, container_id: str, session_id: str, name: str, pa
 class ConmonSession:
     """One conmon started for a container create or an exec."""
 
-    def __init__(self, argv: list[str], *, cwd: str, stdio: tuple[int, int, int] | None = None) -> None:
+    def __init__(self, argv: list[str], *, cwd: str, stdio: tuple[int, int, int] | None = None,
+                 attach: bool = False) -> None:
         """``stdio``: conmon's stdin, stdout and stderr, which a passthrough
-        process inherits (then conmon's own errors go to that stderr too)."""
+        process inherits (then conmon's own errors go to that stderr too).
+        ``attach`` (an exec run with ``--exec-attach``): conmon makes the
+        attach socket, says so (``wait_attach``) and runs the exec only once
+        told to (``release``), so that a client connected first misses no output."""
         self.pipe = SyncPipe()
         env = {k: v for k, v in os.environ.items() if not k.startswith("_OCI_")}
         env["_OCI_SYNCPIPE"] = str(self.pipe.write_fd)
+        passed = [self.pipe.write_fd]
+        self._start_w = self._attach = -1
+        start_r = attach_w = -1
+        if attach:
+            start_r, self._start_w = os.pipe2(os.O_CLOEXEC)
+            self._attach, attach_w = os.pipe2(os.O_CLOEXEC)
+            env["_OCI_STARTPIPE"], env["_OCI_ATTACHPIPE"] = str(start_r), str(attach_w)
+            passed += [start_r, attach_w]
+            # conmon reads the start pipe once before it forks away (its parent waits for that).
+            os.write(self._start_w, b"0")
         stdin, stdout, stderr = stdio if stdio is not None else (subprocess.DEVNULL, subprocess.DEVNULL,
                                                                   subprocess.PIPE)
         try:
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, pass_fds=(self.pipe.write_fd,),
+            proc = subprocess.Popen(argv, cwd=cwd, env=env, pass_fds=tuple(passed),
                                     stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True)
         except OSError as exc:
             self.pipe.close()
+            self._close_attach_pipes()
             raise FailedPrecondition(f"cannot start conmon: {exc.strerror}") from None
+        finally:
+            for fd in (start_r, attach_w):
+                if fd >= 0:
+                    os.close(fd)
         self.pipe.close_writer()
         # conmon forks its monitor and exits at once: reap it now, so it is never a zombie of ours.
         try:
@@ -154,6 +175,22 @@ class ConmonSession:
         if proc.returncode != 0:
             self.pipe.close()
             raise FailedPrecondition(f"conmon failed: {err.decode(errors='replace').strip()}")
+
+    def wait_attach(self, timeout: float = HANDSHAKE_TIMEOUT) -> None:
+        """Until conmon's attach socket is there (``attach`` sessions)."""
+        ready, _, _ = select.select([self._attach], [], [], timeout)
+        if not ready or not os.read(self._attach, 4096):
+            raise FailedPrecondition("conmon did not make the exec's attach socket")
+
+    def release(self) -> None:
+        """Let conmon run the exec (``attach`` sessions)."""
+        os.write(self._start_w, b"0")
+
+    def _close_attach_pipes(self) -> None:
+        for fd in (self._start_w, self._attach):
+            if fd >= 0:
+                os.close(fd)
+        self._start_w = self._attach = -1
 
     def wait_pid(self, timeout: float = HANDSHAKE_TIMEOUT) -> int:
         """The new process's pid, or the runtime's error."""
@@ -174,6 +211,7 @@ class ConmonSession:
 
     def close(self) -> None:
         self.pipe.close()
+        self._close_attach_pipes()
 
 
 def is_conmon(pid: int) -> bool:

@@ -20,7 +20,9 @@ and the process never gets SIGPIPE when a client goes away and comes back).
 
 An exec is prepared by ``add_exec`` (its process spec and stdio kept under
 the bundle's ``exec/<id>/``) and run by ``start_exec``, under a conmon of its
-own in the same way; its exit status is the file conmon writes there.
+own in the same way (with a terminal: conmon makes the attach socket in that
+directory and runs the exec once the relay is connected); its exit status
+is the file conmon writes there.
 
 The task's state is the container's (``ContainerManager.status``); deleting
 the task (``delete_task``) removes the bundle and runc's state and unmounts
@@ -269,12 +271,17 @@ def resize_task(manager: ContainerManager, record: Container, *, width: int, hei
     bundle = manager.bundle(record.id)
     if not _read_io(os.path.join(bundle, TASK_FILE)).terminal:
         raise FailedPrecondition(f"task {record.id} has no terminal to resize")
+    _write_ctl(bundle, f"1 {height} {width}\n")
+
+
+def _write_ctl(directory: str, line: str) -> None:
+    """A line to conmon's control FIFO (``1 ROWS COLS``: a terminal's size)."""
     try:
-        ctl = os.open(os.path.join(bundle, "ctl"), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:  # conmon is gone (the task has exited)
-        raise FailedPrecondition(f"cannot resize the terminal of task {record.id}: {exc.strerror}") from None
+        ctl = os.open(os.path.join(directory, "ctl"), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:  # conmon is gone (the process has exited)
+        raise FailedPrecondition(f"cannot resize the terminal: {exc.strerror}") from None
     try:
-        os.write(ctl, f"1 {height} {width}\n".encode())
+        os.write(ctl, line.encode())
     finally:
         os.close(ctl)
 
@@ -353,8 +360,9 @@ def add_exec(manager: ContainerManager, record: Container, exec_id: str, process
              io: TaskIO) -> None:
     """Prepare an exec in a running task (``start_exec`` runs it).
     AlreadyExists for an id in use; FailedPrecondition when the task does not run."""
-    if io.terminal or process.get("terminal"):
-        raise InvalidArgument("an exec with a terminal is not supported yet: run it without -t")
+    if bool(process.get("terminal")) != io.terminal:
+        raise InvalidArgument(f"the exec's process {'has' if process.get('terminal') else 'has no'} terminal "
+                              f"but its stdio {'has' if io.terminal else 'has none'}")
     _require_task(manager, record)
     if manager.status(record).state != RUNNING:
         raise FailedPrecondition(f"task {record.id} is not running")
@@ -378,14 +386,47 @@ def start_exec(manager: ContainerManager, record: Container, exec_id: str) -> in
     if os.path.exists(os.path.join(directory, "conmon.pid")):
         raise FailedPrecondition(f"exec {exec_id} of task {record.id} has started already")
     io = _read_io(os.path.join(directory, TASK_FILE))
-    paths = ConmonPaths(bundle=None, pid_file=os.path.join(directory, "pid"),
-                        conmon_pid_file=os.path.join(directory, "conmon.pid"), exit_dir=directory,
-                        log_path=os.devnull, socket_dir=manager.sockets_dir)
-    pid = _run_conmon(manager, record, paths, io, cwd=directory,
-                      exec_process=os.path.join(directory, "process.json"))
+    process_file = os.path.join(directory, "process.json")
+    if io.terminal:
+        pid = _run_exec_terminal(manager, record, directory, io, process_file)
+    else:
+        paths = ConmonPaths(bundle=None, pid_file=os.path.join(directory, "pid"),
+                            conmon_pid_file=os.path.join(directory, "conmon.pid"), exit_dir=directory,
+                            log_path=os.devnull, socket_dir=manager.sockets_dir)
+        pid = _run_conmon(manager, record, paths, io, cwd=directory, exec_process=process_file)
     with open(os.path.join(directory, "process.json"), encoding="utf-8") as f:
         manager.exec_started(record, exec_id, json.load(f).get("args", []))
     return pid
+
+
+def _run_exec_terminal(manager: ContainerManager, record: Container, directory: str, io: TaskIO,
+                       process_file: str) -> int:
+    """An exec with a terminal: conmon makes its attach socket (and ``ctl``)
+    in the exec's directory and waits; the relay connects; then it runs."""
+    paths = ConmonPaths(bundle=directory, pid_file=os.path.join(directory, "pid"),
+                        conmon_pid_file=os.path.join(directory, "conmon.pid"), exit_dir=directory,
+                        log_path=os.path.join(directory, "terminal.log"), socket_dir=manager.sockets_dir)
+    argv = conmon_argv(runc=manager.runc, container_id=record.id, session_id=os.path.basename(directory),
+                       name=record.name, paths=paths, tty=True, stdin=True, exec_process=process_file,
+                       log_size_max=TERMINAL_LOG_MAX)
+    if manager.config.runtime.conmon:
+        argv[0] = manager.config.runtime.conmon
+    session = ConmonSession(argv, cwd=directory, attach=True)
+    try:
+        session.wait_attach()
+        _start_relay(directory, io)
+        session.release()
+        return session.wait_pid()
+    finally:
+        session.close()
+
+
+def resize_exec(manager: ContainerManager, record: Container, exec_id: str, *, width: int, height: int) -> None:
+    """Set the size of an exec's terminal. FailedPrecondition when it has none."""
+    directory = _exec_dir(manager, record, exec_id)
+    if not _read_io(os.path.join(directory, TASK_FILE)).terminal:
+        raise FailedPrecondition(f"exec {exec_id} has no terminal to resize")
+    _write_ctl(directory, f"1 {height} {width}\n")
 
 
 def exec_state(manager: ContainerManager, record: Container, exec_id: str) -> ProcessState:
@@ -485,5 +526,5 @@ def _exit_status(status: ContainerStatus) -> int:
 
 
 __all__ = ["ProcessState", "TaskIO", "add_exec", "create_task", "delete_exec", "delete_task", "exec_ids",
-           "exec_state", "has_task", "kill_exec", "kill_task", "list_pids", "resize_task", "start_exec",
+           "exec_state", "has_task", "kill_exec", "kill_task", "list_pids", "resize_exec", "resize_task", "start_exec",
            "start_task", "task_state", "wait_exec", "wait_task"]
