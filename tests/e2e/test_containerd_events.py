@@ -347,3 +347,33 @@ def test_publish_and_forward_through_the_stub(hawserd: Hawserd, stub: events_pb2
         assert got[0].event.type_url == "containerd.events.TaskResumed"
     finally:
         subscription.cancel()
+
+
+def test_ctr_run_and_task_operations_through_ctr_events(hawserd: Hawserd, pulled: str,
+                                                        stub: events_pb2_grpc.EventsStub,
+                                                        watch: Callable[..., CtrEvents]) -> None:
+    """What containerd's Containers and Tasks services did reaches ``ctr events`` as containerd sends it."""
+    events = watch()
+    events.sync(stub)
+    ctr(hawserd, "run", "--rm", pulled, "ev-run", "sh", "-c", "exit 0")
+    ctr(hawserd, "run", "-d", pulled, "ev-bg", "sleep", "1000")
+    ctr(hawserd, "tasks", "exec", "--exec-id", "ev-exec", "ev-bg", "true")
+    ctr(hawserd, "tasks", "pause", "ev-bg")
+    ctr(hawserd, "tasks", "resume", "ev-bg")
+    ctr(hawserd, "tasks", "kill", "-s", "SIGKILL", "ev-bg")
+    ctr(hawserd, "tasks", "rm", "-f", "ev-bg")
+    ctr(hawserd, "containers", "label", "ev-bg", "k=v")
+    ctr(hawserd, "containers", "rm", "ev-bg")
+    lines = real(events.wait_for(lambda ls: ("/containers/delete", "ev-bg") in
+                                 [(line.topic, line.event.get("id")) for line in ls]))
+    ran = [line.topic for line in lines if "ev-run" in (line.event.get("id"), line.event.get("container_id"))]
+    assert ran[0] == "/containers/create" and ran[-1] == "/containers/delete"
+    assert [t for t in ran if t.startswith("/tasks/")] == ["/tasks/create", "/tasks/start", "/tasks/exit",
+                                                           "/tasks/delete"]
+    (exit_,) = [line for line in lines if line.topic == "/tasks/exit" and line.event.get("container_id") == "ev-run"]
+    assert exit_.event.get("exit_status", 0) == 0
+    bg = [line.topic for line in lines if "ev-bg" in (line.event.get("id"), line.event.get("container_id"))]
+    for topic in ("/tasks/exec-added", "/tasks/exec-started", "/tasks/paused", "/tasks/resumed", "/tasks/exit",
+                  "/tasks/delete", "/containers/update", "/containers/delete"):
+        assert topic in bg, (topic, bg)
+    assert bg.index("/tasks/paused") < bg.index("/tasks/resumed") < bg.index("/tasks/delete")

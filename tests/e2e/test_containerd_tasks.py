@@ -344,3 +344,18 @@ def test_ctr_tasks_start_and_attach(hawserd: Hawserd, image: str) -> None:
         if attached.poll() is None:
             attached.kill()
             attached.wait()
+
+
+def test_a_running_task_is_driven_after_a_kill_of_hawserd(hawserd: Hawserd, image: str) -> None:
+    ctr(hawserd, "run", "-d", image, "steady", "sh", "-c", "trap 'exit 8' TERM; while :; do sleep 0.1; done")
+    before = tasks(hawserd)["steady"]
+    assert hawserd.stop(signal.SIGKILL) == -signal.SIGKILL
+    hawserd.start()
+    assert tasks(hawserd)["steady"] == before  # same pid, RUNNING
+    rt, md = stub(hawserd)
+    waiting = rt.Wait.future(pb.WaitRequest(container_id="steady"), metadata=md)
+    ctr(hawserd, "tasks", "kill", "-s", "SIGTERM", "steady")
+    assert waiting.result(timeout=30).exit_status == 8
+    ctr(hawserd, "tasks", "rm", "steady")
+    assert "steady" not in tasks(hawserd)
+    ctr(hawserd, "containers", "rm", "steady")

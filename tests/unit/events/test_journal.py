@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from hawser.events import Event, Journal, container_observer
+from hawser.events import MAX_BYTES, Event, Journal, container_observer
 
 
 def event(n: int, **changes: object) -> Event:
@@ -156,3 +156,30 @@ def test_in_process_listeners_hear_each_append(tmp_path: Path) -> None:
     journal.append(event(0))
     journal.append(event(1))
     assert len(heard) == 2 and len(list(journal.read())) == 2
+
+
+def test_the_journal_stays_bounded_under_10000_container_starts(tmp_path: Path) -> None:
+    """At its real size: 10,000 CRI containers created, started, exited and removed, each
+    event with a CRI container's labels, stay within twice the journal's bound."""
+    journal = Journal(str(tmp_path))
+    observe = container_observer(journal)
+
+    class CriRecord:
+        namespace, image = "k8s.io", "127.0.0.1:5000/app:v1"
+        labels = {"io.kubernetes.pod.name": "web-7d9c", "io.kubernetes.pod.namespace": "default",
+                  "io.kubernetes.pod.uid": "5f0c1f0e-6a3b-4c1e-9d2a-0b8f3e6c7a11", "io.kubernetes.container.name": "app",
+                  "io.hawser.cri.kind": "container", "io.hawser.cri.sandbox-id": "ab" * 32}
+
+        def __init__(self, n: int) -> None:
+            self.id, self.name = f"{n:064x}", f"app-{n}"
+
+    for n in range(10_000):
+        record = CriRecord(n)
+        for kind in ("created", "started"):
+            observe(kind, record, {})
+        observe("stopped", record, {"exitCode": "0", "reason": "Completed"})
+        observe("deleted", record, {})
+    total = sum(os.path.getsize(tmp_path / name) for name in ("journal", "journal.1"))
+    assert total <= 2 * MAX_BYTES + 4096
+    kept = list(journal.read())
+    assert kept[-1].id == f"{9999:064x}" and kept[-1].action == "remove"
