@@ -170,6 +170,9 @@ def test_detached_tasks(hawserd: Hawserd, image: str) -> None:
     ctr(hawserd, "run", "-d", image, "bg", "sh", "-c", "trap 'echo bye; exit 3' TERM; while :; do sleep 0.1; done")
     listed = tasks(hawserd)
     assert listed["bg"][1] == "RUNNING" and int(listed["bg"][0]) > 0
+    # system check knows a task's bundle, mount and conmon as the container's (its id is the client's).
+    findings = json.loads(hawserd.cli("system", "check", "--format", "json", check=False).stdout)
+    assert [f for f in findings if f["severity"] != "info"] == [], findings
     pids = ctr(hawserd, "tasks", "ps", "bg").stdout.splitlines()
     assert pids[0].split()[0] == "PID" and listed["bg"][0] in {line.split()[0] for line in pids[1:]}
 
@@ -203,7 +206,11 @@ def test_detached_tasks(hawserd: Hawserd, image: str) -> None:
     assert "bg" not in tasks(hawserd)
     # The container stays, without a task: hawser sees it as created.
     assert ctr(hawserd, "containers", "ls", "-q").stdout.split() == ["bg"]
+    (listed_bg,) = json.loads(hawserd.cli("-n", NS, "ps", "-a", "--format", "json").stdout)
+    assert listed_bg["State"]["Status"] == "created", listed_bg
     ctr(hawserd, "containers", "rm", "bg")
+    # Nothing of the task or its execs is left for system check to find.
+    assert json.loads(hawserd.cli("system", "check", "--format", "json", check=False).stdout) == []
 
 
 def test_a_task_outlives_a_kill_of_hawserd(hawserd: Hawserd, image: str, tmp_path: object) -> None:

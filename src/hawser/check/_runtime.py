@@ -13,8 +13,9 @@ delete --force`` kills the processes and drops the cgroup), conmon, mounts
 (deepest first), pinned namespaces, then directories and files, and last
 the cgroups that are left.
 
-Only names hawser makes are looked at: 64-hex container and pod ids, and
-``pod-<12 hex>`` cgroups.  Several hawser stores on one host must not share
+Only names hawser makes are looked at: container ids (64 hex, or the
+identifier a containerd client chose), 64-hex pod ids, and ``pod-<12 hex>``
+cgroups.  Several hawser stores on one host must not share
 a cgroup parent: this check cannot tell another store's cgroups from its
 own leftovers (it only ever removes empty ones).
 """
@@ -47,6 +48,8 @@ from hawser.host import CgroupLayout
 from hawser.metadata import Container, SandboxRecord
 
 ID = re.compile(r"^[0-9a-f]{64}$")
+# A container's id: 64 hex when hawser made it, the client's (containerd's identifier) through containerd's API.
+CONTAINER_ID = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
 POD_CGROUP = re.compile(r"^pod-[0-9a-f]{12}$")
 STANDIN = re.compile(r"^\.standin-([0-9a-f]{64})-")
 # The overlay probe (hawser.host._overlay) mounts in a fresh store for a moment.
@@ -76,7 +79,7 @@ class _Paths:
 def check_runtime(ctx: Context) -> None:
     paths = _Paths(ctx)
     # 1. Everything on the host first (see the module docstring), then the records.
-    listed = {name: [n for n in listdir(path) if ID.match(n)]
+    listed = {name: [n for n in listdir(path) if (ID if name == "pods" else CONTAINER_ID).match(n)]
               for name, path in (("bundles", paths.bundles), ("exits", paths.exits), ("attach", paths.attach),
                                  ("runc", paths.runc), ("pods", paths.pods), ("logs", paths.logs))}
     conmons = [p for p in ctx.host.processes("conmon") if _conmon_id(p, paths.runc)]
@@ -155,7 +158,7 @@ def _conmon_id(process: Process, runc_root: str) -> str | None:
         id_ = argv[argv.index("--cid") + 1]
     except (ValueError, IndexError):
         return None
-    return id_ if ID.match(id_) else None
+    return id_ if CONTAINER_ID.match(id_) else None
 
 
 def _mounts_below(mounts: Iterable[MountPoint], tops: Sequence[str]) -> list[MountPoint]:
@@ -173,7 +176,7 @@ def _owner(path: str, paths: _Paths) -> tuple[str, str, str] | None:
     rel = _under(path, paths.bundles)
     if rel is not None:
         id_ = rel.split("/", 1)[0]
-        return ("container", id_, "") if ID.match(id_) else None
+        return ("container", id_, "") if CONTAINER_ID.match(id_) else None
     rel = _under(path, paths.pods)
     if rel is not None:
         parts = rel.split("/")

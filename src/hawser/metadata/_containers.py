@@ -27,17 +27,20 @@ class SQLContainers(ContainerRecords):
                          created_at=row[9])
 
     def create(self, container: Container) -> Container:
-        """Record a new container. AlreadyExists if its id or name is taken. Not idempotent."""
+        """Record a new container. AlreadyExists if its id is taken in any
+        namespace (a container's runtime state, its bundle, runc's state and
+        exit file, is kept by id alone), or its name in its namespace. Not idempotent."""
         check_identifier(container.namespace, "namespace")
         text = dump_labels(container.labels)
         with self._db.transaction(write=True) as c:
             self._db.ensure_namespace(c, container.namespace)
-            taken = c.execute("SELECT id FROM containers WHERE namespace = ? AND (id = ? OR name = ?)",
-                              (container.namespace, container.id, container.name)).fetchone()
+            taken = c.execute("SELECT namespace, id FROM containers WHERE id = ? OR (namespace = ? AND name = ?)",
+                              (container.id, container.namespace, container.name)).fetchone()
             if taken is not None:
-                what = f"id {container.id}" if taken[0] == container.id else f"name {container.name!r}"
-                raise AlreadyExists(f"container {what} is already in use by container {taken[0][:12]}",
-                                    hint="remove that container or choose another name")
+                what = f"id {container.id}" if taken[1] == container.id else f"name {container.name!r}"
+                where = "" if taken[0] == container.namespace else f" in namespace {taken[0]!r}"
+                raise AlreadyExists(f"container {what} is already in use by container {taken[1][:12]}{where}",
+                                    hint="remove that container or choose another id or name")
             c.execute(f"INSERT INTO containers ({self._CONTAINER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (container.namespace, container.id, container.name, container.image, container.image_id,
                        container.snapshotter, container.snapshot_key, json.dumps(dict(container.config)), text,

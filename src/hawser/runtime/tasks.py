@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -121,7 +122,7 @@ def create_task(manager: ContainerManager, record: Container, spec: Mapping[str,
                                 log_path=os.path.join(bundle, "terminal.log") if io.terminal else os.devnull,
                                 socket_dir=manager.sockets_dir)
             if not io.terminal:
-                return _run_conmon(manager, record, paths, io, cwd=bundle)
+                return _run_conmon(manager, record, paths, io, cwd=bundle, session=_session(record))
             pid = _run_conmon_terminal(manager, record, paths)
             _start_relay(bundle, io)
             return pid
@@ -144,23 +145,33 @@ def _snapshot_mounts(manager: ContainerManager, record: Container) -> list[Mount
         raise FailedPrecondition(f"container {record.id}: its snapshot {record.snapshot_key!r} is gone") from None
 
 
+def _session(record: Container, exec_id: str = "") -> str:
+    """conmon's session id, which names its attach socket's directory under the
+    state dir: the container's id for the task; for an exec one unique to the
+    container and the exec (two containers' execs may share an id), short
+    enough for a socket path."""
+    if not exec_id:
+        return record.id
+    return "exec-" + hashlib.sha256(f"{record.id}/{exec_id}".encode()).hexdigest()[:24]
+
+
 def _run_conmon(manager: ContainerManager, record: Container, paths: ConmonPaths, io: TaskIO, *, cwd: str,
-                exec_process: str | None = None) -> int:
-    argv = conmon_argv(runc=manager.runc, container_id=record.id, session_id=os.path.basename(cwd),
+                exec_process: str | None = None, session: str) -> int:
+    argv = conmon_argv(runc=manager.runc, container_id=record.id, session_id=session,
                        name=record.name, paths=paths, tty=False, stdin=False, exec_process=exec_process,
                        passthrough=True)
     if manager.config.runtime.conmon:
         argv[0] = manager.config.runtime.conmon
     fds = _open_stdio(io)
     try:
-        session = ConmonSession(argv, cwd=cwd, stdio=fds)
+        conmon = ConmonSession(argv, cwd=cwd, stdio=fds)
     finally:
         for fd in fds:
             os.close(fd)
     try:
-        return session.wait_pid()
+        return conmon.wait_pid()
     finally:
-        session.close()
+        conmon.close()
 
 
 def _run_conmon_terminal(manager: ContainerManager, record: Container, paths: ConmonPaths) -> int:
@@ -251,6 +262,8 @@ def delete_task(manager: ContainerManager, record: Container) -> ProcessState:
                     unmount_all(root, detach=True)
 
         manager._forget_runtime(record.id, meanwhile=release_rootfs, strict=True)
+        for exec_id in exec_ids(manager, record):  # those the client did not delete
+            remove_link_or_tree(os.path.join(manager.sockets_dir, _session(record, exec_id)))
         _release_bundle(manager, record.id)
     return state
 
@@ -388,37 +401,38 @@ def start_exec(manager: ContainerManager, record: Container, exec_id: str) -> in
     io = _read_io(os.path.join(directory, TASK_FILE))
     process_file = os.path.join(directory, "process.json")
     if io.terminal:
-        pid = _run_exec_terminal(manager, record, directory, io, process_file)
+        pid = _run_exec_terminal(manager, record, directory, io, process_file, _session(record, exec_id))
     else:
         paths = ConmonPaths(bundle=None, pid_file=os.path.join(directory, "pid"),
                             conmon_pid_file=os.path.join(directory, "conmon.pid"), exit_dir=directory,
                             log_path=os.devnull, socket_dir=manager.sockets_dir)
-        pid = _run_conmon(manager, record, paths, io, cwd=directory, exec_process=process_file)
+        pid = _run_conmon(manager, record, paths, io, cwd=directory, exec_process=process_file,
+                          session=_session(record, exec_id))
     with open(os.path.join(directory, "process.json"), encoding="utf-8") as f:
         manager.exec_started(record, exec_id, json.load(f).get("args", []))
     return pid
 
 
 def _run_exec_terminal(manager: ContainerManager, record: Container, directory: str, io: TaskIO,
-                       process_file: str) -> int:
+                       process_file: str, session: str) -> int:
     """An exec with a terminal: conmon makes its attach socket (and ``ctl``)
     in the exec's directory and waits; the relay connects; then it runs."""
     paths = ConmonPaths(bundle=directory, pid_file=os.path.join(directory, "pid"),
                         conmon_pid_file=os.path.join(directory, "conmon.pid"), exit_dir=directory,
                         log_path=os.path.join(directory, "terminal.log"), socket_dir=manager.sockets_dir)
-    argv = conmon_argv(runc=manager.runc, container_id=record.id, session_id=os.path.basename(directory),
+    argv = conmon_argv(runc=manager.runc, container_id=record.id, session_id=session,
                        name=record.name, paths=paths, tty=True, stdin=True, exec_process=process_file,
                        log_size_max=TERMINAL_LOG_MAX)
     if manager.config.runtime.conmon:
         argv[0] = manager.config.runtime.conmon
-    session = ConmonSession(argv, cwd=directory, attach=True)
+    conmon = ConmonSession(argv, cwd=directory, attach=True)
     try:
-        session.wait_attach()
+        conmon.wait_attach()
         _start_relay(directory, io)
-        session.release()
-        return session.wait_pid()
+        conmon.release()
+        return conmon.wait_pid()
     finally:
-        session.close()
+        conmon.close()
 
 
 def resize_exec(manager: ContainerManager, record: Container, exec_id: str, *, width: int, height: int) -> None:
@@ -493,6 +507,7 @@ def delete_exec(manager: ContainerManager, record: Container, exec_id: str) -> P
     if state.state == EXITED:
         manager.exec_exited(record, exec_id, state.exit_status)
     shutil.rmtree(_exec_dir(manager, record, exec_id), ignore_errors=True)
+    remove_link_or_tree(os.path.join(manager.sockets_dir, _session(record, exec_id)))
     return state
 
 

@@ -82,3 +82,18 @@ def test_concurrent_label_merges_keep_each_other(tmp_path: Path, md: Metadata) -
         t.join()
     assert not errors
     assert len(md.containers.get("c1").labels) == 2 + 60
+
+
+def test_an_id_is_one_containers_in_every_namespace(md: Metadata) -> None:
+    """The runtime keeps a container's state by id alone: a second namespace cannot take it
+    (containerd allows it; hawser refuses it rather than share a bundle); names are per namespace."""
+    from hawser.errors import AlreadyExists
+
+    md.containers.create(record("shared", namespace="one"))
+    with pytest.raises(AlreadyExists, match="in namespace 'one'"):
+        md.containers.create(record("shared", namespace="two"))
+    other = record("elsewhere", namespace="two")
+    md.containers.create(Container(**{**{k: getattr(other, k) for k in ("namespace", "id", "image", "image_id",
+                                                                          "snapshotter", "snapshot_key", "config",
+                                                                          "labels", "created_at")},
+                                      "name": "shared"}))
