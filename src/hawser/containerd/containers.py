@@ -18,9 +18,11 @@ empty value removing it), ``spec``, ``extensions``, ``extensions.<name>``,
 changed snapshotter or runtime name (immutable); any other path is
 INVALID_ARGUMENT.
 
-Deviations, each where hawser has no equivalent: Create refuses a runtime
-other than runc's (``_records.check_runtime``), which containerd would
-refuse only at task creation; Delete refuses a container that has a task
+Deviations, each where hawser has no equivalent: Create refuses an id
+another namespace's container has (ALREADY_EXISTS: hawser keeps a
+container's runtime state, bundle, runc state and exit file, by id alone),
+and a runtime other than runc's (``_records.check_runtime``), which
+containerd would refuse only at task creation; Delete refuses a container that has a task
 (its bundle exists: FAILED_PRECONDITION, as containerd's client refuses it),
 since hawser keeps the record and the task's runtime state together; and a
 container hawser made itself keeps its spec, extensions and snapshot key
