@@ -136,6 +136,13 @@ def test_reopen_log_after_rotation_loses_no_line(pods: Pods) -> None:
     assert not path.exists()
 
 
+def cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def test_exec_sync(pods: Pods) -> None:
     pod = pods.pod("exec")
     container = pods.run(pod, pods.config("box", "sleep", "1000"))
@@ -143,9 +150,19 @@ def test_exec_sync(pods: Pods) -> None:
     assert (result.stdout, result.stderr, result.exit_code) == (b"out\n", b"err\n", 7)
     assert pods.exec(container, "id", "-u").stdout == b"0\n"
 
+    # Output without a final newline is output too (kubelet's exec probes compare it exactly).
+    assert pods.exec(container, "echo", "-n", "hello").stdout == b"hello"
+    both = pods.exec(container, "sh", "-c", "printf 'a\\nb'; printf c >&2")
+    assert (both.stdout, both.stderr) == (b"a\nb", b"c")
+
     started = time.monotonic()
-    code, _ = status_code(pods.exec, container, "sleep", "30", timeout=1)
+    code, _ = status_code(pods.exec, container, "sleep", "4321", timeout=1)
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() - started < 10
+    # The command it timed out is killed, not left running in the container.
+    deadline = time.monotonic() + 5
+    while any(cmdline(pid) == b"sleep\x004321\x00" for pid in os.listdir("/proc") if pid.isdigit()):
+        assert time.monotonic() < deadline, "the timed-out exec's sleep 4321 still runs"
+        time.sleep(0.05)
     # A background process holding stdout open does not make the call outlive its timeout.
     started = time.monotonic()
     try:

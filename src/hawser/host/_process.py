@@ -71,6 +71,25 @@ def _signal(pid: int, sig: int, group: bool) -> None:
 # -- sync ----------------------------------------------------------------------
 
 
+def kill_process(pid: int, sig: int) -> bool:
+    """Send ``sig`` to ``pid`` through a pidfd (so a pid freed between the
+    open and the send is never another process's); False when there is no
+    such process (or ``pid`` is not above 0)."""
+    if pid <= 0:
+        return False
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    try:
+        signal.pidfd_send_signal(fd, sig)
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
 def spawn_process(argv: Sequence[str], *, stdin: bool = False, env: Mapping[str, str] | None = None,
                   cwd: str | None = None, pass_fds: Sequence[int] = (), kill_group: bool = False,
                   grace: float = TERM_GRACE) -> Process:

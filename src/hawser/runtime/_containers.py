@@ -36,7 +36,7 @@ from hawser.errors import (
     InvalidArgument,
     NotFound,
 )
-from hawser.host import FileLock
+from hawser.host import FileLock, kill_process
 from hawser.metadata import Container
 from hawser.runtime._conmon import ConmonPaths, ConmonSession, ConmonWatch, conmon_argv
 from hawser.runtime._files import (
@@ -733,6 +733,10 @@ class ContainerManager:
                     self.exec_exited(record, exec_id, code)
                 session.close()
             if "timed out" in message:
+                # conmon kills runc exec, its child; the command itself (runc's child,
+                # now the container's) is ours to end, or it runs on (a probe that times
+                # out each period would pile them up to the pod's pid limit).
+                kill_process(read_int(paths.pid_file), signal.SIGKILL)
                 raise DeadlineExceeded(f"command {argv[0]!r} timed out after {timeout:g}s")
             entries = read_log(log)
             stdout = b"".join(e.data for e in entries if e.stream == "stdout")

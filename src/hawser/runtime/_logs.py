@@ -77,7 +77,12 @@ def parse_since(text: str, now: float | None = None) -> float:
 
 
 def _entries(chunks: Iterator[bytes]) -> Iterator[LogEntry]:
+    """The log's entries: partial (``P``) records joined up to their full
+    (``F``) one, which ends with a newline.  What the output ended with
+    without a newline (``printf hello``: partial records and no full one
+    after them) comes last, as it was, without one."""
     pending: dict[str, list[bytes]] = {}
+    last: dict[str, str] = {}
     buffer = b""
     for chunk in chunks:
         buffer += chunk
@@ -88,8 +93,11 @@ def _entries(chunks: Iterator[bytes]) -> Iterator[LogEntry]:
                 continue
             when, stream, partial, content = parsed
             pending.setdefault(stream, []).append(content)
+            last[stream] = when
             if not partial:
                 yield LogEntry(when, stream, b"".join(pending.pop(stream)) + b"\n")
+    for stream, parts in pending.items():
+        yield LogEntry(last[stream], stream, b"".join(parts))
 
 
 def read_log(path: str, *, since: float | None = None, tail: int | None = None) -> list[LogEntry]:

@@ -37,7 +37,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -486,17 +485,10 @@ def kill_exec(manager: ContainerManager, record: Container, exec_id: str, sig: i
     state = exec_state(manager, record, exec_id)
     if state.state != RUNNING or state.pid <= 0:
         raise NotFound(f"process already finished: exec {exec_id} is {state.state}")
-    # Through a pidfd opened while conmon (its parent) still watches it: the pid is the exec's.
-    try:
-        fd = os.pidfd_open(state.pid)
-    except ProcessLookupError:
-        raise NotFound(f"process already finished: exec {exec_id}") from None
-    try:
-        signal.pidfd_send_signal(fd, sig)
-    except ProcessLookupError:
-        raise NotFound(f"process already finished: exec {exec_id}") from None
-    finally:
-        os.close(fd)
+    from hawser.host import kill_process
+
+    if not kill_process(state.pid, sig):
+        raise NotFound(f"process already finished: exec {exec_id}")
 
 
 def delete_exec(manager: ContainerManager, record: Container, exec_id: str) -> ProcessState:
