@@ -59,3 +59,19 @@ def pod_network(hawserd: Hawserd, tmp_path: Path) -> Iterator[CniEnv]:
 @pytest.fixture(scope="session", autouse=True)
 def _e2e_tests_restore_host_network_state(restore_host_network_state: None) -> None:
     """The session's one ``restore_host_network_state``, for every e2e test."""
+
+
+# Where ctr makes its FIFOs (containerd's cio default); it leaves those of a task it did not delete itself.
+CTR_FIFOS = Path("/run/containerd/fifo")
+
+
+@pytest.fixture(autouse=True)
+def ctr_fifos_removed() -> Iterator[None]:
+    """What ``ctr`` leaves under /run/containerd/fifo during a test is removed after it."""
+    before = set(os.listdir(CTR_FIFOS)) if CTR_FIFOS.is_dir() else set()
+    yield
+    if CTR_FIFOS.is_dir():
+        import shutil
+
+        for name in set(os.listdir(CTR_FIFOS)) - before:
+            shutil.rmtree(CTR_FIFOS / name, ignore_errors=True)
