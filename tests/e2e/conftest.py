@@ -75,3 +75,15 @@ def ctr_fifos_removed() -> Iterator[None]:
 
         for name in set(os.listdir(CTR_FIFOS)) - before:
             shutil.rmtree(CTR_FIFOS / name, ignore_errors=True)
+
+
+@pytest.fixture
+def metrics_port(hawserd: Hawserd) -> Iterator[int]:
+    """hawserd restarted with its metrics endpoint on a free port."""
+    from tests.e2e.helpers import free_port
+
+    assert hawserd.stop() == 0
+    port = free_port()
+    hawserd.extra_args = ["--metrics-address", f"127.0.0.1:{port}"]
+    hawserd.start()
+    yield port

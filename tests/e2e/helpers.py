@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 from cri_api.v1 import api_pb2
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.images import BuiltImage, build_image
 from tests.support.layers import LayerBuilder
@@ -75,3 +78,27 @@ class EventStream:
 
 def kinds(events: list[api_pb2.ContainerEventResponse], container_id: str) -> list[int]:
     return [e.container_event_type for e in events if e.container_id == container_id]
+
+
+# --- hawserd's metrics endpoint -----------------------------------------------------------
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(port: int, accept: str | None = None) -> tuple[str, str]:
+    """(content type, body) of http://127.0.0.1:PORT/metrics, never through a proxy."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Accept": accept} if accept else {})
+    with opener.open(request, timeout=10) as answer:
+        return answer.headers["Content-Type"], answer.read().decode()
+
+
+def samples(text: str) -> Samples:
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}

@@ -6,13 +6,11 @@ same names and values over the CRI socket."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from cri_api.v1 import api_pb2
 
-from tests.e2e.test_metrics import free_port, samples, scrape
+from tests.e2e.helpers import samples, scrape
 from tests.support.cri_pods import CGROUP_ROOT, Pods, cgroup_dir
 from tests.support.hawserd import Hawserd
 
@@ -25,16 +23,6 @@ FAMILIES = {
 NETWORK = {"container_network_receive_bytes_total", "container_network_transmit_bytes_total",
            "container_network_receive_errors_total", "container_network_transmit_errors_total"}
 V2 = Path(CGROUP_ROOT, "cgroup.controllers").exists()
-
-
-@pytest.fixture
-def metrics_port(hawserd: Hawserd) -> Iterator[int]:
-    """hawserd restarted with its metrics endpoint on a free port."""
-    assert hawserd.stop() == 0
-    port = free_port()
-    hawserd.extra_args = ["--metrics-address", f"127.0.0.1:{port}"]
-    hawserd.start()
-    yield port
 
 
 def stat_of(directory: Path) -> dict[str, int]:

@@ -9,40 +9,18 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
 
 import grpc
 import pytest
 from cri_api.v1 import api_pb2
-from prometheus_client.parser import text_string_to_metric_families
 
 from hawser import __version__
-from tests.e2e.helpers import spec, status_code
+from tests.e2e.helpers import samples, scrape, spec, status_code
 from tests.support.hawserd import Hawserd
 
 RUNTIME = "runtime.v1.RuntimeService"
 IMAGES = "runtime.v1.ImageService"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def scrape(port: int, accept: str | None = None) -> tuple[str, str]:
-    """(content type, body) of http://127.0.0.1:PORT/metrics, never through a proxy."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Accept": accept} if accept else {})
-    with opener.open(request, timeout=10) as answer:
-        return answer.headers["Content-Type"], answer.read().decode()
-
-
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def listening_ports(pid: int) -> set[int]:
@@ -60,16 +38,6 @@ def listening_ports(pid: int) -> set[int]:
                 if fields[3] == "0A" and fields[9] in inodes:
                     ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
-
-
-@pytest.fixture
-def metrics_port(hawserd: Hawserd) -> Iterator[int]:
-    """hawserd restarted with its metrics endpoint on a free port."""
-    assert hawserd.stop() == 0
-    port = free_port()
-    hawserd.extra_args = ["--metrics-address", f"127.0.0.1:{port}"]
-    hawserd.start()
-    yield port
 
 
 def test_requests_are_counted_per_method_and_code(hawserd: Hawserd, metrics_port: int) -> None:

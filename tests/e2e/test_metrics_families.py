@@ -12,31 +12,16 @@ import shutil
 import subprocess
 import tarfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-import pytest
 from cri_api.v1 import api_pb2
 
-from tests.e2e.helpers import spec, status_code
-from tests.e2e.test_metrics import free_port, samples, scrape
+from tests.e2e.helpers import Samples, samples, scrape, spec, status_code
 from tests.support.cri_pods import Pods
 from tests.support.hawserd import Hawserd
 from tests.support.images import BuiltImage, build_image, push_image
 from tests.support.registry_fixtures import Registry
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-@pytest.fixture
-def metrics_port(hawserd: Hawserd) -> Iterator[int]:
-    """hawserd restarted with its metrics endpoint on a free port."""
-    assert hawserd.stop() == 0
-    port = free_port()
-    hawserd.extra_args = ["--metrics-address", f"127.0.0.1:{port}"]
-    hawserd.start()
-    yield port
 
 
 def small_image() -> BuiltImage:

@@ -30,8 +30,8 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2
 
+from tests.e2e.helpers import Samples, free_port, samples, scrape
 from tests.e2e.test_container_metrics import working_set
-from tests.e2e.test_metrics import free_port, samples, scrape
 from tests.support.cri_pods import Pods
 from tests.support.hawserd import Hawserd
 from tests.support.registry_fixtures import Registry
@@ -41,16 +41,6 @@ IMAGES = "runtime.v1.ImageService"
 # The shell keeps the string (the echo after sleep stops it exec'ing sleep in its place), then sleeps: idle.
 HOLD = 'x=$(yes | head -c {size}); sleep 1000; echo "${{#x}}"'
 POLL = 30.0  # seconds: how long Prometheus gets to have a sample
-
-
-@pytest.fixture
-def metrics_port(hawserd: Hawserd) -> Iterator[int]:
-    """hawserd restarted with its metrics endpoint on a free port."""
-    assert hawserd.stop() == 0
-    port = free_port()
-    hawserd.extra_args = ["--metrics-address", f"127.0.0.1:{port}"]
-    hawserd.start()
-    yield port
 
 
 # --- Prometheus ---------------------------------------------------------------------
@@ -286,9 +276,6 @@ def settle_working_set(container_id: str, pod_config: api_pb2.PodSandboxConfig, 
         previous = now
         time.sleep(0.3)
     assert working_set(container_id, pod_config) >= at_least
-
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def pick(got: Samples, name: str, **labels: str) -> float:

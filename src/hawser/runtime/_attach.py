@@ -17,7 +17,7 @@ import socket
 import sys
 import termios
 import tty as tty_mod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from hawser.errors import FailedPrecondition
@@ -87,7 +87,7 @@ def attach(manager: ContainerManager, info: ContainerInfo, *, stdin: bool, tty: 
     try:
         with sock, _raw(in_fd, terminal):
             manager.start_created(info)
-            _pump(sock, in_fd)
+            pump(sock, in_fd)
     finally:
         if previous is not None:
             signal.signal(signal.SIGWINCH, previous)
@@ -95,8 +95,16 @@ def attach(manager: ContainerManager, info: ContainerInfo, *, stdin: bool, tty: 
     return 125 if status.exit_code is None else status.exit_code
 
 
-def _pump(sock: socket.socket, in_fd: int) -> None:
-    out, err = sys.stdout.buffer, sys.stderr.buffer
+def _to_stdio(stream: int, data: bytes) -> None:
+    out = sys.stderr.buffer if stream == STDERR else sys.stdout.buffer
+    out.write(data)
+    out.flush()
+
+
+def pump(sock: socket.socket, in_fd: int, deliver: Callable[[int, bytes], None] = _to_stdio) -> None:
+    """Copy until conmon closes the socket: each message it sends to
+    ``deliver(stream, data)`` (STDOUT or STDERR), what ``in_fd`` gives to the
+    container's stdin (-1: nothing); its end closes the container's input."""
     reading_stdin = in_fd >= 0
     while True:
         watched = [sock.fileno()] + ([in_fd] if reading_stdin else [])
@@ -111,9 +119,7 @@ def _pump(sock: socket.socket, in_fd: int) -> None:
                 data = b""
             if not data:
                 return
-            stream = err if data[0] == STDERR else out
-            stream.write(data[1:])
-            stream.flush()
+            deliver(data[0], data[1:])
         if reading_stdin and in_fd in ready:
             chunk = os.read(in_fd, BUFSIZE)
             if chunk:

@@ -18,41 +18,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import socket
 import sys
 
-from hawser.runtime._attach import BUFSIZE, _connect
+from hawser.runtime._attach import _connect, pump
 
 
 def relay(sock: socket.socket, in_fd: int, out_fd: int) -> None:
-    """Copy until the socket closes."""
-    reading = in_fd >= 0
-    while True:
-        watched = [sock.fileno()] + ([in_fd] if reading else [])
-        try:
-            ready, _, _ = select.select(watched, [], [])
-        except InterruptedError:
-            continue
-        if sock.fileno() in ready:
-            try:
-                data = sock.recv(BUFSIZE + 1)
-            except ConnectionResetError:
-                data = b""
-            if not data:
-                return
-            if out_fd >= 0:  # with a terminal all is stdout
-                with contextlib.suppress(OSError):  # a client that went away loses output, not the relay
-                    _write_all(out_fd, data[1:])
-        if reading and in_fd in ready:
-            chunk = os.read(in_fd, BUFSIZE)
-            if chunk:
-                with contextlib.suppress(OSError):
-                    sock.sendall(chunk)
-            else:
-                reading = False
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_WR)
+    """Copy until the socket closes (with a terminal all output is stdout)."""
+
+    def deliver(stream: int, data: bytes) -> None:
+        if out_fd >= 0:
+            with contextlib.suppress(OSError):  # a client that went away loses output, not the relay
+                _write_all(out_fd, data)
+
+    pump(sock, in_fd, deliver)
 
 
 def _write_all(fd: int, data: bytes) -> None:
