@@ -424,6 +424,10 @@ class Daemon:
                     for task in running:
                         task.cancel()
             finally:
+                # grpc cancels the task of an RPC whose handler has returned but whose answer is
+                # still being written when the server's stop completes, and logs that as an
+                # unhandled CancelledError: shutdown noise, not a bug of the request.
+                logging.getLogger("grpc._cython.cygrpc").setLevel(logging.CRITICAL)
                 await server.stop(SHUTDOWN_GRACE)
         finally:
             await self._stop_streaming()
