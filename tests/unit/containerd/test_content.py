@@ -5,12 +5,11 @@ and the codes containerd answers."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -23,6 +22,7 @@ from hawser.content import LocalStore
 from hawser.errors import InvalidArgument
 from hawser.metadata import LABEL_GC_ROOT, Metadata, content_ref_label
 from hawser.oci import Digest
+from tests.support.containerd_fakes import Aborted, FakeContext, blocking, call, code_of
 
 T = TypeVar("T")
 
@@ -86,37 +86,12 @@ def test_malformed_or_unstored_digests_are_invalid_arguments(text: str) -> None:
 # --- the service, with a fake context -------------------------------------------------
 
 
-class Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self.code, self.details = code, details
-
-
-class FakeContext:
-    def __init__(self, namespace: str | None = "default") -> None:
-        self._metadata = (("containerd-namespace", namespace),) if namespace is not None else ()
-        self.written: list[Any] = []
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._metadata
-
-    async def write(self, message: Any) -> None:
-        self.written.append(message)
-
-    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
-        raise Aborted(code, details)
-
-
-async def _blocking(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    return await asyncio.to_thread(fn, *args, **kwargs)
-
-
 @pytest.fixture
 def parts(tmp_path: Path) -> Iterator[SimpleNamespace]:
     metadata = Metadata(tmp_path / "metadata.db")
     store = SimpleNamespace(metadata=metadata, content=LocalStore(tmp_path / "content"))
     try:
-        yield SimpleNamespace(store=store, service=Content(ContainerdDeps(store=store, blocking=_blocking)))  # type: ignore[arg-type]
+        yield SimpleNamespace(store=store, service=Content(ContainerdDeps(store=store, blocking=blocking)))  # type: ignore[arg-type]
     finally:
         metadata.close()
 
@@ -131,14 +106,6 @@ def commit(parts: SimpleNamespace, data: bytes, *, namespace: str = "default",
     return digest
 
 
-def call(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
-def code_of(coro: Any) -> grpc.StatusCode:
-    with pytest.raises(Aborted) as aborted:
-        call(coro)
-    return aborted.value.code
 
 
 def test_info_and_list_show_the_namespaces_records_only(parts: SimpleNamespace) -> None:

@@ -10,7 +10,7 @@ import asyncio
 import base64
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -53,6 +53,7 @@ from hawser.events import Event, Journal, image_observer
 from hawser.metadata import Metadata
 from hawser.oci import Digest
 from hawser.snapshots import NativeSnapshotter
+from tests.support.containerd_fakes import FakeContext, blocking, code_of
 
 T = TypeVar("T")
 
@@ -265,35 +266,15 @@ def test_bad_topics(topic: str, match: str) -> None:
 # --- the service ------------------------------------------------------------------------------
 
 
-class Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self.code, self.details = code, details
+class StreamContext(FakeContext):
+    """A context whose stream's messages arrive on a queue (Subscribe runs until cancelled)."""
 
-
-class FakeContext:
     def __init__(self, namespace: str | None = "team") -> None:
-        self._metadata = (("containerd-namespace", namespace),) if namespace is not None else ()
-        self.written: asyncio.Queue[Any] = asyncio.Queue()
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._metadata
+        super().__init__(namespace)
+        self.stream: asyncio.Queue[Any] = asyncio.Queue()
 
     async def write(self, message: Any) -> None:
-        await self.written.put(message)
-
-    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
-        raise Aborted(code, details)
-
-
-async def _blocking(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    return await asyncio.to_thread(fn, *args, **kwargs)
-
-
-def code_of(coro: Any) -> grpc.StatusCode:
-    with pytest.raises(Aborted) as aborted:
-        asyncio.run(coro)
-    return aborted.value.code
+        await self.stream.put(message)
 
 
 @pytest.fixture
@@ -303,11 +284,11 @@ def journal(tmp_path: Path) -> Journal:
 
 def test_published_and_forwarded_events_reach_subscribers_by_their_filters(journal: Journal) -> None:
     async def main() -> None:
-        broadcast, followers = new_events(journal, blocking=_blocking)
+        broadcast, followers = new_events(journal, blocking=blocking)
         await broadcast.recover()
-        service = Events(ContainerdDeps(store=None, blocking=_blocking, journal=journal, events=broadcast))  # type: ignore[arg-type]
+        service = Events(ContainerdDeps(store=None, blocking=blocking, journal=journal, events=broadcast))  # type: ignore[arg-type]
         follower = asyncio.create_task(followers[0].run())
-        everything, tasks_only = FakeContext(None), FakeContext("other")  # Subscribe needs no namespace
+        everything, tasks_only = StreamContext(None), StreamContext("other")  # Subscribe needs no namespace
         subscriptions = [
             asyncio.create_task(service.Subscribe(pb.SubscribeRequest(), everything)),  # type: ignore[func-returns-value]
             asyncio.create_task(service.Subscribe(pb.SubscribeRequest(filters=['topic~="^/tasks/"']), tasks_only)),  # type: ignore[func-returns-value]
@@ -316,19 +297,19 @@ def test_published_and_forwarded_events_reach_subscribers_by_their_filters(journ
             await asyncio.sleep(0.01)
         try:
             await service.Publish(pb.PublishRequest(topic="/images/create", event=pack(image_pb2.ImageCreate(name="i"))),
-                                  FakeContext("team"))
+                                  StreamContext("team"))
             stamp = pb.Envelope(namespace="web", topic="/tasks/exit",
                                 event=pack(task_pb2.TaskExit(container_id="c", exit_status=1)))
             stamp.timestamp.FromNanoseconds(1_700_000_000_123_456_789)
-            await service.Forward(pb.ForwardRequest(envelope=stamp), FakeContext(None))
-            first = await asyncio.wait_for(everything.written.get(), 5)
-            second = await asyncio.wait_for(everything.written.get(), 5)
+            await service.Forward(pb.ForwardRequest(envelope=stamp), StreamContext(None))
+            first = await asyncio.wait_for(everything.stream.get(), 5)
+            second = await asyncio.wait_for(everything.stream.get(), 5)
             assert (first.namespace, first.topic, unpack(first.event)) == (
                 "team", "/images/create", image_pb2.ImageCreate(name="i"))
             assert first.timestamp.seconds >= int(time.time()) - 5
             assert second == stamp
-            assert await asyncio.wait_for(tasks_only.written.get(), 5) == stamp
-            assert tasks_only.written.empty()
+            assert await asyncio.wait_for(tasks_only.stream.get(), 5) == stamp
+            assert tasks_only.stream.empty()
         finally:
             for task in (*subscriptions, follower):
                 task.cancel()
@@ -341,30 +322,30 @@ def test_published_and_forwarded_events_reach_subscribers_by_their_filters(journ
 
 
 def test_publish_and_forward_check_what_containerd_checks(journal: Journal) -> None:
-    service = Events(ContainerdDeps(store=None, blocking=_blocking, journal=journal))  # type: ignore[arg-type]
+    service = Events(ContainerdDeps(store=None, blocking=blocking, journal=journal))  # type: ignore[arg-type]
     event = pack(task_pb2.TaskOOM(container_id="c"))
-    assert code_of(service.Publish(pb.PublishRequest(topic="/tasks/oom", event=event), FakeContext(None))) \
+    assert code_of(service.Publish(pb.PublishRequest(topic="/tasks/oom", event=event), StreamContext(None))) \
         == grpc.StatusCode.FAILED_PRECONDITION
-    assert code_of(service.Publish(pb.PublishRequest(topic="tasks", event=event), FakeContext())) \
+    assert code_of(service.Publish(pb.PublishRequest(topic="tasks", event=event), StreamContext())) \
         == grpc.StatusCode.INVALID_ARGUMENT
-    assert code_of(service.Publish(pb.PublishRequest(topic="/tasks/oom"), FakeContext())) \
+    assert code_of(service.Publish(pb.PublishRequest(topic="/tasks/oom"), StreamContext())) \
         == grpc.StatusCode.INVALID_ARGUMENT
     good = pb.Envelope(namespace="team", topic="/tasks/oom", event=event)
     good.timestamp.GetCurrentTime()
     for bad in (pb.Envelope(namespace="team", topic="/tasks/oom", event=event),  # no timestamp
                 pb.Envelope(namespace="bad ns", topic="/tasks/oom", event=event, timestamp=good.timestamp),
                 pb.Envelope(namespace="team", topic="/", event=event, timestamp=good.timestamp)):
-        assert code_of(service.Forward(pb.ForwardRequest(envelope=bad), FakeContext())) \
+        assert code_of(service.Forward(pb.ForwardRequest(envelope=bad), StreamContext())) \
             == grpc.StatusCode.INVALID_ARGUMENT, bad
     assert list(journal.read()) == []
-    asyncio.run(service.Forward(pb.ForwardRequest(envelope=good), FakeContext()))
+    asyncio.run(service.Forward(pb.ForwardRequest(envelope=good), StreamContext()))
     assert [e.action for e in journal.read()] == ["/tasks/oom"]
     # Without a hub or a journal: UNIMPLEMENTED.
-    bare = Events(ContainerdDeps(store=None, blocking=_blocking))  # type: ignore[arg-type]
-    assert code_of(bare.Subscribe(pb.SubscribeRequest(), FakeContext())) == grpc.StatusCode.UNIMPLEMENTED
-    assert code_of(bare.Publish(pb.PublishRequest(topic="/tasks/oom", event=event), FakeContext())) \
+    bare = Events(ContainerdDeps(store=None, blocking=blocking))  # type: ignore[arg-type]
+    assert code_of(bare.Subscribe(pb.SubscribeRequest(), StreamContext())) == grpc.StatusCode.UNIMPLEMENTED
+    assert code_of(bare.Publish(pb.PublishRequest(topic="/tasks/oom", event=event), StreamContext())) \
         == grpc.StatusCode.UNIMPLEMENTED
-    assert code_of(service.Subscribe(pb.SubscribeRequest(filters=["topic~=("]), FakeContext())) \
+    assert code_of(service.Subscribe(pb.SubscribeRequest(filters=["topic~=("]), StreamContext())) \
         == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -376,7 +357,7 @@ def parts(tmp_path: Path, journal: Journal) -> Iterator[SimpleNamespace]:
     metadata = Metadata(tmp_path / "metadata.db")
     snapshotter = NativeSnapshotter(str(tmp_path / "native"))
     store = SimpleNamespace(metadata=metadata, content=LocalStore(tmp_path / "content"), snapshotter=snapshotter)
-    deps = ContainerdDeps(store=store, blocking=_blocking, journal=journal)  # type: ignore[arg-type]
+    deps = ContainerdDeps(store=store, blocking=blocking, journal=journal)  # type: ignore[arg-type]
     try:
         yield SimpleNamespace(store=store, deps=deps, journal=journal)
     finally:
@@ -391,12 +372,12 @@ def sent(journal: Journal) -> list[tuple[str, str, Any]]:
 def test_namespaces_are_journaled(parts: SimpleNamespace) -> None:
     service = Namespaces(parts.deps)
     asyncio.run(service.Create(namespaces_api.CreateNamespaceRequest(
-        namespace=namespaces_api.Namespace(name="web", labels={"a": "1"})), FakeContext("default")))
+        namespace=namespaces_api.Namespace(name="web", labels={"a": "1"})), StreamContext("default")))
     asyncio.run(service.Update(namespaces_api.UpdateNamespaceRequest(
-        namespace=namespaces_api.Namespace(name="web", labels={"b": "2"})), FakeContext("default")))
-    asyncio.run(service.Delete(namespaces_api.DeleteNamespaceRequest(name="web"), FakeContext("default")))
+        namespace=namespaces_api.Namespace(name="web", labels={"b": "2"})), StreamContext("default")))
+    asyncio.run(service.Delete(namespaces_api.DeleteNamespaceRequest(name="web"), StreamContext("default")))
     # A failed call journals nothing.
-    code_of(service.Delete(namespaces_api.DeleteNamespaceRequest(name="web"), FakeContext("default")))
+    code_of(service.Delete(namespaces_api.DeleteNamespaceRequest(name="web"), StreamContext("default")))
     assert sent(parts.journal) == [
         ("default", "/namespace/create", namespace_pb2.NamespaceCreate(name="web", labels={"a": "1"})),
         ("default", "/namespace/update", namespace_pb2.NamespaceUpdate(name="web", labels={"b": "2"})),
@@ -408,10 +389,10 @@ def test_images_are_journaled(parts: SimpleNamespace) -> None:
     target = descriptor_pb2.Descriptor(media_type="application/vnd.oci.image.manifest.v1+json",
                                        digest=str(Digest.of(b"m")), size=10)
     image = images_api.Image(name="r.io/a:1", target=target, labels={"containerd.io/gc.root": "x"})
-    asyncio.run(service.Create(images_api.CreateImageRequest(image=image), FakeContext()))
+    asyncio.run(service.Create(images_api.CreateImageRequest(image=image), StreamContext()))
     asyncio.run(service.Update(images_api.UpdateImageRequest(image=images_api.Image(
-        name="r.io/a:1", target=target, labels={"team": "web"})), FakeContext()))
-    asyncio.run(service.Delete(images_api.DeleteImageRequest(name="r.io/a:1"), FakeContext()))
+        name="r.io/a:1", target=target, labels={"team": "web"})), StreamContext()))
+    asyncio.run(service.Delete(images_api.DeleteImageRequest(name="r.io/a:1"), StreamContext()))
     assert sent(parts.journal) == [
         ("team", "/images/create", image_pb2.ImageCreate(name="r.io/a:1", labels={"containerd.io/gc.root": "x"})),
         ("team", "/images/update", image_pb2.ImageUpdate(name="r.io/a:1", labels={"team": "web"})),
@@ -423,19 +404,19 @@ def test_images_are_journaled(parts: SimpleNamespace) -> None:
 def test_snapshots_and_content_are_journaled(parts: SimpleNamespace) -> None:
     service = Snapshots(parts.deps)
     sn = parts.store.snapshotter.name
-    asyncio.run(service.Prepare(snapshots_api.PrepareSnapshotRequest(snapshotter=sn, key="k1"), FakeContext()))
+    asyncio.run(service.Prepare(snapshots_api.PrepareSnapshotRequest(snapshotter=sn, key="k1"), StreamContext()))
     asyncio.run(service.Commit(snapshots_api.CommitSnapshotRequest(snapshotter=sn, name="n1", key="k1"),
-                               FakeContext()))
+                               StreamContext()))
     asyncio.run(service.Prepare(snapshots_api.PrepareSnapshotRequest(snapshotter=sn, key="k2", parent="n1"),
-                                FakeContext()))
-    asyncio.run(service.Remove(snapshots_api.RemoveSnapshotRequest(snapshotter=sn, key="k2"), FakeContext()))
+                                StreamContext()))
+    asyncio.run(service.Remove(snapshots_api.RemoveSnapshotRequest(snapshotter=sn, key="k2"), StreamContext()))
     data = b"blob"
     digest = Digest.of(data)
     with parts.store.content.writer("t", expected=digest, total=len(data)) as w:
         w.write(data)
         w.commit()
     parts.store.metadata.blobs.record(digest, len(data), {}, namespace="team")
-    asyncio.run(Content(parts.deps).Delete(content_api.DeleteContentRequest(digest=str(digest)), FakeContext()))
+    asyncio.run(Content(parts.deps).Delete(content_api.DeleteContentRequest(digest=str(digest)), StreamContext()))
     assert sent(parts.journal) == [
         ("team", "/snapshot/prepare", snapshot_pb2.SnapshotPrepare(key="k1")),
         ("team", "/snapshot/commit", snapshot_pb2.SnapshotCommit(key="k1", name="n1")),

@@ -4,11 +4,10 @@ targets, field masks, filters, namespaces, and the codes containerd answers."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -22,6 +21,7 @@ from hawser.containerd.images import ImageChange, Images, adaptor, image_update,
 from hawser.errors import InvalidArgument
 from hawser.metadata import LABEL_GC_ROOT, Image, Metadata
 from hawser.oci import Descriptor, Digest
+from tests.support.containerd_fakes import FakeContext, blocking, call, code_of
 
 T = TypeVar("T")
 
@@ -127,45 +127,16 @@ def test_other_paths_are_invalid(path: str) -> None:
 # --- the service, with a fake context -------------------------------------------------
 
 
-class Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self.code, self.details = code, details
-
-
-class FakeContext:
-    def __init__(self, namespace: str | None = "default") -> None:
-        self._metadata = (("containerd-namespace", namespace),) if namespace is not None else ()
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._metadata
-
-    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
-        raise Aborted(code, details)
-
-
-async def _blocking(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    return await asyncio.to_thread(fn, *args, **kwargs)
-
-
 @pytest.fixture
 def parts(tmp_path: Path) -> Iterator[SimpleNamespace]:
     metadata = Metadata(tmp_path / "metadata.db")
     store = SimpleNamespace(metadata=metadata)
     try:
-        yield SimpleNamespace(store=store, service=Images(ContainerdDeps(store=store, blocking=_blocking)))  # type: ignore[arg-type]
+        yield SimpleNamespace(store=store, service=Images(ContainerdDeps(store=store, blocking=blocking)))  # type: ignore[arg-type]
     finally:
         metadata.close()
 
 
-def call(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
-def code_of(coro: Any) -> grpc.StatusCode:
-    with pytest.raises(Aborted) as aborted:
-        call(coro)
-    return aborted.value.code
 
 
 def create(parts: SimpleNamespace, name: str, *, namespace: str = "default", **labels: str) -> pb.Image:

@@ -5,11 +5,10 @@ fake gRPC context: the codes containerd answers."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -34,6 +33,7 @@ from hawser.containerd.containers import Containers, adaptor, container_update
 from hawser.errors import FailedPrecondition, InvalidArgument
 from hawser.metadata import Container
 from hawser.store import Store
+from tests.support.containerd_fakes import FakeContext, blocking, call, code_of
 
 T = TypeVar("T")
 
@@ -212,48 +212,15 @@ def test_a_container_hawser_made_keeps_its_bundle() -> None:
 # --- the service, with a fake context ---------------------------------------------------
 
 
-class Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self.code, self.details = code, details
-
-
-class FakeContext:
-    def __init__(self, namespace: str | None = "default") -> None:
-        self._metadata = (("containerd-namespace", namespace),) if namespace is not None else ()
-        self.written: list[Any] = []
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._metadata
-
-    async def write(self, message: Any) -> None:
-        self.written.append(message)
-
-    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
-        raise Aborted(code, details)
-
-
-async def _blocking(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    return await asyncio.to_thread(fn, *args, **kwargs)
-
-
 @pytest.fixture
 def parts(tmp_path: Path) -> Iterator[SimpleNamespace]:
     store = Store.open(Config(root=str(tmp_path / "root"), state=str(tmp_path / "state"), snapshotter="native"))
     try:
-        yield SimpleNamespace(store=store, service=Containers(ContainerdDeps(store=store, blocking=_blocking)))
+        yield SimpleNamespace(store=store, service=Containers(ContainerdDeps(store=store, blocking=blocking)))
     finally:
         store.close()
 
 
-def call(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
-def code_of(coro: Any) -> grpc.StatusCode:
-    with pytest.raises(Aborted) as aborted:
-        call(coro)
-    return aborted.value.code
 
 
 def create(parts: SimpleNamespace, c: pb.Container, namespace: str = "default") -> pb.Container:
