@@ -266,6 +266,20 @@ def test_invalid_requests(hawserd: Hawserd, image: str) -> None:
     rt.DeleteProcess(pb.DeleteProcessRequest(container_id="twice", exec_id="e"), metadata=md)
     no_ns = status_code(rt.List, pb.ListTasksRequest())
     assert no_ns[0] == grpc.StatusCode.FAILED_PRECONDITION
+    # Absurd input: a rootfs that cannot be mounted, stdio that is no FIFO, a signal that is none.
+    from hawser.containerd._api.types import mount_pb2
+
+    ctr(hawserd, "containers", "create", image, "odd", "true")
+    bad_mount = pb.CreateTaskRequest(container_id="odd", rootfs=[mount_pb2.Mount(type="nosuchfs", source="none")])
+    assert status_code(rt.Create, bad_mount, metadata=md)[0] == grpc.StatusCode.INVALID_ARGUMENT
+    not_fifo = pb.CreateTaskRequest(container_id="odd", stdout="/etc/hostname")
+    assert status_code(rt.Create, not_fifo, metadata=md)[0] == grpc.StatusCode.INVALID_ARGUMENT
+    relative = pb.CreateTaskRequest(container_id="odd", stdout="out.fifo")
+    assert status_code(rt.Create, relative, metadata=md)[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert status_code(rt.Kill, pb.KillRequest(container_id="twice", signal=999), metadata=md)[0] == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    assert "odd" not in tasks(hawserd)  # nothing half-made is left
+    ctr(hawserd, "containers", "rm", "odd")
     assert hawserd.running
 
 

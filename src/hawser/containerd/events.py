@@ -123,6 +123,17 @@ def unpack(event: any_pb2.Any) -> Message | None:
     return message
 
 
+# The largest event a client may publish or forward: events are small (ids, names,
+# statuses), and one the size of the journal's bound would push its history out.
+MAX_EVENT_BYTES = 64 << 10
+
+
+def check_event_size(topic: str, event: any_pb2.Any) -> None:
+    size = len(event.value) + len(event.type_url)
+    if size > MAX_EVENT_BYTES:
+        raise InvalidArgument(f"the event on {topic} is {size} bytes: at most {MAX_EVENT_BYTES} are taken")
+
+
 def validate_topic(topic: str) -> str:
     """A topic as containerd's exchange takes one: ``/`` then identifiers
     separated by ``/``. InvalidArgument otherwise."""
@@ -414,6 +425,7 @@ class Events(events_pb2_grpc.EventsServicer):
             topic = validate_topic(request.topic)
             if not request.HasField("event"):
                 raise InvalidArgument(f"publishing on {topic}: the event is missing")
+            check_event_size(topic, request.event)
             await self._deps.blocking(journal_topic, self._journal(), namespace, topic, request.event)
             return empty_pb2.Empty()
 
@@ -431,6 +443,7 @@ class Events(events_pb2_grpc.EventsServicer):
                 raise InvalidArgument("timestamp must be set on forwarded event")
             if not envelope.HasField("event"):
                 raise InvalidArgument(f"forwarding on {topic}: the event is missing")
+            check_event_size(topic, envelope.event)
             await self._deps.blocking(journal_topic, self._journal(), envelope.namespace, topic, envelope.event,
                                       timestamp_ns=envelope.timestamp.ToNanoseconds())
             return empty_pb2.Empty()
@@ -449,6 +462,26 @@ class Events(events_pb2_grpc.EventsServicer):
         await serve(context, "Subscribe", work())
 
 
-__all__ = ["CURSOR", "JOURNAL_TYPE", "MESSAGES", "RUNTIME", "Events", "adaptor", "build", "envelopes", "journal_topic",
-           "labels_attributes", "labels_of", "message_field", "new_events", "pack", "record", "request_namespace",
-           "type_url", "unpack", "validate_topic"]
+__all__ = [
+    "CURSOR",
+    "JOURNAL_TYPE",
+    "MAX_EVENT_BYTES",
+    "MESSAGES",
+    "RUNTIME",
+    "Events",
+    "adaptor",
+    "build",
+    "check_event_size",
+    "envelopes",
+    "journal_topic",
+    "labels_attributes",
+    "labels_of",
+    "message_field",
+    "new_events",
+    "pack",
+    "record",
+    "request_namespace",
+    "type_url",
+    "unpack",
+    "validate_topic",
+]

@@ -132,7 +132,7 @@ class Runc:
                 raise NotFound(f"container {id_[:12]} is not known to runc") from None
             if "not running" in exc.stderr or "process already finished" in exc.stderr:
                 raise FailedPrecondition(f"container {id_[:12]} is not running") from None
-            if "invalid signal" in exc.stderr:
+            if "invalid signal" in exc.stderr or "invalid argument" in exc.stderr:
                 raise InvalidArgument(f"invalid signal {sig}") from None
             raise
 

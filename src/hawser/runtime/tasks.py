@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -108,7 +109,11 @@ def create_task(manager: ContainerManager, record: Container, spec: Mapping[str,
         os.makedirs(root, mode=0o700)
         os.chmod(bundle, 0o700)  # as create's: no host user walks into the rootfs
         try:
-            mount_all(mounts, root)
+            try:
+                mount_all(mounts, root)
+            except OSError as exc:
+                raise InvalidArgument(f"cannot mount the task's rootfs ({', '.join(m.type for m in mounts)}): "
+                                      f"{exc.strerror or exc}") from None
             config = json.loads(json.dumps(spec))  # a deep copy, JSON only
             config.setdefault("root", {})["path"] = root
             if bool(config.get("process", {}).get("terminal")) != io.terminal:
@@ -298,9 +303,16 @@ def _write_ctl(directory: str, line: str) -> None:
         os.close(ctl)
 
 
+def _check_signal(sig: int) -> None:
+    if not 0 < sig <= signal.SIGRTMAX:
+        raise InvalidArgument(f"invalid signal {sig}: signals are 1 to {int(signal.SIGRTMAX)}")
+
+
 def kill_task(manager: ContainerManager, record: Container, sig: int, *, all_processes: bool = False) -> None:
     """Signal the task's process (every process with ``all_processes``).
-    NotFound without a task, or when it is not running (containerd's answer)."""
+    NotFound without a task, or when it is not running (containerd's answer);
+    InvalidArgument for a number that is no signal."""
+    _check_signal(sig)
     _require_task(manager, record)
     state = manager.status(record).state
     if state in (EXITED, UNKNOWN):
@@ -482,6 +494,7 @@ async def wait_exec(manager: ContainerManager, record: Container, exec_id: str,
 
 def kill_exec(manager: ContainerManager, record: Container, exec_id: str, sig: int) -> None:
     """Signal a running exec. NotFound when it is unknown or not running."""
+    _check_signal(sig)
     state = exec_state(manager, record, exec_id)
     if state.state != RUNNING or state.pid <= 0:
         raise NotFound(f"process already finished: exec {exec_id} is {state.state}")

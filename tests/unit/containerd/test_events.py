@@ -30,6 +30,7 @@ from hawser.containerd._deps import ContainerdDeps
 from hawser.containerd._filters import parse_filters
 from hawser.containerd.content import Content
 from hawser.containerd.events import (
+    MAX_EVENT_BYTES,
     MESSAGES,
     RUNTIME,
     Events,
@@ -337,6 +338,13 @@ def test_publish_and_forward_check_what_containerd_checks(journal: Journal) -> N
                 pb.Envelope(namespace="team", topic="/", event=event, timestamp=good.timestamp)):
         assert code_of(service.Forward(pb.ForwardRequest(envelope=bad), StreamContext())) \
             == grpc.StatusCode.INVALID_ARGUMENT, bad
+    # An event too big for the journal to keep its history around it.
+    huge = any_pb2.Any(type_url="example.com/Huge", value=b"x" * (MAX_EVENT_BYTES + 1))
+    assert code_of(service.Publish(pb.PublishRequest(topic="/tasks/oom", event=huge), StreamContext())) \
+        == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(service.Forward(pb.ForwardRequest(envelope=pb.Envelope(
+        namespace="team", topic="/tasks/oom", event=huge, timestamp=good.timestamp)), StreamContext())) \
+        == grpc.StatusCode.INVALID_ARGUMENT
     assert list(journal.read()) == []
     asyncio.run(service.Forward(pb.ForwardRequest(envelope=good), StreamContext()))
     assert [e.action for e in journal.read()] == ["/tasks/oom"]
