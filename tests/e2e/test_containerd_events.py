@@ -377,3 +377,20 @@ def test_ctr_run_and_task_operations_through_ctr_events(hawserd: Hawserd, pulled
                   "/tasks/delete", "/containers/update", "/containers/delete"):
         assert topic in bg, (topic, bg)
     assert bg.index("/tasks/paused") < bg.index("/tasks/resumed") < bg.index("/tasks/delete")
+
+
+def test_a_task_that_ends_on_its_own_is_an_event_at_once(hawserd: Hawserd, pulled: str,
+                                                         stub: events_pb2_grpc.EventsStub,
+                                                         watch: Callable[..., CtrEvents]) -> None:
+    """Nobody waits for these: hawserd's exit watcher sees every namespace's exits, as containerd's shims report
+    theirs, so ``/tasks/exit`` comes when the process ends, not when somebody next asks."""
+    events = watch()
+    events.sync(stub)
+    ctr(hawserd, "run", "-d", pulled, "ends-alone", "sh", "-c", "sleep 0.3; exit 6")
+    cli = hawserd.cli("-n", NS, "run", "-d", pulled, "sh", "-c", "sleep 0.3; exit 7").stdout.strip()
+    lines = real(events.wait_for(lambda ls: {("ends-alone", 6), (cli, 7)} <= {
+        (line.event.get("container_id"), line.event.get("exit_status")) for line in ls if line.topic == "/tasks/exit"}))
+    assert {line.namespace for line in lines if line.topic == "/tasks/exit"} == {NS}
+    ctr(hawserd, "tasks", "rm", "ends-alone")
+    ctr(hawserd, "containers", "rm", "ends-alone")
+    hawserd.cli("-n", NS, "rm", cli)

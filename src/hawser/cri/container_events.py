@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -52,6 +52,7 @@ from hawser.runtime import ContainerManager
 
 if TYPE_CHECKING:
     from hawser.cri.types import CriDeps, RunBlocking
+    from hawser.metadata import Container
 
 log = get_logger("hawser.cri.events")
 
@@ -85,8 +86,9 @@ class ContainerEvents:
     ``JournalTail``."""
 
     def __init__(self, manager: ContainerManager, sandboxes: SandboxLookup | None, journal: Journal, *,
-                 blocking: RunBlocking, queue_size: int = SUBSCRIBER_QUEUE) -> None:
+                 blocking: RunBlocking, queue_size: int = SUBSCRIBER_QUEUE, locate: Locate | None = None) -> None:
         self.manager = manager
+        self.locate = locate
         self.sandboxes = sandboxes
         self.journal = journal
         self.blocking = blocking
@@ -101,7 +103,7 @@ class ContainerEvents:
         """Journal the exits that happened while hawserd was down, then keep
         what was journaled since the last event handled as the backlog (a
         Recoverer: before the socket serves)."""
-        await self.blocking(record_unseen_exits, self.manager)
+        await self.blocking(record_unseen_exits, self.manager, self.locate)
         await self.broadcast.recover()
 
     async def follow(self, interval: float = EVENT_POLL_INTERVAL) -> None:
@@ -146,19 +148,37 @@ class ContainerEvents:
         return answer
 
 
-def record_unseen_exits(manager: ContainerManager) -> list[str]:
-    """Have the manager read the status of each container with an exit file
-    whose exit nobody has seen yet (it journals them). Blocking; the ids."""
+# Where an exit file's container is: its namespace's manager and its record (None: no container has the id).
+Locate = Callable[[str], "tuple[ContainerManager, Container] | None"]
+
+
+def in_manager(manager: ContainerManager) -> Locate:
+    """The containers of ``manager``'s namespace only."""
+
+    def locate(container_id: str) -> tuple[ContainerManager, Container] | None:
+        try:
+            return manager, manager.records.get(container_id)
+        except NotFound:
+            return None
+
+    return locate
+
+
+def record_unseen_exits(manager: ContainerManager, locate: Locate | None = None) -> list[str]:
+    """Have each exit file's container (``locate``: default, ``manager``'s
+    namespace only) read its status when nobody has seen that exit yet (the
+    read journals it). Blocking; the ids."""
+    locate = locate or in_manager(manager)
     seen = []
     for container_id in sorted(_list_dir(manager.exits_dir)):
         if os.path.exists(os.path.join(manager.bundle(container_id), "exit-seen")):
             continue
-        try:
-            record = manager.records.get(container_id)
-        except NotFound:
-            continue  # another namespace's, or removed
+        found = locate(container_id)
+        if found is None:
+            continue  # removed, or another namespace's that this locate does not see
+        owner, record = found
         with contextlib.suppress(HawserError):
-            manager.status(record)
+            owner.status(record)
             seen.append(container_id)
     return seen
 
@@ -195,10 +215,13 @@ class ExitWatcher:
 
     name = "container-exit-watcher"
 
-    def __init__(self, manager: ContainerManager, blocking: RunBlocking, *,
+    def __init__(self, manager: ContainerManager, blocking: RunBlocking, *, locate: Locate | None = None,
                  interval: float = EXIT_POLL_INTERVAL) -> None:
+        """``locate``: where an exit file's container is (default: ``manager``'s
+        namespace only; hawserd's sees every namespace: the exits directory is the store's)."""
         self.manager = manager
         self.blocking = blocking
+        self.locate = locate or in_manager(manager)
         self.interval = interval
         self._known: set[str] | None = None
 
@@ -223,12 +246,12 @@ class ExitWatcher:
 
     def _read(self, ids: list[str]) -> None:
         for container_id in ids:
-            try:
-                record = self.manager.records.get(container_id)
-            except NotFound:
+            found = self.locate(container_id)
+            if found is None:
                 continue
+            owner, record = found
             with contextlib.suppress(HawserError):
-                self.manager.status(record)  # journals the exit, if nobody has yet
+                owner.status(record)  # journals the exit, if nobody has yet
 
 
 def _list_dir(path: str) -> set[str]:
@@ -257,8 +280,16 @@ def new_container_events(manager: ContainerManager, sandboxes: SandboxLookup | N
                          blocking: RunBlocking) -> tuple[ContainerEvents, list[Any]]:
     """The hub over ``journal`` and the loops the daemon runs for it."""
     events = ContainerEvents(manager, sandboxes, journal, blocking=blocking)
-    return events, [JournalTail(events), ExitWatcher(manager, blocking)]
+    return events, [JournalTail(events), ExitWatcher(manager, blocking, locate=events.locate)]
 
 
-__all__ = ["ContainerEvents", "ExitWatcher", "JournalTail", "get_container_events", "new_container_events",
-           "pod_sandbox_status", "record_unseen_exits"]
+__all__ = [
+    "ContainerEvents",
+    "ExitWatcher",
+    "JournalTail",
+    "get_container_events",
+    "in_manager",
+    "new_container_events",
+    "pod_sandbox_status",
+    "record_unseen_exits",
+]

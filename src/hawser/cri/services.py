@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
     from hawser import images
     from hawser.cri._stream_runtime import Streaming
-    from hawser.cri.container_events import ExitWatcher, JournalTail
+    from hawser.cri.container_events import ExitWatcher, JournalTail, Locate
     from hawser.cri.types import NetworkStatus
     from hawser.events import Journal
     from hawser.pods import PodService, RunBlocking
@@ -250,7 +250,7 @@ class ImageService(api_pb2_grpc.ImageServiceServicer):
 def new_deps(*, images: images.ImageService, blocking: RunBlocking, network_status: NetworkStatus,
              effective_config: Mapping[str, Any], sandboxes: PodService | None = None,
              containers: ContainerManager | None = None, streaming: Streaming | None = None,
-             journal: Journal | None = None) -> CriDeps:
+             journal: Journal | None = None, locate: Locate | None = None) -> CriDeps:
     """The handlers' dependencies over parts the daemon built; starts nothing.
     ``containers`` defaults to the sandboxes' manager; with a ``journal``,
     the container event hub reads its containers' events from it."""
@@ -260,7 +260,8 @@ def new_deps(*, images: images.ImageService, blocking: RunBlocking, network_stat
     stats = ContainerStatsReader()
     if containers is not None:
         if journal is not None:
-            events = container_events.ContainerEvents(containers, sandboxes, journal, blocking=blocking)
+            events = container_events.ContainerEvents(containers, sandboxes, journal, blocking=blocking,
+                                                      locate=locate)
         stats = ContainerStatsReader.of(containers)
     return CriDeps(images=images, catalog=ImageCatalog(images), blocking=blocking, pulls=SingleFlight(),
                    network_status=network_status, effective_config=effective_config, sandboxes=sandboxes,
@@ -273,7 +274,8 @@ def background_loops(deps: CriDeps) -> list[ExitWatcher | JournalTail]:
     daemon serves containers."""
     loops: list[ExitWatcher | JournalTail] = []
     if deps.containers is not None:
-        loops.append(container_events.ExitWatcher(deps.containers, deps.blocking))
+        locate = deps.container_events.locate if deps.container_events is not None else None
+        loops.append(container_events.ExitWatcher(deps.containers, deps.blocking, locate=locate))
     if deps.container_events is not None:
         loops.append(container_events.JournalTail(deps.container_events))
     return loops

@@ -251,6 +251,33 @@ class HeapTrimmer:
             previous = calls
 
 
+def exits_of_every_namespace(store: Store, cri_containers: Any, journal: Any) -> Any:
+    """Where an exit file's container is, in whichever namespace (the exits
+    directory is the store's): the CRI's manager for ``k8s.io``, and for the
+    others one each, made on first use, whose changes go to the journal, so
+    that a task made through containerd's API or a ``hawser run -d``
+    container that ends on its own is journaled (``/tasks/exit``) at once."""
+    from hawser.events import container_observer
+    from hawser.images import ImageService
+    from hawser.runtime import ContainerManager
+
+    managers: dict[str, Any] = {cri_containers.namespace: cri_containers}
+
+    def locate(container_id: str) -> Any:
+        record = store.metadata.containers.find(container_id)
+        if record is None:
+            return None
+        manager = managers.get(record.namespace)
+        if manager is None:
+            in_namespace = store.in_namespace(record.namespace)
+            manager = ContainerManager.of(in_namespace, ImageService(in_namespace))
+            manager.observers.append(container_observer(journal))
+            managers[record.namespace] = manager
+        return manager, record
+
+    return locate
+
+
 class Daemon:
     def __init__(self, settings: Settings, *, store: Store, network: PodNetworks, deps: CriDeps,
                  offloader: Offloader, recoverers: Sequence[Recoverer] = (),
@@ -308,7 +335,8 @@ class Daemon:
                                   address=settings.cri.stream_address, port=settings.cri.stream_port)
         deps = new_deps(images=images, blocking=offloader, network_status=network.status,
                         effective_config=settings.effective(), sandboxes=sandboxes, containers=containers,
-                        streaming=streaming, journal=journal)
+                        streaming=streaming, journal=journal,
+                        locate=exits_of_every_namespace(store, containers, journal))
         metrics = None
         if config.metrics.address:
             from hawser.metrics import (

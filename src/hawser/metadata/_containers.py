@@ -57,6 +57,13 @@ class SQLContainers(ContainerRecords):
             raise NotFound(f"container {id_} not found")
         return self._container(row)
 
+    def find(self, id_: str) -> Container | None:
+        """The container with this id in whichever namespace has it (an id is
+        one container's in every namespace: see ``create``); None if none has."""
+        with self._db.transaction(write=False) as c:
+            row = c.execute(f"SELECT {self._CONTAINER_COLUMNS} FROM containers WHERE id = ?", (id_,)).fetchone()
+        return None if row is None else self._container(row)
+
     def list(self, *, namespace: str | None = None) -> list[Container]:
         """Every container of the namespace, oldest first."""
         namespace = self.namespace if namespace is None else namespace

@@ -221,6 +221,10 @@ class ContainerRecords(Protocol):
         """The container with this exact id. NotFound if absent."""
         ...
 
+    def find(self, id_: str) -> Container | None:
+        """The container with this id in whichever namespace has it; None if none has."""
+        ...
+
     def list(self, *, namespace: str | None = None) -> list[Container]:
         """Every container of the namespace, oldest first."""
         ...

@@ -97,3 +97,10 @@ def test_an_id_is_one_containers_in_every_namespace(md: Metadata) -> None:
                                                                           "snapshotter", "snapshot_key", "config",
                                                                           "labels", "created_at")},
                                       "name": "shared"}))
+
+
+def test_find_looks_in_every_namespace(md: Metadata) -> None:
+    md.containers.create(record("here", namespace="one"))
+    found = md.containers.find("here")
+    assert found is not None and found.namespace == "one"
+    assert md.containers.find("absent") is None
