@@ -125,8 +125,11 @@ class Broadcast(Generic[T]):
         self.journal.listeners.append(self._poke)
         try:
             while True:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
+                # comes as the wait ends (a poke at shutdown), and this loop would never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), interval)
+                    async with asyncio.timeout(interval):
+                        await wake.wait()
                 wake.clear()
                 try:
                     await self.poll()

@@ -350,8 +350,9 @@ async def _conmon_gone(pid: int, *, timeout: float) -> None:
 
         loop.add_reader(fd, readable)
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(gone, timeout)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see events.Broadcast.follow
+                async with asyncio.timeout(timeout):
+                    await gone
         finally:
             loop.remove_reader(fd)
     finally:

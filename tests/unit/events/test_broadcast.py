@@ -265,3 +265,27 @@ def test_a_first_start_keeps_a_place_before_any_event(tmp_path: Path, journaled_
         await stream.aclose()
 
     asyncio.run(main())
+
+
+def test_the_follower_stops_when_cancelled_even_as_it_is_woken(tmp_path: Path) -> None:
+    """A cancellation that comes as the follower's wait ends (hawserd's own append at shutdown)
+    stops it: on Python 3.11 asyncio.wait_for can swallow such a cancellation, and a daemon
+    would then never stop."""
+
+    async def main() -> None:
+        journal = Journal(str(tmp_path))
+        # The cancellation lands 0 to 4 turns of the loop after the wake-up: one of them is the
+        # turn in which the wait has ended and the follower has not yet run.
+        for turns in range(5):
+            broadcast: Broadcast[Event] = Broadcast(journal, lambda events: [], cursor=None)
+            follower = asyncio.ensure_future(broadcast.follow(interval=60))
+            await asyncio.sleep(0.01)  # waiting on its wake-up event
+            assert broadcast._wake is not None
+            broadcast._wake.set()
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            follower.cancel()
+            done, _ = await asyncio.wait([follower], timeout=2)
+            assert done, f"the follower did not stop when cancelled {turns} turns after its wake-up"
+
+    asyncio.run(main())
