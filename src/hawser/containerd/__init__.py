@@ -13,10 +13,11 @@ from hawser._lazy import lazy_exports
 TYPE_CHECKING = False  # typing stays unimported at run time
 if TYPE_CHECKING:
     from hawser.containerd._server import SERVICES, add_to_server
+    from hawser.containerd.managers import ContainerManagers
 
 # The generated modules are heavy: loaded when hawserd wires the services.
-_EXPORTS = {"SERVICES": "_server", "add_to_server": "_server"}
+_EXPORTS = {"SERVICES": "_server", "add_to_server": "_server", "ContainerManagers": "managers"}
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = ["SERVICES", "add_to_server"]
+__all__ = ["SERVICES", "ContainerManagers", "add_to_server"]

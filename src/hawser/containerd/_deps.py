@@ -8,6 +8,7 @@ from hawser._dataclass import dataclass
 
 if TYPE_CHECKING:
     from hawser.containerd._api.services.events.v1.events_pb2 import Envelope
+    from hawser.containerd.managers import ContainerManagers
     from hawser.events import Broadcast, Journal
     from hawser.pods import RunBlocking
     from hawser.store import Store
@@ -20,9 +21,11 @@ class ContainerdDeps:
     store's event journal, which the services append their changes to
     (``containerd.events.record``, ``journal_topic``); ``events``: its
     envelopes, for the Events service's subscribers.  None: nothing is
-    journaled, no events are served."""
+    journaled, no events are served.  ``containers``: each namespace's
+    container manager (None: the Tasks service makes its own)."""
 
     store: Store
     blocking: RunBlocking
     journal: Journal | None = None
     events: Broadcast[Envelope] | None = None
+    containers: ContainerManagers | None = None

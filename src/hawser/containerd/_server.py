@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import grpc
 
     from hawser.containerd.events import Envelope
+    from hawser.containerd.managers import ContainerManagers
     from hawser.events import Broadcast, Journal
     from hawser.pods import RunBlocking
     from hawser.store import Store
@@ -41,10 +42,11 @@ SERVICES = ["containers", "content", "diff", "events", "images", "introspection"
 
 
 def add_to_server(server: grpc.aio.Server, *, store: Store, blocking: RunBlocking, journal: Journal | None = None,
-                  events: Broadcast[Envelope] | None = None) -> None:
+                  events: Broadcast[Envelope] | None = None, containers: ContainerManagers | None = None) -> None:
     """Register containerd's services on ``server`` over ``store``; the
-    services journal their changes in ``journal``, and Subscribe serves ``events``."""
-    deps = ContainerdDeps(store=store, blocking=blocking, journal=journal, events=events)
+    services journal their changes in ``journal``, Subscribe serves
+    ``events``, and tasks run with ``containers``' managers."""
+    deps = ContainerdDeps(store=store, blocking=blocking, journal=journal, events=events, containers=containers)
     namespace_pb2_grpc.add_NamespacesServicer_to_server(Namespaces(deps), server)
     version_pb2_grpc.add_VersionServicer_to_server(Version(), server)
     leases_pb2_grpc.add_LeasesServicer_to_server(Leases(deps), server)

@@ -44,6 +44,7 @@ from hawser.containerd._edge import Context, namespace_of, serve
 from hawser.containerd._filters import labels_adaptor, parse_filters
 from hawser.containerd._records import RUNTIMES, oci_spec, runtime_name
 from hawser.containerd.events import journal_topic
+from hawser.containerd.managers import ContainerManagers
 from hawser.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
 from hawser.runtime import CREATED, EXITED, PAUSED, RUNNING, ContainerManager, ContainerStatsReader
 from hawser.runtime import tasks as rt
@@ -52,8 +53,6 @@ from hawser.snapshots import Mount
 if TYPE_CHECKING:
     from hawser.metadata import Container
 
-SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
-PROCESS_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 
 _STATUS = {CREATED: task_pb2.CREATED, RUNNING: task_pb2.RUNNING, PAUSED: task_pb2.PAUSED, EXITED: task_pb2.STOPPED}
 
@@ -106,22 +105,7 @@ def to_mounts(mounts: Any) -> list[Mount]:
 class Tasks(tasks_pb2_grpc.TasksServicer):
     def __init__(self, deps: ContainerdDeps) -> None:
         self._deps = deps
-        self._managers: dict[str, ContainerManager] = {}
-
-    def _manager(self, namespace: str) -> ContainerManager:
-        manager = self._managers.get(namespace)
-        if manager is None:
-            from hawser.images import ImageService
-
-            store = self._deps.store.in_namespace(namespace)
-            manager = ContainerManager.of(store, ImageService(store))
-            journal = self._deps.journal
-            if journal is not None:
-                from hawser.events import container_observer
-
-                manager.observers.append(container_observer(journal))
-            self._managers[namespace] = manager
-        return manager
+        self._manager = deps.containers or ContainerManagers(deps.store, deps.journal)
 
     async def _journal(self, manager: ContainerManager, topic: str, event: Any) -> None:
         """A task change the container manager's observers do not hear of, for Events subscribers."""
@@ -379,8 +363,4 @@ def to_metric(container_id: str, sample: Any) -> types_metrics_pb2.Metric:
 _UNLIMITED = 0x7FFFFFFFFFFFF000
 
 
-def encode_any(type_url: str, value: object) -> any_pb2.Any:
-    return any_pb2.Any(type_url=type_url, value=json.dumps(value).encode())
-
-
-__all__ = ["PROCESS_TYPE", "SPEC_TYPE", "Tasks", "encode_any", "task_spec", "to_process"]
+__all__ = ["Tasks", "task_spec", "to_process"]

@@ -31,6 +31,7 @@ from hawser.daemon import _socket
 from hawser.daemon._config import Settings
 
 if TYPE_CHECKING:
+    from hawser.containerd import ContainerManagers
     from hawser.containerd.events import Envelope
     from hawser.cri.types import CriDeps
     from hawser.events import Broadcast, Journal
@@ -251,39 +252,14 @@ class HeapTrimmer:
             previous = calls
 
 
-def exits_of_every_namespace(store: Store, cri_containers: Any, journal: Any) -> Any:
-    """Where an exit file's container is, in whichever namespace (the exits
-    directory is the store's): the CRI's manager for ``k8s.io``, and for the
-    others one each, made on first use, whose changes go to the journal, so
-    that a task made through containerd's API or a ``hawser run -d``
-    container that ends on its own is journaled (``/tasks/exit``) at once."""
-    from hawser.events import container_observer
-    from hawser.images import ImageService
-    from hawser.runtime import ContainerManager
-
-    managers: dict[str, Any] = {cri_containers.namespace: cri_containers}
-
-    def locate(container_id: str) -> Any:
-        record = store.metadata.containers.find(container_id)
-        if record is None:
-            return None
-        manager = managers.get(record.namespace)
-        if manager is None:
-            in_namespace = store.in_namespace(record.namespace)
-            manager = ContainerManager.of(in_namespace, ImageService(in_namespace))
-            manager.observers.append(container_observer(journal))
-            managers[record.namespace] = manager
-        return manager, record
-
-    return locate
-
-
 class Daemon:
     def __init__(self, settings: Settings, *, store: Store, network: PodNetworks, deps: CriDeps,
                  offloader: Offloader, recoverers: Sequence[Recoverer] = (),
                  loops: Sequence[BackgroundLoop] = (), metrics: Metrics | None = None,
-                 journal: Journal | None = None, containerd_events: Broadcast[Envelope] | None = None) -> None:
+                 journal: Journal | None = None, containerd_events: Broadcast[Envelope] | None = None,
+                 managers: ContainerManagers | None = None) -> None:
         self.settings = settings
+        self.managers = managers
         # What containerd's services journal to, and the events its Subscribe serves.
         self.journal = journal
         self.containerd_events = containerd_events
@@ -302,6 +278,7 @@ class Daemon:
     @classmethod
     def build(cls, settings: Settings) -> Daemon:
         """Open the store and wire the parts (nothing is started)."""
+        from hawser.containerd import ContainerManagers
         from hawser.cri import background_loops, new_deps, new_streaming
         from hawser.errors import AlreadyExists
         from hawser.events import Journal, container_observer, image_observer, pod_observer
@@ -330,13 +307,15 @@ class Daemon:
         images.observers.append(image_observer(journal))
         containers.observers.append(container_observer(journal))
         sandboxes.observers.append(pod_observer(journal))
+        # Each namespace's container manager: containerd's Tasks run with them, and the exit
+        # watcher reads any namespace's exit through them (the exits directory is the store's).
+        managers = ContainerManagers(store, journal, known={CRI_NAMESPACE: containers})
         # Exec/Attach/PortForward's streaming server: run() starts and stops it.
         streaming = new_streaming(containers=containers, sandboxes=sandboxes, blocking=offloader,
                                   address=settings.cri.stream_address, port=settings.cri.stream_port)
         deps = new_deps(images=images, blocking=offloader, network_status=network.status,
                         effective_config=settings.effective(), sandboxes=sandboxes, containers=containers,
-                        streaming=streaming, journal=journal,
-                        locate=exits_of_every_namespace(store, containers, journal))
+                        streaming=streaming, journal=journal, locate=managers.locate)
         metrics = None
         if config.metrics.address:
             from hawser.metrics import (
@@ -371,7 +350,7 @@ class Daemon:
                    recoverers=[sandboxes, *([deps.container_events] if deps.container_events else []),
                                *([containerd_events] if containerd_events else [])],
                    loops=[*background_loops(deps), *containerd_loops, HeapTrimmer(offloader)],
-                   metrics=metrics, journal=journal, containerd_events=containerd_events)
+                   metrics=metrics, journal=journal, containerd_events=containerd_events, managers=managers)
 
     def _count_start(self) -> None:
         """One more start of hawserd on its state dir (``state/daemon-starts``), for the metrics."""
@@ -428,7 +407,7 @@ class Daemon:
                 from hawser import containerd
 
                 containerd.add_to_server(server, store=self.store, blocking=self.offloader, journal=self.journal,
-                                         events=self.containerd_events)
+                                         events=self.containerd_events, containers=self.managers)
             with _socket.private_umask():
                 for path in addresses:
                     server.add_insecure_port(f"unix:{path}")
