@@ -102,3 +102,11 @@ def setup_logging(level: str, log_format: str = "text") -> None:
     # hawser's own events say what matters.
     for noisy in ("httpx", "httpcore", "grpc", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("grpc._cython.cygrpc").addFilter(_client_went_away)
+
+
+def _client_went_away(record: logging.LogRecord) -> bool:
+    """grpc logs an answer it could not send, because its client went away
+    mid-call (a killed ``ctr``), as an error with a traceback: that is the
+    client's doing, not hawserd's.  Other grpc errors are kept."""
+    return "ExecuteBatchError" not in record.getMessage()
