@@ -20,9 +20,9 @@ T = TypeVar("T")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 NAMESPACE_HEADER = "containerd-namespace"
-# Listings ctr and nerdctl poll: logged at debug level.
+# Reads ctr and nerdctl make by the dozen (listings, lookups, content): logged at debug level.
 QUIET_METHODS = frozenset({"Version", "Plugins", "Server", "List", "Get", "Info", "Status", "ListStatuses",
-                           "Stat", "Usage", "ListResources"})
+                           "Stat", "Usage", "ListResources", "Read", "Mounts"})
 
 
 def namespace_of(context: Context) -> str:

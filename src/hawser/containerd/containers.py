@@ -198,8 +198,8 @@ class Containers(containers_pb2_grpc.ContainersServicer):
     async def Get(self, request: pb.GetContainerRequest, context: Context) -> pb.GetContainerResponse:
         async def work() -> pb.GetContainerResponse:
             namespace = namespace_of(context)
-            record = await self._deps.blocking(self._records.get, request.id, namespace=namespace)
-            return pb.GetContainerResponse(container=await self._deps.blocking(self._message, record))
+            return pb.GetContainerResponse(container=await self._deps.blocking(
+                lambda: self._message(self._records.get(request.id, namespace=namespace))))
 
         return await serve(context, "Get", work())
 

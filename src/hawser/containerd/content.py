@@ -33,6 +33,7 @@ import hashlib
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
+from typing import BinaryIO
 
 from google.protobuf import empty_pb2
 
@@ -440,22 +441,38 @@ class Content(content_pb2_grpc.ContentServicer):
         async def work() -> None:
             namespace = namespace_of(context)
             digest = parse_digest(request.digest)
-            await self._deps.blocking(self._blobs.get, digest, namespace=namespace)  # NotFound: not this namespace's
-            blob = await self._deps.blocking(self._content.open, digest)
+
+            def first_chunk() -> tuple[BinaryIO, int, int, bytes]:
+                """The blob, the range to read and its first chunk: most blobs ctr
+                reads (a manifest, a config) are one chunk, one trip to a worker."""
+                self._blobs.get(digest, namespace=namespace)  # NotFound: not this namespace's
+                blob = self._content.open(digest)
+                try:
+                    size = os.fstat(blob.fileno()).st_size
+                    bounds = read_range(size, request.offset, request.size)
+                    if bounds is None:
+                        raise OutOfRange(f"read past object length {size} bytes")
+                    offset, end = bounds
+                    return blob, offset, end, chunk(blob, offset, end)
+                except BaseException:
+                    blob.close()
+                    raise
+
+            def chunk(blob: BinaryIO, offset: int, end: int) -> bytes:
+                if offset >= end:
+                    return b""
+                data = os.pread(blob.fileno(), min(READ_CHUNK, end - offset), offset)
+                if not data:  # a committed blob never shrinks
+                    raise DataLoss(f"content {digest} ended at {offset} bytes, not {end}")
+                return data
+
+            blob, offset, end, data = await self._deps.blocking(first_chunk)
             try:
-                fd = blob.fileno()
-                size = os.fstat(fd).st_size
-                bounds = read_range(size, request.offset, request.size)
-                if bounds is None:
-                    raise OutOfRange(f"read past object length {size} bytes")
-                offset, end = bounds
-                while offset < end:
-                    data = await self._deps.blocking(os.pread, fd, min(READ_CHUNK, end - offset), offset)
-                    if not data:  # a committed blob never shrinks
-                        raise DataLoss(f"content {digest} ended at {offset} bytes, not {size}")
+                while data:
                     # The offset of the data in the blob, as the API documents it.
                     await context.write(pb.ReadContentResponse(offset=offset, data=data))
                     offset += len(data)
+                    data = await self._deps.blocking(chunk, blob, offset, end) if offset < end else b""
             finally:
                 blob.close()
 

@@ -195,11 +195,17 @@ async def record(deps: ContainerdDeps, type_: str, action: str, *, namespace: st
     """Journal a change a containerd service made (a namespace, image,
     snapshot or content change: ``hawser events`` shows it, Subscribe sends
     its topic), off the event loop. No-op without a journal."""
-    journal = deps.journal
-    if journal is None:
-        return
-    await deps.blocking(journal.record, type_, action, id_=id_, name=name, namespace=namespace,
-                        **labels_attributes(labels or {}), **attributes)
+    if deps.journal is not None:
+        await deps.blocking(record_now, deps, type_, action, namespace=namespace, id_=id_, name=name,
+                            labels=labels, **attributes)
+
+
+def record_now(deps: ContainerdDeps, type_: str, action: str, *, namespace: str, id_: str = "", name: str = "",
+               labels: Mapping[str, str] | None = None, **attributes: str) -> None:
+    """``record``, blocking: for a handler whose work is in a worker thread already."""
+    if deps.journal is not None:
+        deps.journal.record(type_, action, id_=id_, name=name, namespace=namespace,
+                            **labels_attributes(labels or {}), **attributes)
 
 
 def request_namespace(context: Context, default: str = "") -> str:

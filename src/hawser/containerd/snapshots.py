@@ -39,7 +39,7 @@ from hawser.containerd._convert import label_update, timestamp, to_containerd_la
 from hawser.containerd._deps import ContainerdDeps
 from hawser.containerd._edge import Context, namespace_of, serve
 from hawser.containerd._filters import Filter, labels_adaptor, parse_filters
-from hawser.containerd.events import record
+from hawser.containerd.events import record_now
 from hawser.errors import InvalidArgument
 from hawser.metadata import snapshot_resource
 from hawser.snapshots import Info, Kind, Mount, Snapshotter
@@ -115,22 +115,26 @@ class Snapshots(snapshots_pb2_grpc.SnapshotsServicer):
                                        f"(ctr --snapshotter {snapshotter.name})")
         return snapshotter
 
-    async def _lease(self, context: Context, namespace: str, snapshotter: Snapshotter, key: str) -> None:
-        # Before the snapshot exists, as hawser's GC wants it: a new snapshot is never unprotected.
+    def _lease(self, context: Context, namespace: str, snapshotter: Snapshotter, key: str) -> None:
+        """Blocking. Before the snapshot exists, as hawser's GC wants it: a new snapshot is never unprotected."""
         lease = lease_of(context)
         if lease:
-            await self._deps.blocking(self._deps.store.metadata.leases.add_resource, lease,
-                                      snapshot_resource(snapshotter.name), key, namespace=namespace)
+            self._deps.store.metadata.leases.add_resource(lease, snapshot_resource(snapshotter.name), key,
+                                                          namespace=namespace)
 
     async def Prepare(self, request: pb.PrepareSnapshotRequest, context: Context) -> pb.PrepareSnapshotResponse:
         async def work() -> pb.PrepareSnapshotResponse:
             namespace = namespace_of(context)
             snapshotter = self._snapshotter(request.snapshotter)
-            await self._lease(context, namespace, snapshotter, request.key)
-            mounts = await self._deps.blocking(snapshotter.prepare, request.key, request.parent,
-                                               to_hawser_labels(request.labels))
-            await record(self._deps, "snapshot", "prepare", namespace=namespace, id_=request.key,
-                         parent=request.parent)
+
+            def prepare() -> list[Mount]:
+                self._lease(context, namespace, snapshotter, request.key)
+                mounts = snapshotter.prepare(request.key, request.parent, to_hawser_labels(request.labels))
+                record_now(self._deps, "snapshot", "prepare", namespace=namespace, id_=request.key,
+                           parent=request.parent)
+                return mounts
+
+            mounts = await self._deps.blocking(prepare)
             return pb.PrepareSnapshotResponse(mounts=[to_mount(m) for m in mounts])
 
         return await serve(context, "Prepare", work())
@@ -139,9 +143,12 @@ class Snapshots(snapshots_pb2_grpc.SnapshotsServicer):
         async def work() -> pb.ViewSnapshotResponse:
             namespace = namespace_of(context)
             snapshotter = self._snapshotter(request.snapshotter)
-            await self._lease(context, namespace, snapshotter, request.key)
-            mounts = await self._deps.blocking(snapshotter.view, request.key, request.parent,
-                                               to_hawser_labels(request.labels))
+
+            def view() -> list[Mount]:
+                self._lease(context, namespace, snapshotter, request.key)
+                return snapshotter.view(request.key, request.parent, to_hawser_labels(request.labels))
+
+            mounts = await self._deps.blocking(view)
             return pb.ViewSnapshotResponse(mounts=[to_mount(m) for m in mounts])
 
         return await serve(context, "View", work())
@@ -159,11 +166,15 @@ class Snapshots(snapshots_pb2_grpc.SnapshotsServicer):
         async def work() -> empty_pb2.Empty:
             namespace = namespace_of(context)
             snapshotter = self._snapshotter(request.snapshotter)
-            await self._lease(context, namespace, snapshotter, request.name)
-            # The request's labels, and only those, as containerd's metadata commits.
-            await self._deps.blocking(snapshotter.commit, request.name, request.key,
-                                      to_hawser_labels(request.labels))
-            await record(self._deps, "snapshot", "commit", namespace=namespace, id_=request.name, key=request.key)
+
+            def commit() -> None:
+                self._lease(context, namespace, snapshotter, request.name)
+                # The request's labels, and only those, as containerd's metadata commits.
+                snapshotter.commit(request.name, request.key, to_hawser_labels(request.labels))
+                record_now(self._deps, "snapshot", "commit", namespace=namespace, id_=request.name,
+                           key=request.key)
+
+            await self._deps.blocking(commit)
             return empty_pb2.Empty()
 
         return await serve(context, "Commit", work())
@@ -172,9 +183,13 @@ class Snapshots(snapshots_pb2_grpc.SnapshotsServicer):
         async def work() -> empty_pb2.Empty:
             namespace = namespace_of(context)
             snapshotter = self._snapshotter(request.snapshotter)
-            # FailedPrecondition for a snapshot with children, NotFound for none: containerd's codes.
-            await self._deps.blocking(snapshotter.remove, request.key)
-            await record(self._deps, "snapshot", "remove", namespace=namespace, id_=request.key)
+
+            def remove() -> None:
+                # FailedPrecondition for a snapshot with children, NotFound for none: containerd's codes.
+                snapshotter.remove(request.key)
+                record_now(self._deps, "snapshot", "remove", namespace=namespace, id_=request.key)
+
+            await self._deps.blocking(remove)
             return empty_pb2.Empty()
 
         return await serve(context, "Remove", work())

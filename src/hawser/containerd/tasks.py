@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import json
 import signal
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
 
@@ -53,6 +54,8 @@ from hawser.snapshots import Mount
 if TYPE_CHECKING:
     from hawser.metadata import Container
 
+
+T = TypeVar("T")
 
 _STATUS = {CREATED: task_pb2.CREATED, RUNNING: task_pb2.RUNNING, PAUSED: task_pb2.PAUSED, EXITED: task_pb2.STOPPED}
 
@@ -103,13 +106,17 @@ def to_mounts(mounts: Any) -> list[Mount]:
 
 
 class Tasks(tasks_pb2_grpc.TasksServicer):
+    """Each request's blocking work (records, runc, the journal) is one trip to
+    a worker thread: ctr makes dozens of small requests per run, and a trip
+    costs more than most of them."""
+
     def __init__(self, deps: ContainerdDeps) -> None:
         self._deps = deps
         self._manager = deps.containers or ContainerManagers(deps.store, deps.journal)
 
-    async def _journal(self, manager: ContainerManager, topic: str, event: Any) -> None:
+    def _journal(self, manager: ContainerManager, topic: str, event: Any) -> None:
         """A task change the container manager's observers do not hear of, for Events subscribers."""
-        await self._deps.blocking(journal_topic, self._deps.journal, manager.namespace, topic, event)
+        journal_topic(self._deps.journal, manager.namespace, topic, event)
 
     def _record(self, manager: ContainerManager, container_id: str) -> Container:
         if not container_id:
@@ -119,224 +126,217 @@ class Tasks(tasks_pb2_grpc.TasksServicer):
         except NotFound:
             raise NotFound(f"container {container_id!r} in namespace {manager.namespace!r}: not found") from None
 
-    async def _call(self, context: Context, method: str, work: Any) -> Any:
-        async def in_namespace() -> Any:
-            return await work(self._manager(namespace_of(context)))
+    async def _call(self, context: Context, method: str, work: Callable[[ContainerManager], T]) -> T:
+        """``work`` (blocking) in the request's namespace, in a worker thread."""
+        async def in_namespace() -> T:
+            return await self._deps.blocking(work, self._manager(namespace_of(context)))
 
         return await serve(context, method, in_namespace())
 
     # --- the task ----------------------------------------------------------------------
 
     async def Create(self, request: pb.CreateTaskRequest, context: Context) -> pb.CreateTaskResponse:
-        async def work(manager: ContainerManager) -> pb.CreateTaskResponse:
+        def work(manager: ContainerManager) -> pb.CreateTaskResponse:
             if request.HasField("checkpoint") and request.checkpoint.digest:
                 raise Unimplemented("restoring a task from a checkpoint is not supported")
             if request.runtime_path:
                 raise InvalidArgument("runtime_path is not supported: tasks run with runc")
-            record = await self._deps.blocking(self._record, manager, request.container_id)
+            record = self._record(manager, request.container_id)
             name = runtime_name(record)
             if name not in RUNTIMES:
                 raise InvalidArgument(f"runtime {name!r} is not supported: use one of {', '.join(RUNTIMES)}")
-            spec = await self._deps.blocking(task_spec, manager, record)
+            spec = task_spec(manager, record)
             io = rt.TaskIO(stdin=request.stdin, stdout=request.stdout, stderr=request.stderr,
                            terminal=request.terminal)
-            rootfs = to_mounts(request.rootfs)
-            pid = await self._deps.blocking(rt.create_task, manager, record, spec, rootfs=rootfs, io=io)
-            await self._journal(manager, "/tasks/create", task_events.TaskCreate(
+            pid = rt.create_task(manager, record, spec, rootfs=to_mounts(request.rootfs), io=io)
+            self._journal(manager, "/tasks/create", task_events.TaskCreate(
                 container_id=record.id, bundle=manager.bundle(record.id), rootfs=request.rootfs,
                 io=task_events.TaskIO(stdin=io.stdin, stdout=io.stdout, stderr=io.stderr, terminal=io.terminal),
                 pid=pid))
             return pb.CreateTaskResponse(container_id=record.id, pid=pid)
 
-        return await self._call(context, "Create", work)  # type: ignore[no-any-return]
+        return await self._call(context, "Create", work)
 
     async def Start(self, request: pb.StartRequest, context: Context) -> pb.StartResponse:
-        async def work(manager: ContainerManager) -> pb.StartResponse:
-            record = await self._deps.blocking(self._record, manager, request.container_id)
+        def work(manager: ContainerManager) -> pb.StartResponse:
+            record = self._record(manager, request.container_id)
             if request.exec_id:
-                pid = await self._deps.blocking(rt.start_exec, manager, record, request.exec_id)
-            else:
-                pid = await self._deps.blocking(rt.start_task, manager, record)
-            return pb.StartResponse(pid=pid)
+                return pb.StartResponse(pid=rt.start_exec(manager, record, request.exec_id))
+            return pb.StartResponse(pid=rt.start_task(manager, record))
 
-        return await self._call(context, "Start", work)  # type: ignore[no-any-return]
+        return await self._call(context, "Start", work)
 
     async def Delete(self, request: pb.DeleteTaskRequest, context: Context) -> pb.DeleteResponse:
-        async def work(manager: ContainerManager) -> pb.DeleteResponse:
-            record = await self._deps.blocking(self._record, manager, request.container_id)
-            state = await self._deps.blocking(rt.delete_task, manager, record)
-            await self._journal(manager, "/tasks/delete", task_events.TaskDelete(
+        def work(manager: ContainerManager) -> pb.DeleteResponse:
+            record = self._record(manager, request.container_id)
+            state = rt.delete_task(manager, record)
+            self._journal(manager, "/tasks/delete", task_events.TaskDelete(
                 container_id=record.id, pid=max(state.pid, 0), exit_status=state.exit_status,
                 exited_at=_timestamp(state.exited_at)))
             return pb.DeleteResponse(id=record.id, pid=max(state.pid, 0), exit_status=state.exit_status,
                                      exited_at=_timestamp(state.exited_at))
 
-        return await self._call(context, "Delete", work)  # type: ignore[no-any-return]
+        return await self._call(context, "Delete", work)
 
     async def DeleteProcess(self, request: pb.DeleteProcessRequest, context: Context) -> pb.DeleteResponse:
-        async def work(manager: ContainerManager) -> pb.DeleteResponse:
-            record = await self._deps.blocking(self._record, manager, request.container_id)
+        def work(manager: ContainerManager) -> pb.DeleteResponse:
+            record = self._record(manager, request.container_id)
             if not request.exec_id:
                 raise InvalidArgument("exec_id is required (Delete deletes the task)")
-            state = await self._deps.blocking(rt.delete_exec, manager, record, request.exec_id)
+            state = rt.delete_exec(manager, record, request.exec_id)
             return pb.DeleteResponse(id=request.exec_id, pid=max(state.pid, 0), exit_status=state.exit_status,
                                      exited_at=_timestamp(state.exited_at))
 
-        return await self._call(context, "DeleteProcess", work)  # type: ignore[no-any-return]
+        return await self._call(context, "DeleteProcess", work)
 
     async def Get(self, request: pb.GetRequest, context: Context) -> pb.GetResponse:
-        async def work(manager: ContainerManager) -> pb.GetResponse:
-            record = await self._deps.blocking(self._record, manager, request.container_id)
+        def work(manager: ContainerManager) -> pb.GetResponse:
+            record = self._record(manager, request.container_id)
             if request.exec_id:
-                state = await self._deps.blocking(rt.exec_state, manager, record, request.exec_id)
-            else:
-                state = await self._deps.blocking(rt.task_state, manager, record)
-            return pb.GetResponse(process=to_process(state))
+                return pb.GetResponse(process=to_process(rt.exec_state(manager, record, request.exec_id)))
+            return pb.GetResponse(process=to_process(rt.task_state(manager, record)))
 
-        return await self._call(context, "Get", work)  # type: ignore[no-any-return]
+        return await self._call(context, "Get", work)
 
     async def List(self, request: pb.ListTasksRequest, context: Context) -> pb.ListTasksResponse:
-        async def work(manager: ContainerManager) -> pb.ListTasksResponse:
-            def listed() -> list[task_pb2.Process]:
-                out = []
-                for record in manager.records.list():
-                    try:
-                        out.append(to_process(rt.task_state(manager, record)))
-                    except NotFound:
-                        continue
-                return out
+        def work(manager: ContainerManager) -> pb.ListTasksResponse:
+            out = []
+            for record in manager.records.list():
+                try:
+                    out.append(to_process(rt.task_state(manager, record)))
+                except NotFound:
+                    continue
+            return pb.ListTasksResponse(tasks=out)
 
-            return pb.ListTasksResponse(tasks=await self._deps.blocking(listed))
-
-        return await self._call(context, "List", work)  # type: ignore[no-any-return]
+        return await self._call(context, "List", work)
 
     async def Kill(self, request: pb.KillRequest, context: Context) -> empty_pb2.Empty:
-        async def work(manager: ContainerManager) -> empty_pb2.Empty:
-            record = await self._deps.blocking(self._record, manager, request.container_id)
+        def work(manager: ContainerManager) -> empty_pb2.Empty:
+            record = self._record(manager, request.container_id)
             sig = request.signal or int(signal.SIGTERM)
             if request.exec_id:
-                await self._deps.blocking(rt.kill_exec, manager, record, request.exec_id, sig)
+                rt.kill_exec(manager, record, request.exec_id, sig)
             else:
-                await self._deps.blocking(rt.kill_task, manager, record, sig, all_processes=request.all)
+                rt.kill_task(manager, record, sig, all_processes=request.all)
             return empty_pb2.Empty()
 
-        return await self._call(context, "Kill", work)  # type: ignore[no-any-return]
+        return await self._call(context, "Kill", work)
 
     async def Exec(self, request: pb.ExecProcessRequest, context: Context) -> empty_pb2.Empty:
-        async def work(manager: ContainerManager) -> empty_pb2.Empty:
-            record = await self._deps.blocking(self._record, manager, request.container_id)
+        def work(manager: ContainerManager) -> empty_pb2.Empty:
+            record = self._record(manager, request.container_id)
             if not request.exec_id:
                 raise InvalidArgument("exec_id is required")
             process = from_any(request.spec, "exec's process spec")
             io = rt.TaskIO(stdin=request.stdin, stdout=request.stdout, stderr=request.stderr,
                            terminal=request.terminal)
-            await self._deps.blocking(rt.add_exec, manager, record, request.exec_id, process, io)
+            rt.add_exec(manager, record, request.exec_id, process, io)
             return empty_pb2.Empty()
 
-        return await self._call(context, "Exec", work)  # type: ignore[no-any-return]
+        return await self._call(context, "Exec", work)
 
     async def ResizePty(self, request: pb.ResizePtyRequest, context: Context) -> empty_pb2.Empty:
-        async def work(manager: ContainerManager) -> empty_pb2.Empty:
-            record = await self._deps.blocking(self._record, manager, request.container_id)
+        def work(manager: ContainerManager) -> empty_pb2.Empty:
+            record = self._record(manager, request.container_id)
             if request.exec_id:
-                await self._deps.blocking(rt.resize_exec, manager, record, request.exec_id, width=request.width,
-                                          height=request.height)
+                rt.resize_exec(manager, record, request.exec_id, width=request.width, height=request.height)
             else:
-                await self._deps.blocking(rt.resize_task, manager, record, width=request.width,
-                                          height=request.height)
+                rt.resize_task(manager, record, width=request.width, height=request.height)
             return empty_pb2.Empty()
 
-        return await self._call(context, "ResizePty", work)  # type: ignore[no-any-return]
+        return await self._call(context, "ResizePty", work)
 
     async def CloseIO(self, request: pb.CloseIORequest, context: Context) -> empty_pb2.Empty:
-        async def work(manager: ContainerManager) -> empty_pb2.Empty:
-            record = await self._deps.blocking(self._record, manager, request.container_id)
+        def work(manager: ContainerManager) -> empty_pb2.Empty:
+            record = self._record(manager, request.container_id)
             # The process reads the client's FIFO itself: the client closing its end is the EOF.
             if request.exec_id:
-                await self._deps.blocking(rt.exec_state, manager, record, request.exec_id)
+                rt.exec_state(manager, record, request.exec_id)
             else:
-                await self._deps.blocking(rt.task_state, manager, record)
+                rt.task_state(manager, record)
             return empty_pb2.Empty()
 
-        return await self._call(context, "CloseIO", work)  # type: ignore[no-any-return]
+        return await self._call(context, "CloseIO", work)
 
     async def Pause(self, request: pb.PauseTaskRequest, context: Context) -> empty_pb2.Empty:
-        async def work(manager: ContainerManager) -> empty_pb2.Empty:
-            record = await self._deps.blocking(self._record, manager, request.container_id)
-            await self._deps.blocking(rt.task_state, manager, record)
-            await self._deps.blocking(manager.pause, record.id)
-            await self._journal(manager, "/tasks/paused", task_events.TaskPaused(container_id=record.id))
+        def work(manager: ContainerManager) -> empty_pb2.Empty:
+            record = self._record(manager, request.container_id)
+            rt.task_state(manager, record)
+            manager.pause(record.id)
+            self._journal(manager, "/tasks/paused", task_events.TaskPaused(container_id=record.id))
             return empty_pb2.Empty()
 
-        return await self._call(context, "Pause", work)  # type: ignore[no-any-return]
+        return await self._call(context, "Pause", work)
 
     async def Resume(self, request: pb.ResumeTaskRequest, context: Context) -> empty_pb2.Empty:
-        async def work(manager: ContainerManager) -> empty_pb2.Empty:
-            record = await self._deps.blocking(self._record, manager, request.container_id)
-            await self._deps.blocking(rt.task_state, manager, record)
-            await self._deps.blocking(manager.resume, record.id)
-            await self._journal(manager, "/tasks/resumed", task_events.TaskResumed(container_id=record.id))
+        def work(manager: ContainerManager) -> empty_pb2.Empty:
+            record = self._record(manager, request.container_id)
+            rt.task_state(manager, record)
+            manager.resume(record.id)
+            self._journal(manager, "/tasks/resumed", task_events.TaskResumed(container_id=record.id))
             return empty_pb2.Empty()
 
-        return await self._call(context, "Resume", work)  # type: ignore[no-any-return]
+        return await self._call(context, "Resume", work)
 
     async def ListPids(self, request: pb.ListPidsRequest, context: Context) -> pb.ListPidsResponse:
-        async def work(manager: ContainerManager) -> pb.ListPidsResponse:
-            record = await self._deps.blocking(self._record, manager, request.container_id)
-            pids = await self._deps.blocking(rt.list_pids, manager, record)
+        def work(manager: ContainerManager) -> pb.ListPidsResponse:
+            pids = rt.list_pids(manager, self._record(manager, request.container_id))
             return pb.ListPidsResponse(processes=[task_pb2.ProcessInfo(pid=pid) for pid in pids])
 
-        return await self._call(context, "ListPids", work)  # type: ignore[no-any-return]
+        return await self._call(context, "ListPids", work)
 
     async def Checkpoint(self, request: pb.CheckpointTaskRequest, context: Context) -> pb.CheckpointTaskResponse:
-        async def work(manager: ContainerManager) -> pb.CheckpointTaskResponse:
+        def work(manager: ContainerManager) -> pb.CheckpointTaskResponse:
             raise Unimplemented("checkpointing a task is not supported")
 
-        return await self._call(context, "Checkpoint", work)  # type: ignore[no-any-return]
+        return await self._call(context, "Checkpoint", work)
 
     async def Update(self, request: pb.UpdateTaskRequest, context: Context) -> empty_pb2.Empty:
-        async def work(manager: ContainerManager) -> empty_pb2.Empty:
-            record = await self._deps.blocking(self._record, manager, request.container_id)
-            await self._deps.blocking(rt.task_state, manager, record)
-            resources = from_any(request.resources, "resources")
-            await self._deps.blocking(manager.runc.update, record.id, resources)
+        def work(manager: ContainerManager) -> empty_pb2.Empty:
+            record = self._record(manager, request.container_id)
+            rt.task_state(manager, record)
+            manager.runc.update(record.id, from_any(request.resources, "resources"))
             return empty_pb2.Empty()
 
-        return await self._call(context, "Update", work)  # type: ignore[no-any-return]
+        return await self._call(context, "Update", work)
 
     async def Metrics(self, request: pb.MetricsRequest, context: Context) -> pb.MetricsResponse:
-        async def work(manager: ContainerManager) -> pb.MetricsResponse:
-            wanted = parse_filters(list(request.filters))
+        wanted = parse_filters(list(request.filters))
 
-            def measured() -> list[types_metrics_pb2.Metric]:
-                reader = ContainerStatsReader.of(manager)
-                out = []
-                for record in manager.records.list():
-                    if not wanted.matches(labels_adaptor({"id": record.id}, dict(record.labels))):
-                        continue
-                    if not rt.has_task(manager, record):
-                        continue
-                    sample = reader.read(record, writable_layer=False).cgroup
-                    if sample is not None:
-                        out.append(to_metric(record.id, sample))
-                return out
+        def work(manager: ContainerManager) -> pb.MetricsResponse:
+            reader = ContainerStatsReader.of(manager)
+            out = []
+            for record in manager.records.list():
+                if not wanted.matches(labels_adaptor({"id": record.id}, dict(record.labels))):
+                    continue
+                if not rt.has_task(manager, record):
+                    continue
+                sample = reader.read(record, writable_layer=False).cgroup
+                if sample is not None:
+                    out.append(to_metric(record.id, sample))
+            return pb.MetricsResponse(metrics=out)
 
-            return pb.MetricsResponse(metrics=await self._deps.blocking(measured))
-
-        return await self._call(context, "Metrics", work)  # type: ignore[no-any-return]
+        return await self._call(context, "Metrics", work)
 
     async def Wait(self, request: pb.WaitRequest, context: Context) -> pb.WaitResponse:
-        async def work(manager: ContainerManager) -> pb.WaitResponse:
-            record = await self._deps.blocking(self._record, manager, request.container_id)
+        async def work() -> pb.WaitResponse:
+            manager = self._manager(namespace_of(context))
+
+            def task(record: Container | None = None) -> tuple[Container, rt.ProcessState]:
+                record = record or self._record(manager, request.container_id)
+                return record, rt.task_state(manager, record)
+
             if request.exec_id:
+                record = await self._deps.blocking(self._record, manager, request.container_id)
                 state = await rt.wait_exec(manager, record, request.exec_id, self._deps.blocking)
             else:
-                await self._deps.blocking(rt.task_state, manager, record)
-                await rt.wait_task(manager, record, self._deps.blocking)
-                state = await self._deps.blocking(rt.task_state, manager, record)
+                record, state = await self._deps.blocking(task)
+                if state.state != EXITED:
+                    await rt.wait_task(manager, record, self._deps.blocking)
+                    _, state = await self._deps.blocking(task, record)
             return pb.WaitResponse(exit_status=state.exit_status, exited_at=_timestamp(state.exited_at))
 
-        return await self._call(context, "Wait", work)  # type: ignore[no-any-return]
+        return await serve(context, "Wait", work())
 
 
 METRICS_TYPE = "io.containerd.cgroups.v1.Metrics"

@@ -133,22 +133,30 @@ class RequestCounter(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: RequestMetrics | None = None) -> None:
         self.running = 0  # touched on the event loop only
         self.metrics = metrics
+        # A method's handler never changes: wrapped once, not per call (a call's
+        # fixed cost is the most of what a small request costs).
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:  # an unknown method: not kept (a client may make up any number)
+                return None
+            wrapped = self._wrapped[method] = self._wrap(handler, method)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
         if handler.unary_unary is None:
-            return handler if self.metrics is None else _observed_stream(handler, handler_call_details.method,
-                                                                         self.metrics)
+            return handler if self.metrics is None else _observed_stream(handler, method, self.metrics)
         # hawserd's servicer methods are coroutines (the stubs type behaviors as plain functions).
         behavior = cast(Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]], handler.unary_unary)
 
         metrics = self.metrics
-        method = handler_call_details.method
 
         async def counted(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             self.running += 1

@@ -6,8 +6,8 @@ A ``Broadcast`` follows the journal (``Tail``) under a named cursor, turns
 the journal's events into what its stream sends (``build``: blocking, may
 look things up), and hands each item to every subscriber whose filter takes
 it.  The follower reads at once after an append by this process (the
-journal's ``listeners``), else every ``interval`` for other processes' (the
-CLI's).
+journal's ``listeners``) while somebody listens, else every ``interval`` (for
+other processes' events, the CLI's, and to keep its place).
 
 The backlog.  The cursor (``state/events/<name>.cursor``) is the time after
 the last journal event the follower handled, saved after every read whether
@@ -85,6 +85,7 @@ class Broadcast(Generic[T]):
         self._tail: Tail | None = None
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._reading = asyncio.Lock()
 
     @property
     def listening(self) -> bool:
@@ -141,22 +142,29 @@ class Broadcast(Generic[T]):
             self._wake = None
 
     def _poke(self) -> None:
-        """A journal listener (any thread): this process appended."""
+        """A journal listener (any thread): this process appended.  With nobody
+        listening there is nobody to hurry for: the next read on the interval
+        keeps the place (a busy daemon appends several events per request)."""
         loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None:
+        if loop is not None and wake is not None and self._subscribers:
             with contextlib.suppress(RuntimeError):  # the loop is closed: the daemon is going away
                 loop.call_soon_threadsafe(wake.set)
 
     async def poll(self) -> list[T]:
         """One read of the journal; publishes and returns the items built
         (none while nobody listens: building may cost lookups)."""
-        if self._tail is None:
-            self._tail = self.journal.tail()
-        events = await self.blocking(self._tail.poll)
-        if not events:
-            return []
-        built = await self.blocking(self._build_all, events) if self._subscribers else []
-        await self.blocking(self._save_cursor, events)
+        async with self._reading:  # one read of the tail at a time (the follower, a first subscriber)
+            if self._tail is None:
+                self._tail = self.journal.tail()
+            tail, listening = self._tail, bool(self._subscribers)
+
+            def read() -> tuple[list[Event], list[T]]:
+                events = tail.poll()
+                built = self._build_all(events) if events and listening else []
+                self._save_cursor(events)
+                return events, built
+
+            _, built = await self.blocking(read)
         for item in built:
             self.publish(item)
         return built
@@ -206,6 +214,10 @@ class Broadcast(Generic[T]):
         subscriber after a restart: the backlog first), until the caller stops
         iterating.  ResourceExhausted when this subscriber fell too far behind."""
         subscriber = _Subscriber(self.queue_size, accept)
+        if not self._subscribers and self._tail is not None:
+            # Nobody listened, so the follower read on its interval only: what is
+            # unread was journaled before this stream began, and is not its.
+            await self.poll()
         while self._backlog:
             kept = self._backlog.popleft()
             if self._takes(subscriber, kept):
