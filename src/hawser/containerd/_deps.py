@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from hawser._dataclass import dataclass
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from hawser.containerd._api.services.events.v1.events_pb2 import Envelope
@@ -29,3 +33,11 @@ class ContainerdDeps:
     journal: Journal | None = None
     events: Broadcast[Envelope] | None = None
     containers: ContainerManagers | None = None
+
+    async def lookup(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """A lookup by key in the metadata database: on the event loop where the
+        database serves this thread's reads (``Database.read_here``: hawserd),
+        else in a worker thread."""
+        if self.store.metadata.db.reads_here():
+            return fn(*args, **kwargs)
+        return await self.blocking(fn, *args, **kwargs)

@@ -198,8 +198,11 @@ class Containers(containers_pb2_grpc.ContainersServicer):
     async def Get(self, request: pb.GetContainerRequest, context: Context) -> pb.GetContainerResponse:
         async def work() -> pb.GetContainerResponse:
             namespace = namespace_of(context)
-            return pb.GetContainerResponse(container=await self._deps.blocking(
-                lambda: self._message(self._records.get(request.id, namespace=namespace))))
+            record = await self._deps.lookup(self._records.get, request.id, namespace=namespace)
+            if api_config(record) is not None:  # all in the record
+                return pb.GetContainerResponse(container=self._message(record))
+            # One hawser made: its spec is its bundle's file.
+            return pb.GetContainerResponse(container=await self._deps.blocking(self._message, record))
 
         return await serve(context, "Get", work())
 

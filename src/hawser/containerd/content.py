@@ -68,6 +68,8 @@ from hawser.oci import Digest
 
 # Read answers in chunks of at most this many bytes (containerd's buffer).
 READ_CHUNK = 1 << 20
+# Blobs up to this size are read on the event loop in hawserd (``ContainerdDeps.lookup``).
+INLINE_READ = 64 << 10
 # List answers in messages of this many infos, as containerd batches them.
 LIST_BATCH = 100
 
@@ -392,8 +394,7 @@ class Content(content_pb2_grpc.ContentServicer):
         async def work() -> pb.InfoResponse:
             namespace = namespace_of(context)
             digest = parse_digest(request.digest)
-            return pb.InfoResponse(info=_info(await self._deps.blocking(self._blobs.get, digest,
-                                                                        namespace=namespace)))
+            return pb.InfoResponse(info=_info(await self._deps.lookup(self._blobs.get, digest, namespace=namespace)))
 
         return await serve(context, "Info", work())
 
@@ -444,8 +445,7 @@ class Content(content_pb2_grpc.ContentServicer):
 
             def first_chunk() -> tuple[BinaryIO, int, int, bytes]:
                 """The blob, the range to read and its first chunk: most blobs ctr
-                reads (a manifest, a config) are one chunk, one trip to a worker."""
-                self._blobs.get(digest, namespace=namespace)  # NotFound: not this namespace's
+                reads (a manifest, a config) are one chunk."""
                 blob = self._content.open(digest)
                 try:
                     size = os.fstat(blob.fileno()).st_size
@@ -466,7 +466,10 @@ class Content(content_pb2_grpc.ContentServicer):
                     raise DataLoss(f"content {digest} ended at {offset} bytes, not {end}")
                 return data
 
-            blob, offset, end, data = await self._deps.blocking(first_chunk)
+            found = await self._deps.lookup(self._blobs.get, digest, namespace=namespace)  # NotFound: not this namespace's
+            # A small blob (a manifest, a config) is read where lookups are; a layer in a worker.
+            read = self._deps.lookup if found.size <= INLINE_READ else self._deps.blocking
+            blob, offset, end, data = await read(first_chunk)
             try:
                 while data:
                     # The offset of the data in the blob, as the API documents it.

@@ -165,7 +165,7 @@ class Images(images_pb2_grpc.ImagesServicer):
     async def Get(self, request: pb.GetImageRequest, context: Context) -> pb.GetImageResponse:
         async def work() -> pb.GetImageResponse:
             namespace = namespace_of(context)
-            image = await self._deps.blocking(self._images.get, request.name, namespace=namespace)
+            image = await self._deps.lookup(self._images.get, request.name, namespace=namespace)
             return pb.GetImageResponse(image=to_message(image))
 
         return await serve(context, "Get", work())

@@ -51,7 +51,7 @@ class Namespaces(namespace_pb2_grpc.NamespacesServicer):
 
     async def Get(self, request: pb.GetNamespaceRequest, context: Context) -> pb.GetNamespaceResponse:
         async def work() -> pb.GetNamespaceResponse:
-            found = await self._deps.blocking(self._store.get, request.name)
+            found = await self._deps.lookup(self._store.get, request.name)
             return pb.GetNamespaceResponse(namespace=_message(found))
 
         return await serve(context, "Get", work())

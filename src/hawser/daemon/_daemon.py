@@ -406,6 +406,9 @@ class Daemon:
                 metrics_server.start()
             await self.recover()
             await self._start_streaming()
+            # Lookups by key (a blob's record, an image's, a container's) answer on the
+            # event loop: ctr makes dozens per run, and a worker thread costs more.
+            self.store.metadata.db.read_here()
             server = grpc.aio.server(interceptors=[self.requests], options=[
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

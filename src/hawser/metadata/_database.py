@@ -11,8 +11,9 @@ Threads.  One ``Database`` owns one connection, opened with
 ``check_same_thread=False`` and guarded by a re-entrant lock held for a whole
 transaction: threads of one process take turns, which costs nothing that
 matters next to SQLite's own single-writer rule, and one object is simpler to
-pass around than a connection per thread.  Do not use one ``Database`` across
-``fork()``; open a new one in the child.
+pass around than a connection per thread.  One thread may have reads of its
+own (``read_here``: hawserd's event loop, for lookups by key).  Do not use one
+``Database`` across ``fork()``; open a new one in the child.
 
 Every record is scoped to a namespace (keyword ``namespace``, default
 ``"default"``).  A namespace comes into existence with the first record written
@@ -45,6 +46,8 @@ from hawser.metadata._types import DEFAULT_NAMESPACE
 from hawser.oci import Descriptor, Digest
 
 DEFAULT_BUSY_TIMEOUT = 30.0
+# How long a ``read_here`` reader (the event loop) waits for a busy database.
+READER_BUSY_TIMEOUT = 0.5
 
 # containerd's identifier rule, for namespaces and lease ids.
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
@@ -158,6 +161,8 @@ class Database:
         self.root = os.path.dirname(os.path.abspath(self.path))
         self.clock = clock
         self._lock = threading.RLock()
+        # A thread whose reads have a connection of their own (``read_here``): its id and the connection.
+        self._reader: tuple[int, sqlite3.Connection] | None = None
         os.makedirs(self.root, mode=0o711, exist_ok=True)
         try:
             conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
@@ -196,11 +201,37 @@ class Database:
         return f"Database({self.path!r})"
 
     def close(self) -> None:
-        """Close the connection. Idempotent."""
+        """Close the connection (and the reader's). Idempotent."""
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                reader[1].close()
+
+    def read_here(self, *, busy_timeout: float = READER_BUSY_TIMEOUT) -> None:
+        """Serve the calling thread's read transactions from a read-only
+        connection of its own, without the lock the other threads share.
+
+        For hawserd's event loop: a point lookup (a blob, an image, a container
+        record) costs tens of microseconds, less than the trip to a worker
+        thread it would otherwise take.  A WAL reader does not wait for the
+        writer or for another thread's transaction; it may wait for SQLite's
+        recovery of a writer that crashed, at most ``busy_timeout``, and then
+        fails Unavailable, to be retried.  Keep such reads to lookups by key:
+        the thread waits for whatever it reads."""
+        conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            conn.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._translate(exc) from exc
+        with self._lock:
+            previous, self._reader = self._reader, (threading.get_ident(), conn)
+        if previous is not None:
+            previous[1].close()
 
     def __enter__(self) -> Database:
         return self
@@ -235,8 +266,13 @@ class Database:
         """One transaction, holding this object's lock throughout.
 
         ``write`` takes SQLite's write lock at BEGIN (see the module docstring).
-        A read transaction sees one consistent snapshot of the database.
+        A read transaction sees one consistent snapshot of the database.  On
+        the thread ``read_here`` names, a read uses that thread's connection.
         """
+        reader = self._reader
+        if not write and reader is not None and reader[0] == threading.get_ident():
+            yield from self._read_on(reader[1])
+            return
         with self._lock:
             conn = self._conn
             if conn is None:
@@ -259,6 +295,31 @@ class Database:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise self._translate(exc) from exc
+
+    def reads_here(self) -> bool:
+        """Whether the calling thread's reads have their own connection (``read_here``)."""
+        reader = self._reader
+        return reader is not None and reader[0] == threading.get_ident()
+
+    def _read_on(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        try:
+            conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        try:
+            yield conn
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._translate(exc) from exc
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise self._translate(exc) from exc
 
     def _up_to_date(self, latest: int) -> bool:
         with self.transaction(write=False) as c:

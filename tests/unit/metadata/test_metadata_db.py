@@ -79,6 +79,48 @@ def test_closed_database_refuses_work(md: Metadata) -> None:
 # --- namespaces ------------------------------------------------------------------------
 
 
+def test_a_thread_reading_here_does_not_wait_for_another_threads_transaction(md: Metadata) -> None:
+    md.blobs.record(D1, 3)
+    md.db.read_here()
+    assert md.db.reads_here()
+    in_transaction, done = threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def writer() -> None:  # holds the shared connection's lock, in a write transaction
+        with md.db.transaction(write=True) as c:
+            c.execute("DELETE FROM blobs WHERE digest = ?", (str(D1),))
+            seen.append(md.db.reads_here())
+            in_transaction.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert in_transaction.wait(10)
+        # Answered at once, from what was committed: the delete is not yet.
+        assert md.blobs.get(D1).size == 3
+    finally:
+        done.set()
+        thread.join()
+    assert seen == [False]  # the other thread reads and writes on the shared connection
+    with pytest.raises(NotFound):
+        md.blobs.get(D1)
+    # Writes from the reading thread still go through the shared connection.
+    md.blobs.record(D2, 3)
+    assert md.blobs.get(D2).size == 3
+
+
+def test_the_reading_connection_is_read_only_and_closed_with_the_database(tmp_path: Path) -> None:
+    md = Metadata(tmp_path / "metadata.db")
+    md.db.read_here()
+    with pytest.raises(FailedPrecondition, match="readonly"), md.db.transaction(write=False) as c:
+        c.execute("DELETE FROM blobs")
+    md.close()
+    with pytest.raises(FailedPrecondition, match="closed"):
+        md.blobs.record(D1, 3)
+    assert md.db._reader is None
+
+
 def test_namespaces(md: Metadata, clock: Clock) -> None:
     ns = md.namespaces.create("k8s.io", labels={"a": "b"})
     assert (ns.name, dict(ns.labels), ns.created_at) == ("k8s.io", {"a": "b"}, clock.now)
