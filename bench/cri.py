@@ -73,12 +73,17 @@ SUBNETS = ("10.231.0.0/16", "10.232.0.0/16", "10.233.0.0/16", "172.29.0.0/16")
 CGROUP = "hawser-bench-cri"  # every pod's cgroup parent is /hawser-bench-cri/<runtime>/<pod>
 POD_NAMESPACE = "hawser-bench"
 BUSYBOX = ("bench/busybox", "cri")
+SMALL = ("bench/small", "cri")  # pulled and removed by the image loop: one small layer of its own
+# The image loop's calls, as the report names them.
+IMAGE_CALLS = ("PullImage (present)", "PullImage (absent)", "ImageStatus", "ListImages", "RemoveImage",
+               "ContainerStatus", "PodSandboxStatus", "ListContainers")
 PAUSE = ("bench/pause", "catatonit")
 CONTAINER_CMD = ("/bin/sleep", "3600")
 STOP_TIMEOUT = 0  # seconds; see the README: `sleep` as pid 1 ignores SIGTERM
 STEPS = ("RunPodSandbox", "CreateContainer", "StartContainer", "StopContainer", "RemoveContainer", "StopPodSandbox",
          "RemovePodSandbox")
 TARGET_RATIO = 1.0  # hawser pods/s over containerd's
+TARGET_CALL_RATIO = 1.0  # hawser's time per image or status call over containerd's
 TARGET_IDLE_RSS = 60 * MB
 TARGET_RUNNING_RSS = 150 * MB
 SCRATCH_SIZE = 4 << 30  # sparse: only what is written takes space
@@ -133,6 +138,7 @@ class Result:
     par_walls: list[float] = field(default_factory=list)  # seconds per round of `parallel` pods
     par_steps: dict[str, list[float]] = field(default_factory=dict)
     memory: dict[str, Memory] = field(default_factory=dict)  # "fresh", "idle", "running"
+    image_calls: dict[str, list[float]] = field(default_factory=dict)  # the image loop: seconds per call
     running: int = 0  # pods started for the "running" figure
     running_start: float = 0.0
     running_stop: float = 0.0
@@ -169,6 +175,8 @@ class Result:
                          "pods_per_second": parallel / median(self.par_walls) if self.par_walls else None,
                          "median_per_step": {k: median(v) for k, v in self.par_steps.items() if v}},
             "memory": {k: v.summary() for k, v in self.memory.items()},
+            "image_loop": {"median_per_call": {k: median(v) for k, v in self.image_calls.items() if v},
+                           "seconds_per_call": self.image_calls},
             "running": {"pods": self.running, "start_seconds": self.running_start, "stop_seconds": self.running_stop},
         }
         return d
@@ -457,6 +465,17 @@ class Endpoint:
                 last = _details(e) or str(_code(e))
             time.sleep(0.1)
         raise ToolError(f"{self.key} not ready within {timeout:.0f} s ({last}):\n{tail(log)}")
+
+    def image_call(self, method: str, request: Any, timings: dict[str, list[float]], label: str = "") -> Any:
+        """An ImageService call, timed under ``label`` (its method's name by default)."""
+        t0 = time.perf_counter()
+        try:
+            resp = getattr(self.images, method)(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            code = _code(e)
+            raise ToolError(f"{self.key} {method}: {code.name if code else 'error'}: {_details(e)[:500]}") from None
+        timings.setdefault(label or method, []).append(time.perf_counter() - t0)
+        return resp
 
     def pull(self, ref: str) -> None:
         try:
@@ -828,6 +847,56 @@ def parallel(daemons: Sequence[Daemon], k: int, rounds: int) -> None:
         print(f"   round {r + 1}/{rounds}  {k} pods  " + "  ".join(got), flush=True)
 
 
+def image_loop(daemons: Sequence[Daemon], small: str, n: int, warmup: int) -> None:
+    """The calls kubelet makes most, one at a time, alternating the runtimes
+    round by round: PullImage of an image present and of a small one absent,
+    ImageStatus, ListImages, RemoveImage; and with one pod running,
+    ContainerStatus, PodSandboxStatus and ListContainers (kubelet's
+    relist).  ``warmup`` untimed rounds first."""
+    pods: dict[str, tuple[str, str]] = {}
+    for d in daemons:
+        def start(d: Daemon = d) -> None:
+            pods[d.key] = d.endpoint.start_pod("img")
+            d.endpoint.pull(small)
+        _guarded(d, "image loop set-up", start)
+    try:
+        for i in range(warmup + n):
+            for d in daemons if i % 2 == 0 else list(reversed(daemons)):
+                if d.key not in pods:
+                    continue
+                pod_id, ctr_id = pods[d.key]
+                timings: dict[str, list[float]] = {}
+
+                def one(d: Daemon = d, pod_id: str = pod_id, ctr_id: str = ctr_id,
+                        timings: dict[str, list[float]] = timings) -> None:
+                    e = d.endpoint
+                    present = api_pb2.ImageSpec(image=e.image_ref)
+                    e.image_call("PullImage", api_pb2.PullImageRequest(image=present), timings, "PullImage (present)")
+                    e.image_call("ImageStatus", api_pb2.ImageStatusRequest(image=present), timings)
+                    e.image_call("ListImages", api_pb2.ListImagesRequest(), timings)
+                    e.image_call("RemoveImage", api_pb2.RemoveImageRequest(image=api_pb2.ImageSpec(image=small)),
+                                 timings)
+                    e.image_call("PullImage", api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=small)),
+                                 timings, "PullImage (absent)")
+                    e.call("ContainerStatus", api_pb2.ContainerStatusRequest(container_id=ctr_id), timings)
+                    e.call("PodSandboxStatus", api_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod_id), timings)
+                    e.call("ListContainers", api_pb2.ListContainersRequest(), timings)
+
+                _guarded(d, "image loop", one)
+                if i >= warmup:
+                    for k, v in timings.items():
+                        d.result.image_calls.setdefault(k, []).extend(v)
+            if i >= warmup and ((i - warmup + 1) % 10 == 0 or i == warmup + n - 1):
+                got = [f"{d.key} {sum(median(v) for v in d.result.image_calls.values()) * 1000:6.1f} ms"
+                       for d in daemons if d.result.image_calls]
+                print(f"   {i - warmup + 1:4d}/{n}  sum of medians  " + "  ".join(got), flush=True)
+    finally:
+        for d in daemons:
+            if d.key in pods:
+                for note in d.endpoint.discard(pods[d.key][0]):
+                    d.result.notes.append(note)
+
+
 def running_phase(d: Daemon, n: int, settle: float, workers: int = 4) -> None:
     """``n`` pods with their container running, one after the other; the memory with them
     all; then all stopped and removed (``workers`` at a time, untimed but reported)."""
@@ -958,6 +1027,10 @@ def report(results: Mapping[str, Result | None], info: Mapping[str, Any], args: 
     row("  pods/s", par_rate, lambda x: f"{x:.2f}")
     for s in STEPS:
         row(f"  {s}", step(s, "par"), _ms)
+    if args.image_rounds:
+        print(f"  image and status calls, median of {args.image_rounds}")
+        for name in IMAGE_CALLS:
+            row(f"  {name}", lambda r, name=name: median(r.image_calls[name]), _ms)
     row("memory, fresh: daemon RSS", mem("fresh", "daemon_rss"), _mb)
     row("  idle after the phases: daemon RSS", mem("idle", "daemon_rss"), _mb)
     row("  idle after: daemon + helpers RSS", mem("idle", "total_rss"), _mb)
@@ -977,7 +1050,7 @@ def report(results: Mapping[str, Result | None], info: Mapping[str, Any], args: 
                 helpers = ", ".join(f"{k} x{v}" for k, v in m.helpers.items()) or "none"
                 print(f"    {r.name}: {r.running} pods, {m.inside} processes inside them; outside: {helpers}")
     print()
-    ratios: dict[str, float | None] = {"sequential_throughput": None, "parallel_throughput": None}
+    ratios: dict[str, Any] = {"sequential_throughput": None, "parallel_throughput": None}
     if c and h and c.ok and h.ok:
         cs, hs = seq_rate(c), seq_rate(h)
         cp, hp = par_rate(c), par_rate(h)
@@ -988,6 +1061,15 @@ def report(results: Mapping[str, Result | None], info: Mapping[str, Any], args: 
             if v is not None:
                 print(f"  hawser/containerd throughput, {label}: {v:.2f}x  (target >= {TARGET_RATIO:.1f}: "
                       f"{'met' if v >= TARGET_RATIO else 'MISSED'})")
+        calls = {}
+        for name in IMAGE_CALLS:
+            if c.image_calls.get(name) and h.image_calls.get(name):
+                calls[name] = median(h.image_calls[name]) / median(c.image_calls[name])
+        if calls:
+            ratios["image_calls"] = calls
+            missed = [f"{k} {v:.2f}x" for k, v in calls.items() if v > TARGET_CALL_RATIO]
+            print(f"  hawser/containerd time per image or status call: worst {max(calls.values()):.2f}x  "
+                  f"(target <= {TARGET_CALL_RATIO:.1f} each: {'met' if not missed else 'MISSED: ' + ', '.join(missed)})")
     elif h is not None and not h.ok:
         why = (f"UNIMPLEMENTED ({h.unimplemented})" if h.unimplemented
                else f"FAILED: {(h.error or '').splitlines()[0][:150]}")
@@ -1111,6 +1193,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pods", type=int, default=30, help="timed sequential pods per runtime [30]")
     ap.add_argument("--warmup", type=int, default=3, help="untimed pods per runtime before them [3]")
     ap.add_argument("--parallel", type=int, default=10, help="pods per parallel round [10]")
+    ap.add_argument("--image-rounds", type=int, default=30,
+                    help="rounds of the image and status calls per runtime, 0 to skip [30]")
     ap.add_argument("--rounds", type=int, default=3, help="parallel rounds per runtime, median reported [3]")
     ap.add_argument("--running", type=int, default=100,
                     help="pods kept running for the memory figure; 0 skips that phase [100]")
@@ -1182,6 +1266,9 @@ def main(argv: list[str] | None = None) -> int:
                 "Cmd": ["/bin/sh"], "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
                 "WorkingDir": "/"}))
             pause = push_image(reg, *PAUSE, *build_image(pause_layer(), {"Entrypoint": ["/pause"], "Cmd": ["-P"]}))
+            small = push_image(reg, *SMALL, *build_image(_layer([("dir", "etc", "", 0o755),
+                                                                 ("file", "etc/small", b"small\n", 0o644)]),
+                                                         {"Cmd": ["/bin/true"]}))
             subnet = pick_subnet()
             conf_dir = shared / "net.d"
             write_conflist(conf_dir, shared / "ipam", subnet)
@@ -1238,6 +1325,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.rounds:
                 print(f"== parallel: {args.rounds} rounds of {args.parallel} pods at once, alternating", flush=True)
                 parallel(daemons, args.parallel, args.rounds)
+            if args.image_rounds:
+                print(f"== image and status calls: {args.warmup} warm-up + {args.image_rounds} rounds per runtime, "
+                      "alternating", flush=True)
+                image_loop([d for d in daemons if d.result.ok], small, args.image_rounds, args.warmup)
             time.sleep(args.settle)
             for d in daemons:
                 d.result.memory["idle"] = measure_memory(d)
