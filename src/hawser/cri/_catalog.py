@@ -6,7 +6,9 @@ image ID (the config digest), known by every tag (``repo_tags``) and every
 ``repo@digest`` (``repo_digests``) that points at it.  An ImageSpec may name an
 image by tag, by digest reference, by full image ID or by a unique prefix of one.
 
-Blocking (SQLite, content reads, directory walks): called from worker threads.
+Blocking (SQLite, content reads, directory walks): called from worker threads,
+or, for ``images`` and ``find``, on hawserd's event loop (``CriDeps.lookup``: the
+records through the loop's own connection, what they resolve to mostly cached).
 The CLI shares the store, so nothing here is cached but what cannot change:
 the parsed manifest and config behind a content digest, and the disk usage of
 a committed snapshot.

@@ -15,8 +15,8 @@ from hawser.cri.types import CriDeps
 async def list_images(deps: CriDeps, request: api_pb2.ListImagesRequest) -> api_pb2.ListImagesResponse:
     wanted = request.filter.image.image if request.HasField("filter") else ""
     if wanted:
-        image = await deps.blocking(deps.catalog.find, wanted)
+        image = await deps.lookup(deps.catalog.find, wanted)
         images = [] if image is None else [image]
     else:
-        images = await deps.blocking(deps.catalog.images)
+        images = await deps.lookup(deps.catalog.images)
     return api_pb2.ListImagesResponse(images=[cri_image(i) for i in images])

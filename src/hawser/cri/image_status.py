@@ -21,7 +21,7 @@ from hawser.errors import InvalidArgument, NotFound
 async def image_status(deps: CriDeps, request: api_pb2.ImageStatusRequest) -> api_pb2.ImageStatusResponse:
     if not request.image.image:
         raise InvalidArgument("ImageStatus: no image given (image.image is empty)")
-    image = await deps.blocking(deps.catalog.find, request.image.image)
+    image = await deps.lookup(deps.catalog.find, request.image.image)
     if image is None:
         return api_pb2.ImageStatusResponse()
     response = api_pb2.ImageStatusResponse(image=cri_image(image))

@@ -9,11 +9,14 @@ the CNI manager and the streaming server, and hands them down in one
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 from hawser._dataclass import dataclass, field
 from hawser.pods import RunBlocking
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from hawser.cri._catalog import ImageCatalog
@@ -103,6 +106,14 @@ class CriDeps:
     container_stats: ContainerStatsReader = field(default_factory=_stats_reader)
     # The streaming server (Exec/Attach/PortForward URLs) and its runtime; None: those are UNIMPLEMENTED.
     streaming: Streaming | None = None
+
+    async def lookup(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """A read of the metadata database (a lookup, a listing of the images):
+        on the event loop where the database serves this thread's reads
+        (``Database.read_here``: hawserd), else in a worker thread."""
+        if self.images.store.metadata.db.reads_here():
+            return fn(*args, **kwargs)
+        return await self.blocking(fn, *args, **kwargs)
 
     def require_containers(self) -> ContainerManager:
         if self.containers is None:
