@@ -48,6 +48,7 @@ from hawser.oci import Descriptor, Digest
 DEFAULT_BUSY_TIMEOUT = 30.0
 # How long a ``read_here`` reader (the event loop) waits for a busy database.
 READER_BUSY_TIMEOUT = 0.5
+READER_CACHE_KIB = 512
 
 # containerd's identifier rule, for namespaces and lease ids.
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
@@ -225,6 +226,8 @@ class Database:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             conn.execute("PRAGMA query_only = ON")
+            # Lookups by key touch a few pages: a small cache (SQLite's default allows 2 MB).
+            conn.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
         except sqlite3.Error as exc:
             conn.close()
             raise self._translate(exc) from exc
