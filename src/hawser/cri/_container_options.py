@@ -26,6 +26,7 @@ import json
 import os
 import posixpath
 import re
+import signal
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -188,6 +189,7 @@ def plan_container(config: api_pb2.ContainerConfig, sandbox: Sandbox, *, files: 
         workdir=config.working_dir or None,
         user=_user(sc),
         additional_gids=tuple(sc.supplemental_groups),
+        image_groups=not _strict_groups(sc, sandbox),
         tty=config.tty,
         stdin=config.stdin,
         stdin_once=config.stdin_once,
@@ -233,12 +235,43 @@ def plan_container(config: api_pb2.ContainerConfig, sandbox: Sandbox, *, files: 
 
 
 def _stop_signal(value: api_pb2.Signal.ValueType) -> str | None:
+    """The request's stop signal as the runtime reads a signal name (None:
+    RUNTIME_DEFAULT, the image's StopSignal or SIGTERM).  The CRI spells the
+    real-time ones SIGRTMINPLUS3 and SIGRTMAXMINUS2: SIGRTMIN+3, SIGRTMAX-2."""
     if not value:
         return None
     try:
-        return api_pb2.Signal.Name(value)
+        name = api_pb2.Signal.Name(value)
     except ValueError:  # proto3 enums are open: a client may send any number
         raise InvalidArgument(f"CreateContainer: unknown stop signal {value}") from None
+    return name.replace("PLUS", "+").replace("MINUS", "-")
+
+
+# The CRI's real-time signals: SIGRTMIN, SIGRTMINPLUS1..15, SIGRTMAXMINUS14..1, SIGRTMAX
+# (glibc's numbering, 34..64, as Go's and Python's signal modules have it).
+_RT_LOW = 15
+
+
+def cri_signal(number: object) -> api_pb2.Signal.ValueType:
+    """A signal number (a record's ``stop_signal``) as the CRI's Signal;
+    RUNTIME_DEFAULT for none (not an int) or one the enum has no name for."""
+    if not isinstance(number, int) or isinstance(number, bool):
+        return api_pb2.RUNTIME_DEFAULT
+    rtmin, rtmax = int(signal.SIGRTMIN), int(signal.SIGRTMAX)
+    if rtmin <= number <= rtmax:
+        if number - rtmin <= _RT_LOW:
+            name = "SIGRTMIN" + (f"PLUS{number - rtmin}" if number > rtmin else "")
+        else:
+            name = "SIGRTMAX" + (f"MINUS{rtmax - number}" if number < rtmax else "")
+    else:
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            return api_pb2.RUNTIME_DEFAULT
+    try:
+        return api_pb2.Signal.Value(name)
+    except ValueError:
+        return api_pb2.RUNTIME_DEFAULT
 
 
 # --- resources --------------------------------------------------------------------
@@ -295,6 +328,31 @@ def _user(sc: api_pb2.LinuxContainerSecurityContext) -> str | None:
     if sc.HasField("run_as_group"):
         user += f":{sc.run_as_group.value}"
     return user
+
+
+_GROUPS_POLICIES = {api_pb2.Merge: "Merge", api_pb2.Strict: "Strict"}
+
+
+def _strict_groups(sc: api_pb2.LinuxContainerSecurityContext, sandbox: Sandbox) -> bool:
+    """Whether SupplementalGroupsPolicy is Strict: only the user's gid and the
+    request's supplemental groups, none of those the image's /etc/group lists
+    the user in (Merge, the default, adds them, as containerd and CRI-O do).
+
+    kubelet sets the pod's policy on the pod sandbox and on each of its
+    containers; a pod sandbox that asks Strict makes its containers Strict
+    too (Merge is the enum's zero: a container cannot say it was not given one).
+    An unknown policy is InvalidArgument, as containerd answers it."""
+    policy = sc.supplemental_groups_policy
+    if policy not in _GROUPS_POLICIES:
+        raise InvalidArgument(f"CreateContainer: unknown supplemental_groups_policy {policy}",
+                              hint="use Merge or Strict")
+    request = sandbox.config.get("request") or {}  # the PodSandboxConfig as protobuf JSON
+    pod_sc = (request.get("linux") or {}).get("security_context") or {}
+    pod_policy = pod_sc.get("supplemental_groups_policy", "Merge")  # protobuf JSON: a name, or a number unknown
+    if pod_policy not in _GROUPS_POLICIES.values():
+        raise InvalidArgument(f"CreateContainer: the pod sandbox's supplemental_groups_policy {pod_policy!r} "
+                              "is unknown", hint="use Merge or Strict")
+    return policy == api_pb2.Strict or pod_policy == "Strict"
 
 
 def _seccomp(sc: api_pb2.LinuxContainerSecurityContext, files: HostFiles) -> tuple[bool, Mapping[str, Any] | None]:

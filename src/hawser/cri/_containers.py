@@ -9,7 +9,6 @@ when the kernel's OOM killer ended it, ``Completed`` for exit code 0,
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ from hawser.cri._container_options import (
     CRI_MOUNTS,
     CRI_SANDBOX_ID,
     KIND_CONTAINER,
+    cri_signal,
     mount_from_json,
     resources_to_cri,
 )
@@ -161,14 +161,9 @@ def cri_status(manager: ContainerManager, record: Container, state: ContainerSta
 
 
 def _signal(record: Container) -> api_pb2.Signal.ValueType:
-    number = record.config.get("stop_signal")
-    if not isinstance(number, int):
-        return api_pb2.RUNTIME_DEFAULT
-    try:
-        name = signal.Signals(number).name
-        return api_pb2.Signal.Value(name)
-    except ValueError:
-        return api_pb2.RUNTIME_DEFAULT
+    """The stop signal the request or the image named (real-time ones too), else
+    RUNTIME_DEFAULT: StopContainer then sends SIGTERM."""
+    return cri_signal(record.config.get("stop_signal"))
 
 
 def select(records: list[Container], *, id_prefix: str = "", pod: str = "",

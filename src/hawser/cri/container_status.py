@@ -3,6 +3,10 @@ present, returns an error." (cri-api api.proto): NOT_FOUND.
 
 The status itself is built by ``_containers.cri_status``, which the list,
 events and stats handlers share; verbose adds the runtime's view as JSON.
+``stop_signal`` is the one CreateContainer's config asked, else the image's
+StopSignal, else unset (RUNTIME_DEFAULT: SIGTERM), as containerd reports it;
+``user.linux`` is the uid, gid and supplementary groups the runtime spec
+gives the container's first process (runc sets exactly those).
 """
 
 from __future__ import annotations

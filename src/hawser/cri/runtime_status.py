@@ -26,7 +26,9 @@ async def status(deps: CriDeps, request: api_pb2.StatusRequest) -> api_pb2.Statu
                                  reason="" if network.ready else network.reason,
                                  message="" if network.ready else network.message),
     ]
-    response = api_pb2.StatusResponse(status=api_pb2.RuntimeStatus(conditions=conditions))
+    # RuntimeFeatures: SupplementalGroupsPolicy (Merge and Strict) is served.
+    response = api_pb2.StatusResponse(status=api_pb2.RuntimeStatus(conditions=conditions),
+                                      features=api_pb2.RuntimeFeatures(supplemental_groups_policy=True))
     if request.verbose:
         response.info["config"] = json.dumps(deps.effective_config, sort_keys=True)
     return response

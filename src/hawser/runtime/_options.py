@@ -198,6 +198,10 @@ class ContainerOptions:
     workdir: str | None = None
     user: str | None = None  # "name", "uid", "name:group", "uid:gid"...; None: the image's
     additional_gids: tuple[int, ...] = ()  # supplementary groups beyond the user's own
+    # Whether the groups the image's /etc/group lists the user in are added (the
+    # CRI's SupplementalGroupsPolicy Merge); False (Strict): only the user's gid
+    # and ``additional_gids``.
+    image_groups: bool = True
     tty: bool = False
     stdin: bool = False
     # With stdin: the first attached client closing its input closes the

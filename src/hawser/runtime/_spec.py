@@ -70,10 +70,12 @@ def build_spec(image: ImageConfig, options: ContainerOptions, *, rootfs: str, ho
     for kind in ("network", "ipc", "uts", "pid"):
         _check_namespace(kind, getattr(ns, kind))
 
+    # Strict (image_groups False): the user's own gid and the requested groups, none the image's /etc/group gives.
+    user_gids = user.additional_gids if options.image_groups else (user.gid,)
     process: dict[str, Any] = {
         "terminal": options.tty,
         "user": {"uid": user.uid, "gid": user.gid,
-                 "additionalGids": _additional_gids(user.additional_gids, options.additional_gids)},
+                 "additionalGids": _additional_gids(user_gids, options.additional_gids)},
         "args": list(args),
         "env": env,
         "cwd": _workdir(image, options),
@@ -667,11 +669,19 @@ def parse_signal(text: str) -> int:
         raise InvalidArgument(f"invalid signal {text!r}", hint="use a name like SIGTERM or a number") from None
 
 
+def named_stop_signal(image: ImageConfig, options: ContainerOptions) -> int | None:
+    """The stop signal the request names, else the image's StopSignal; None
+    when neither names one (stop then sends SIGTERM, and the CRI reports
+    RUNTIME_DEFAULT, as containerd does).  Raises InvalidArgument if unparsable."""
+    text = options.stop_signal or image.stop_signal
+    return parse_signal(text) if text else None
+
+
 def stop_signal(image: ImageConfig, options: ContainerOptions) -> int:
     """The signal that asks the container to stop: the request's, else the
     image's StopSignal, else SIGTERM.  Raises InvalidArgument if unparsable."""
-    text = options.stop_signal or image.stop_signal or "SIGTERM"
-    return parse_signal(text)
+    named = named_stop_signal(image, options)
+    return int(signal.SIGTERM) if named is None else named
 
 
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp])?(i?b)?$", re.IGNORECASE)
