@@ -355,7 +355,11 @@ class Daemon:
             containerd_loops.extend(followers)
         return cls(settings, store=store, network=network, deps=deps, offloader=offloader,
                    # Pods first: what their recovery journals is part of the events' backlog.
-                   recoverers=[sandboxes, *([deps.container_events] if deps.container_events else []),
+                   # Then CNI's GC (spec 1.1): the attachments of every pod that exists, in any namespace, are valid.
+                   recoverers=[sandboxes, network.recoverer(lambda: [
+                                   s.id for ns in store.metadata.namespaces.list()
+                                   for s in store.metadata.sandboxes.list(namespace=ns.name)]),
+                               *([deps.container_events] if deps.container_events else []),
                                *([containerd_events] if containerd_events else [])],
                    loops=[*background_loops(deps), *containerd_loops, HeapTrimmer(offloader)],
                    metrics=metrics, journal=journal, containerd_events=containerd_events, managers=managers)

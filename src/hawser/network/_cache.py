@@ -82,9 +82,17 @@ class ResultCache:
     def entries(self, pod_id: str) -> list[CacheEntry]:
         """The pod's entries (none if the dir is missing).  A malformed entry is
         logged and skipped; OSError if the dir cannot be read."""
-        prefix = f"{pod_id}:"
+        return self._read(f"{pod_id}:")
+
+    def all_entries(self) -> list[CacheEntry]:
+        """Every pod's entries, as ``entries`` reads them (what GC walks)."""
+        return self._read("")
+
+    def _read(self, prefix: str) -> list[CacheEntry]:
         try:
-            names = sorted(n for n in os.listdir(self.directory) if n.startswith(prefix) and n.endswith(".json"))
+            # dot files are atomic_write's temporaries and stand-in namespaces' dirs
+            names = sorted(n for n in os.listdir(self.directory)
+                           if n.startswith(prefix) and n.endswith(".json") and not n.startswith("."))
         except FileNotFoundError:
             return []
         found = []

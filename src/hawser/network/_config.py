@@ -24,7 +24,7 @@ from hawser.errors import InvalidArgument
 log = logging.getLogger("hawser.network")
 
 # Spec versions of network configs hawser runs (their results share one format).
-CONFIG_VERSIONS = ("1.0.0", "0.4.0", "0.3.1", "0.3.0")
+CONFIG_VERSIONS = ("1.1.0", "1.0.0", "0.4.0", "0.3.1", "0.3.0")
 CONFIG_EXTENSIONS = (".conflist", ".conf", ".json")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -60,11 +60,17 @@ class NetworkConfig:
     disable_check: bool = False
     source: str = ""
     raw: str = "{}"
+    disable_gc: bool = False
 
     @property
     def supports_check(self) -> bool:
         """CHECK and prevResult on DEL arrived with spec 0.4.0."""
         return version_tuple(self.cni_version) >= (0, 4, 0)
+
+    @property
+    def supports_status_and_gc(self) -> bool:
+        """STATUS and GC arrived with spec 1.1.0; plugins of older configs may not know them."""
+        return version_tuple(self.cni_version) >= (1, 1, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +90,21 @@ def _invalid(source: str, why: str) -> InvalidArgument:
 
 
 def _pick_version(obj: dict[str, Any], source: str) -> str:
+    """The spec version to run the network with.  Spec 1.1's ``cniVersions``
+    lists every version the config conforms to: the runtime picks the highest
+    one it speaks, counting ``cniVersion`` too (libcni's rule), so a config
+    saying ``"cniVersion": "1.0.0", "cniVersions": ["1.0.0", "1.1.0"]`` runs
+    as 1.1.0 here and as 1.0.0 with an older runtime."""
     version = obj.get("cniVersion")
-    if version is None and isinstance(obj.get("cniVersions"), list):
-        # spec 1.1 lists several; run the newest one hawser speaks
-        usable: list[str] = [v for v in obj["cniVersions"] if isinstance(v, str) and v in CONFIG_VERSIONS]
+    versions = obj.get("cniVersions")
+    if versions is not None:
+        if not isinstance(versions, list) or not all(isinstance(v, str) for v in versions):
+            raise _invalid(source, "cniVersions is not a list of strings")
+        offered: list[str] = [*versions, *([version] if isinstance(version, str) else [])]
+        usable = [v for v in offered if v in CONFIG_VERSIONS]
         if usable:
             return max(usable, key=version_tuple)
-        raise _invalid(source, f"none of cniVersions {obj['cniVersions']} is supported "
+        raise _invalid(source, f"none of cniVersions {versions} is supported "
                                f"(hawser speaks {', '.join(CONFIG_VERSIONS)})")
     if not isinstance(version, str):
         raise _invalid(source, "cniVersion is missing or not a string")
@@ -148,14 +162,23 @@ def parse_network_config(data: str | bytes, *, source: str = "<config>", single:
     if not isinstance(plugins, list) or not plugins:
         raise _invalid(source, "\"plugins\" is missing or empty")
     parsed = tuple(_plugin(p, source, i) for i, p in enumerate(plugins))
-    disable_check = obj.get("disableCheck", False)
-    if isinstance(disable_check, str):  # libcni accepts "true"/"false" strings too
-        disable_check = disable_check.lower() == "true"
-    if not isinstance(disable_check, bool):
-        raise _invalid(source, "disableCheck is not a boolean")
-    normalized = {"cniVersion": version, "name": name, "disableCheck": disable_check, "plugins": plugins}
+    disable_check = _flag(obj, "disableCheck", source)
+    disable_gc = _flag(obj, "disableGC", source)
+    normalized: dict[str, Any] = {"cniVersion": version, "name": name, "disableCheck": disable_check}
+    if disable_gc:  # only when set: entries cached before spec 1.1 keep their exact form
+        normalized["disableGC"] = True
+    normalized["plugins"] = plugins
     return NetworkConfig(name=name, cni_version=version, plugins=parsed, disable_check=disable_check, source=source,
-                         raw=json.dumps(normalized, separators=(",", ":")))
+                         raw=json.dumps(normalized, separators=(",", ":")), disable_gc=disable_gc)
+
+
+def _flag(obj: dict[str, Any], key: str, source: str) -> bool:
+    value = obj.get(key, False)
+    if isinstance(value, str):  # libcni accepts "true"/"false" strings too
+        value = value.lower() == "true"
+    if not isinstance(value, bool):
+        raise _invalid(source, f"{key} is not a boolean")
+    return value
 
 
 def load_file(path: str) -> NetworkConfig:

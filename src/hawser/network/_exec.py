@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hawser._dataclass import dataclass
-from hawser.host import ProcessTimedOut, run_process_async, uncancellable
+from hawser.host import ProcessTimedOut, run_process, run_process_async, uncancellable
 
 # After SIGTERM, how long a plugin's process group gets before SIGKILL.
 TERM_GRACE = 1.0
@@ -57,11 +57,13 @@ def build_env(command: str, attachment: Attachment | None, bin_dirs: Sequence[st
 
 
 def build_stdin(*, name: str, cni_version: str, plugin_raw: str, capabilities: frozenset[str],
-                capability_args: Mapping[str, Any], prev_result: str | None) -> bytes:
+                capability_args: Mapping[str, Any], prev_result: str | None,
+                inject: Mapping[str, Any] | None = None) -> bytes:
     """The execution config: the plugin's config with the network's ``name``
     and ``cniVersion``, ``runtimeConfig`` holding the capability arguments the
     plugin declared (and only those), ``prevResult`` when given, and no
-    ``capabilities`` key (the spec says the runtime removes it)."""
+    ``capabilities`` key (the spec says the runtime removes it).  ``inject``
+    adds keys of the runtime's own (GC's ``cni.dev/valid-attachments``)."""
     conf: dict[str, Any] = json.loads(plugin_raw)
     conf["name"] = name
     conf["cniVersion"] = cni_version
@@ -73,6 +75,8 @@ def build_stdin(*, name: str, cni_version: str, plugin_raw: str, capabilities: f
         conf["runtimeConfig"] = {**existing, **runtime} if isinstance(existing, dict) else runtime
     if prev_result is not None:
         conf["prevResult"] = json.loads(prev_result)
+    if inject:
+        conf.update(inject)
     return json.dumps(conf, separators=(",", ":")).encode()
 
 
@@ -100,6 +104,18 @@ async def run_plugin(path: str, *, env: Mapping[str, str], stdin: bytes, timeout
     try:
         res = await run_process_async([path], input=stdin, env=env, timeout=timeout, kill_group=True,
                                       grace=TERM_GRACE)
+    except ProcessTimedOut as exc:
+        return ExecResult(returncode=exc.returncode, stdout=b"", stderr=f"killed after {timeout:g}s".encode(),
+                          timed_out=True)
+    return ExecResult(returncode=res.returncode, stdout=res.stdout, stderr=res.stderr)
+
+
+def run_plugin_blocking(path: str, *, env: Mapping[str, str], stdin: bytes, timeout: float) -> ExecResult:
+    """``run_plugin`` in the calling thread, for callers that run in a worker
+    thread already (STATUS, asked by the CRI's Status through one).  The
+    plugin's process group is killed and reaped on a timeout or an interruption."""
+    try:
+        res = run_process([path], input=stdin, env=env, timeout=timeout, kill_group=True, grace=TERM_GRACE)
     except ProcessTimedOut as exc:
         return ExecResult(returncode=exc.returncode, stdout=b"", stderr=f"killed after {timeout:g}s".encode(),
                           timed_out=True)

@@ -16,6 +16,10 @@ CNI_NETNS.
 
 Operations on one pod are serialized (the spec forbids parallel operations on
 one container); different pods run concurrently.
+
+Spec 1.1's STATUS (``status``, through ``_status.StatusProbe``) and GC
+(``gc``, see ``_gc``) run only for network configs of 1.1.0 or later: plugins
+of older configs may not know those commands.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from hawser._dataclass import dataclass, field, replace
@@ -45,8 +49,10 @@ from hawser.network._errors import (
     parse_failure,
 )
 from hawser.network._exec import Attachment, build_env, build_stdin, find_plugin, finish, run_plugin
+from hawser.network._gc import VALID_ATTACHMENTS, GCReport, StartupGC
 from hawser.network._result import Result, parse_result, result_from_json
 from hawser.network._standin import make_standin, remove_standin
+from hawser.network._status import STATUS_TIMEOUT, StatusProbe
 from hawser.network._types import NetworkStatus, PodNetwork, PodNetworkRequest
 
 log = logging.getLogger("hawser.network")
@@ -156,6 +162,7 @@ class CNINetwork:
         self._configs = ConfigDir(conf_dir)
         self._cache = ResultCache(cache_dir)
         self._locks = _KeyedLocks()
+        self._status = StatusProbe(self.bin_dirs, env=env, timeout=min(plugin_timeout, STATUS_TIMEOUT))
 
     # -- status ----------------------------------------------------------------
 
@@ -164,8 +171,15 @@ class CNINetwork:
         return self._configs.snapshot()
 
     def status(self) -> NetworkStatus:
-        """Ready when a valid network config exists and its plugins (and IPAM
-        plugins) are installed.  Never raises."""
+        """Ready when a valid network config exists, its plugins (and IPAM
+        plugins) are installed and, for a config of spec 1.1.0 or later, every
+        plugin answers STATUS without an error (the first error, with its code
+        and message, is the condition's message).  Older configs get no
+        STATUS: their plugins may not know it.
+
+        Blocking for a 1.1.0 config (it may run the plugins; an answer is
+        reused for ``STATUS_TTL`` seconds): call it from a worker thread.
+        Never raises."""
         snap = self._configs.snapshot()
         net = snap.network
         if net is None:
@@ -176,6 +190,11 @@ class CNINetwork:
         if missing:
             return NetworkStatus(False, NOT_READY, f"network {net.name!r} ({net.source}) needs CNI plugins "
                                                    f"{', '.join(missing)}, not found in {':'.join(self.bin_dirs)}")
+        if net.supports_status_and_gc:
+            failure = self._status.failure(net)
+            if failure is not None:
+                return NetworkStatus(False, NOT_READY, f"network {net.name!r} ({net.source}) is not ready: "
+                                                       f"{failure.describe()}")
         return NetworkStatus(True)
 
     def _missing_plugins(self, net: NetworkConfig) -> list[str]:
@@ -365,11 +384,69 @@ class CNINetwork:
                 for plugin in net.plugins:
                     await self._exec(net, plugin, "CHECK", attachment, caps, entry.result)
 
+    # -- garbage collection ------------------------------------------------------
+
+    def recoverer(self, live_pods: Callable[[], Iterable[str]]) -> StartupGC:
+        """hawserd's start-up Recoverer: ``gc`` with the pods ``live_pods``
+        (blocking) lists.  See ``hawser.network._gc``."""
+        return StartupGC(self, live_pods)
+
+    async def gc(self, live_pods: Collection[str]) -> GCReport:
+        """Garbage-collect the network state of pods not in ``live_pods`` (the
+        ids of every pod that exists): DEL their recorded attachments with the
+        config they were added with, then, for a network config of spec 1.1.0
+        or later without ``disableGC``, run each plugin of the network in use
+        with GC and the attachments of the live pods recorded on it.  A network
+        whose config says ``disableGC`` is left alone altogether (libcni).
+
+        Call it while no pod is being attached (hawserd: at start-up, before
+        serving): a pod attached meanwhile would be missing from the valid
+        attachments.  Plugin failures do not stop the rest; they are logged
+        and reported, never raised.  OSError if the cache dir cannot be read."""
+        entries = await asyncio.to_thread(self._cache.all_entries)
+        deleted: list[str] = []
+        failures: list[PluginFailure] = []
+        for entry in entries:
+            if entry.pod_id in live_pods:
+                continue
+            try:
+                added_with = parse_network_config(entry.config, source=f"cached config of pod {entry.pod_id}")
+            except InvalidArgument as exc:
+                log.warning("CNI GC: cannot DEL the stale attachment of pod %s: %s", entry.pod_id, exc)
+                continue
+            if added_with.disable_gc:
+                continue
+            async with self._locks.hold(entry.pod_id):
+                failed = await self._delete(entry, None)
+            name = f"{entry.pod_id}:{entry.network}:{entry.ifname}"
+            if failed:
+                log.warning("CNI GC: DEL of the stale attachment %s failed (kept for the next start): %s", name,
+                            "; ".join(f.describe() for f in failed))
+                failures += failed
+            else:
+                log.info("CNI GC: DELeted the stale attachment %s (its pod is gone)", name)
+                deleted.append(name)
+        net = self._configs.snapshot().network
+        if net is None or not net.supports_status_and_gc or net.disable_gc:
+            return GCReport(deleted=tuple(deleted), failures=tuple(failures))
+        valid = tuple(sorted({(e.pod_id, e.ifname) for e in entries
+                              if e.pod_id in live_pods and e.network == net.name}))
+        inject = {VALID_ATTACHMENTS: [{"containerID": pod_id, "ifname": ifname} for pod_id, ifname in valid]}
+        for plugin in net.plugins:
+            try:
+                await self._exec(net, plugin, "GC", None, {}, None, inject=inject)
+            except CNIError as exc:
+                failures.extend(exc.failures)
+                log.warning("CNI GC of network %r: %s", net.name, exc.message)
+        log.info("CNI GC of network %r with %d valid attachment(s)", net.name, len(valid))
+        return GCReport(deleted=tuple(deleted), network=net.name, valid=valid, failures=tuple(failures))
+
     # -- one plugin ------------------------------------------------------------
 
-    async def _exec(self, net: NetworkConfig, plugin: PluginConfig, command: str, attachment: Attachment,
-                    caps: Mapping[str, Any], prev: str | None) -> bytes:
-        what = f"CNI {command} of pod {attachment.container_id} on network {net.name!r} failed"
+    async def _exec(self, net: NetworkConfig, plugin: PluginConfig, command: str, attachment: Attachment | None,
+                    caps: Mapping[str, Any], prev: str | None, *, inject: Mapping[str, Any] | None = None) -> bytes:
+        what = (f"CNI {command} of pod {attachment.container_id} on network {net.name!r} failed"
+                if attachment is not None else f"CNI {command} of network {net.name!r} failed")
         path = find_plugin(plugin.type, self.bin_dirs)
         if path is None:
             failure = PluginFailure(plugin=plugin.type, command=command, network=net.name,
@@ -377,7 +454,7 @@ class CNINetwork:
             raise CNIFailedPrecondition(f"{what}: {failure.describe()}", [failure],
                                         hint="install containernetworking-plugins or fix the config's \"type\"")
         stdin = build_stdin(name=net.name, cni_version=net.cni_version, plugin_raw=plugin.raw,
-                            capabilities=plugin.capabilities, capability_args=caps, prev_result=prev)
+                            capabilities=plugin.capabilities, capability_args=caps, prev_result=prev, inject=inject)
         env = build_env(command, attachment, self.bin_dirs, self._env)
         try:
             res = await run_plugin(path, env=env, stdin=stdin, timeout=self.plugin_timeout)

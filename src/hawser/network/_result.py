@@ -1,10 +1,13 @@
 """CNI results (spec section 5, "Success"), parsed at the edge into frozen objects.
 
-Spec 1.0.0 results and 0.3.x/0.4.0 results differ only in small ways (0.4.0
-IP entries carry a redundant ``version``; 1.0.0 dropped it), so one parser
-reads them all.  The plugin's own JSON text is kept in ``Result.raw``: it goes
-back verbatim as the next plugin's ``prevResult`` and into the cache, so
-fields hawser does not model (a plugin's extensions) survive the chain.
+Results of spec 0.3.0 to 1.1.0 differ only in small ways (0.4.0 IP entries
+carry a redundant ``version``; 1.0.0 dropped it; 1.1.0 added optional fields:
+an interface's ``mtu``, ``socketPath`` and ``pciID``, a route's ``mtu``,
+``advmss``, ``priority``, ``table`` and ``scope``), so one parser reads them
+all.  The plugin's own JSON text is kept in ``Result.raw``: it goes back
+verbatim as the next plugin's ``prevResult`` and into the cache, so fields
+hawser does not model (a plugin's extensions, 1.1.0's additions) survive the
+chain.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from hawser._dataclass import dataclass
 from hawser.errors import FailedPrecondition
 
 # Spec versions whose results this parser reads (0.1/0.2 used ip4/ip6 objects).
-RESULT_VERSIONS = frozenset({"0.3.0", "0.3.1", "0.4.0", "1.0.0"})
+RESULT_VERSIONS = frozenset({"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"})
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -78,7 +78,8 @@ class PodNetworks(Protocol):
     """Attach pods to the node's network and detach them."""
 
     def status(self) -> NetworkStatus:
-        """Whether pods can be attached now.  Never raises."""
+        """Whether pods can be attached now.  May block (a spec 1.1 network's
+        plugins are asked STATUS): call it from a worker thread.  Never raises."""
         ...
 
     async def setup(self, request: PodNetworkRequest) -> PodNetwork:

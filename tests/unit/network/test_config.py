@@ -48,8 +48,30 @@ def test_single_plugin_conf_is_wrapped() -> None:
 
 
 def test_cni_versions_list_picks_newest_supported() -> None:
-    doc = {"cniVersions": ["0.3.1", "1.0.0", "1.1.0"], "name": "n", "plugins": [BRIDGE]}
-    assert parse_network_config(json.dumps(doc)).cni_version == "1.0.0"
+    doc = {"cniVersions": ["0.3.1", "1.0.0", "1.1.0", "2.0.0"], "name": "n", "plugins": [BRIDGE]}
+    assert parse_network_config(json.dumps(doc)).cni_version == "1.1.0"
+    # spec 1.1: cniVersion for older runtimes, cniVersions for newer ones; the highest of both wins
+    doc = {"cniVersion": "1.0.0", "cniVersions": ["1.0.0", "1.1.0"], "name": "n", "plugins": [BRIDGE]}
+    net = parse_network_config(json.dumps(doc))
+    assert net.cni_version == "1.1.0" and net.supports_status_and_gc
+    doc = {"cniVersion": "0.4.0", "cniVersions": ["9.9.9"], "name": "n", "plugins": [BRIDGE]}
+    assert parse_network_config(json.dumps(doc)).cni_version == "0.4.0"
+
+
+@pytest.mark.parametrize("version, status_and_gc", [("1.1.0", True), ("1.0.0", False), ("0.4.0", False)])
+def test_status_and_gc_arrive_with_spec_1_1(version: str, status_and_gc: bool) -> None:
+    assert parse_network_config(conflist(version=version)).supports_status_and_gc is status_and_gc
+
+
+def test_disable_gc() -> None:
+    doc = {"cniVersion": "1.1.0", "name": "n", "disableGC": True, "plugins": [BRIDGE]}
+    net = parse_network_config(json.dumps(doc))
+    assert net.disable_gc and json.loads(net.raw)["disableGC"] is True
+    assert parse_network_config(json.dumps({**doc, "disableGC": "false"})).disable_gc is False
+    # left out of the normalized form when unset: entries cached before keep their exact text
+    assert "disableGC" not in json.loads(parse_network_config(conflist()).raw)
+    with pytest.raises(InvalidArgument, match="disableGC is not a boolean"):
+        parse_network_config(json.dumps({**doc, "disableGC": 1}))
 
 
 def test_disable_check_string_form() -> None:
@@ -62,7 +84,8 @@ def test_disable_check_string_form() -> None:
     ("[]", False, "not a JSON object"),
     (json.dumps({"cniVersion": "1.0.0", "plugins": [BRIDGE]}), False, "network name"),
     (json.dumps({"cniVersion": "1.0.0", "name": "-bad", "plugins": [BRIDGE]}), False, "network name"),
-    (json.dumps({"cniVersion": "1.1.0", "name": "n", "plugins": [BRIDGE]}), False, "not supported"),
+    (json.dumps({"cniVersion": "1.2.0", "name": "n", "plugins": [BRIDGE]}), False, "not supported"),
+    (json.dumps({"cniVersions": "1.1.0", "name": "n", "plugins": [BRIDGE]}), False, "not a list of strings"),
     (json.dumps({"cniVersion": "0.2.0", "name": "n", "plugins": [BRIDGE]}), False, "not supported"),
     (json.dumps({"name": "n", "plugins": [BRIDGE]}), False, "cniVersion is missing"),
     (json.dumps({"cniVersions": ["2.0.0"], "name": "n", "plugins": [BRIDGE]}), False, "none of cniVersions"),
