@@ -90,6 +90,25 @@ def kill_process(pid: int, sig: int) -> bool:
     return True
 
 
+_PR_SET_PDEATHSIG = 1  # prctl option, <linux/prctl.h>
+
+
+def die_with_parent(sig: int) -> bool:
+    """prctl(PR_SET_PDEATHSIG, sig): the kernel sends ``sig`` to this process
+    when the thread that forked it ends (for hawserd's children, the event
+    loop's: the process).  Call it first thing in the child, then compare
+    ``os.getppid()`` with the parent's pid: a parent that died before the call
+    sends nothing.  False if refused."""
+    import ctypes
+
+    from hawser.host._libc import load_libc
+
+    libc = load_libc()
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    libc.prctl.restype = ctypes.c_int
+    return bool(libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0)
+
+
 def spawn_process(argv: Sequence[str], *, stdin: bool = False, env: Mapping[str, str] | None = None,
                   cwd: str | None = None, pass_fds: Sequence[int] = (), kill_group: bool = False,
                   grace: float = TERM_GRACE) -> Process:

@@ -17,12 +17,13 @@ if TYPE_CHECKING:
     from hawser.images._layer import unpack_blob
     from hawser.images._progress import LayerProgress, ProgressEvent, ProgressSink, PullMessage
     from hawser.images._pull_process import pull_in_child
+    from hawser.images._pull_worker import PullWorker
     from hawser.images._service import ImageDetail, ImageService, ImageSummary, RunnableImage
 
 _EXPORTS = {
     "LayerProgress": "_progress", "ProgressEvent": "_progress", "ProgressSink": "_progress",
     "PullMessage": "_progress", "ImageDetail": "_service", "ImageService": "_service", "ImageSummary": "_service",
-    "RunnableImage": "_service", "pull_in_child": "_pull_process", "ApplyResult": "_apply",
+    "RunnableImage": "_service", "pull_in_child": "_pull_process", "PullWorker": "_pull_worker", "ApplyResult": "_apply",
     "ImageEvent": "_events", "ImageObserver": "_events", "PullStats": "_events", "PULL": "_events",
     "IMPORT": "_events", "REMOVE": "_events", "GC": "_events",
     "unpack_blob": "_layer", "DiffSource": "_diff", "WrittenLayer": "_diff", "write_layer": "_diff",
@@ -49,6 +50,7 @@ __all__ = [
     "ProgressSink",
     "PullMessage",
     "PullStats",
+    "PullWorker",
     "RunnableImage",
     "WrittenLayer",
     "pull_in_child",

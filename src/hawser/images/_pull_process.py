@@ -1,17 +1,26 @@
-"""A pull run in a child process, for hawserd.
+"""A pull run in a process of its own, for hawserd.
 
 The registry client (httpx, TLS contexts, h11, idna's tables) and the
 decompression buffers of a pull cost the process that runs it some 15 MB that
-stay after it: a long-lived daemon would carry them for good.  In a child they
-go back to the kernel when it exits, and a codec that crashes on a hostile
-layer takes only the child down.  The store is shared: the child commits the
-image exactly as ``hawser pull`` would (leases protect its partial work if it
-is killed), and the daemon reads the result from SQLite.
+stay after it: a long-lived daemon would carry them for good.  In a process of
+its own they go back to the kernel when it exits, and a codec that crashes on
+a hostile layer takes only that process down.  The store is shared: the
+process commits the image exactly as ``hawser pull`` would (leases protect its
+partial work if it is killed), and the daemon reads the result from SQLite.
 
-Protocol: the request is one JSON object on stdin (the Config, the reference,
-optional credentials and the registry they are for); on success the child
-writes ``{"stats": PullStats}`` (what the pull measured, ``PullStats.to_json``)
-on stdout and exits 0, or writes ``{"kind", "message", "hint"}`` and exits 1.
+hawserd forks its pulls from a long-lived pull worker (``_pull_worker.py``),
+which has imported all this once; ``pull_in_child`` starts a fresh
+interpreter for one pull (``python -m hawser.images._pull_process``).  Both
+speak the same request and answer:
+
+- the request is one JSON object: the Config, the reference, the namespace,
+  optional credentials and the registry they are for (``pull_request``);
+- the pull writes its answer on stdout and exits 0 with ``{"stats":
+  PullStats}`` (what the pull measured, ``PullStats.to_json``), or 1 with
+  ``{"kind", "message", "hint"}`` (``run_pull``);
+- whoever waited for the process turns its exit status and output into the
+  answer (``answer_of``: a death by a signal is an Unavailable), and the
+  answer into stats or the same error kind (``outcome``).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from hawser import _dataclass as dataclasses
@@ -31,8 +41,12 @@ if TYPE_CHECKING:
     from hawser.images._events import ImageEvent, PullStats
     from hawser.registry import Credentials
 
-# After SIGTERM (a cancelled pull), how long the child gets before SIGKILL.
+# After SIGTERM (a cancelled pull), how long the pull's process gets before SIGKILL.
 TERM_GRACE = 5.0
+# How much of a failed pull process's stderr an error quotes (its last lines).
+STDERR_LINES = 3
+
+Answer = dict[str, Any]
 
 
 async def pull_in_child(config: Config, reference: str, *, namespace: str, credentials: Credentials | None = None,
@@ -40,53 +54,89 @@ async def pull_in_child(config: Config, reference: str, *, namespace: str, crede
     """Pull ``reference`` into ``namespace`` of the store of ``config`` in a child process;
     returns what the pull measured (None if the child did not say).
     ``credentials`` are offered to ``registry`` only (a normalised host).
-    Raises the child's error kind (NotFound, PermissionDenied, ...); on
-    cancellation the child is terminated and reaped."""
+    Raises the child's error kind (NotFound, PermissionDenied, ...), an
+    Unavailable if it was killed; on cancellation the child is terminated
+    and reaped."""
+    request = pull_request(config, reference, namespace=namespace, credentials=credentials, registry=registry)
+    # No timeout: the registry client's stall timeouts bound a pull, and its caller may cancel it.
+    res = await run_process_async([sys.executable, "-m", "hawser.images._pull_process"],
+                                  input=json.dumps(request).encode(), timeout=None, grace=TERM_GRACE)
+    return outcome(answer_of(res.returncode, res.stdout, res.stderr), reference)
+
+
+def pull_request(config: Config, reference: str, *, namespace: str, credentials: Credentials | None = None,
+                 registry: str = "") -> dict[str, Any]:
+    """The request for one pull, JSON-ready."""
     request: dict[str, Any] = {"config": dataclasses.asdict(config), "reference": reference, "namespace": namespace}
     if credentials is not None:
         request["credentials"] = {"registry": registry, "username": credentials.username,
                                   "password": credentials.password,
                                   "identity_token": credentials.identity_token}
-    # No timeout: the registry client's stall timeouts bound a pull, and its caller may cancel it.
-    res = await run_process_async([sys.executable, "-m", "hawser.images._pull_process"],
-                                  input=json.dumps(request).encode(), timeout=None, grace=TERM_GRACE)
-    if res.returncode == 0:
-        return _stats(res.stdout)
-    raise _error(res.stdout, res.stderr, res.returncode)
+    return request
+
+
+def answer_of(returncode: int, out: bytes, err: bytes) -> Answer:
+    """The answer of a pull process that ended with ``returncode`` (negative:
+    the signal that killed it) after writing ``out`` and ``err``."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return {"kind": "Unavailable", "message": f"the pull's process died (killed by {name})",
+                "hint": "pull again: what it stored is kept, and the next pull resumes it"}
+    doc = _last_object(out)
+    if returncode == 0:
+        # No stats (an empty or bad line) is no failure: a pull's numbers are not worth failing it for.
+        stats = doc.get("stats") if doc is not None else None
+        return {"stats": stats if isinstance(stats, dict) else None}
+    if doc is not None and isinstance(doc.get("kind"), str) and isinstance(doc.get("message"), str):
+        return {"kind": doc["kind"], "message": doc["message"], "hint": doc.get("hint") or None}
+    tail = err.decode(errors="replace").strip().splitlines()[-STDERR_LINES:]
+    return {"kind": "Internal",
+            "message": f"the pull process failed (exit status {returncode}): {' '.join(tail) or 'no message'}"}
 
 
 def _stats(out: bytes) -> PullStats | None:
-    """The stats on the child's last line of output; None if there are none
-    (a pull's numbers are not worth failing it for)."""
-    from hawser.images._events import PullStats
+    """The stats on the last line of a pull's output; None if there are none."""
+    return outcome(answer_of(0, out, b""), "")
 
+
+def _last_object(out: bytes) -> dict[str, Any] | None:
     lines = out.strip().splitlines()
     try:
         doc = json.loads(lines[-1]) if lines else None
-        stats = doc.get("stats") if isinstance(doc, dict) else None
-        return PullStats.from_json(stats) if isinstance(stats, dict) else None
-    except (ValueError, TypeError, AttributeError):
+    except ValueError:
         return None
+    return doc if isinstance(doc, dict) else None
 
 
-def _error(out: bytes, err: bytes, returncode: int | None) -> errors.HawserError:
-    try:
-        doc = json.loads(out)
-        kind = getattr(errors, str(doc["kind"]), None)
-        if isinstance(kind, type) and issubclass(kind, errors.HawserError):
-            return kind(str(doc["message"]), hint=doc.get("hint") or None)
-    except (ValueError, KeyError, TypeError):
-        pass
-    tail = err.decode(errors="replace").strip().splitlines()[-3:]
-    return errors.Internal(f"the pull process failed (exit status {returncode}): {' '.join(tail) or 'no message'}")
+def outcome(answer: Mapping[str, Any], reference: str) -> PullStats | None:
+    """The stats an answer carries (None: none were measured); raises the
+    error kind it names (an unknown kind is an Internal)."""
+    from hawser.images._events import PullStats
+
+    if "kind" not in answer:
+        stats = answer.get("stats")
+        try:
+            return PullStats.from_json(stats) if isinstance(stats, dict) else None
+        except (ValueError, TypeError, AttributeError):
+            return None
+    kind = getattr(errors, str(answer["kind"]), None)
+    message = str(answer.get("message") or f"the pull of {reference} failed")
+    hint = answer.get("hint") or None
+    if isinstance(kind, type) and issubclass(kind, errors.HawserError):
+        raise kind(message, hint=hint)
+    raise errors.Internal(f"{message} (error kind {answer['kind']!r})", hint=hint)
 
 
-def _main() -> int:
+def run_pull(request: Mapping[str, Any]) -> tuple[int, Answer]:
+    """Run the pull ``request`` asks for in this process: (exit status, answer).
+    Error kinds and OSErrors are answers; anything else propagates (a bug)."""
     from hawser.config import config_from_dict
-    from hawser.images import ImageService
+    from hawser.images._service import ImageService
     from hawser.store import Store
 
-    request = json.load(sys.stdin)
     config = config_from_dict(request["config"])
     lookup = None
     if "credentials" in request:
@@ -99,20 +149,15 @@ def _main() -> int:
             images.pull(request["reference"], credentials=lookup)
     except errors.HawserError as exc:
         # The daemon re-raises the same kind: a subclass (CNIUnavailable...) goes as its base kind.
-        kind = errors.error_kind(exc)
-        json.dump({"kind": kind, "message": exc.message, "hint": exc.hint}, sys.stdout)
-        return 1
+        return 1, {"kind": errors.error_kind(exc), "message": exc.message, "hint": exc.hint}
     except OSError as exc:
         kind = "ResourceExhausted" if exc.errno == 28 else "Unavailable"
-        json.dump({"kind": kind, "message": f"pull failed: {exc}", "hint": None}, sys.stdout)
-        return 1
+        return 1, {"kind": kind, "message": f"pull failed: {exc}", "hint": None}
     stats = next((event.stats for event in heard if event.stats is not None), None)
-    if stats is not None:
-        json.dump({"stats": stats.to_json()}, sys.stdout)
-    return 0
+    return 0, {"stats": stats.to_json() if stats is not None else None}
 
 
-def _lookup(creds: dict[str, str]) -> Any:
+def _lookup(creds: Mapping[str, str]) -> Any:
     from hawser.registry import Credentials, normalize_host
 
     credentials = Credentials(username=creds["username"], password=creds["password"],
@@ -123,6 +168,12 @@ def _lookup(creds: dict[str, str]) -> Any:
         return credentials if normalize_host(host) == target else None
 
     return lookup
+
+
+def _main() -> int:
+    code, answer = run_pull(json.load(sys.stdin))
+    json.dump(answer, sys.stdout)
+    return code
 
 
 if __name__ == "__main__":

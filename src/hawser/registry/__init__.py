@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from hawser.registry._credentials import Credentials, CredentialsFunc, normalize_host
     from hawser.registry._hosts import RegistryHost, resolve_hosts
     from hawser.registry._platform import select_platform
+    from hawser.registry._transport import default_ssl_context
     from hawser.registry._types import RegistryOptions, Resolved
 
 # Loaded on first use: the client pulls in httpx and TLS (~10 MB), which code
@@ -31,6 +32,7 @@ _LAZY = {
     "BlobStream": "_client", "RegistryClient": "_client", "Credentials": "_credentials",
     "CredentialsFunc": "_credentials", "normalize_host": "_credentials", "RegistryHost": "_hosts", "resolve_hosts": "_hosts",
     "select_platform": "_platform", "RegistryOptions": "_types", "Resolved": "_types",
+    "default_ssl_context": "_transport",
 }
 
 
@@ -39,5 +41,5 @@ __getattr__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "BlobStream", "Credentials", "CredentialsFunc", "RegistryClient", "RegistryHost", "RegistryOptions",
-    "Resolved", "normalize_host", "resolve_hosts", "select_platform",
+    "Resolved", "default_ssl_context", "normalize_host", "resolve_hosts", "select_platform",
 ]

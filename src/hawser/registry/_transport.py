@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime
 import email.utils
+import functools
 import json
 import logging
 import os
@@ -269,6 +270,16 @@ def status_error(resp: httpx.Response, *, host: RegistryHost, what: str, reposit
     return Unavailable(f"{what}: unexpected answer {status} from registry {name}{suffix}")
 
 
+@functools.cache
+def default_ssl_context() -> ssl.SSLContext:
+    """httpx's default TLS context (certifi's CA bundle, or SSL_CERT_FILE or
+    SSL_CERT_DIR), made once per process: loading the bundle takes some 30 ms,
+    more than a whole pull of an image that is there already, and every
+    client needs one, even for a plain-HTTP registry.  hawserd's pull worker
+    makes it before it forks its pulls, which inherit it."""
+    return httpx.create_ssl_context()
+
+
 class Engine:
     """Sends distribution API requests for a RegistryClient."""
 
@@ -318,7 +329,7 @@ class Engine:
     @staticmethod
     def _ssl_context(tls: TLSConfig) -> ssl.SSLContext | bool:
         if tls == TLSConfig():
-            return True  # httpx's default, which also honours SSL_CERT_FILE
+            return default_ssl_context()
         ctx = httpx.create_ssl_context()
         try:
             for ca in tls.ca_files:

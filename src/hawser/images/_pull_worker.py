@@ -1,0 +1,693 @@
+"""hawserd's pull worker: one long-lived process that runs hawserd's pulls.
+
+A pull in a fresh interpreter (``pull_in_child``) pays some 200 ms to start
+Python and import the registry client and the layer pipeline: more than the
+pull itself when the image is there already or small.  The worker
+(``python -m hawser.images._pull_worker``) imports them once, then forks one
+process per pull from that warm state (a fork costs a few milliseconds).
+Each pull keeps what a process of its own gives it (see ``_pull_process``):
+its memory goes back to the kernel when it ends, a codec that crashes takes
+down that pull alone, and a cancelled pull is stopped as the child was:
+SIGTERM (it unwinds: its lease, its temp files), ``TERM_GRACE``, SIGKILL.
+The worker itself runs no pull and starts no thread, so forking it is safe.
+
+hawserd's side is ``PullWorker``: the first pull starts the worker, later
+ones reuse it, several at once; after ``IDLE_TIMEOUT`` seconds with no pull
+in flight hawserd closes the worker's stdin and the worker exits (hawserd
+decides, so a pull never races the worker's exit), and its memory goes back
+to the kernel.  ``close`` (hawserd's shutdown) does the same at once, then
+SIGKILL after ``STOP_GRACE``; the worker is always reaped.  A worker that dies
+(killed, crashed) fails the pulls in flight with an Unavailable and the next
+pull starts a new one; what the pulls stored is kept (leases, resumable
+ingests).  Nothing outlives hawserd: the worker exits when its stdin closes
+and has PR_SET_PDEATHSIG (SIGTERM); a pull's process has PR_SET_PDEATHSIG
+(SIGKILL), so it does not outlive the worker either.
+
+The protocol, JSON lines on the worker's stdin and stdout:
+
+    hawserd -> worker  {"op": "pull", "id": 7, "config": {...}, "reference": "...", "namespace": "...",
+                        "credentials": {...}}      (credentials optional: see ``pull_request``)
+                       {"op": "cancel", "id": 7}
+    worker -> hawserd  {"id": 7, "stats": {...} | null}                  the pull is done
+                       {"id": 7, "kind": "NotFound", "message": "...", "hint": "..." | null}
+                       {"id": 7, "cancelled": true}                      stopped (cancelled, or the worker stopping)
+
+Exactly one answer per pull, sent once its process is reaped.  The worker's
+stderr is hawserd's to log: the worker writes there only what is wrong.
+
+``HAWSER_PULL_WORKER_IDLE`` (seconds), read when hawserd builds its
+``PullWorker``, overrides ``IDLE_TIMEOUT``: tests use it, as they use
+``HAWSER_FAILPOINTS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import math
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from hawser import errors
+from hawser.images._pull_process import TERM_GRACE, Answer, answer_of, outcome, pull_request, run_pull
+
+if TYPE_CHECKING:
+    from hawser.config import Config
+    from hawser.images._events import PullStats
+    from hawser.registry import Credentials
+
+log = logging.getLogger(__name__)
+
+# With no pull in flight this long, hawserd stops the worker (its memory goes back to the kernel).
+IDLE_TIMEOUT = 60.0
+IDLE_ENV = "HAWSER_PULL_WORKER_IDLE"
+# After its stdin closes, how long the worker gets to stop its pulls and exit before SIGKILL.
+STOP_GRACE = TERM_GRACE + 2.0
+# After the worker's exit, how long its pipes may take to deliver what it wrote.
+EXIT_DRAIN = 1.0
+# What the worker keeps of a pull process's output: the answer, and the end of its stderr.
+MAX_OUTPUT = 1 << 20
+STDERR_TAIL = 4096
+
+# What a pull imports on first use (the registry client loads httpx and its parts only when it
+# sends its first request): imported once by the worker, so that no pull pays for them.
+_WARM_MODULES = ("hawser.config", "hawser.store", "hawser.images._service", "hawser.images._pull",
+                 "hawser.images._unpack", "hawser.images._apply", "httpx", "httpcore", "h11", "certifi",
+                 "encodings.idna", "encodings.ascii")
+_WARM_NAMES = (("hawser.snapshots", "OverlaySnapshotter"), ("hawser.snapshots", "NativeSnapshotter"),
+               ("hawser.registry", "RegistryClient"))
+
+Pull = Callable[[Mapping[str, Any]], tuple[int, Answer]]
+
+
+# --- hawserd's side --------------------------------------------------------------------
+
+
+def idle_timeout_from_env() -> float:
+    """``HAWSER_PULL_WORKER_IDLE`` if set, else IDLE_TIMEOUT.  InvalidArgument
+    for a value that is not a number of seconds above 0."""
+    text = os.environ.get(IDLE_ENV, "").strip()
+    if not text:
+        return IDLE_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise errors.InvalidArgument(f"{IDLE_ENV}={text!r}: not a number of seconds above 0",
+                                     hint=f"unset it for the default ({IDLE_TIMEOUT:g}s)")
+    return value
+
+
+class PullWorker:
+    """hawserd's pull worker (see the module docstring): ``pull`` runs a pull
+    in it, starting it if none is running; ``close`` stops it.  Constructing
+    one starts nothing.  Use it from one event loop."""
+
+    def __init__(self, *, idle_timeout: float | None = None, argv: Sequence[str] | None = None) -> None:
+        self.idle_timeout = idle_timeout_from_env() if idle_timeout is None else idle_timeout
+        # The worker's command; hawserd's pid is appended (the worker exits if that parent is gone).
+        self._argv = tuple(argv) if argv else (sys.executable, "-m", "hawser.images._pull_worker")
+        self._current: _Connection | None = None
+        self._live: set[_Connection] = set()  # started and not yet reaped (an idle one may be exiting)
+        self._lock = asyncio.Lock()
+        self._running = 0  # pulls in flight
+        self._idle: asyncio.TimerHandle | None = None
+        self._closed = False
+        self.started = 0  # workers started, ever
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the worker that serves the next pull; None when there is none yet."""
+        current = self._current
+        return current.pid if current is not None and current.usable else None
+
+    async def pull(self, config: Config, reference: str, *, namespace: str,
+                   credentials: Credentials | None = None, registry: str = "") -> PullStats | None:
+        """Pull ``reference`` into ``namespace`` of the store of ``config`` in
+        the worker, as ``pull_in_child`` does in a child; returns what the pull
+        measured (None if it did not say).  Raises the pull's error kind
+        (NotFound, PermissionDenied, ...); Unavailable if the worker or the
+        pull's process died, or if hawserd is shutting down.  Cancelled, it
+        stops the pull in the worker and returns once its process is reaped."""
+        if self._closed:
+            raise errors.Unavailable(f"hawserd is shutting down: the pull of {reference} was not started")
+        request = pull_request(config, reference, namespace=namespace, credentials=credentials, registry=registry)
+        self._running += 1
+        self._disarm()
+        try:
+            connection = await self._connection()
+            answer = await connection.pull(request, reference)
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._arm()
+        if answer.get("cancelled"):
+            why = "hawserd is shutting down" if self._closed else "the pull worker stopped"
+            raise errors.Unavailable(f"the pull of {reference} was stopped: {why}", hint="pull again")
+        return outcome(answer, reference)
+
+    async def close(self) -> None:
+        """Stop every worker (its pulls are stopped and fail Unavailable) and
+        reap it: stdin closed, SIGKILL after STOP_GRACE.  Idempotent; a pull
+        after it fails Unavailable."""
+        from hawser.host import uncancellable
+
+        self._closed = True
+        self._disarm()
+        self._current = None
+        live = list(self._live)
+        for connection in live:
+            connection.finish_input()
+        if live:
+            await uncancellable(self._reap(live))
+
+    async def _reap(self, live: list[_Connection]) -> None:
+        _, late = await asyncio.wait([c.done for c in live], timeout=STOP_GRACE)
+        for connection in live:
+            if not connection.done.done():
+                log.warning("pull worker did not stop: killing it",
+                            extra={"pid": connection.pid, "grace": STOP_GRACE})
+                connection.kill()
+        if late:
+            await asyncio.wait(late)
+
+    async def _connection(self) -> _Connection:
+        async with self._lock:
+            current = self._current
+            if current is None or not current.usable:
+                current = self._current = await self._start()
+            return current
+
+    async def _start(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, connection = await loop.subprocess_exec(
+                lambda: _Connection(loop, self._gone), *self._argv, str(os.getpid()),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as exc:
+            raise errors.Unavailable(f"cannot start the pull worker: {exc}",
+                                     hint=f"check that {self._argv[0]} can run") from None
+        self._live.add(connection)
+        self.started += 1
+        log.info("pull worker started", extra={"pid": connection.pid})
+        if self._closed:  # close() came while it started: it stops with the others
+            connection.finish_input()
+            await self._reap([connection])
+            raise errors.Unavailable("hawserd is shutting down: no pull starts now")
+        return connection
+
+    def _gone(self, connection: _Connection) -> None:
+        self._live.discard(connection)
+        if self._current is connection:
+            self._current = None
+
+    def _arm(self) -> None:
+        if self._closed or self._current is None:
+            return
+        self._disarm()
+        self._idle = asyncio.get_running_loop().call_later(self.idle_timeout, self._on_idle)
+
+    def _disarm(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _on_idle(self) -> None:
+        self._idle = None
+        current = self._current
+        if self._running or current is None:
+            return
+        log.info("pull worker idle: stopping it", extra={"pid": current.pid, "idle": self.idle_timeout})
+        self._current = None
+        current.finish_input()  # it exits; the loop's child watcher reaps it
+
+
+class _Connection(asyncio.SubprocessProtocol):
+    """One worker process: its pulls in flight by request id, its answers."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, gone: Callable[[_Connection], None]) -> None:
+        self._loop = loop
+        self._gone = gone
+        self._transport: asyncio.SubprocessTransport | None = None
+        self.pid = 0
+        self._pending: dict[int, tuple[str, asyncio.Future[Answer]]] = {}
+        self._next_id = 0
+        self._out = bytearray()
+        self._err = bytearray()
+        self._said: deque[str] = deque(maxlen=3)  # the end of its stderr, for the line saying it died
+        self._input_closed = False
+        self._exited = False
+        self.done: asyncio.Future[None] = loop.create_future()  # exited, pipes closed, pulls answered
+
+    @property
+    def usable(self) -> bool:
+        return not (self._input_closed or self._exited or self.done.done())
+
+    # -- asyncio's protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self._transport = transport
+        self.pid = transport.get_pid()
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        assert isinstance(data, bytes)
+        if fd == 1:
+            self._out += data
+            for line in _lines(self._out):
+                self._answer(line)
+        else:
+            self._err += data
+            for line in _lines(self._err):
+                text = line.decode(errors="replace").rstrip()
+                self._said.append(text)
+                log.warning("pull worker: %s", text, extra={"pid": self.pid})
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        pass
+
+    def process_exited(self) -> None:
+        self._exited = True  # the next pull starts another
+        # Its pipes normally close at once (connection_lost); this bounds the wait if one does not.
+        self._loop.call_later(EXIT_DRAIN, self._finish)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+
+    # -- hawserd's calls
+
+    async def pull(self, request: Mapping[str, Any], reference: str) -> Answer:
+        from hawser.host import uncancellable
+
+        self._next_id += 1
+        request_id = self._next_id
+        answer: asyncio.Future[Answer] = self._loop.create_future()
+        self._pending[request_id] = (reference, answer)
+        self._send({"op": "pull", "id": request_id, **request})
+        try:
+            await asyncio.wait((answer,))
+        except asyncio.CancelledError:
+            if not answer.done():
+                log.info("pull cancelled: stopping it", extra={"image": reference, "pid": self.pid})
+                started = time.monotonic()
+                self._send({"op": "cancel", "id": request_id})
+                # The worker answers once the pull's process is reaped (SIGTERM, TERM_GRACE, SIGKILL).
+                await uncancellable(asyncio.wait((answer,)))
+                log.info("pull cancelled: stopped", extra={"image": reference,
+                                                           "waited": round(time.monotonic() - started, 3)})
+            if not answer.cancelled():
+                answer.exception()  # retrieved: the caller is cancelled anyway
+            raise
+        return answer.result()
+
+    def finish_input(self) -> None:
+        """Close the worker's stdin: it stops its pulls and exits."""
+        self._input_closed = True
+        if self._transport is not None:
+            stdin = self._transport.get_pipe_transport(0)
+            if stdin is not None:
+                stdin.close()  # after what is buffered is written
+
+    def kill(self) -> None:
+        if self._transport is not None and self._transport.get_returncode() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._transport.kill()
+
+    # -- inside
+
+    def _send(self, message: Mapping[str, Any]) -> None:
+        stdin = self._transport.get_pipe_transport(0) if self._transport is not None else None
+        if stdin is None or stdin.is_closing():
+            return  # it is going: _finish answers every pull in flight
+        assert isinstance(stdin, asyncio.WriteTransport)
+        stdin.write(json.dumps(message).encode() + b"\n")
+
+    def _answer(self, line: bytes) -> None:
+        try:
+            answer = json.loads(line)
+            request_id = answer.pop("id")
+        except (ValueError, AttributeError, KeyError, TypeError):
+            log.warning("pull worker: not an answer",
+                        extra={"pid": self.pid, "line": line[:200].decode(errors="replace")})
+            return
+        entry = self._pending.pop(request_id, None)
+        if entry is not None and not entry[1].done():
+            entry[1].set_result(answer)
+
+    def _finish(self) -> None:
+        if self.done.done():
+            return
+        assert self._transport is not None
+        status = _status(self._transport.get_returncode())
+        pending, self._pending = self._pending, {}
+        said = {"said": " | ".join(self._said)} if self._said else {}
+        if pending:
+            log.warning("pull worker died", extra={"pid": self.pid, "status": status, "pulls_failed": len(pending),
+                                                   **said})
+        elif not self._input_closed:
+            log.warning("pull worker exited by itself", extra={"pid": self.pid, "status": status, **said})
+        else:
+            log.info("pull worker stopped", extra={"pid": self.pid, "status": status})
+        for reference, answer in pending.values():
+            if not answer.done():
+                answer.set_exception(errors.Unavailable(
+                    f"the pull worker (pid {self.pid}) died ({status}) while pulling {reference}",
+                    hint="pull again: a new worker starts, and what this pull stored is kept"))
+        self._transport.close()
+        self.done.set_result(None)
+        self._gone(self)
+
+
+def _lines(buffer: bytearray) -> list[bytes]:
+    """Take the whole lines out of ``buffer``."""
+    end = buffer.rfind(b"\n")
+    if end < 0:
+        return []
+    lines = bytes(buffer[:end]).split(b"\n")
+    del buffer[:end + 1]
+    return [line for line in lines if line.strip()]
+
+
+def _status(returncode: int | None) -> str:
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+# --- the worker process ---------------------------------------------------------------
+
+
+class _Running:
+    """A pull's process, as the worker keeps track of it."""
+
+    __slots__ = ("cancelled", "err", "kill_at", "out", "pid", "pidfd", "request_id", "stderr", "stdout")
+
+    def __init__(self, request_id: int, pid: int, pidfd: int, out: int, err: int) -> None:
+        self.request_id = request_id
+        self.pid = pid
+        self.pidfd = pidfd
+        self.out = out  # read ends of its stdout (the answer) and stderr; -1 once closed
+        self.err = err
+        self.stdout = bytearray()
+        self.stderr = bytearray()
+        self.cancelled = False
+        self.kill_at: float | None = None  # SIGKILL then, after a cancellation's SIGTERM
+
+
+class _Worker:
+    """The worker's loop: one thread, a selector over its stdin, each pull's
+    pipes and pidfd, and a self-pipe for SIGTERM."""
+
+    def __init__(self, *, requests: int, answers: int, pull: Pull) -> None:
+        self._requests = requests
+        self._answers = answers
+        self._pull = pull
+        self._selector = selectors.DefaultSelector()
+        self._running: dict[int, _Running] = {}
+        self._input = bytearray()
+        self._stopping = False
+        self._terminated = False
+        self._pid = os.getpid()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def run(self) -> int:
+        signal.set_wakeup_fd(self._wake_w)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._selector.register(self._requests, selectors.EVENT_READ, self._read_requests)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, self._read_wakeup)
+        while not (self._stopping and not self._running):
+            for key, _ in self._selector.select(self._timeout()):
+                key.data(key.fd)
+            if self._terminated and not self._stopping:
+                self._stop()
+            self._kill_overdue()
+        return 0
+
+    # -- requests
+
+    def _read_requests(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        if not data:  # hawserd closed the pipe (idle, shutting down) or is gone
+            self._stop()
+            return
+        self._input += data
+        for line in _lines(self._input):
+            try:
+                request = json.loads(line)
+                op, request_id = request["op"], request["id"]
+            except (ValueError, KeyError, TypeError):
+                # Not the line itself: a request may carry credentials.
+                print(f"pull worker: not a request ({len(line)} bytes)", file=sys.stderr, flush=True)
+                continue
+            if op == "pull":
+                self._start(request_id, request)
+            elif op == "cancel":
+                self._cancel(request_id)
+            else:
+                print(f"pull worker: unknown op {op!r}", file=sys.stderr, flush=True)
+
+    def _start(self, request_id: int, request: dict[str, Any]) -> None:
+        if self._stopping:
+            self._send(request_id, {"cancelled": True})
+            return
+        if request_id in self._running:
+            self._send(request_id, {"kind": "Internal", "message": f"pull request id {request_id} is in use"})
+            return
+        fds: list[int] = []
+        try:
+            out_r, out_w = os.pipe()
+            fds += (out_r, out_w)
+            err_r, err_w = os.pipe()
+            fds += (err_r, err_w)
+            # SIGTERM waits until the child has its own handler (a cancellation right after the fork).
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            try:
+                pid = os.fork()
+                if pid == 0:
+                    _pull_child(self._pull, request, out=out_w, err=err_w, worker=self._pid)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            exhausted = exc.errno in (errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE)
+            self._send(request_id, {"kind": "ResourceExhausted" if exhausted else "Unavailable",
+                                    "message": f"cannot start the pull's process: {exc}", "hint": None})
+            return
+        os.close(out_w)
+        os.close(err_w)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError as exc:  # out of fds: no way to watch it
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(out_r)
+            os.close(err_r)
+            self._send(request_id, {"kind": "ResourceExhausted",
+                                    "message": f"cannot watch the pull's process: {exc}", "hint": None})
+            return
+        running = _Running(request_id, pid, pidfd, out_r, err_r)
+        self._running[request_id] = running
+        for fd in (out_r, err_r):
+            os.set_blocking(fd, False)
+            self._selector.register(fd, selectors.EVENT_READ, lambda fd, r=running: self._read_output(r, fd))
+        self._selector.register(pidfd, selectors.EVENT_READ, lambda _, r=running: self._exited(r))
+
+    def _cancel(self, request_id: int) -> None:
+        running = self._running.get(request_id)
+        if running is None or running.cancelled:
+            return  # answered already
+        running.cancelled = True
+        self._signal(running, signal.SIGTERM)
+        running.kill_at = time.monotonic() + TERM_GRACE
+
+    def _stop(self) -> None:
+        """hawserd is done with the worker: stop the pulls, and exit once they are reaped."""
+        if self._stopping:
+            return
+        self._stopping = True
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(self._requests)
+        for request_id in list(self._running):
+            self._cancel(request_id)
+
+    # -- the pulls' processes
+
+    def _read_output(self, running: _Running, fd: int) -> None:
+        if fd not in (running.out, running.err):
+            return  # closed by _exited earlier in the same round of events
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        if data:
+            _keep(running, fd, data)
+        else:
+            self._close_pipe(running, fd)
+
+    def _exited(self, running: _Running) -> None:
+        _, status = os.waitpid(running.pid, 0)  # its pidfd is readable: it exited, this does not block
+        returncode = os.waitstatus_to_exitcode(status)
+        for fd in (running.out, running.err):
+            if fd >= 0:
+                # All it wrote is in the pipe; a grandchild holding a copy must not hold us.
+                with contextlib.suppress(BlockingIOError):
+                    while data := os.read(fd, 1 << 16):
+                        _keep(running, fd, data)
+                self._close_pipe(running, fd)
+        self._selector.unregister(running.pidfd)
+        os.close(running.pidfd)
+        del self._running[running.request_id]
+        if running.cancelled and returncode != 0:
+            answer: Answer = {"cancelled": True}
+        else:
+            answer = answer_of(returncode, bytes(running.stdout), bytes(running.stderr))
+        self._send(running.request_id, answer)
+
+    def _close_pipe(self, running: _Running, fd: int) -> None:
+        self._selector.unregister(fd)
+        os.close(fd)
+        if fd == running.out:
+            running.out = -1
+        else:
+            running.err = -1
+
+    def _kill_overdue(self) -> None:
+        now = time.monotonic()
+        for running in self._running.values():
+            if running.kill_at is not None and running.kill_at <= now:
+                self._signal(running, signal.SIGKILL)
+                running.kill_at = None
+
+    def _timeout(self) -> float | None:
+        deadlines = [r.kill_at for r in self._running.values() if r.kill_at is not None]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    @staticmethod
+    def _signal(running: _Running, sig: int) -> None:
+        # Through its pidfd: until it is reaped (by this loop only) it is the pull's process.
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(running.pidfd, sig)
+
+    # -- answers and signals
+
+    def _send(self, request_id: int, answer: Answer) -> None:
+        data = json.dumps({"id": request_id, **answer}).encode() + b"\n"
+        try:
+            while data:
+                data = data[os.write(self._answers, data):]
+        except OSError:  # hawserd is gone: nobody to answer; stop
+            self._stop()
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        self._terminated = True  # acted on by the loop, woken by the wakeup fd
+
+    def _read_wakeup(self, fd: int) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(fd, 512)
+
+
+def _keep(running: _Running, fd: int, data: bytes) -> None:
+    if fd == running.out:
+        running.stdout += data
+        del running.stdout[:-MAX_OUTPUT]
+    else:
+        running.stderr += data
+        del running.stderr[:-STDERR_TAIL]
+
+
+def _pull_child(pull: Pull, request: Mapping[str, Any], *, out: int, err: int, worker: int) -> NoReturn:
+    """The forked pull's process: never returns into the worker's loop.  It
+    starts with SIGTERM blocked (the worker blocks it around the fork)."""
+    code = 1
+    stopped: Answer = {"kind": "Unavailable", "message": f"the pull of {request.get('reference')} was stopped "
+                       "(SIGTERM)", "hint": "pull again"}
+    try:
+        from hawser.host import die_with_parent
+
+        signal.set_wakeup_fd(-1)
+        # As the one-shot child: SIGTERM (a cancellation) unwinds the pull (leases, temp files).
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        die_with_parent(signal.SIGKILL)  # the worker killed: no pull goes on without it
+        if os.getppid() != worker:
+            os._exit(code)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the worker's pipes, other pulls' pipes and pidfds
+        try:
+            # A cancellation that came since the fork is delivered here.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+            code, answer = pull(request)
+        except KeyboardInterrupt:
+            code, answer = 1, stopped
+        sys.stdout.write(json.dumps(answer) + "\n")
+    except KeyboardInterrupt:  # SIGTERM once more, or after the pull: stopped all the same
+        code = 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()  # the worker quotes the end of it in an Internal error
+        code = 1
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def serve(parent: int, *, pull: Pull = run_pull) -> int:
+    """The worker's main: serve hawserd (``parent``) on stdin and stdout until stdin closes."""
+    from hawser.host import die_with_parent
+
+    os.umask(0o022)
+    die_with_parent(signal.SIGTERM)  # and stdin closes: either way it stops its pulls and exits
+    if os.getppid() != parent:
+        return 0
+    answers = os.dup(1)  # the protocol's; a stray print goes to stderr, hawserd's log
+    os.dup2(2, 1)
+    _warm_up()
+    import gc
+
+    # What the pulls' processes share with the worker stays shared: the collector does not touch it.
+    gc.collect()
+    gc.freeze()
+    return _Worker(requests=0, answers=answers, pull=pull).run()
+
+
+def _warm_up() -> None:
+    import importlib
+
+    for name in _WARM_MODULES:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    for module, attr in _WARM_NAMES:
+        with contextlib.suppress(ImportError, AttributeError):
+            getattr(importlib.import_module(module), attr)
+    from hawser.registry import default_ssl_context
+
+    default_ssl_context()  # the CA bundle, loaded once for every pull
+
+
+if __name__ == "__main__":
+    sys.exit(serve(int(sys.argv[1])))
