@@ -1,12 +1,15 @@
 """Generate the Python stubs of containerd's v1 gRPC API from containerd's own
 .proto files, as Debian installs them (golang-github-containerd-containerd-dev,
-golang-github-gogo-protobuf-dev, golang-github-gogo-googleapis-dev).
+golang-github-containerd-cgroups-dev, golang-github-gogo-googleapis-dev).
 
 The repository holds this script, not copies of containerd's files.  The
 .proto files are staged under the Python package they become
 (``hawser/containerd/_api/...``), their imports rewritten to match (Go import
-paths such as ``github.com/...`` are not Python package names) and gogoproto's
-``import weak`` made plain (Python has to load what a file names); then
+paths such as ``github.com/...`` are not Python package names), and the options
+of Go's code generators (gogoproto's, containerd's fieldpath plugin's) dropped
+with the imports of the files that declare them: Python reads none of them, and
+a stub loads every file its .proto names (those two load protobuf's own
+descriptor.proto stubs, ~0.5 MB of hawserd's memory, for nothing); then
 grpcio-tools compiles them into ``src/hawser/containerd/_api``.  A ``STAMP``
 there holds the hash of the inputs: ``--check`` (and a test in the suite)
 fails when the stubs are missing or older than their inputs.
@@ -33,15 +36,12 @@ PACKAGE = "hawser/containerd/_api"
 # Go import path (as the .proto files name each other) -> where it is staged.
 SOURCES = {
     "github.com/containerd/containerd/api/": f"{PACKAGE}/",
-    "gogoproto/gogo.proto": f"{PACKAGE}/gogoproto/gogo.proto",
-    "github.com/containerd/containerd/protobuf/plugin/fieldpath.proto": f"{PACKAGE}/plugin/fieldpath.proto",
     "google/rpc/status.proto": f"{PACKAGE}/rpc/status.proto",
     # The cgroup v1 metrics a task's Metrics answer carries (io.containerd.cgroups.v1.Metrics).
     "github.com/containerd/cgroups/stats/v1/metrics.proto": f"{PACKAGE}/cgroups/v1/metrics.proto",
 }
 # Where Debian puts each (relative to GOCODE).
 FILES_AT = {
-    "gogoproto/gogo.proto": "github.com/gogo/protobuf/gogoproto/gogo.proto",
     "google/rpc/status.proto": "github.com/gogo/googleapis/google/rpc/status.proto",
 }
 # The services of containerd's v1 API and the types they use.
@@ -56,10 +56,15 @@ API_FILES = [
     "events/container.proto", "events/content.proto", "events/image.proto", "events/namespace.proto",
     "events/snapshot.proto", "events/task.proto",
 ]
-PACKAGES = {"containerd": "golang-github-containerd-containerd-dev", "gogo": "golang-github-gogo-protobuf-dev",
+PACKAGES = {"containerd": "golang-github-containerd-containerd-dev",
             "cgroups": "golang-github-containerd-cgroups-dev",
             "googleapis": "golang-github-gogo-googleapis-dev"}
 IMPORT = re.compile(r'^import\s+(weak\s+|public\s+)?"([^"]+)";', re.M)
+# What only Go's code generators read: the files declaring their options, and the options.
+GO_ONLY = {"gogoproto/gogo.proto", "github.com/containerd/containerd/protobuf/plugin/fieldpath.proto"}
+GO_OPTION = r'\((?:gogoproto|containerd\.plugin)\.\w+\)\s*=\s*(?:"[^"]*"|[\w.]+)'
+GO_OPTION_STATEMENT = re.compile(rf"^[ \t]*option\s+{GO_OPTION}\s*;[ \t]*\n", re.M)
+FIELD_OPTIONS = re.compile(r"\s*\[([^\]]*)\](?=\s*;)")
 
 
 def inputs() -> dict[str, Path]:
@@ -85,7 +90,20 @@ def staged_name(go_path: str) -> str:
 
 
 def rewrite(text: str) -> str:
-    return IMPORT.sub(lambda m: f'import "{staged_name(m.group(2))}";', text)
+    text = FIELD_OPTIONS.sub(_without_go_options, GO_OPTION_STATEMENT.sub("", text))
+    left = [line for line in text.splitlines() if re.search(r"\((?:gogoproto|containerd\.plugin)\.", line.split("//")[0])]
+    if left:
+        raise SystemExit(f"containerd_protos: a Go option this script does not drop: {left[0].strip()!r}")
+    return IMPORT.sub(lambda m: "" if m.group(2) in GO_ONLY else f'import "{staged_name(m.group(2))}";', text)
+
+
+def _without_go_options(match: re.Match[str]) -> str:
+    """A field's ``[...]`` options without Go's; nothing when none is left."""
+    entries = [e.strip() for e in match.group(1).split(",")]
+    kept = [e for e in entries if not re.fullmatch(GO_OPTION, e)]
+    if len(kept) == len(entries):
+        return match.group(0)
+    return f" [{', '.join(kept)}]" if kept else ""
 
 
 def stamp(files: dict[str, Path]) -> str:

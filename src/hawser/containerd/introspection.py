@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import platform
-import uuid
 
 from google.protobuf import empty_pb2
 
@@ -70,4 +69,6 @@ class Introspection(introspection_pb2_grpc.IntrospectionServicer):
         return await serve(context, "Plugins", work())
 
     async def Server(self, request: empty_pb2.Empty, context: Context) -> pb.ServerResponse:
+        import uuid  # this call's alone, not every hawserd's
+
         return pb.ServerResponse(uuid=str(uuid.UUID(hex=self._deps.store.id)))

@@ -37,14 +37,36 @@ in one process see only their own series) with
 
 from __future__ import annotations
 
-from hawser.metrics._cadvisor import CgroupCollector, CgroupSource, cgroup_source
-from hawser.metrics._images import ImageMetrics, MergedPulls
-from hawser.metrics._lifecycle import ContainerMetrics, DaemonCollector, record_start
-from hawser.metrics._registry import Metrics, new_metrics
-from hawser.metrics._requests import RequestMetrics, split_method
-from hawser.metrics._server import MetricsServer, parse_address
-from hawser.metrics._states import StateCollector, container_states, pod_states
-from hawser.metrics._store import SnapshotUsage, StoreSizeCollector, content_bytes, store_sizes
+from hawser._lazy import lazy_exports
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hawser.metrics._cadvisor import CgroupCollector, CgroupSource, cgroup_source
+    from hawser.metrics._images import ImageMetrics, MergedPulls
+    from hawser.metrics._lifecycle import ContainerMetrics, DaemonCollector
+    from hawser.metrics._registry import Metrics, new_metrics
+    from hawser.metrics._requests import RequestMetrics, split_method
+    from hawser.metrics._server import MetricsServer, parse_address
+    from hawser.metrics._starts import record_start
+    from hawser.metrics._states import StateCollector, container_states, pod_states
+    from hawser.metrics._store import SnapshotUsage, StoreSizeCollector, content_bytes, store_sizes
+
+# prometheus-client (and the http.server, email and urllib it imports) is ~3 MB of
+# a daemon's memory: loaded with the first name that needs it, so that hawserd with
+# the endpoint off, which still counts its starts (``record_start``), never holds it.
+_EXPORTS = {
+    "CgroupCollector": "_cadvisor", "CgroupSource": "_cadvisor", "cgroup_source": "_cadvisor",
+    "ImageMetrics": "_images", "MergedPulls": "_images",
+    "ContainerMetrics": "_lifecycle", "DaemonCollector": "_lifecycle",
+    "Metrics": "_registry", "new_metrics": "_registry",
+    "RequestMetrics": "_requests", "split_method": "_requests",
+    "MetricsServer": "_server", "parse_address": "_server",
+    "record_start": "_starts",
+    "StateCollector": "_states", "container_states": "_states", "pod_states": "_states",
+    "SnapshotUsage": "_store", "StoreSizeCollector": "_store", "content_bytes": "_store", "store_sizes": "_store",
+}
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "CgroupCollector",

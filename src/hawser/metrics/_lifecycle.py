@@ -1,20 +1,12 @@
 """Container starts and exits (an observer of the CRI's ``ContainerManager``),
 and hawserd's own life: when it started, how often it has started on this
-state dir, and what its recovery found.
-
-A process's counters start at 0 with it, so "how many times has hawserd
-restarted" cannot live in memory.  hawserd keeps the count in
-``state/daemon-starts`` (one decimal number, written atomically at each
-start): it lives as long as the state dir (a tmpfs: until the next boot),
-like the containers it describes, and reads as a counter that resets at a
-reboot.  ``hawser_daemon_start_time_seconds`` tells when this one began, as
+state dir (``record_start``, in ``_starts``), and what its recovery found.
+``hawser_daemon_start_time_seconds`` tells when this one began, as
 ``process_start_time_seconds`` does for any process.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter
@@ -23,11 +15,8 @@ from prometheus_client.registry import Collector
 
 from hawser.runtime import CREATED, EVENT_STARTED, EVENT_STOPPED, EXITED, RUNNING, UNKNOWN
 
-log = logging.getLogger("hawser.metrics")
-
 # An exit's reason as ContainerManager reports it; any other ("exit status unknown", ...) counts as Unknown.
 EXIT_REASONS = ("Completed", "Error", "OOMKilled", "Unknown")
-STARTS_FILE = "daemon-starts"
 # What PodService.recover counts: pods by outcome, containers by the state their files show.
 RECOVERED = {"pod": ("ready", "lost", "notready"), "container": (RUNNING, CREATED, EXITED, UNKNOWN)}
 
@@ -49,28 +38,6 @@ class ContainerMetrics:
             self._starts.inc()
         elif kind == EVENT_STOPPED:
             self._exits.get(details.get("reason", ""), self._exits["Unknown"]).inc()
-
-
-def record_start(state_dir: str) -> int:
-    """Count one more start of hawserd on ``state_dir`` (``state/daemon-starts``)
-    and return the count.  A count that cannot be read starts again at 1; one
-    that cannot be written is logged, not fatal: it is a number on a dashboard."""
-    from hawser.host import atomic_write
-
-    path = os.path.join(state_dir, STARTS_FILE)
-    try:
-        with open(path, encoding="ascii") as f:
-            text = f.read().strip()
-        previous = int(text) if text.isdigit() else 0
-    except (OSError, UnicodeDecodeError):
-        previous = 0
-    starts = previous + 1
-    try:
-        os.makedirs(state_dir, mode=0o711, exist_ok=True)
-        atomic_write(path, f"{starts}\n", durable=False)  # a tmpfs: nothing to fsync for
-    except OSError as exc:
-        log.warning("cannot record hawserd's start", extra={"path": path, "error": str(exc)})
-    return starts
 
 
 class DaemonCollector(Collector):

@@ -1,5 +1,6 @@
 """The container records' update: one transaction, labels replaced or merged,
-config entries set under their top-level key, NotFound for an unknown id."""
+config entries set under their top-level key, NotFound for an unknown id; a
+record's config read back as it was written."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hawser._dataclass import replace
 from hawser.errors import InvalidArgument, NotFound
 from hawser.metadata import Container, Metadata
 
@@ -104,3 +106,26 @@ def test_find_looks_in_every_namespace(md: Metadata) -> None:
     found = md.containers.find("here")
     assert found is not None and found.namespace == "one"
     assert md.containers.find("absent") is None
+
+
+def test_a_listed_config_reads_as_written(md: Metadata) -> None:
+    # Decoded when first read (a listing decodes none): it still reads, compares and copies as a dict.
+    written = record().config
+    md.containers.create(record())
+    (listed,) = md.containers.list()
+    assert listed.config == written and dict(listed.config) == written and listed == md.containers.get("c1")
+    assert "other" in listed.config and "missing" not in listed.config and listed.config.get("missing") is None
+    assert len(listed.config) == 2 and sorted(listed.config) == ["containerd", "other"]
+    assert listed.config["containerd"]["spec"] == {"a": 1}
+    md.containers.create(replace(listed, id="c2", name="c2"))
+    assert md.containers.get("c2").config == written
+
+
+def test_a_lazy_config_answers_a_key_it_does_not_spell_without_decoding() -> None:
+    from hawser.metadata._containers import _Config
+
+    config = _Config('{"spec": {"process": {"args": ["sh"]}}, "caf\\u00e9": 1}')
+    assert config.get("runtime_handler") is None and "runtime_handler" not in config
+    assert config._data is None  # not decoded for that
+    assert config.get("café") == 1 and "café" in config  # a key JSON escapes: decoded, found
+    assert config.get("spec") == {"process": {"args": ["sh"]}}

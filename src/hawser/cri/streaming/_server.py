@@ -16,15 +16,10 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
-import hawser.cri.streaming._portforward as _portforward
-import hawser.cri.streaming._remotecommand as _remotecommand
 from hawser.cri.streaming._http import HttpError, HttpRequest, read_request, render_error, render_response
-from hawser.cri.streaming._spdy_conn import SpdyConnection
 from hawser.cri.streaming._tokens import TokenCache
-from hawser.cri.streaming._tunnel import PROTOCOL as TUNNEL_PROTOCOL
-from hawser.cri.streaming._tunnel import TunnelReader, TunnelWriter
 from hawser.cri.streaming._types import (
     AttachRequest,
     ExecRequest,
@@ -32,9 +27,13 @@ from hawser.cri.streaming._types import (
     StreamingRuntime,
     StreamRequest,
 )
-from hawser.cri.streaming._websocket import accept_key, valid_client_key
-from hawser.cri.streaming._ws_conn import WebSocketConnection
 from hawser.errors import FailedPrecondition, InvalidArgument
+
+# The protocols (SPDY, WebSocket, remote command, port forward) are imported by the
+# first session's upgrade: a hawserd nobody execs into, attaches to or forwards
+# through never holds them (~0.4 MB).
+if TYPE_CHECKING:
+    from hawser.cri.streaming._spdy_conn import SpdyConnection
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +199,9 @@ class StreamingServer:
 
     async def _upgrade_spdy(self, request: HttpRequest, registered: StreamRequest, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter) -> Session:
+        from hawser.cri.streaming import _portforward, _remotecommand
+        from hawser.cri.streaming._spdy_conn import SpdyConnection
+
         forwarding = isinstance(registered, PortForwardRequest)
         supported = _portforward.SPDY_PROTOCOLS if forwarding else _remotecommand.SPDY_PROTOCOLS
         offered = request.header_tokens("x-stream-protocol-version")
@@ -215,6 +217,8 @@ class StreamingServer:
         return lambda: self._serve_spdy(conn, registered, protocol)
 
     async def _serve_spdy(self, conn: SpdyConnection, registered: StreamRequest, protocol: str) -> None:
+        from hawser.cri.streaming import _portforward, _remotecommand
+
         conn.start()
         try:
             if isinstance(registered, PortForwardRequest):
@@ -229,6 +233,13 @@ class StreamingServer:
 
     async def _upgrade_websocket(self, request: HttpRequest, registered: StreamRequest,
                                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Session:
+        from hawser.cri.streaming import _portforward, _remotecommand
+        from hawser.cri.streaming._spdy_conn import SpdyConnection
+        from hawser.cri.streaming._tunnel import PROTOCOL as TUNNEL_PROTOCOL
+        from hawser.cri.streaming._tunnel import TunnelReader, TunnelWriter
+        from hawser.cri.streaming._websocket import accept_key, valid_client_key
+        from hawser.cri.streaming._ws_conn import WebSocketConnection
+
         if request.method != "GET":
             raise HttpError(400, "a WebSocket handshake must be a GET request")
         if request.header("sec-websocket-version") != "13":
