@@ -7,12 +7,13 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
     runc conmon containernetworking-plugins catatonit   # runtime, monitor, CNI, pid-namespace holder
+    crun                                                # a second runtime handler the tests configure ([runtimes.crun])
     docker-registry busybox-static                      # a local registry and a userland for test images
     iproute2 iptables attr                              # netns/veth, portmap rules, xattr inspection
     gcc libc6-dev                                       # the static probe programs the security tests compile
     golang-github-containerd-containerd-dev             # containerd's .proto files: the containerd API stubs
     golang-github-containerd-cgroups-dev                # the cgroup metrics .proto a task's Metrics carries
-    golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev   # the .proto files those import
+    golang-github-gogo-googleapis-dev                   # google/rpc/status.proto, which those import
     containerd                                          # ctr, the client the containerd API tests drive
     prometheus                                          # promtool: the metrics tests check hawserd's exposition
     python3 python3-venv ca-certificates

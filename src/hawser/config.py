@@ -44,6 +44,8 @@ SNAPSHOTTERS = ("overlayfs", "native")
 DEFAULT_ADDRESS = "/run/hawser/hawser.sock"
 DEFAULT_CONTAINERD_ADDRESS = "/run/hawser/containerd.sock"
 DEFAULT_METRICS_ADDRESS = "127.0.0.1:1338"
+DEFAULT_RUNTIME = "runc"
+"""The runtime handler a pod gets when RunPodSandbox names none (and the CLI's containers)."""
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 
@@ -72,6 +74,25 @@ class RuntimeConfig:
     cgroup_parent: str = ""
     stop_timeout: int = 10
     log_size_max: int = 0
+    # The [runtimes.NAME] table of the handler used when a request names none.
+    default_runtime: str = DEFAULT_RUNTIME
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeHandlerConfig:
+    """One ``[runtimes.NAME]`` table: an OCI runtime with runc's command line
+    (runc, crun) that a pod selects with RunPodSandbox's ``runtime_handler``
+    NAME, as containerd's ``runtimes`` and CRI-O's ``crio.runtime.runtimes``."""
+
+    binary: str = ""  # a path, or a name looked up on PATH; "": the handler's name (runc: runtime.runc first)
+    root: str = ""  # the runtime's state (--root); "": under the state dir (runc: state/runc)
+    options: list[str] = field(default_factory=list, hash=False)  # global flags before each command
+    # Prefixes of the annotations passed into the OCI spec (a trailing "*" allowed); the others are dropped.
+    allowed_annotations: list[str] = field(default_factory=lambda: ["*"], hash=False)
+
+
+def _default_runtimes() -> dict[str, RuntimeHandlerConfig]:
+    return {DEFAULT_RUNTIME: RuntimeHandlerConfig()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +131,43 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     gc: GCConfig = field(default_factory=GCConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    # [runtimes.NAME] tables, merged over the default one ("runc": the runc on PATH).
+    runtimes: dict[str, RuntimeHandlerConfig] = field(default_factory=_default_runtimes, hash=False)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     cri: CRIConfig = field(default_factory=CRIConfig)
     cni: CNIConfig = field(default_factory=CNIConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+
+def runtime_binary(config: Config, name: str) -> str:
+    """What the runtime handler ``name`` runs, as configured: its binary, else
+    (for runc) ``runtime.runc``, else its name; a path or a name on PATH."""
+    binary = config.runtimes[name].binary
+    if not binary and name == DEFAULT_RUNTIME:
+        binary = config.runtime.runc
+    return binary or name
+
+
+def runtime_root(config: Config, name: str) -> str:
+    """The state directory (``--root``) of the runtime handler ``name``:
+    state/runc for runc (where hawser's runc has always kept it), else state/runtimes/NAME."""
+    root = config.runtimes[name].root
+    if root:
+        return root
+    return os.path.join(config.state, "runc" if name == DEFAULT_RUNTIME else os.path.join("runtimes", name))
+
+
+def find_runtime_binary(binary: str) -> str | None:
+    """The executable ``binary`` names (a path, or a name on PATH, else in
+    /usr/sbin, where Debian puts runc); None when there is none."""
+    import shutil
+
+    if os.path.isabs(binary):
+        return binary if os.path.isfile(binary) and os.access(binary, os.X_OK) else None
+    found = shutil.which(binary)
+    if found is None and os.access(os.path.join("/usr/sbin", binary), os.X_OK):
+        found = os.path.join("/usr/sbin", binary)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,12 +204,18 @@ _DOCS: dict[str, str] = {
     "gc.grace_period":
         "Content and snapshots younger than this are never collected: a second guard,\n"
         "after leases, for a writer that has not attached its lease yet.",
-    "runtime.runc": "The OCI runtime and the monitor; empty: found on PATH.",
+    "runtime.runc": "runc (the runc handler's, unless [runtimes.runc] names a binary) and the monitor;\n"
+                    "empty: found on PATH.",
     "runtime.conmon": "",
     "runtime.cgroup_parent": "Every container gets its own cgroup under this one (cgroupfs driver); "
                              "empty: /hawser/<the store's id>, one per store.",
     "runtime.stop_timeout": "Seconds between the stop signal and SIGKILL, unless the command says otherwise.",
     "runtime.log_size_max": "Bytes of log per container before conmon rotates it; 0: unlimited.",
+    "runtime.default_runtime": "The runtime handler ([runtimes.NAME]) of a pod whose RunPodSandbox names none,\n"
+                               "and of the CLI's containers.",
+    "runtimes": "Runtime handlers: a pod picks one by name (RunPodSandbox's runtime_handler, a RuntimeClass'\n"
+                "handler). Each is an OCI runtime with runc's command line (runc, crun); the tables are\n"
+                "merged over the default runc one. crun needs a cgroup v2 or v1-only host (not a hybrid one).",
     "daemon.address": "hawserd: the CRI unix socket kubelet dials.",
     "daemon.containerd_address": "containerd's API (ctr, nerdctl) and the CRI on one more socket; empty: none.",
     "daemon.log_level": f"Least important events hawserd logs: {', '.join(LOG_LEVELS)}.",
@@ -167,6 +227,15 @@ _DOCS: dict[str, str] = {
     "metrics.address": "hawserd: HOST:PORT ([::1]:PORT for IPv6) of the Prometheus metrics endpoint; empty: none.",
 }
 """The comment above each key (dotted) in the default file; "" shares the comment above."""
+
+_HANDLER_DOCS: dict[str, str] = {
+    "binary": "A path, or a name found on PATH; empty: the handler's name (for runc: runtime.runc first).",
+    "root": "The runtime's state directory (its --root); empty: state/runc for runc, else state/runtimes/NAME.",
+    "options": 'Global flags put before each of its commands, e.g. ["--debug"].',
+    "allowed_annotations": "Prefixes of the annotations passed into a container's OCI spec (a trailing \"*\" is\n"
+                           'allowed; "*" passes all); the others are left out of the spec.',
+}
+"""The comment above each key of a ``[runtimes.NAME]`` table in the default file."""
 
 
 # --- the rules beyond a value's type --------------------------------------------------
@@ -203,6 +272,30 @@ def _absolute_or_empty(value: Any) -> str | None:
     return None if value == "" else _absolute(value)
 
 
+def _handler_name(value: Any) -> str | None:
+    # A RuntimeClass' handler is a DNS label (Kubernetes validates it as one).
+    if (0 < len(value) <= 63 and value[0] != "-" and value[-1] != "-"
+            and all(c in "abcdefghijklmnopqrstuvwxyz0123456789-" for c in value)):
+        return None
+    return (f"must be a DNS label (lowercase letters, digits and '-', at most 63, as a RuntimeClass' "
+            f"handler), not {value!r}")
+
+
+def _binary(value: Any) -> str | None:
+    if value == "" or os.path.isabs(value) or "/" not in value:
+        return None
+    return f"must be an absolute path or a name found on PATH, not {value!r}"
+
+
+def _flags(value: Any) -> str | None:
+    bad = [v for v in value if not v.startswith("-")]
+    return f"must be flags (each starts with '-'), not {bad[0]!r}" if bad else None
+
+
+def _not_empty_items(value: Any) -> str | None:
+    return "must not hold an empty string" if "" in value else None
+
+
 def _host_port_or_empty(value: Any) -> str | None:
     if value == "":
         return None
@@ -222,10 +315,27 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "daemon.log_format": _one_of(*LOG_FORMATS),
     "cri.stream_port": _within(0, 65535),
     "runtime.cgroup_parent": _absolute_or_empty,
+    "runtime.default_runtime": _handler_name,
+    "runtimes.*.binary": _binary,
+    "runtimes.*.root": _absolute_or_empty,
+    "runtimes.*.options": _flags,
+    "runtimes.*.allowed_annotations": _not_empty_items,
     "metrics.address": _host_port_or_empty,
 }
 """Dotted key -> what is wrong with a value of the right type, or None.  Each
-rule looks at one key only, so that a drop-in checked alone is checked fully."""
+rule looks at one key only, so that a drop-in checked alone is checked fully.
+A table of tables (``runtimes``) names its keys ``runtimes.*.key``."""
+
+_TABLES_OF: dict[str, type[Any]] = {"runtimes": RuntimeHandlerConfig}
+"""Keys whose value is a table of tables named by the user (``[runtimes.NAME]``),
+and the model of each; the tables are merged over the default's, by name."""
+
+
+def _rule_key(name: str) -> str:
+    parts = name.split(".")
+    if len(parts) == 3 and parts[0] in _TABLES_OF:
+        parts[1] = "*"
+    return ".".join(parts)
 
 
 # --- the one parser -------------------------------------------------------------------
@@ -250,17 +360,51 @@ def _build(cls: type[T], data: Mapping[str, Any], where: str, *, source: str = "
                 raise InvalidArgument(f"{source}: {name} must be a table, not {type(value).__name__}")
             kwargs[key] = _build(type(default), value, f"{name}.", source=source)
             continue
+        if name in _TABLES_OF:
+            kwargs[key] = {**default, **_build_tables(_TABLES_OF[name], value, name, source=source)}
+            continue
         expected = type(default)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise InvalidArgument(f"{source}: {name} must be {expected.__name__}, not {type(value).__name__}")
-        rule = _RULES.get(name)
+        if expected is list:
+            wrong = next((v for v in value if not isinstance(v, str)), None)
+            if wrong is not None:
+                raise InvalidArgument(f"{source}: {name} must be a list of strings, not of {type(wrong).__name__}")
+            value = list(value)
+        rule = _RULES.get(_rule_key(name))
         problem = rule(value) if rule else None
         if problem:
             raise InvalidArgument(f"{source}: {name} {problem}")
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _build_tables(cls: type[T], data: Any, name: str, *, source: str) -> dict[str, T]:
+    """The named tables of ``[NAME.x]``, ``[NAME.y]``..., each a ``cls``."""
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"{source}: {name} must be a table of tables ([{name}.NAME]), "
+                              f"not {type(data).__name__}")
+    tables: dict[str, T] = {}
+    for key, value in data.items():
+        problem = _handler_name(key)
+        if problem:
+            raise InvalidArgument(f"{source}: [{name}.{key}]: the name {problem}")
+        if not isinstance(value, dict):
+            raise InvalidArgument(f"{source}: {name}.{key} must be a table, not {type(value).__name__}")
+        tables[key] = _build(cls, value, f"{name}.{key}.", source=source)
+    return tables
+
+
+def _whole(config: Config, source: str) -> Config:
+    """The checks across keys, on a config merged from all its files (a drop-in
+    alone may name a handler another file defines)."""
+    if config.runtime.default_runtime not in config.runtimes:
+        raise InvalidArgument(f"{source}: runtime.default_runtime {config.runtime.default_runtime!r} names no "
+                              "[runtimes.NAME] table",
+                              hint="configured: " + ", ".join(sorted(config.runtimes)))
+    return config
 
 
 def _load_toml(text: str, source: str) -> dict[str, Any]:
@@ -287,12 +431,12 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 def config_from_dict(data: Mapping[str, Any]) -> Config:
     """A config from its dict form (``asdict``), checked as a file is: how a
     child process gets its parent's."""
-    return _build(Config, data, "")
+    return _whole(_build(Config, data, ""), "config")
 
 
 def parse_config(text: str, *, source: str = "config") -> Config:
     """One config file's text as a Config; InvalidArgument naming ``source`` and the key."""
-    return _build(Config, _load_toml(text, source), "", source=source)
+    return _whole(_build(Config, _load_toml(text, source), "", source=source), source)
 
 
 def read_config(path: str | None) -> tuple[Config, ConfigFiles]:
@@ -305,7 +449,7 @@ def read_config(path: str | None) -> tuple[Config, ConfigFiles]:
     data: dict[str, Any] = {}
     for source, body in layers + drop_ins:
         data = _merge(data, _load_toml(body, source))
-    config = _build(Config, data, "", source=main)
+    config = _whole(_build(Config, data, "", source=main), main)
     return config, ConfigFiles(main=main if text is not None else "", drop_ins=tuple(p for p, _ in drop_ins))
 
 
@@ -331,7 +475,7 @@ def apply_overrides(config: Config, overrides: Mapping[str, object]) -> Config:
         table[name] = value
     if not tables:
         return config
-    return _build(Config, _merge(asdict(config), tables), "", source="command line")
+    return _whole(_build(Config, _merge(asdict(config), tables), "", source="command line"), "command line")
 
 
 def read_config_file(path: str | None) -> tuple[str, str | None]:
@@ -386,25 +530,32 @@ def default_toml() -> str:
 
     blocks = [_HEADER]
 
-    def table(value: Any, path: tuple[str, ...]) -> None:
-        lines: list[str] = []
+    def table(value: Any, path: tuple[str, ...], comment: str = "") -> None:
+        lines = [f"# {line}\n" for line in comment.splitlines()]
         if path:
             header: dict[str, Any] = {}
             for part in reversed(path):
                 header = {part: header}
             lines.append(tomli_w.dumps(header))
-        nested = []
+        # The keys of a [runtimes.NAME] table are documented once for every name.
+        docs, prefix = (_HANDLER_DOCS, ()) if len(path) == 2 and path[0] in _TABLES_OF else (_DOCS, path)
+        nested: list[tuple[tuple[str, ...], Any, str]] = []
         for f in fields(value):
             item = getattr(value, f.name)
+            dotted = ".".join((*path, f.name))
             if is_dataclass(item):
-                nested.append((f.name, item))
+                nested.append(((*path, f.name), item, ""))
                 continue
-            doc = _DOCS.get(".".join((*path, f.name)), "")
+            if dotted in _TABLES_OF:  # [runtimes.NAME] tables, under the comment on them all
+                nested += [((*path, f.name, name), sub, "" if i else _DOCS.get(dotted, ""))
+                           for i, (name, sub) in enumerate(item.items())]
+                continue
+            doc = docs.get(".".join((*prefix, f.name)), "")
             lines.extend(f"# {line}\n" for line in doc.splitlines())
             lines.append(tomli_w.dumps({f.name: item}))
         blocks.append("".join(lines).rstrip("\n"))
-        for name, item in nested:
-            table(item, (*path, name))
+        for sub_path, item, sub_comment in nested:
+            table(item, sub_path, sub_comment)
 
     table(Config(), ())
     return "\n\n".join(blocks) + "\n"

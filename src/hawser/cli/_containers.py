@@ -187,7 +187,7 @@ def _run_foreground(manager: ContainerManager, info: ContainerInfo, *, interacti
     def forward(signum: int, _frame: object) -> None:
         forwarded.append(signum)
         try:
-            manager.runc.kill(record.id, signum)
+            manager.runc_for(record).kill(record.id, signum)
         except Exception:
             pass
 

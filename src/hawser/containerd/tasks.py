@@ -295,7 +295,7 @@ class Tasks(tasks_pb2_grpc.TasksServicer):
         def work(manager: ContainerManager) -> empty_pb2.Empty:
             record = self._record(manager, request.container_id)
             rt.task_state(manager, record)
-            manager.runc.update(record.id, from_any(request.resources, "resources"))
+            manager.runc_for(record).update(record.id, from_any(request.resources, "resources"))
             return empty_pb2.Empty()
 
         return await self._call(context, "Update", work)

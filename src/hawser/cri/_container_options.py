@@ -12,7 +12,8 @@ read the request (their rules are quoted where they matter):
   /etc/hostname and /dev/shm are bound in; HOSTNAME is the pod's;
 - mounts (propagation PRIVATE -> rprivate, HOST_TO_CONTAINER -> rslave,
   BIDIRECTIONAL -> rshared; a missing host directory is created, as
-  containerd and CRI-O do), devices, the security context (capabilities,
+  containerd and CRI-O do; recursive_read_only only with readonly and
+  PRIVATE, kubelet's rule), devices, the security context (capabilities,
   privileged, user and groups, masked and read-only paths, seccomp) and the
   Linux resources.
 
@@ -37,6 +38,7 @@ from hawser.errors import FailedPrecondition, InvalidArgument, NotFound, Unimple
 from hawser.pods import LABEL_KIND, LABEL_SANDBOX_ID, Sandbox
 from hawser.runtime import (
     BindMount,
+    ContainerManager,
     ContainerOptions,
     Device,
     Namespaces,
@@ -226,6 +228,8 @@ def plan_container(config: api_pb2.ContainerConfig, sandbox: Sandbox, *, files: 
         CRI_LOG_PATH: log_path or "",
         CRI_STDIN_ONCE: config.stdin_once,
         CRI_CONFIG: _config_json(config),
+        # The pod's runtime handler runs its containers (ContainerManager.create reads it).
+        ContainerManager.RUNTIME_HANDLER: sandbox.runtime or sandbox.runtime_handler,
     }
     return ContainerPlan(
         name=container_name(config.metadata, sandbox), options=options,
@@ -445,14 +449,16 @@ def _namespaces(options: api_pb2.NamespaceOption, sandbox: Sandbox, target_pid: 
 
 def mount_json(m: api_pb2.Mount) -> dict[str, Any]:
     return {"container_path": m.container_path, "host_path": m.host_path, "readonly": m.readonly,
-            "selinux_relabel": m.selinux_relabel, "propagation": int(m.propagation)}
+            "selinux_relabel": m.selinux_relabel, "propagation": int(m.propagation),
+            "recursive_read_only": m.recursive_read_only}
 
 
 def mount_from_json(data: Mapping[str, Any]) -> api_pb2.Mount:
     return api_pb2.Mount(container_path=str(data.get("container_path", "")),
                          host_path=str(data.get("host_path", "")), readonly=bool(data.get("readonly")),
                          selinux_relabel=bool(data.get("selinux_relabel")),
-                         propagation=int(data.get("propagation", 0)))  # type: ignore[arg-type]
+                         propagation=int(data.get("propagation", 0)),  # type: ignore[arg-type]
+                         recursive_read_only=bool(data.get("recursive_read_only")))
 
 
 def _mounts(mounts: Any, files: HostFiles) -> tuple[list[BindMount], list[str]]:
@@ -469,13 +475,20 @@ def _mounts(mounts: Any, files: HostFiles) -> tuple[list[BindMount], list[str]]:
         propagation = _PROPAGATION.get(m.propagation)
         if propagation is None:
             raise InvalidArgument(f"unknown mount propagation {m.propagation} for {m.container_path}")
+        if m.recursive_read_only and not m.readonly:
+            # api.proto: "when set to true, readonly must be explicitly set to true, and propagation must be PRIVATE".
+            raise InvalidArgument(f"mount {m.container_path}: recursive_read_only needs readonly set too")
+        if m.recursive_read_only and m.propagation != api_pb2.PROPAGATION_PRIVATE:
+            raise InvalidArgument(f"mount {m.container_path}: recursive_read_only needs propagation "
+                                  f"PROPAGATION_PRIVATE, not {api_pb2.MountPropagation.Name(m.propagation)}")
         source = posixpath.normpath(m.host_path)
         if not files.exists(source):
             create.append(source)
         if propagation != "rprivate":
             _check_propagation(files, source, propagation)
         out.append(BindMount(source=source, destination=posixpath.normpath(m.container_path),
-                             readonly=m.readonly, propagation=propagation))
+                             readonly=m.readonly, propagation=propagation,
+                             recursive_read_only=m.recursive_read_only))
     return out, create
 
 

@@ -13,6 +13,7 @@ from hawser.cri.types import CriDeps
 
 
 async def list_images(deps: CriDeps, request: api_pb2.ListImagesRequest) -> api_pb2.ListImagesResponse:
+    deps.runtime_handler(request.filter.image.runtime_handler, call="ListImages")
     wanted = request.filter.image.image if request.HasField("filter") else ""
     if wanted:
         image = await deps.lookup(deps.catalog.find, wanted)

@@ -2,9 +2,11 @@
 
 Concurrent pulls of one image with the same credentials are merged into one
 (CRI-O does so): kubelet pulling for several pods at once fetches each layer
-once.  The request's AuthConfig applies to this pull only; nothing global
-changes, and the secrets never reach a log line.  The answer's ``image_ref`` is
-the image ID, as containerd's CRI plugin answers.
+once.  A pull whose every caller went away (kubelet's deadline, a cancelled
+RPC) is stopped, as containerd's ends with its request's context.  The
+request's AuthConfig applies to this pull only; nothing global changes, and
+the secrets never reach a log line.  The answer's ``image_ref`` is the image
+ID, as containerd's CRI plugin answers.
 """
 
 from __future__ import annotations
@@ -35,23 +37,20 @@ async def pull_image(deps: CriDeps, request: api_pb2.PullImageRequest) -> api_pb
     spec = request.image
     if not spec.image:
         raise InvalidArgument("PullImage: no image given (image.image is empty)")
-    if spec.runtime_handler not in deps.runtime_handlers:
-        raise InvalidArgument(f"PullImage: unknown runtime handler {spec.runtime_handler!r}",
-                              hint=f"known handlers: {', '.join(repr(h) for h in deps.runtime_handlers)}")
+    deps.runtime_handler(spec.runtime_handler, call="PullImage")
     ref = parse_reference(spec.image)
     credentials = credentials_from(request.auth if request.HasField("auth") else None, registry=ref.domain)
     target = normalize_host(request.auth.server_address or ref.domain)
     key = PullKey(reference=str(ref), credentials=_fingerprint(credentials, target))
 
     async def pull() -> ImageSummary:
-        from hawser.images import pull_in_child
-
         start = time.monotonic()
         log.info("pull started", extra={"image": key.reference, "auth": credentials is not None})
-        # In a child process: the registry client's memory leaves with it (see _pull_process).
+        # In a process of its own, forked by the pull worker: the registry client's memory
+        # leaves with it, and a crash takes only it down (see images._pull_worker).
         try:
-            stats = await pull_in_child(deps.images.config, key.reference, namespace=deps.images.namespace,
-                                        credentials=credentials, registry=target)
+            stats = await deps.pull_worker.pull(deps.images.config, key.reference, namespace=deps.images.namespace,
+                                                credentials=credentials, registry=target)
         except HawserError as exc:
             await deps.blocking(deps.images.record_pull, key.reference, error=error_kind(exc))
             raise

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 async def remove_image(deps: CriDeps, request: api_pb2.RemoveImageRequest) -> api_pb2.RemoveImageResponse:
     if not request.image.image:
         raise InvalidArgument("RemoveImage: no image given (image.image is empty)")
+    deps.runtime_handler(request.image.runtime_handler, call="RemoveImage")
     image = await deps.blocking(deps.catalog.find, request.image.image)
     if image is None:
         log.debug("image already removed", extra={"image": request.image.image})

@@ -21,6 +21,7 @@ from hawser.errors import InvalidArgument, NotFound
 async def image_status(deps: CriDeps, request: api_pb2.ImageStatusRequest) -> api_pb2.ImageStatusResponse:
     if not request.image.image:
         raise InvalidArgument("ImageStatus: no image given (image.image is empty)")
+    deps.runtime_handler(request.image.runtime_handler, call="ImageStatus")
     image = await deps.lookup(deps.catalog.find, request.image.image)
     if image is None:
         return api_pb2.ImageStatusResponse()

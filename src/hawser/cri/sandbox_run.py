@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 from cri_api.v1 import api_pb2
-from google.protobuf import json_format
 
 from hawser.cri.types import CriDeps
 from hawser.errors import InvalidArgument, Unimplemented
@@ -41,16 +41,17 @@ _POD_NAMES_MAX = 512 - 63 - 10 - 4
 
 
 async def run_pod_sandbox(deps: CriDeps, request: api_pb2.RunPodSandboxRequest) -> api_pb2.RunPodSandboxResponse:
-    if request.runtime_handler not in deps.runtime_handlers:
-        raise InvalidArgument(f"unknown runtime handler {request.runtime_handler!r}",
-                              hint="hawserd has " + ", ".join(repr(h) for h in deps.runtime_handlers))
-    spec = pod_spec(request.config, request.runtime_handler)
+    # The handler runs the pod's containers; resolved now ("": the default's name) and kept in
+    # the pod's record, so a later default_runtime does not split a pod between two runtimes.
+    runtime = deps.runtime_handler(request.runtime_handler, call="RunPodSandbox")
+    spec = pod_spec(request.config, request.runtime_handler, runtime=runtime)
     sandbox_id = await deps.require_sandboxes().run(spec)
     return api_pb2.RunPodSandboxResponse(pod_sandbox_id=sandbox_id)
 
 
-def pod_spec(config: api_pb2.PodSandboxConfig, runtime_handler: str = "") -> PodSpec:
-    """The request as hawser's PodSpec; InvalidArgument for what cannot be honoured."""
+def pod_spec(config: api_pb2.PodSandboxConfig, runtime_handler: str = "", *, runtime: str = "") -> PodSpec:
+    """The request as hawser's PodSpec; InvalidArgument for what cannot be honoured.
+    ``runtime``: the configured handler ``runtime_handler`` resolves to."""
     meta = config.metadata
     _check_names(meta)
     if config.log_directory and not os.path.isabs(config.log_directory):
@@ -80,9 +81,17 @@ def pod_spec(config: api_pb2.PodSandboxConfig, runtime_handler: str = "") -> Pod
         dns_options=tuple(dns.options), has_dns=config.HasField("dns_config"), ports=tuple(ports),
         labels=dict(config.labels), annotations=dict(config.annotations), cgroup_parent=linux.cgroup_parent,
         sysctls=dict(linux.sysctls), network_mode=network, pid_mode=pid, ipc_mode=ipc,
-        privileged=security.privileged, runtime_handler=runtime_handler,
-        raw=json_format.MessageToDict(config, preserving_proto_field_name=True),
+        privileged=security.privileged, runtime_handler=runtime_handler, runtime=runtime,
+        raw=_config_json(config),
     )
+
+
+def _config_json(config: api_pb2.PodSandboxConfig) -> dict[str, Any]:
+    # json_format (and what it imports) only once a pod is run, not in every hawserd.
+    from google.protobuf.json_format import MessageToDict
+
+    data: dict[str, Any] = MessageToDict(config, preserving_proto_field_name=True)
+    return data
 
 
 def _mode(value: api_pb2.NamespaceMode.ValueType, what: str) -> str:

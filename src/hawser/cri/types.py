@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from hawser.cri._singleflight import SingleFlight
     from hawser.cri._stream_runtime import Streaming
     from hawser.cri.container_events import ContainerEvents
-    from hawser.images import ImageService, ImageSummary
+    from hawser.images import ImageService, ImageSummary, PullWorker
     from hawser.pods import PodService
     from hawser.runtime import ContainerManager, ContainerStatsReader
 
@@ -83,6 +83,12 @@ def _stats_reader() -> ContainerStatsReader:
     return ContainerStatsReader()
 
 
+def _pull_worker() -> PullWorker:
+    from hawser.images import PullWorker
+
+    return PullWorker()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CriDeps:
     """Everything the CRI handlers use.  Built once by the daemon; read-only afterwards."""
@@ -91,10 +97,13 @@ class CriDeps:
     catalog: ImageCatalog
     blocking: RunBlocking
     pulls: SingleFlight[PullKey, ImageSummary]
+    # Where PullImage's pulls run: a process the first pull starts (the daemon stops it at shutdown).
+    pull_worker: PullWorker = field(default_factory=_pull_worker)
     network_status: NetworkStatus
     # The effective configuration, JSON-ready: Status(verbose) reports it.
     effective_config: Mapping[str, Any] = field(default_factory=dict)
-    # Runtime handlers PullImage and RunPodSandbox accept ("" is the default one).
+    # Runtime handlers requests may name ("" is the default one) when there is no
+    # ``containers``; with it, its configured handlers (``runtime_handler()``).
     runtime_handlers: tuple[str, ...] = ("", "runc")
     # Pod sandboxes; None in a daemon built without them (image-only tests).
     sandboxes: PodService | None = None
@@ -115,6 +124,34 @@ class CriDeps:
         if images is not None and images.store.metadata.db.reads_here():
             return fn(*args, **kwargs)
         return await self.blocking(fn, *args, **kwargs)
+
+    def runtime_handler(self, name: str, *, call: str) -> str:
+        """The configured runtime handler a request names ("": the default
+        one's name).  Images are shared by every handler (one snapshotter),
+        so an image call only checks the name.  InvalidArgument naming the
+        configured handlers for any other name (containerd: no runtime for
+        "x" is configured)."""
+        import json
+
+        from hawser.errors import InvalidArgument, NotFound
+
+        if self.containers is None:
+            if name in self.runtime_handlers:
+                return name
+            known = [h for h in self.runtime_handlers if h]
+            raise InvalidArgument(f"{call}: no runtime for {json.dumps(name)} is configured",
+                                  hint="configured runtime handlers: " + ", ".join(known))
+        try:
+            return self.containers.handler(name).name
+        except NotFound as exc:
+            raise InvalidArgument(f"{call}: {exc.message}", hint=exc.hint) from None
+
+    def runtime_handler_names(self) -> tuple[str, ...]:
+        """The handlers Status lists: "" (the default), then each configured one."""
+        if self.containers is None:
+            return self.runtime_handlers
+        default = self.containers.default_handler.name
+        return ("", default, *sorted(n for n in self.containers.handlers if n != default))
 
     def require_containers(self) -> ContainerManager:
         if self.containers is None:

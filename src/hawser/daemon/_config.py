@@ -14,6 +14,11 @@ The file is the one the CLI reads (``/etc/hawser/config.toml`` and its
     [cni]
     conf_dir = "/etc/cni/net.d"
     bin_dir = "/usr/lib/cni"
+    [runtimes.crun]                       # a runtime handler pods may name (RuntimeClass)
+    binary = "/usr/bin/crun"
+
+At start the daemon also checks what the files cannot say alone: that each
+runtime handler's binary exists.
 """
 
 from __future__ import annotations
@@ -22,7 +27,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from hawser._dataclass import asdict, dataclass, field
-from hawser.config import CNIConfig, Config, ConfigFiles, CRIConfig, DaemonConfig, apply_overrides, read_config
+from hawser.config import (
+    DEFAULT_RUNTIME,
+    CNIConfig,
+    Config,
+    ConfigFiles,
+    CRIConfig,
+    DaemonConfig,
+    apply_overrides,
+    find_runtime_binary,
+    read_config,
+    runtime_binary,
+)
+from hawser.errors import InvalidArgument
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,4 +80,21 @@ def load_settings(path: str | None, overrides: Mapping[str, object]) -> Settings
     flags: ``overrides`` maps dotted keys to flag values, None for a flag not
     given (see ``hawser.config.apply_overrides``)."""
     config, files = read_config(path)
-    return Settings(config=apply_overrides(config, overrides), files=files)
+    config = apply_overrides(config, overrides)
+    check_runtimes(config, source=files.main or "config")
+    return Settings(config=config, files=files)
+
+
+def check_runtimes(config: Config, *, source: str) -> None:
+    """InvalidArgument, naming the key, for a runtime handler whose binary is
+    not there: found at start, not by the first pod that names it."""
+    for name, table in config.runtimes.items():
+        binary = runtime_binary(config, name)
+        if find_runtime_binary(binary) is not None:
+            continue
+        key = (f"runtimes.{name}.binary" if table.binary or name != DEFAULT_RUNTIME or not config.runtime.runc
+               else "runtime.runc")
+        where = "is not an executable file" if binary.startswith("/") else "is not found on PATH"
+        raise InvalidArgument(f"{source}: runtime handler {name!r}: {key} {binary!r} {where}",
+                              hint=f"install it, or set {key} to its absolute path"
+                                   + ("" if name == DEFAULT_RUNTIME else f", or remove [runtimes.{name}]"))

@@ -89,7 +89,6 @@ class Offloader:
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="hawserd-blocking")
         self._lock = threading.Lock()
         self._running = 0
-        self.calls = 0  # ever started: HeapTrimmer's sign of activity
 
     def __call__(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
         call = functools.partial(fn, *args, **kwargs)
@@ -98,7 +97,6 @@ class Offloader:
     def _tracked(self, call: Callable[[], T]) -> T:
         with self._lock:
             self._running += 1
-            self.calls += 1
         try:
             return call()
         finally:
@@ -132,6 +130,7 @@ class RequestCounter(grpc.aio.ServerInterceptor):
 
     def __init__(self, metrics: RequestMetrics | None = None) -> None:
         self.running = 0  # touched on the event loop only
+        self.calls = 0  # ever started, streams too: HeapTrimmer's sign of activity
         self.metrics = metrics
         # A method's handler never changes: wrapped once, not per call (a call's
         # fixed cost is the most of what a small request costs).
@@ -141,6 +140,7 @@ class RequestCounter(grpc.aio.ServerInterceptor):
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        self.calls += 1
         method = handler_call_details.method
         wrapped = self._wrapped.get(method)
         if wrapped is None:
@@ -238,21 +238,26 @@ def _code_name(code: object, default: str) -> str:
 
 class HeapTrimmer:
     """Gives the heap pages a burst of requests freed back to the kernel once
-    the daemon is idle (a BackgroundLoop); see host.trim_heap."""
+    the daemon is idle (a BackgroundLoop); see host.trim_heap.
+
+    Idle: no request for a whole interval.  Not the Offloader's calls: the
+    exit watcher and the event followers poll through it several times a
+    second, so those never stop and the heap was never trimmed."""
 
     name = "heap-trimmer"
 
-    def __init__(self, offloader: Offloader, interval: float = HEAP_TRIM_INTERVAL) -> None:
+    def __init__(self, offloader: Offloader, requests: RequestCounter, interval: float = HEAP_TRIM_INTERVAL) -> None:
         self.offloader = offloader
+        self.requests = requests
         self.interval = interval
 
     async def run(self) -> None:
         from hawser.host import trim_heap
 
-        trimmed = previous = self.offloader.calls
+        trimmed = previous = self.requests.calls
         while True:
             await asyncio.sleep(self.interval)
-            calls = self.offloader.calls
+            calls = self.requests.calls
             # Busy since the last trim, and quiet for a whole interval now.
             if calls != trimmed and calls == previous and self.offloader.running == 0:
                 trim_heap()
@@ -278,7 +283,7 @@ class Daemon:
         self.metrics = metrics
         self.requests = RequestCounter(metrics.requests if metrics is not None else None)
         self.recoverers = list(recoverers)
-        self.loops = list(loops)
+        self.loops = [*loops, HeapTrimmer(offloader, self.requests)]
         # True after run() when a blocking call was still running at exit: the
         # caller must end the process without waiting for that thread.
         self.abandoned = False
@@ -286,6 +291,7 @@ class Daemon:
     @classmethod
     def build(cls, settings: Settings) -> Daemon:
         """Open the store and wire the parts (nothing is started)."""
+        from hawser._dataclass import replace
         from hawser.containerd import ContainerManagers
         from hawser.cri import background_loops, new_deps, new_streaming
         from hawser.errors import AlreadyExists
@@ -324,6 +330,8 @@ class Daemon:
         deps = new_deps(images=images, blocking=offloader, network_status=network.status,
                         effective_config=settings.effective(), sandboxes=sandboxes, containers=containers,
                         streaming=streaming, journal=journal, locate=managers.locate)
+        # The configured runtime handlers ([runtimes.NAME]), for what reads the list itself.
+        deps = replace(deps, runtime_handlers=deps.runtime_handler_names())
         metrics = None
         if config.metrics.address:
             from hawser.metrics import (
@@ -361,7 +369,7 @@ class Daemon:
                                    for s in store.metadata.sandboxes.list(namespace=ns.name)]),
                                *([deps.container_events] if deps.container_events else []),
                                *([containerd_events] if containerd_events else [])],
-                   loops=[*background_loops(deps), *containerd_loops, HeapTrimmer(offloader)],
+                   loops=[*background_loops(deps), *containerd_loops],
                    metrics=metrics, journal=journal, containerd_events=containerd_events, managers=managers)
 
     def _count_start(self) -> None:
@@ -452,6 +460,8 @@ class Daemon:
                 logging.getLogger("grpc._cython.cygrpc").setLevel(logging.CRITICAL)
                 await server.stop(SHUTDOWN_GRACE)
         finally:
+            # After the requests in flight: a pull still running fails; the worker is reaped.
+            await self.deps.pull_worker.close()
             await self._stop_streaming()
             if metrics_server is not None:
                 await metrics_server.stop()

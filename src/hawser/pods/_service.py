@@ -428,6 +428,7 @@ def _view(record: SandboxRecord) -> Sandbox:
         uid=str(meta.get("uid", "")), attempt=int(meta.get("attempt", 0)), state=record.state,
         created_at=record.created_at, labels=dict(record.labels),
         annotations=dict(config.get("annotations", {})), runtime_handler=str(config.get("runtime_handler", "")),
+        runtime=str(config.get("runtime", "")),
         hostname=str(status.get("hostname", "")), log_directory=str(config.get("log_directory", "")),
         cgroup_parent=str(status.get("cgroup_parent", "")), netns=status.get("net"), ipc=status.get("ipc"),
         uts=status.get("uts"), pid=status.get("pid"), host_pid=config.get("pid_mode") == NODE,
@@ -441,7 +442,8 @@ def _config_json(spec: PodSpec) -> dict[str, Any]:
     return {
         "metadata": {"name": spec.name, "namespace": spec.namespace, "uid": spec.uid, "attempt": spec.attempt},
         "hostname": spec.hostname, "log_directory": spec.log_directory, "annotations": dict(spec.annotations),
-        "runtime_handler": spec.runtime_handler, "network_mode": spec.network_mode, "pid_mode": spec.pid_mode,
+        "runtime_handler": spec.runtime_handler, "runtime": spec.runtime,
+        "network_mode": spec.network_mode, "pid_mode": spec.pid_mode,
         "ipc_mode": spec.ipc_mode, "privileged": spec.privileged, "sysctls": dict(spec.sysctls),
         "cgroup_parent": spec.cgroup_parent,
         "port_mappings": [{"container_port": p.container_port, "host_port": p.host_port, "protocol": p.protocol,

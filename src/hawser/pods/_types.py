@@ -46,7 +46,10 @@ class Sandbox:
     created_at: float  # seconds since the epoch
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
-    runtime_handler: str = ""
+    runtime_handler: str = ""  # as RunPodSandbox asked ("": the default)
+    # The configured handler that runs the pod's containers: runtime_handler, or the
+    # default's name when that was "" ("" in a record older than handlers: the default).
+    runtime: str = ""
     hostname: str = ""
     log_directory: str = ""
     # The cgroup under which the pod's containers get theirs: "<parent>/<container id>".
@@ -109,6 +112,8 @@ class PodSpec:
     ipc_mode: str = POD
     privileged: bool = False
     runtime_handler: str = ""
+    # runtime_handler resolved to a configured handler's name (the default's for "").
+    runtime: str = ""
     # The request's PodSandboxConfig as JSON, kept for verbose status.
     raw: Mapping[str, Any] = field(default_factory=dict)
 

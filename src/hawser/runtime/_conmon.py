@@ -97,12 +97,16 @@ def _parse_sync(line: str) -> tuple[int, str]:
 
 def conmon_argv(*, runc: Runc, container_id: str, session_id: str, name: str, paths: ConmonPaths,
                 tty: bool, stdin: bool, exec_process: str | None = None, timeout: int = 0,
-                log_size_max: int = 0, leave_stdin_open: bool = False, passthrough: bool = False) -> list[str]:
-    """``passthrough``: the process gets conmon's own stdin, stdout and stderr
-    (``ConmonSession(stdio=...)``) instead of pipes to a log; no terminal."""
+                log_size_max: int = 0, leave_stdin_open: bool = False, passthrough: bool = False,
+                conmon: str = "") -> list[str]:
+    """conmon's command line for ``runc`` (its binary, root and global flags).
+    ``passthrough``: the process gets conmon's own stdin, stdout and stderr
+    (``ConmonSession(stdio=...)``) instead of pipes to a log; no terminal.
+    ``conmon``: the configured binary ("": the one on PATH)."""
     log = "passthrough:" if passthrough else f"k8s-file:{paths.log_path}"
-    argv = [conmon_binary(), "--api-version", "1", "--cid", container_id, "--cuuid", session_id,
+    argv = [conmon or conmon_binary(), "--api-version", "1", "--cid", container_id, "--cuuid", session_id,
             "--name", name, "--runtime", runc.binary, "--runtime-arg", f"--root={runc.root}",
+            *(arg for flag in runc.options for arg in ("--runtime-arg", flag)),
             "--container-pidfile", paths.pid_file, "--conmon-pidfile", paths.conmon_pid_file,
             "--exit-dir", paths.exit_dir, "--log-path", log,
             "--socket-dir-path", paths.socket_dir, "--log-level", "error"]

@@ -51,7 +51,7 @@ from hawser.runtime._files import (
 )
 from hawser.runtime._logs import LogEntry, follow_log, log_size, read_log
 from hawser.runtime._options import ContainerOptions, HostLimits, Resources
-from hawser.runtime._runc import Runc
+from hawser.runtime._runc import Runc, RuntimeHandler, runtime_handlers
 from hawser.runtime._spec import build_spec, named_stop_signal
 from hawser.runtime._types import (
     CREATED,
@@ -133,7 +133,15 @@ class ContainerManager:
 
     ``observers`` are called (in the calling thread) with an ``EVENT_*`` kind
     and the container's record after each change this object makes; they must
-    not block or raise.  The CRI's container events are produced this way."""
+    not block or raise.  The CRI's container events are produced this way.
+
+    Each container runs with one of the configured runtime handlers
+    (``[runtimes.NAME]``: binary, root, flags), named in its record's config
+    under ``RUNTIME_HANDLER``; ``runc`` is the default handler's runtime."""
+
+    RUNTIME_HANDLER = "runtime_handler"
+    """The key of a record's config that names its runtime handler (``create``
+    takes it from ``extra_config``; a record without it has the default one)."""
 
     def __init__(self, *, config: Config, records: ContainerRecords, snapshotter: Snapshotter,
                  images: ImageResolver, make_room: Callable[[], None] = lambda: None,
@@ -156,7 +164,9 @@ class ContainerManager:
         self.locks_dir = os.path.join(state, "locks")
         for d in (self.containers_dir, self.exits_dir, self.sockets_dir, self.logs_dir, self.locks_dir):
             os.makedirs(d, mode=0o711, exist_ok=True)
-        self.runc = Runc(os.path.join(state, "runc"), rc.runc or None)
+        self.handlers: dict[str, RuntimeHandler] = runtime_handlers(self.config)
+        self.default_handler = self.handlers[rc.default_runtime]
+        self.runc = self.default_handler.runc
         self._host = host
         self._layout: CgroupLayout | None = None
         self.observers: list[Observer] = []
@@ -209,6 +219,37 @@ class ContainerManager:
         finally:
             lock.release()
 
+    # --- runtime handlers -------------------------------------------------------
+
+    def handler(self, name: str = "") -> RuntimeHandler:
+        """The configured runtime handler ``name`` ("": the default one).
+        NotFound naming the configured ones otherwise."""
+        if not name:
+            return self.default_handler
+        try:
+            return self.handlers[name]
+        except KeyError:
+            # containerd's words: no runtime for "x" is configured.
+            raise NotFound(f"no runtime for {json.dumps(name)} is configured",
+                           hint="configured runtime handlers: " + ", ".join(sorted(self.handlers))) from None
+
+    def handler_of(self, record: Container) -> RuntimeHandler:
+        """The runtime handler a container was made with.  FailedPrecondition
+        when its handler is no longer configured (its runtime state is under
+        that handler's root)."""
+        # A record without a handler's name (a containerd container's, whose config
+        # is the client's whole spec) is not decoded to learn that: see metadata's _Config.get.
+        name = str(record.config.get(self.RUNTIME_HANDLER) or "")
+        handler = self.handlers.get(name) if name else self.default_handler
+        if handler is None:
+            raise FailedPrecondition(f"container {record.name} runs with runtime handler {name!r}, which is not "
+                                     "configured", hint=f"configure [runtimes.{name}] again to manage it")
+        return handler
+
+    def runc_for(self, record: Container) -> Runc:
+        """The runtime (binary, root, flags) of a container's handler."""
+        return self.handler_of(record).runc
+
     # --- lookup ---------------------------------------------------------------
 
     def lookup(self, text: str) -> Container:
@@ -248,7 +289,11 @@ class ContainerManager:
             self._sweep(record)
             self._exit_seen(record, exited)
             return exited
-        state = self.runc.state(id_)
+        try:
+            runc = self.runc_for(record)
+        except FailedPrecondition as exc:
+            return ContainerStatus(UNKNOWN, started_at=started, reason=exc.message)
+        state = runc.state(id_)
         if state is None:
             if not os.path.isdir(bundle):
                 if "containerd" in record.config:
@@ -329,15 +374,27 @@ class ContainerManager:
         ``cgroup_parent``: the container's cgroup is ``<cgroup_parent>/<id>``
         (unless ``options.cgroups_path`` is set); default: the runtime config's.
         ``extra_config``: JSON kept in the record's config beside the options
-        (the CRI's metadata, labels, annotations...).
+        (the CRI's metadata, labels, annotations...); its ``RUNTIME_HANDLER``
+        names the runtime handler ("" or none: the default one), whose
+        allowed annotations are all of ``options.annotations`` that reach the
+        spec.
 
-        NotFound for an unknown image, AlreadyExists for a name in use,
-        InvalidArgument for a bad option (unknown user, missing executable,
-        invalid mount source). On any failure nothing is left behind."""
+        NotFound for an unknown image or runtime handler, AlreadyExists for a
+        name in use, InvalidArgument for a bad option (unknown user, missing
+        executable, invalid mount source, a recursive read-only mount the
+        handler cannot make). On any failure nothing is left behind."""
         if name is not None and not NAME_RE.match(name):
             raise InvalidArgument(f"invalid container name {name!r}: use letters, digits, '_', '.', '-'")
         if log_path is not None and (not os.path.isabs(log_path) or os.path.normpath(log_path) != log_path):
             raise InvalidArgument(f"invalid log path {log_path!r}: must be a normalised absolute path")
+        handler = self.handler(str((extra_config or {}).get(self.RUNTIME_HANDLER) or ""))
+        if any(m.recursive_read_only for m in options.mounts) and \
+                not handler.runc.features().recursive_read_only_mounts:
+            raise InvalidArgument(f"runtime handler {handler.name!r} cannot make recursive read-only mounts "
+                                  "(it needs the \"rro\" mount option and Linux 5.12 or later)",
+                                  hint="ask for a plain read-only mount, or use another runtime handler")
+        if options.annotations:
+            options = replace(options, annotations=handler.annotations(options.annotations))
         runnable = self.images.runnable(image)
         image_name, top = runnable.name, runnable.top_snapshot
         snapshotter = self.snapshotter
@@ -355,6 +412,7 @@ class ContainerManager:
             config["log_path"] = log_path
         if extra_config:
             config.update(extra_config)
+        config[self.RUNTIME_HANDLER] = handler.name  # resolved: a later default_runtime does not move it
         record = Container(namespace=self.namespace, id=id_, name=name, image=image_name,
                            image_id=runnable.image_id, snapshotter=snapshotter.name, snapshot_key=key,
                            config=config, labels=dict(labels or {}), created_at=time.time())
@@ -414,12 +472,11 @@ class ContainerManager:
         paths = ConmonPaths(bundle=bundle, pid_file=os.path.join(bundle, "pidfile"),
                             conmon_pid_file=os.path.join(bundle, "conmon.pid"), exit_dir=self.exits_dir,
                             log_path=self.container_log_path(record), socket_dir=self.sockets_dir)
-        argv = conmon_argv(runc=self.runc, container_id=id_, session_id=id_, name=record.name, paths=paths,
+        runc = self.runc_for(record)
+        argv = conmon_argv(runc=runc, container_id=id_, session_id=id_, name=record.name, paths=paths,
                            tty=tty, stdin=stdin, log_size_max=self.config.runtime.log_size_max,
-                           leave_stdin_open=leave_stdin_open)
-        if self.config.runtime.conmon:
-            argv[0] = self.config.runtime.conmon
-        undo.push(lambda: self._forget_runtime(id_))
+                           leave_stdin_open=leave_stdin_open, conmon=self.config.runtime.conmon)
+        undo.push(lambda: self._forget_runtime(id_, runc=runc))
         session = ConmonSession(argv, cwd=bundle)
         try:
             return session.wait_pid()
@@ -427,15 +484,17 @@ class ContainerManager:
             session.close()
 
     def _forget_runtime(self, id_: str, *, meanwhile: Callable[[], None] | None = None,
-                        strict: bool = False) -> None:
+                        strict: bool = False, runc: Runc | None = None) -> None:
         """runc's container gone, conmon gone, its exit file gone. Idempotent.
+        ``runc``: the container's runtime (default: the default handler's).
         ``meanwhile`` runs while runc deletes (a runc start-up is ~5 ms).
         ``strict``: a failed runc delete is raised (FailedPrecondition, once
         ``meanwhile`` ran), so that the caller keeps what a retry needs; else
         it is ignored."""
         failed: HawserError | None = None
+        runc = runc or self.runc
         try:
-            deleting = self.runc.start_delete(id_, force=True)
+            deleting = runc.start_delete(id_, force=True)
         except HawserError as exc:
             deleting, failed = None, exc
         try:
@@ -444,7 +503,7 @@ class ContainerManager:
         finally:
             if deleting is not None:
                 try:
-                    self.runc.finish_delete(deleting)
+                    runc.finish_delete(deleting)
                 except HawserError as exc:
                     failed = exc
         if strict and failed is not None:
@@ -482,7 +541,7 @@ class ContainerManager:
         # Stamp before starting: a container that exits at once must still show when it started.
         write_text(os.path.join(self.bundle(record.id), "started"), repr(time.time()))
         failpoint("start.before-runc")
-        self.runc.start(record.id)
+        self.runc_for(record).start(record.id)
         failpoint("start.after-runc")
         self._notify(EVENT_STARTED, record)
 
@@ -493,7 +552,7 @@ class ContainerManager:
         state = self.status(record).state
         if state not in (RUNNING, PAUSED, CREATED):
             raise FailedPrecondition(f"container {record.name} is not running ({state})")
-        self.runc.kill(record.id, sig)
+        self.runc_for(record).kill(record.id, sig)
 
     def wait(self, text: str, timeout: float | None = None) -> ContainerStatus:
         """Block until the container has exited; DeadlineExceeded after ``timeout``."""
@@ -528,12 +587,13 @@ class ContainerManager:
         status = self.status(record)
         if status.state in (EXITED, UNKNOWN):
             return status
+        runc = self.runc_for(record)
         if status.state == PAUSED:
-            self.runc.resume(record.id)  # a frozen process cannot act on its stop signal
+            runc.resume(record.id)  # a frozen process cannot act on its stop signal
         sig = int(record.config.get("stop_signal") or signal.SIGTERM)
         if timeout > 0:
             with contextlib.suppress(FailedPrecondition, NotFound):
-                self.runc.kill(record.id, sig if status.state in (RUNNING, PAUSED) else signal.SIGKILL)
+                runc.kill(record.id, sig if status.state in (RUNNING, PAUSED) else signal.SIGKILL)
             failpoint("stop.after-signal")
             try:
                 status = self._wait_exit(record, timeout)
@@ -542,20 +602,20 @@ class ContainerManager:
             else:
                 return status  # its observers heard of the exit in status()
         with contextlib.suppress(FailedPrecondition, NotFound):
-            self.runc.kill(record.id, signal.SIGKILL, all_processes=True)
+            runc.kill(record.id, signal.SIGKILL, all_processes=True)
         return self._wait_exit(record, KILL_WAIT)
 
     def pause(self, text: str) -> None:
         record = self.lookup(text)
         if self.status(record).state != RUNNING:
             raise FailedPrecondition(f"container {record.name} is not running")
-        self.runc.pause(record.id)
+        self.runc_for(record).pause(record.id)
 
     def resume(self, text: str) -> None:
         record = self.lookup(text)
         if self.status(record).state != PAUSED:
             raise FailedPrecondition(f"container {record.name} is not paused")
-        self.runc.resume(record.id)
+        self.runc_for(record).resume(record.id)
 
     # --- remove ---------------------------------------------------------------
 
@@ -571,11 +631,12 @@ class ContainerManager:
                                          hint="stop it first, or remove it with -f")
             # A created container has a pid (runc's init, waiting); one made through
             # containerd's API without a task has none and nothing to kill.
+            runc = self.runc_for(record)
             if status.state in (RUNNING, PAUSED) or (status.state == CREATED and status.pid):
                 with contextlib.suppress(HawserError):
                     if status.state == PAUSED:
-                        self.runc.resume(record.id)
-                    self.runc.kill(record.id, signal.SIGKILL, all_processes=True)
+                        runc.resume(record.id)
+                    runc.kill(record.id, signal.SIGKILL, all_processes=True)
                 failpoint("remove.after-kill")
                 with contextlib.suppress(DeadlineExceeded):
                     self._wait_exit(record, KILL_WAIT)
@@ -590,7 +651,7 @@ class ContainerManager:
                 with contextlib.suppress(NotFound):
                     self.snapshotter.remove(record.snapshot_key)
 
-            self._forget_runtime(record.id, meanwhile=release_rootfs, strict=True)
+            self._forget_runtime(record.id, meanwhile=release_rootfs, strict=True, runc=runc)
             failpoint("remove.after-runc-delete")
             shutil.rmtree(bundle, ignore_errors=True)
             remove_link_or_tree(os.path.join(self.sockets_dir, record.id))  # conmon's link to the attach socket
@@ -629,7 +690,8 @@ class ContainerManager:
             spec = self.spec(record)
             changed = update_spec_resources(spec, resources)
             # What runc update takes: the resource sections, without device rules.
-            self.runc.update(record.id, {k: v for k, v in changed.items() if k in ("cpu", "memory", "pids")})
+            self.runc_for(record).update(record.id,
+                                         {k: v for k, v in changed.items() if k in ("cpu", "memory", "pids")})
             write_json(os.path.join(self.bundle(record.id), "config.json"), spec)
 
     def reopen_log(self, text: str, *, timeout: float = REOPEN_LOG_TIMEOUT) -> None:
@@ -716,9 +778,11 @@ class ContainerManager:
             paths = ConmonPaths(bundle=None, pid_file=os.path.join(exec_dir, "pid"),
                                 conmon_pid_file=os.path.join(exec_dir, "conmon.pid"), exit_dir=exec_dir,
                                 log_path=log, socket_dir=self.sockets_dir)
-            argv_ = conmon_argv(runc=self.runc, container_id=record.id, session_id=exec_id, name=record.name,
+            runc = self.runc_for(record)
+            argv_ = conmon_argv(runc=runc, container_id=record.id, session_id=exec_id, name=record.name,
                                 paths=paths, tty=False, stdin=False, exec_process=spec_file,
-                                timeout=int(timeout + 0.999) if timeout > 0 else 0)
+                                timeout=int(timeout + 0.999) if timeout > 0 else 0,
+                                conmon=self.config.runtime.conmon)
             session = ConmonSession(argv_, cwd=exec_dir)
             conmon = None
             code: int | None = None
@@ -762,8 +826,8 @@ class ContainerManager:
         try:
             spec_file = os.path.join(exec_dir, "process.json")
             write_json(spec_file, process)
-            cmd = self.runc.exec_argv(record.id, spec_file, tty=tty and not detach, detach=detach,
-                                      pid_file=os.path.join(exec_dir, "pid"))
+            cmd = self.runc_for(record).exec_argv(record.id, spec_file, tty=tty and not detach, detach=detach,
+                                                  pid_file=os.path.join(exec_dir, "pid"))
             stdio = subprocess.DEVNULL if detach else None
             exec_id = os.path.basename(exec_dir)
             proc = subprocess.Popen(cmd, stdin=stdio, stdout=stdio, stderr=None if not detach else subprocess.PIPE)

@@ -33,6 +33,8 @@ class BindMount:
     destination: str
     readonly: bool = False
     propagation: str = "rprivate"
+    # Submounts read-only too (runc's "rro": MOUNT_ATTR_RDONLY, recursively); needs readonly and rprivate.
+    recursive_read_only: bool = False
 
     def __post_init__(self) -> None:
         if self.propagation not in PROPAGATIONS:

@@ -1,25 +1,66 @@
 """runc's command line, with hawser's error kinds.
 
 runc keeps its own state under ``--root`` (a tmpfs under hawser's state dir);
-hawser asks it rather than caching what it says.
+hawser asks it rather than caching what it says.  Any OCI runtime with runc's
+command line (crun) is driven the same way: a ``RuntimeHandler`` is one of the
+configured ones (``[runtimes.NAME]``), its binary, root and global flags.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 
-from hawser._dataclass import dataclass
-from hawser.errors import FailedPrecondition, InvalidArgument, NotFound
+from hawser._dataclass import dataclass, field
+from hawser.config import find_runtime_binary, runtime_binary, runtime_root
+from hawser.errors import FailedPrecondition, HawserError, InvalidArgument, NotFound
 from hawser.host import proc_stat
 from hawser.runtime._command import CommandFailed, CommandResult, RunningCommand, run_command, start_command
 
 TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from typing import Any
 
+    from hawser.config import Config
+
 RUNC_TIMEOUT = 30.0
+FEATURES_TIMEOUT = 10.0
+# mount_setattr(2), which a recursive read-only mount (MOUNT_ATTR_RDONLY with AT_RECURSIVE) needs.
+MOUNT_SETATTR_KERNEL = (5, 12)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeFeatures:
+    """What a runtime handler can do on this host (the CRI's RuntimeHandlerFeatures)."""
+
+    # The runtime knows the "rro" mount option and the kernel has mount_setattr.
+    recursive_read_only_mounts: bool = False
+    # Pods in user namespaces with idmapped mounts: hawser does not make such pods yet.
+    user_namespaces: bool = False
+
+
+def _kernel_at_least(release: str, wanted: tuple[int, int]) -> bool:
+    """Whether a kernel release ("6.18.44-fc-v1300") is ``wanted`` (major, minor) or newer."""
+    numbers = []
+    for part in release.split("-", 1)[0].split(".")[:2]:
+        if not part.isdigit():
+            return False
+        numbers.append(int(part))
+    return len(numbers) == 2 and (numbers[0], numbers[1]) >= wanted
+
+
+def features_of(output: bytes, *, kernel_release: str) -> RuntimeFeatures:
+    """The features a runtime's ``features`` command reports (runc >= 1.1:
+    JSON with ``mountOptions``), on a kernel of ``kernel_release``.  What
+    cannot be read is unsupported."""
+    try:
+        data = json.loads(output)
+    except ValueError:
+        data = None
+    options = (data.get("mountOptions") or []) if isinstance(data, dict) else []
+    rro = "rro" in options and _kernel_at_least(kernel_release, MOUNT_SETATTR_KERNEL)
+    return RuntimeFeatures(recursive_read_only_mounts=rro, user_namespaces=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +72,9 @@ class RuncState:
 
 
 def _gone(exc: CommandFailed) -> bool:
-    return "does not exist" in exc.stderr or "not exist" in exc.stderr
+    # runc: "container x does not exist"; crun: "error opening file `<root>/x/status`: No such file or directory".
+    return ("does not exist" in exc.stderr or "not exist" in exc.stderr
+            or ("/status`" in exc.stderr and "No such file or directory" in exc.stderr))
 
 
 class _Unsure(Exception):
@@ -60,13 +103,36 @@ def _frozen(cgroups: dict[str, str]) -> bool:
 
 
 class Runc:
-    def __init__(self, root: str, binary: str | None = None) -> None:
+    """One OCI runtime with runc's command line, its state under ``root``;
+    ``options``: global flags put before every command (after ``--root``)."""
+
+    def __init__(self, root: str, binary: str | None = None, *, options: Sequence[str] = ()) -> None:
         self.root = root
-        found = binary or shutil.which("runc") or "/usr/sbin/runc"
-        self.binary = found
+        if binary and os.path.isabs(binary):
+            self.binary = binary
+        else:  # a name: found on PATH (a missing one fails when run, NotFound)
+            self.binary = find_runtime_binary(binary or "runc") or binary or "/usr/sbin/runc"
+        self.options = tuple(options)
+        self._features: RuntimeFeatures | None = None
+
+    def argv(self, *args: str) -> list[str]:
+        """A command line of this runtime: its binary, root and global flags, then ``args``."""
+        return [self.binary, "--root", self.root, *self.options, *args]
 
     def _run(self, *args: str, timeout: float = RUNC_TIMEOUT, check: bool = True) -> CommandResult:
-        return run_command([self.binary, "--root", self.root, *args], timeout=timeout, check=check)
+        return run_command(self.argv(*args), timeout=timeout, check=check)
+
+    def features(self) -> RuntimeFeatures:
+        """What this runtime can do on this kernel, from its ``features``
+        command (runc >= 1.1), asked once.  A runtime without one (crun 1.8)
+        or that fails supports nothing optional."""
+        if self._features is None:
+            try:
+                output = self._run("features", timeout=FEATURES_TIMEOUT).stdout
+            except HawserError:
+                output = b""
+            self._features = features_of(output, kernel_release=os.uname().release)
+        return self._features
 
     def state(self, id_: str) -> RuncState | None:
         """runc's view of a container; None when runc does not know it.
@@ -142,7 +208,7 @@ class Runc:
 
     def start_delete(self, id_: str, *, force: bool = False) -> RunningCommand:
         """delete, started in the background; finish_delete() must follow."""
-        return start_command([self.binary, "--root", self.root, "delete", *(["--force"] if force else []), id_])
+        return start_command(self.argv("delete", *(["--force"] if force else []), id_))
 
     def finish_delete(self, running: RunningCommand) -> None:
         try:
@@ -157,8 +223,8 @@ class Runc:
         InvalidArgument when the kernel refuses a value (say, a memory limit
         below what the container uses)."""
         try:
-            run_command([self.binary, "--root", self.root, "update", "--resources", "-", id_],
-                        timeout=RUNC_TIMEOUT, input=json.dumps(resources).encode())
+            run_command(self.argv("update", "--resources", "-", id_), timeout=RUNC_TIMEOUT,
+                        input=json.dumps(resources).encode())
         except CommandFailed as exc:
             if _gone(exc):
                 raise NotFound(f"container {id_[:12]} is not known to runc") from None
@@ -180,7 +246,7 @@ class Runc:
                   pid_file: str | None = None) -> list[str]:
         """The command line of an exec the caller runs itself (attached: runc
         relays the terminal or stdio to the caller's)."""
-        argv = [self.binary, "--root", self.root, "exec", "--process", process_file]
+        argv = self.argv("exec", "--process", process_file)
         if tty:
             argv.append("--tty")
         if detach:
@@ -188,3 +254,27 @@ class Runc:
         if pid_file:
             argv += ["--pid-file", pid_file]
         return [*argv, id_]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuntimeHandler:
+    """A configured runtime handler (``[runtimes.NAME]``): the runtime its
+    containers run with, and which of their annotations reach the OCI spec."""
+
+    name: str
+    runc: Runc
+    # Annotation key prefixes; a trailing "*" is dropped ("*" allows all).
+    allowed_annotations: tuple[str, ...] = field(default=("*",))
+
+    def annotations(self, annotations: Mapping[str, str]) -> dict[str, str]:
+        """The annotations this handler passes into the OCI spec (CRI-O's allowed_annotations)."""
+        prefixes = tuple(p.removesuffix("*") for p in self.allowed_annotations)
+        return {k: v for k, v in annotations.items() if k.startswith(prefixes)}
+
+
+def runtime_handlers(config: Config) -> dict[str, RuntimeHandler]:
+    """The runtime handlers ``config`` names (``[runtimes.NAME]``), by name."""
+    return {name: RuntimeHandler(name=name, runc=Runc(runtime_root(config, name), runtime_binary(config, name),
+                                                      options=table.options),
+                                 allowed_annotations=tuple(table.allowed_annotations))
+            for name, table in config.runtimes.items()}

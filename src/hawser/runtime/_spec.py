@@ -263,8 +263,17 @@ def _bind(m: BindMount) -> dict[str, Any]:
         raise InvalidArgument(f"invalid mount source {m.source!r} for {dest}: must be an absolute host path")
     if not _ospath.exists(m.source):
         raise InvalidArgument(f"invalid mount source {m.source!r} for {dest}: no such file or directory")
-    return {"destination": dest, "type": "bind", "source": m.source,
-            "options": ["rbind", "ro" if m.readonly else "rw", m.propagation]}
+    options = ["rbind", "ro" if m.readonly else "rw", m.propagation]
+    if m.recursive_read_only:
+        # Kubernetes' rule (cri-api's Mount): read-only asked for explicitly, and no propagation,
+        # which would carry new (writable) submounts in.
+        if not m.readonly:
+            raise InvalidArgument(f"invalid mount {dest}: a recursive read-only mount must be read-only too")
+        if m.propagation not in ("private", "rprivate"):
+            raise InvalidArgument(f"invalid mount {dest}: a recursive read-only mount must have private "
+                                  f"propagation, not {m.propagation}")
+        options.insert(2, "rro")  # runc >= 1.1: mount_setattr(MOUNT_ATTR_RDONLY, AT_RECURSIVE)
+    return {"destination": dest, "type": "bind", "source": m.source, "options": options}
 
 
 def _tmpfs(m: TmpfsMount) -> dict[str, Any]:

@@ -231,7 +231,7 @@ def plan_exec(manager: ContainerManager, text: str, cmd: Sequence[str], *, tty: 
         write_json(spec_file, process)
         pid_file = os.path.join(directory, "pid")
         log_file = os.path.join(directory, "runc.log")
-        argv = manager.runc.exec_argv(record.id, spec_file, tty=tty, pid_file=pid_file)
+        argv = manager.runc_for(record).exec_argv(record.id, spec_file, tty=tty, pid_file=pid_file)
         # runc's own errors (a missing executable...) as JSON lines, apart from the command's output.
         argv[1:1] = ["--log", log_file, "--log-format", "json"]
     except BaseException:

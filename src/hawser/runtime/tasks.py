@@ -161,11 +161,9 @@ def _session(record: Container, exec_id: str = "") -> str:
 
 def _run_conmon(manager: ContainerManager, record: Container, paths: ConmonPaths, io: TaskIO, *, cwd: str,
                 exec_process: str | None = None, session: str) -> int:
-    argv = conmon_argv(runc=manager.runc, container_id=record.id, session_id=session,
+    argv = conmon_argv(runc=manager.runc_for(record), container_id=record.id, session_id=session,
                        name=record.name, paths=paths, tty=False, stdin=False, exec_process=exec_process,
-                       passthrough=True)
-    if manager.config.runtime.conmon:
-        argv[0] = manager.config.runtime.conmon
+                       passthrough=True, conmon=manager.config.runtime.conmon)
     fds = _open_stdio(io)
     try:
         conmon = ConmonSession(argv, cwd=cwd, stdio=fds)
@@ -180,10 +178,9 @@ def _run_conmon(manager: ContainerManager, record: Container, paths: ConmonPaths
 
 def _run_conmon_terminal(manager: ContainerManager, record: Container, paths: ConmonPaths) -> int:
     """conmon holding the terminal, its output also in a small log in the bundle."""
-    argv = conmon_argv(runc=manager.runc, container_id=record.id, session_id=record.id, name=record.name,
-                       paths=paths, tty=True, stdin=True, leave_stdin_open=True, log_size_max=TERMINAL_LOG_MAX)
-    if manager.config.runtime.conmon:
-        argv[0] = manager.config.runtime.conmon
+    argv = conmon_argv(runc=manager.runc_for(record), container_id=record.id, session_id=record.id,
+                       name=record.name, paths=paths, tty=True, stdin=True, leave_stdin_open=True,
+                       log_size_max=TERMINAL_LOG_MAX, conmon=manager.config.runtime.conmon)
     assert paths.bundle is not None
     session = ConmonSession(argv, cwd=paths.bundle)
     try:
@@ -317,7 +314,7 @@ def kill_task(manager: ContainerManager, record: Container, sig: int, *, all_pro
     state = manager.status(record).state
     if state in (EXITED, UNKNOWN):
         raise NotFound(f"process already finished: task {record.id} is {state}")
-    manager.runc.kill(record.id, sig, all_processes=all_processes)
+    manager.runc_for(record).kill(record.id, sig, all_processes=all_processes)
 
 
 async def wait_task(manager: ContainerManager, record: Container,
@@ -365,8 +362,7 @@ def list_pids(manager: ContainerManager, record: Container) -> list[int]:
     from hawser.runtime._command import CommandFailed, run_command
 
     try:
-        result = run_command([manager.runc.binary, "--root", manager.runc.root, "ps", "--format", "json",
-                              record.id], timeout=30.0)
+        result = run_command(manager.runc_for(record).argv("ps", "--format", "json", record.id), timeout=30.0)
     except CommandFailed as exc:
         raise FailedPrecondition(f"cannot list the processes of task {record.id}: {exc.stderr}") from None
     return [int(p) for p in json.loads(result.stdout or b"[]") or []]
@@ -432,11 +428,9 @@ def _run_exec_terminal(manager: ContainerManager, record: Container, directory: 
     paths = ConmonPaths(bundle=directory, pid_file=os.path.join(directory, "pid"),
                         conmon_pid_file=os.path.join(directory, "conmon.pid"), exit_dir=directory,
                         log_path=os.path.join(directory, "terminal.log"), socket_dir=manager.sockets_dir)
-    argv = conmon_argv(runc=manager.runc, container_id=record.id, session_id=session,
+    argv = conmon_argv(runc=manager.runc_for(record), container_id=record.id, session_id=session,
                        name=record.name, paths=paths, tty=True, stdin=True, exec_process=process_file,
-                       log_size_max=TERMINAL_LOG_MAX)
-    if manager.config.runtime.conmon:
-        argv[0] = manager.config.runtime.conmon
+                       log_size_max=TERMINAL_LOG_MAX, conmon=manager.config.runtime.conmon)
     conmon = ConmonSession(argv, cwd=directory, attach=True)
     try:
         conmon.wait_attach()
