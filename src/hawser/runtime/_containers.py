@@ -493,10 +493,17 @@ class ContainerManager:
         it is ignored."""
         failed: HawserError | None = None
         runc = runc or self.runc
+        deleting = None
         try:
-            deleting = runc.start_delete(id_, force=True)
+            done = runc.delete_stopped(id_)  # most removals: no runc process at all
+        except OSError as exc:  # its state directory half removed: runc finishes it
+            log.debug("runc state not removed here", extra={"id": id_, "error": str(exc)})
+            done = False
+        try:
+            if not done:
+                deleting = runc.start_delete(id_, force=True)
         except HawserError as exc:
-            deleting, failed = None, exc
+            failed = exc
         try:
             if meanwhile is not None:
                 meanwhile()

@@ -202,6 +202,54 @@ class Runc:
                 raise InvalidArgument(f"invalid signal {sig}") from None
             raise
 
+    def delete_stopped(self, id_: str) -> bool:
+        """What ``runc delete`` does for a container whose init has exited,
+        done here when nothing needs runc for it, which saves starting runc
+        (~8 ms) on every removal: runc's own state (state.json: not crun's),
+        the init gone (its pid with another start time, or none), its own pid
+        namespace (every process went with its init), no hooks (runc runs
+        poststop at delete), cgroupfs cgroups now empty and removed, no Intel
+        RDT group.  True when done; False, with nothing runc still needs
+        touched, when runc must do it (``delete``)."""
+        directory = os.path.join(self.root, id_)
+        try:
+            with open(os.path.join(directory, "state.json"), "rb") as f:
+                data = json.loads(f.read())
+            config = data["config"]
+            pid, start = int(data["init_process_pid"]), int(data["init_process_start"])
+            cgroups = [str(p) for p in (data.get("cgroup_paths") or {}).values() if p]
+            own_pids = any(n.get("type") == "NEWPID" and not n.get("path") for n in config.get("namespaces") or ())
+            # libcontainer's names: "Hooks" (a kind each, null when none), "Systemd" (the cgroup driver).
+            hooks = config.get("Hooks") or config.get("hooks") or {}
+            cgroup_config = config.get("cgroups") or {}
+            plain = (own_pids and not any(hooks.values()) and not cgroup_config.get("Systemd")
+                     and not cgroup_config.get("systemd") and not data.get("intel_rdt_path")
+                     and not data.get("rootless"))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False
+        if not plain or _alive(pid, start) or os.path.exists(os.path.join(directory, "exec.fifo")):
+            return False
+        for path in cgroups:
+            try:
+                with open(os.path.join(path, "cgroup.procs")) as f:
+                    if f.read().strip():
+                        return False  # a process left (exiting still): runc kills and waits
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return False
+        for path in sorted(set(cgroups), key=len, reverse=True):
+            try:
+                os.rmdir(path)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return False  # a child cgroup, say: runc's delete finishes (it skips what is gone)
+        for name in os.listdir(directory):
+            os.unlink(os.path.join(directory, name))
+        os.rmdir(directory)
+        return True
+
     def delete(self, id_: str, *, force: bool = False) -> None:
         """Delete runc's record (and its cgroup). Idempotent."""
         self.finish_delete(self.start_delete(id_, force=force))
