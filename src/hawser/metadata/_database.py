@@ -274,39 +274,23 @@ class Database:
         """
         reader = self._reader
         if not write and reader is not None and reader[0] == threading.get_ident():
-            yield from self._read_on(reader[1])
+            yield from self._on(reader[1], "BEGIN")
             return
         with self._lock:
             conn = self._conn
             if conn is None:
                 raise FailedPrecondition(f"metadata database {self.path} is closed")
-            try:
-                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            except sqlite3.Error as exc:
-                raise self._translate(exc) from exc
-            try:
-                yield conn
-            except BaseException as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise self._translate(exc) from exc
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise self._translate(exc) from exc
+            yield from self._on(conn, "BEGIN IMMEDIATE" if write else "BEGIN")
 
     def reads_here(self) -> bool:
         """Whether the calling thread's reads have their own connection (``read_here``)."""
         reader = self._reader
         return reader is not None and reader[0] == threading.get_ident()
 
-    def _read_on(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    def _on(self, conn: sqlite3.Connection, begin: str) -> Iterator[sqlite3.Connection]:
+        """One transaction on ``conn``: committed, or rolled back on any error."""
         try:
-            conn.execute("BEGIN")
+            conn.execute(begin)
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
         try:
