@@ -141,6 +141,25 @@ def _out_of_space(directory: str) -> bool:
     return st.f_bavail * st.f_frsize < 64 * 1024
 
 
+def _journal_mode_wal(conn: sqlite3.Connection, busy_timeout: float) -> str:
+    """The database's journal mode, switched to WAL if it is not yet.  The
+    switch takes an exclusive lock and SQLite does not wait for it (no busy
+    handler): two processes opening a new store at once (two pulls) failed
+    one with "database is locked".  Retried until ``busy_timeout``."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+            if mode.lower() != "wal":
+                mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            return mode
+        except sqlite3.OperationalError as exc:
+            busy = "locked" in str(exc).lower() or "busy" in str(exc).lower()
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 class Database:
     """One connection to ``path`` (an SQLite file), shared by the record stores.
 
@@ -175,9 +194,7 @@ class Database:
             # Only switch when needed, and (below) only migrate when behind:
             # opening an up-to-date store must not write, so that it still
             # opens (to list, to prune) on a full disk.
-            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-            if str(mode).lower() != "wal":
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _journal_mode_wal(conn, busy_timeout)
             if str(mode).lower() != "wal":
                 raise FailedPrecondition(f"metadata database {self.path}: cannot switch to WAL mode (got {mode})")
             # Per connection, and only outside a transaction: set here, once.

@@ -384,3 +384,24 @@ def test_threads_share_one_instance(md: Metadata) -> None:
         t.join()
     assert errors == []
     assert len(md.images.list()) == 80
+
+
+def test_processes_opening_a_new_store_at_once_all_get_it(tmp_path: Path) -> None:
+    # Switching a new database to WAL takes an exclusive lock SQLite does not wait
+    # for: before the retry, a few rounds in sixty failed a process ("database is locked").
+    import os
+
+    for round_ in range(60):
+        path = tmp_path / f"r{round_}" / "metadata.db"
+        children = []
+        for _ in range(6):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    Metadata(path).close()
+                    os._exit(0)
+                except BaseException:
+                    os._exit(1)
+            children.append(pid)
+        codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+        assert codes == [0] * 6, (round_, codes)
