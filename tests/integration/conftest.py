@@ -23,7 +23,7 @@ import pytest
 from hawser.config import Config, GCConfig, RuntimeConfig
 from hawser.store import Store
 from tests.support.aio import conmons_of
-from tests.support.host import cgroups_under, remove_cgroup_parent, unmount_under
+from tests.support.host import cgroups_under, remove_cgroup_parent, remove_store_cgroups, unmount_under
 
 pytestmark = pytest.mark.integration
 
@@ -130,12 +130,14 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
     state = tmp_path / "state"
     yield Env(root=str(root), state=str(state), snapshotter=request.param)
     unmount_under(str(tmp_path))
+    remove_store_cgroups(str(root))
 
 
 @pytest.fixture
 def overlay_env(tmp_path: Path) -> Iterator[Env]:
     yield Env(root=str(tmp_path / "root"), state=str(tmp_path / "state"), snapshotter="overlayfs")
     unmount_under(str(tmp_path))
+    remove_store_cgroups(str(tmp_path / "root"))
 
 
 def system_check(env: Env, *args: str) -> tuple[int, list[dict[str, Any]]]:

@@ -31,7 +31,7 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2_grpc
 
-from tests.support.host import unmount_under
+from tests.support.host import remove_store_cgroups, unmount_under
 
 HAWSERD = [sys.executable, "-m", "hawser.daemon"]
 HAWSER = [sys.executable, "-m", "hawser.cli._run"]
@@ -169,3 +169,4 @@ def hawserd(tmp_path: Path) -> Iterator[Hawserd]:
         daemon.close_clients()
         unmount_under(str(tmp_path))
         shutil.rmtree(socket_dir, ignore_errors=True)
+        remove_store_cgroups(str(daemon.root))

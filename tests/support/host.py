@@ -40,3 +40,15 @@ def remove_cgroup_parent(parent: str) -> None:
         for d in [*sorted((os.path.join(top, x) for x in children), reverse=True), top]:
             with contextlib.suppress(OSError):
                 os.rmdir(d)
+
+
+def remove_store_cgroups(root: str) -> None:
+    """The cgroup parent hawser gives a store's containers and pods when no
+    ``runtime.cgroup_parent`` is configured (``/hawser/<store id[:12]>``), once empty."""
+    try:
+        with open(os.path.join(root, "store-id"), encoding="ascii") as f:
+            store_id = f.read().strip()
+    except OSError:
+        return
+    if store_id:
+        remove_cgroup_parent(f"/hawser/{store_id[:12]}")
