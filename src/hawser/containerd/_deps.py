@@ -38,6 +38,4 @@ class ContainerdDeps:
         """A lookup by key in the metadata database: on the event loop where the
         database serves this thread's reads (``Database.read_here``: hawserd),
         else in a worker thread."""
-        if self.store.metadata.db.reads_here():
-            return fn(*args, **kwargs)
-        return await self.blocking(fn, *args, **kwargs)
+        return await self.store.metadata.db.lookup(self.blocking, fn, *args, **kwargs)

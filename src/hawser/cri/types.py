@@ -121,9 +121,9 @@ class CriDeps:
         on the event loop where the database serves this thread's reads
         (``Database.read_here``: hawserd), else in a worker thread."""
         images: ImageService | None = self.images  # None in tests of the edge alone
-        if images is not None and images.store.metadata.db.reads_here():
-            return fn(*args, **kwargs)
-        return await self.blocking(fn, *args, **kwargs)
+        if images is None:
+            return await self.blocking(fn, *args, **kwargs)
+        return await images.store.metadata.db.lookup(self.blocking, fn, *args, **kwargs)
 
     def runtime_handler(self, name: str, *, call: str) -> str:
         """The configured runtime handler a request names ("": the default

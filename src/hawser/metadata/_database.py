@@ -28,9 +28,10 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import MappingProxyType, TracebackType
+from typing import ParamSpec, TypeVar
 
 from hawser.errors import (
     DataLoss,
@@ -44,6 +45,9 @@ from hawser.metadata._labels import RESOURCE_CONTENT, RESOURCE_INGEST, RESOURCE_
 from hawser.metadata._schema import MIGRATIONS, Migration
 from hawser.metadata._types import DEFAULT_NAMESPACE
 from hawser.oci import Descriptor, Digest
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 DEFAULT_BUSY_TIMEOUT = 30.0
 # How long a ``read_here`` reader (the event loop) waits for a busy database.
@@ -303,6 +307,15 @@ class Database:
         """Whether the calling thread's reads have their own connection (``read_here``)."""
         reader = self._reader
         return reader is not None and reader[0] == threading.get_ident()
+
+    async def lookup(self, blocking: Callable[..., Awaitable[T]], fn: Callable[P, T], /,
+                     *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn`` (a lookup by key, a small read): here, on the event loop, when
+        this thread's reads have their own connection (``read_here``:
+        hawserd's), else through ``blocking`` (in a worker thread)."""
+        if self.reads_here():
+            return fn(*args, **kwargs)
+        return await blocking(fn, *args, **kwargs)
 
     def _on(self, conn: sqlite3.Connection, begin: str) -> Iterator[sqlite3.Connection]:
         """One transaction on ``conn``: committed, or rolled back on any error."""
