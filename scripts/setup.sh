@@ -16,6 +16,7 @@ PACKAGES=(
     golang-github-gogo-googleapis-dev                   # google/rpc/status.proto, which those import
     containerd                                          # ctr, the client the containerd API tests drive
     prometheus                                          # promtool: the metrics tests check hawserd's exposition
+    criu                                                # checkpoints (CheckpointContainer), where the kernel allows
     python3 python3-venv ca-certificates
 )
 missing=()

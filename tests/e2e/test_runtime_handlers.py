@@ -71,7 +71,8 @@ def in_container(pods: Pods, container_id: str, script: str) -> tuple[int, str]:
 
 def test_status_lists_each_handler_with_its_features(pods: Pods, tmp_path: Path) -> None:
     rro = host_has_rro()
-    assert list(handlers(pods).items()) == [("", (rro, False)), ("runc", (rro, False))]
+    # User namespaces: runc's features list "user" and this kernel (6.18) makes idmapped mounts.
+    assert list(handlers(pods).items()) == [("", (rro, True)), ("runc", (rro, True))]
     # A runtime without runc's `features` command (a wrapper here; crun 1.8 has none either).
     wrapper = tmp_path / "no-features-runc"
     wrapper.write_text("#!/bin/sh\n[ \"$3\" = features ] && exit 1\nexec runc \"$@\"\n")
@@ -79,8 +80,8 @@ def test_status_lists_each_handler_with_its_features(pods: Pods, tmp_path: Path)
     configure(pods, f'[runtimes.{RUNC_B}]\nbinary = "runc"\n[runtimes.plain]\nbinary = "{wrapper}"\n'
                     '[runtime]\ndefault_runtime = "runc-b"\n')
     # The default first, as "" (kubelet's default handler), then by name after the default's.
-    assert list(handlers(pods).items()) == [("", (rro, False)), (RUNC_B, (rro, False)), ("plain", (False, False)),
-                                            ("runc", (rro, False))]
+    assert list(handlers(pods).items()) == [("", (rro, True)), (RUNC_B, (rro, True)), ("plain", (False, False)),
+                                            ("runc", (rro, True))]
     # What the verbose status reports of the config.
     info = json.loads(pods.rt.Status(api_pb2.StatusRequest(verbose=True)).info["config"])
     assert info["runtime"]["default_runtime"] == RUNC_B and sorted(info["runtimes"]) == ["plain", "runc", RUNC_B]

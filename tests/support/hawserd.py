@@ -16,6 +16,7 @@ socket, and have logged no bug.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -152,6 +153,15 @@ class Hawserd:
 
 @pytest.fixture
 def hawserd(tmp_path: Path) -> Iterator[Hawserd]:
+    with running_hawserd(tmp_path) as daemon:
+        yield daemon
+
+
+@contextlib.contextmanager
+def running_hawserd(base: Path) -> Iterator[Hawserd]:
+    """A hawserd on a fresh root and state under ``base``, stopped (and
+    checked for a clean exit and no logged bug) and cleaned up after."""
+    tmp_path = base
     socket_dir = Path(tempfile.mkdtemp(prefix="hawserd-"))
     daemon = Hawserd(base=tmp_path, socket_dir=socket_dir)
     daemon.start()

@@ -13,7 +13,9 @@ read the request (their rules are quoted where they matter):
 - mounts (propagation PRIVATE -> rprivate, HOST_TO_CONTAINER -> rslave,
   BIDIRECTIONAL -> rshared; a missing host directory is created, as
   containerd and CRI-O do; recursive_read_only only with readonly and
-  PRIVATE, kubelet's rule), devices, the security context (capabilities,
+  PRIVATE, kubelet's rule); a mount with ``image`` set is an image volume
+  (containerd's rules: no host path, read-only; the runtime mounts it, and
+  its ``image_sub_path``), devices, the security context (capabilities,
   privileged, user and groups, masked and read-only paths, seccomp) and the
   Linux resources.
 
@@ -41,8 +43,10 @@ from hawser.runtime import (
     ContainerManager,
     ContainerOptions,
     Device,
+    ImageVolume,
     Namespaces,
     Resources,
+    UserNamespace,
     devices_from_host,
     host_devices,
 )
@@ -160,8 +164,9 @@ def plan_container(config: api_pb2.ContainerConfig, sandbox: Sandbox, *, files: 
     ``target_pid``: the pid of the container a TARGET pid namespace names
     (the caller looks it up: it must run in the same pod).  Raises
     InvalidArgument for a malformed request (no metadata or image, a
-    relative container path, an unknown seccomp profile type...),
-    Unimplemented for what hawser does not do (image volumes)."""
+    relative container path, an image volume asked writable, an unknown
+    seccomp profile type...).  Image volumes name their images as the request
+    does: the caller resolves them in the store."""
     if not config.HasField("metadata") or not config.metadata.name:
         raise InvalidArgument("CreateContainer: config.metadata.name is empty")
     if not config.HasField("image") or not config.image.image:
@@ -172,8 +177,8 @@ def plan_container(config: api_pb2.ContainerConfig, sandbox: Sandbox, *, files: 
         raise InvalidArgument("a privileged container needs a privileged pod sandbox",
                               hint="set privileged in the pod's security context")
     readonly_root = sc.readonly_rootfs
-    mounts, host_dirs = _mounts(config.mounts, files)
-    taken = {m.destination for m in mounts}
+    mounts, host_dirs, volumes = _mounts(config.mounts, files)
+    taken = {m.destination for m in mounts} | {v.destination for v in volumes}
     mounts += _pod_mounts(sandbox, taken, readonly=readonly_root)
     devices = _devices(config.devices, files)
     if sc.privileged:
@@ -197,6 +202,7 @@ def plan_container(config: api_pb2.ContainerConfig, sandbox: Sandbox, *, files: 
         stdin_once=config.stdin_once,
         read_only=readonly_root,
         mounts=tuple(mounts),
+        image_volumes=tuple(volumes),
         cap_add=tuple(sc.capabilities.add_capabilities),
         cap_drop=tuple(sc.capabilities.drop_capabilities),
         privileged=sc.privileged,
@@ -209,8 +215,12 @@ def plan_container(config: api_pb2.ContainerConfig, sandbox: Sandbox, *, files: 
         seccomp_profile=profile,
         stop_signal=_stop_signal(config.stop_signal),
         devices=devices,
-        masked_paths=tuple(sc.masked_paths) or None,
-        readonly_paths=tuple(sc.readonly_paths) or None,
+        # kubelet sends the default lists for procMount Default and none for
+        # Unmasked, which it allows only with hostUsers: false; without a user
+        # namespace, none (crictl's) means the runtime's defaults, as in containerd.
+        masked_paths=tuple(sc.masked_paths) or (() if sandbox.userns else None),
+        readonly_paths=tuple(sc.readonly_paths) or (() if sandbox.userns else None),
+        userns=_user_namespace(sc.namespace_options, sandbox),
     )
     log_path = None
     if sandbox.log_directory and config.log_path:
@@ -444,13 +454,42 @@ def _namespaces(options: api_pb2.NamespaceOption, sandbox: Sandbox, target_pid: 
     return Namespaces(network=network, ipc=ipc, uts=uts, pid=pid)
 
 
+def _user_namespace(options: api_pb2.NamespaceOption, sandbox: Sandbox) -> UserNamespace | None:
+    """The pod's user namespace, which all its containers share: a
+    container's ``userns_options``, when set, must say what the pod's does
+    (mode POD with the pod's maps, or NODE in a pod without one)."""
+    if options.HasField("userns_options"):
+        userns = options.userns_options
+        maps = (tuple((m.container_id, m.host_id, m.length) for m in userns.uids),
+                tuple((m.container_id, m.host_id, m.length) for m in userns.gids))
+        if userns.mode == api_pb2.POD:
+            if sandbox.userns is None:
+                raise InvalidArgument("CreateContainer: userns_options mode POD in a pod without a user namespace")
+            if any(maps) and maps != (sandbox.uid_map, sandbox.gid_map):
+                raise InvalidArgument("CreateContainer: userns_options maps differ from the pod's",
+                                      hint="a pod's containers share its user namespace")
+        elif userns.mode == api_pb2.NODE:
+            if sandbox.userns is not None:
+                raise InvalidArgument("CreateContainer: userns_options mode NODE in a pod with a user namespace")
+        else:
+            raise Unimplemented(f"CreateContainer: user namespace mode {api_pb2.NamespaceMode.Name(userns.mode)} "
+                                "is not supported: a container shares its pod's")
+    if sandbox.userns is None:
+        return None
+    return UserNamespace(path=sandbox.userns, uid_map=sandbox.uid_map, gid_map=sandbox.gid_map)
+
+
 # --- mounts and devices -------------------------------------------------------------
 
 
 def mount_json(m: api_pb2.Mount) -> dict[str, Any]:
-    return {"container_path": m.container_path, "host_path": m.host_path, "readonly": m.readonly,
-            "selinux_relabel": m.selinux_relabel, "propagation": int(m.propagation),
-            "recursive_read_only": m.recursive_read_only}
+    data: dict[str, Any] = {
+        "container_path": m.container_path, "host_path": m.host_path, "readonly": m.readonly,
+        "selinux_relabel": m.selinux_relabel, "propagation": int(m.propagation),
+        "recursive_read_only": m.recursive_read_only}
+    if m.image.image:
+        data.update(image=m.image.image, image_sub_path=m.image_sub_path)
+    return data
 
 
 def mount_from_json(data: Mapping[str, Any]) -> api_pb2.Mount:
@@ -458,17 +497,21 @@ def mount_from_json(data: Mapping[str, Any]) -> api_pb2.Mount:
                          host_path=str(data.get("host_path", "")), readonly=bool(data.get("readonly")),
                          selinux_relabel=bool(data.get("selinux_relabel")),
                          propagation=int(data.get("propagation", 0)),  # type: ignore[arg-type]
-                         recursive_read_only=bool(data.get("recursive_read_only")))
+                         recursive_read_only=bool(data.get("recursive_read_only")),
+                         image=api_pb2.ImageSpec(image=str(data["image"])) if data.get("image") else None,
+                         image_sub_path=str(data.get("image_sub_path", "")))
 
 
-def _mounts(mounts: Any, files: HostFiles) -> tuple[list[BindMount], list[str]]:
+def _mounts(mounts: Any, files: HostFiles) -> tuple[list[BindMount], list[str], list[ImageVolume]]:
     out: list[BindMount] = []
     create: list[str] = []
+    volumes: list[ImageVolume] = []
     for m in mounts:
-        if m.HasField("image") and m.image.image:
-            raise Unimplemented(f"image volume at {m.container_path!r}: hawser does not mount images as volumes")
         if not m.container_path.startswith("/"):
             raise InvalidArgument(f"invalid mount {m.container_path!r}: the container path must be absolute")
+        if m.HasField("image") and m.image.image:
+            volumes.append(_image_volume(m))
+            continue
         if not m.host_path.startswith("/"):
             raise InvalidArgument(f"invalid mount {m.host_path!r} at {m.container_path}: "
                                   "the host path must be absolute")
@@ -489,7 +532,22 @@ def _mounts(mounts: Any, files: HostFiles) -> tuple[list[BindMount], list[str]]:
         out.append(BindMount(source=source, destination=posixpath.normpath(m.container_path),
                              readonly=m.readonly, propagation=propagation,
                              recursive_read_only=m.recursive_read_only))
-    return out, create
+    return out, create, volumes
+
+
+def _image_volume(m: api_pb2.Mount) -> ImageVolume:
+    """An image volume, as containerd's CRI plugin takes one: "hostpath must
+    be empty" and "readonly must be true while mount image".  Propagation
+    and recursive read-only mean nothing for a read-only view with no
+    submounts: it is bound rprivate and read-only."""
+    destination = posixpath.normpath(m.container_path)
+    if m.host_path:
+        raise InvalidArgument(f"image volume at {destination}: host_path must be empty (it mounts image "
+                              f"{m.image.image!r})")
+    if not m.readonly:
+        raise InvalidArgument(f"image volume at {destination}: an image volume is read-only",
+                              hint="set readonly on the mount")
+    return ImageVolume(image=m.image.image, destination=destination, sub_path=m.image_sub_path)
 
 
 def _check_propagation(files: HostFiles, source: str, propagation: str) -> None:

@@ -7,6 +7,13 @@ unique in the store: a second CreateContainer with the same metadata answers
 ALREADY_EXISTS (containerd: "name is reserved"), so a retried request never
 makes a twin.  Everything else is ``_container_options.plan_container``; on
 any failure ContainerManager.create leaves nothing behind.
+
+Image volumes (a Mount with ``image``: Kubernetes' ImageVolume) name images
+kubelet has pulled; each is found as ImageStatus finds one (tag, digest
+reference or ID), NOT_FOUND if it is not in the store, as containerd answers,
+and the runtime mounts it (``runtime._image_volumes``).  Their failures carry
+cri-api's ``ImageVolumeMountFailed`` in the message, as containerd's and
+CRI-O's do.
 """
 
 from __future__ import annotations
@@ -15,13 +22,17 @@ import os
 
 from cri_api.v1 import api_pb2
 
-from hawser.cri._catalog import CatalogImage
+from hawser._dataclass import replace
+from hawser.cri._catalog import CatalogImage, ImageCatalog
 from hawser.cri._container_options import CRI_IMAGE_REF, RealHostFiles, plan_container
 from hawser.cri._containers import lookup, sandbox_id
 from hawser.cri.types import CriDeps
 from hawser.errors import FailedPrecondition, InvalidArgument, NotFound
 from hawser.pods import Sandbox
-from hawser.runtime import RUNNING, ContainerManager
+from hawser.runtime import RUNNING, ContainerManager, ImageVolume, ImageVolumeError
+
+# cri-api's errors.ErrImageVolumeMountFailed: what an image volume's failure says first.
+IMAGE_VOLUME_MOUNT_FAILED = "ImageVolumeMountFailed"
 
 
 async def create_container(deps: CriDeps,
@@ -43,23 +54,38 @@ async def create_container(deps: CriDeps,
     image = await deps.blocking(deps.catalog.find, config.image.image)
     if image is None:
         raise NotFound(f"image {config.image.image!r} not found", hint="pull it first (PullImage)")
-    container_id = await deps.blocking(_create, manager, sandbox, image, config)
+    container_id = await deps.blocking(_create, manager, deps.catalog, sandbox, image, config)
     return api_pb2.CreateContainerResponse(container_id=container_id)
 
 
-def _create(manager: ContainerManager, sandbox: Sandbox, image: CatalogImage,
+def _create(manager: ContainerManager, catalog: ImageCatalog, sandbox: Sandbox, image: CatalogImage,
             config: api_pb2.ContainerConfig) -> str:
     options = config.linux.security_context.namespace_options
     target_pid = _target_pid(manager, sandbox, options.target_id) if options.pid == api_pb2.TARGET else None
     plan = plan_container(config, sandbox, files=RealHostFiles(), target_pid=target_pid)
+    wanted = plan.options
+    if wanted.image_volumes:
+        wanted = replace(wanted, image_volumes=tuple(_stored(catalog, v) for v in wanted.image_volumes))
     for directory in plan.host_dirs:
         # containerd and CRI-O create a missing host path of a mount as a directory.
         os.makedirs(directory, mode=0o755, exist_ok=True)
     extra = dict(plan.extra_config)
     extra[CRI_IMAGE_REF] = image.repo_digests[0] if image.repo_digests else image.id
-    info = manager.create(image.names[0], plan.options, name=plan.name, labels=plan.labels, log_path=plan.log_path,
-                          cgroup_parent=plan.cgroup_parent or None, extra_config=extra)
+    try:
+        info = manager.create(image.names[0], wanted, name=plan.name, labels=plan.labels, log_path=plan.log_path,
+                              cgroup_parent=plan.cgroup_parent or None, extra_config=extra)
+    except ImageVolumeError as exc:
+        raise type(exc)(f"{IMAGE_VOLUME_MOUNT_FAILED}: {exc.message}", hint=exc.hint) from exc
     return info.id
+
+
+def _stored(catalog: ImageCatalog, volume: ImageVolume) -> ImageVolume:
+    """The image volume with its image as the store names it."""
+    found = catalog.find(volume.image)
+    if found is None:
+        raise NotFound(f"{IMAGE_VOLUME_MOUNT_FAILED}: image volume at {volume.destination}: image "
+                       f"{volume.image!r} not found", hint="pull it first (PullImage)")
+    return replace(volume, image=found.names[0])
 
 
 def _target_pid(manager: ContainerManager, sandbox: Sandbox, target_id: str) -> int | None:

@@ -5,9 +5,10 @@ running containers." (cri-api api.proto)
 From the container's cgroup: cumulative CPU time and, from the previous
 sample of the same container, the CPU rate (``usage_nano_cores``); memory
 working set (usage - inactive_file, kubelet's definition), usage, RSS, page
-faults, and what is left below the limit.  The writable layer is the
+faults, and what is left below the limit; CPU, memory and I/O pressure
+(PSI, ``_psi.py``) where the host has them.  The writable layer is the
 container snapshot's own directory (its overlay upper dir).  A container
-whose cgroup is gone (exited and cleaned up) reports no CPU or memory.
+whose cgroup is gone (exited and cleaned up) reports no CPU, memory or I/O.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from cri_api.v1 import api_pb2
 
 from hawser.cri._containers import cri_annotations, cri_labels, cri_list, cri_metadata, lookup, select
+from hawser.cri._psi import fill_psi
 from hawser.cri.types import CriDeps
 from hawser.errors import InvalidArgument, NotFound
 from hawser.metadata import Container
@@ -44,6 +46,7 @@ def to_cri(record: Container, sample: ContainerStats) -> api_pb2.ContainerStats:
         memory.major_page_faults.value = sample.major_page_faults
         if cgroup.memory_limit is not None:
             memory.available_bytes.value = max(0, cgroup.memory_limit - cgroup.memory_working_set)
+        fill_psi(out.cpu, memory, out.io, cgroup, now)
     layer = sample.writable_layer
     if layer is not None:
         out.writable_layer.timestamp = now

@@ -7,6 +7,9 @@ events and stats handlers share; verbose adds the runtime's view as JSON.
 StopSignal, else unset (RUNTIME_DEFAULT: SIGTERM), as containerd reports it;
 ``user.linux`` is the uid, gid and supplementary groups the runtime spec
 gives the container's first process (runc sets exactly those).
+``resources`` are the limits of the runtime spec, which UpdateContainerResources
+rewrites; without one (a reboot emptied the state dir) those its record keeps,
+which the update writes too.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 from cri_api.v1 import api_pb2
 
-from hawser.cri._container_options import CRI_CONFIG
+from hawser.cri._container_options import CRI_CONFIG, resources_to_cri
 from hawser.cri._containers import cri_status, lookup, sandbox_id
 from hawser.cri.types import CriDeps
 from hawser.errors import FailedPrecondition, InvalidArgument
@@ -40,9 +43,25 @@ def _status(manager: ContainerManager, container_id: str, verbose: bool) -> api_
     except FailedPrecondition:
         spec = None
     response = api_pb2.ContainerStatusResponse(status=cri_status(manager, record, state, spec))
+    if spec is None:
+        # No runtime spec (a reboot emptied the state dir): the limits the record
+        # keeps, which UpdateContainerResources updates too.
+        response.status.resources.linux.CopyFrom(resources_to_cri(_record_spec(record)))
     if verbose:
         response.info["info"] = json.dumps(_info(manager, record, state, spec))
     return response
+
+
+def _record_spec(record: Container) -> dict[str, Any]:
+    """The resource part of a runtime spec, as the record's options set it
+    (``ContainerOptions.resources`` and ``oom_score_adj``)."""
+    res = record.config.get("resources") or {}
+    cpu = {key: res.get(name) for key, name in (("shares", "cpu_shares"), ("quota", "cpu_quota"),
+                                                 ("period", "cpu_period"), ("cpus", "cpuset_cpus"),
+                                                 ("mems", "cpuset_mems"))}
+    memory = {"limit": res.get("memory_limit"), "swap": res.get("memory_swap")}
+    return {"linux": {"resources": {"cpu": cpu, "memory": memory}},
+            "process": {"oomScoreAdj": record.config.get("oom_score_adj")}}
 
 
 # --- shared by the container handlers ------------------------------------------------

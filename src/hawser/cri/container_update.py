@@ -3,10 +3,13 @@ synchronously. If runtime fails to transactionally update the requested
 resources, an error is returned." (cri-api api.proto)
 
 The Linux limits the request sets (0 and "" mean "not specified", as at
-create) go to the container's cgroup through ``runc update`` and into its
-spec, where ContainerStatus reads them.  A created, running or paused
-container can be updated; an exited one is FAILED_PRECONDITION.  Windows
-resources and the request's annotations are ignored.
+create) go to the container's cgroup through ``runc update``, into its spec,
+where ContainerStatus reads them, and into its record, which outlives the
+spec (a reboot empties the state dir): kubelet's in-place resize
+(InPlacePodVerticalScaling) then still reads the new limits after a restart
+of hawserd or of the host.  A created, running or paused container can be
+updated; an exited one is FAILED_PRECONDITION.  Windows resources and the
+request's annotations are ignored.
 """
 
 from __future__ import annotations

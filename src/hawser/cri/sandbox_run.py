@@ -23,6 +23,7 @@ from cri_api.v1 import api_pb2
 from hawser.cri.types import CriDeps
 from hawser.errors import InvalidArgument, Unimplemented
 from hawser.pods import CONTAINER, NODE, POD, TARGET, PodPort, PodSpec
+from hawser.runtime import check_id_mappings
 
 _MODES = {api_pb2.POD: POD, api_pb2.CONTAINER: CONTAINER, api_pb2.NODE: NODE, api_pb2.TARGET: TARGET}
 _PROTOCOLS = {api_pb2.TCP: "tcp", api_pb2.UDP: "udp", api_pb2.SCTP: "sctp"}
@@ -64,8 +65,7 @@ def pod_spec(config: api_pb2.PodSandboxConfig, runtime_handler: str = "", *, run
         raise InvalidArgument("RunPodSandbox: a pod's network and ipc namespaces are POD or NODE")
     if pid == TARGET:
         raise InvalidArgument("RunPodSandbox: pid namespace mode TARGET is for containers, not pods")
-    if options.HasField("userns_options") and options.userns_options.mode != api_pb2.NODE:
-        raise Unimplemented("RunPodSandbox: user namespaces are not supported")
+    uid_map, gid_map = user_namespace(options, network=network, pid=pid, ipc=ipc)
     ports = []
     for port in config.port_mappings:
         if port.host_port <= 0:
@@ -82,8 +82,41 @@ def pod_spec(config: api_pb2.PodSandboxConfig, runtime_handler: str = "", *, run
         labels=dict(config.labels), annotations=dict(config.annotations), cgroup_parent=linux.cgroup_parent,
         sysctls=dict(linux.sysctls), network_mode=network, pid_mode=pid, ipc_mode=ipc,
         privileged=security.privileged, runtime_handler=runtime_handler, runtime=runtime,
-        raw=_config_json(config),
+        uid_map=uid_map, gid_map=gid_map or (), raw=_config_json(config),
     )
+
+
+IdMap = tuple[tuple[int, int, int], ...]
+
+
+def user_namespace(options: api_pb2.NamespaceOption, *, network: str, pid: str,
+                   ipc: str) -> tuple[IdMap | None, IdMap | None]:
+    """The pod's uid and gid maps from ``userns_options`` (mode POD), or
+    (None, None) for the host's user namespace (unset, or mode NODE).
+    InvalidArgument for maps the kernel would refuse, for mappings with mode
+    NODE, and for a user namespace beside the host's network, IPC or pid
+    namespace (as kubelet's validation, hostUsers: false excludes them);
+    Unimplemented for a user namespace per container."""
+    if not options.HasField("userns_options"):
+        return None, None
+    userns = options.userns_options
+    uids = tuple((m.container_id, m.host_id, m.length) for m in userns.uids)
+    gids = tuple((m.container_id, m.host_id, m.length) for m in userns.gids)
+    if userns.mode == api_pb2.NODE:
+        if uids or gids:
+            raise InvalidArgument("RunPodSandbox: userns_options mode NODE takes no uid or gid mappings")
+        return None, None
+    if userns.mode != api_pb2.POD:
+        raise Unimplemented(f"RunPodSandbox: user namespace mode {api_pb2.NamespaceMode.Name(userns.mode)} "
+                            "is not supported: a pod's user namespace is POD (its own) or NODE (the host's)")
+    if NODE in (network, pid, ipc):
+        raise InvalidArgument("RunPodSandbox: a pod with its own user namespace cannot share the host's network, "
+                              "IPC or pid namespace", hint="hostUsers: false excludes hostNetwork, hostIPC, hostPID")
+    try:
+        check_id_mappings(uids, gids)
+    except ValueError as e:
+        raise InvalidArgument(f"RunPodSandbox: userns_options: {e}") from None
+    return uids, gids
 
 
 def _config_json(config: api_pb2.PodSandboxConfig) -> dict[str, Any]:

@@ -3,13 +3,16 @@ If the pod sandbox does not exist, the call returns an error." (cri-api api.prot
 
 The pod part reads the counters (``pods.read_pod_stats``); this converts them,
 and adds its running containers' stats (``linux.containers``), as containerd
-does.  A pod with no container yet has no cgroup: its counters are zero.
+does.  A pod with no container yet has no cgroup: its counters are zero
+(and it has no I/O usage or pressure).  The pod's pressure (PSI) is its
+cgroup parent's, which covers its containers'.
 """
 
 from __future__ import annotations
 
 from cri_api.v1 import api_pb2
 
+from hawser.cri._psi import fill_psi
 from hawser.cri._sandbox_convert import cri_metadata
 from hawser.cri.container_stats import running_container_stats
 from hawser.cri.types import CriDeps
@@ -58,6 +61,7 @@ def to_cri(stats: PodStats) -> api_pb2.PodSandboxStats:
         if sample.memory_limit is not None:
             linux.memory.available_bytes.value = max(0, sample.memory_limit - sample.memory_working_set)
         linux.process.process_count.value = sample.pids_current
+        fill_psi(linux.cpu, linux.memory, linux.io, sample, now)
     if stats.interfaces is not None:
         usage = linux.network
         usage.timestamp = now

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from cri_api.v1 import api_pb2, api_pb2_grpc
 
 from hawser.cri import (
+    container_checkpoint,
     container_create,
     container_events,
     container_exec_sync,
@@ -42,12 +43,13 @@ from hawser.cri import (
     sandbox_stats,
     sandbox_status,
     sandbox_stop,
+    sandbox_update,
     stream_attach,
     stream_exec,
     stream_port_forward,
 )
 from hawser.cri._catalog import ImageCatalog
-from hawser.cri._errors import serve, unimplemented
+from hawser.cri._errors import serve
 from hawser.cri._singleflight import SingleFlight
 from hawser.cri.types import CriDeps
 from hawser.runtime import ContainerStatsReader
@@ -196,7 +198,8 @@ class RuntimeService(api_pb2_grpc.RuntimeServiceServicer):
     async def CheckpointContainer(
         self, request: api_pb2.CheckpointContainerRequest, context: Context
     ) -> api_pb2.CheckpointContainerResponse:
-        await unimplemented(context, "CheckpointContainer")
+        return await serve(context, "CheckpointContainer",
+                           container_checkpoint.checkpoint_container(self._deps, request))
 
     async def GetContainerEvents(
         self, request: api_pb2.GetEventsRequest, context: Context
@@ -222,7 +225,8 @@ class RuntimeService(api_pb2_grpc.RuntimeServiceServicer):
     async def UpdatePodSandboxResources(
         self, request: api_pb2.UpdatePodSandboxResourcesRequest, context: Context
     ) -> api_pb2.UpdatePodSandboxResourcesResponse:
-        await unimplemented(context, "UpdatePodSandboxResources")
+        return await serve(context, "UpdatePodSandboxResources",
+                           sandbox_update.update_pod_sandbox_resources(self._deps, request))
 
 
 class ImageService(api_pb2_grpc.ImageServiceServicer):

@@ -62,6 +62,13 @@ if TYPE_CHECKING:
         spawn_process,
         uncancellable,
     )
+    from hawser.host._userns import (
+        IdMapping,
+        detach,
+        idmapped_mount,
+        idmapped_mounts_supported,
+        pin_user_namespace,
+    )
 
 _LAZY = {
     "CgroupLayout": "_cgroups", "CgroupStats": "_cgroups", "cgroup_exists": "_cgroups", "cgroup_pids": "_cgroups",
@@ -81,6 +88,8 @@ _LAZY = {
     "NAMESPACE_KINDS": "_namespaces", "is_netns": "_namespaces", "namespace_kind": "_namespaces",
     "pin_namespace_of": "_namespaces", "pin_namespaces": "_namespaces", "remove_pin_dir": "_namespaces", "run_in_namespaces": "_namespaces",
     "run_in_netns": "_namespaces", "unpin_namespace": "_namespaces",
+    "IdMapping": "_userns", "detach": "_userns", "idmapped_mount": "_userns",
+    "idmapped_mounts_supported": "_userns", "pin_user_namespace": "_userns",
 }
 
 
@@ -93,6 +102,7 @@ __all__ = [
     "CgroupLayout",
     "CgroupStats",
     "FileLock",
+    "IdMapping",
     "MountOptions",
     "OverlayFeatures",
     "ProcStat",
@@ -102,8 +112,11 @@ __all__ = [
     "atomic_write",
     "cgroup_exists",
     "cgroup_pids",
+    "detach",
     "die_with_parent",
     "fsync_dir",
+    "idmapped_mount",
+    "idmapped_mounts_supported",
     "is_mountpoint",
     "is_netns",
     "kill_cgroup",
@@ -121,6 +134,7 @@ __all__ = [
     "pid_namespace_alive",
     "pin_namespace_of",
     "pin_namespaces",
+    "pin_user_namespace",
     "probe_overlay",
     "proc_stat",
     "read_stats",

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 
-from hawser._dataclass import dataclass, field
+from hawser._dataclass import dataclass, field, replace
 from hawser.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 
 # Mount options of a v1 cgroup mount that are not controllers.
@@ -156,8 +156,34 @@ class CgroupLayout:
 
 
 @dataclass(frozen=True, slots=True)
+class PsiData:
+    """One line of a cgroup2 pressure file (the kernel's psi.rst)."""
+
+    total_us: int  # cumulative stall time, in microseconds (the kernel's unit)
+    avg10: float  # percent of wall time stalled, averaged over 10 s
+    avg60: float
+    avg300: float
+
+
+@dataclass(frozen=True, slots=True)
+class Pressure:
+    """Pressure stall information of one resource (``cpu.pressure``,
+    ``memory.pressure``, ``io.pressure``): ``some``: time at least one task
+    was stalled on it; ``full``: time all non-idle tasks were at once."""
+
+    some: PsiData
+    full: PsiData | None  # None: the file has no "full" line (cpu.pressure before kernel 5.13)
+
+
+@dataclass(frozen=True, slots=True)
 class CgroupStats:
-    """One sample of a cgroup's counters, in bytes and nanoseconds."""
+    """One sample of a cgroup's counters, in bytes and nanoseconds.
+
+    The pressures are the cgroup's in the cgroup2 hierarchy (on a hybrid
+    host, the ``unified`` mount runc also places containers in); None where
+    the host has none for it: no cgroup2 hierarchy, or it lacks the cgroup,
+    a kernel without PSI, or PSI switched off for the cgroup
+    (``cgroup.pressure`` 0).  Never zeros in place of a missing file."""
 
     timestamp_ns: int  # wall clock (time.time_ns) when the sample was taken
     cpu_usage_ns: int
@@ -173,13 +199,18 @@ class CgroupStats:
     blkio_read_bytes: int
     blkio_write_bytes: int
     oom_kills: int
+    cpu_pressure: Pressure | None = None
+    memory_pressure: Pressure | None = None
+    io_pressure: Pressure | None = None
 
 
 def read_stats(layout: CgroupLayout, cgroup: str) -> CgroupStats:
-    """A sample of ``cgroup``'s CPU, memory, pids, block I/O and OOM counters.
+    """A sample of ``cgroup``'s CPU, memory, pids, block I/O and OOM counters,
+    and its CPU, memory and I/O pressure (PSI) where the host has them.
 
     Counters a host lacks (a controller not mounted or not enabled, a file an
-    old kernel does not have) read as 0, limits as ``None``.
+    old kernel does not have) read as 0, limits and pressures as ``None``.
+    Each file is read once.
     Raises NotFound if the cgroup is gone, also when it disappears while being
     read (on v1: when any mounted cpuacct/memory/pids/blkio hierarchy lacks
     it); InvalidArgument for a malformed path.  Read-only."""
@@ -187,7 +218,7 @@ def read_stats(layout: CgroupLayout, cgroup: str) -> CgroupStats:
     reader = _Reader(cgroup)
     timestamp_ns = time.time_ns()
     if layout.version == 2:
-        return _read_stats_v2(reader, paths[""], timestamp_ns)
+        return _with_pressure(_read_stats_v2(reader, paths[""], timestamp_ns), reader, paths[""])
     stats_dirs = {key: paths[key] for key in _V1_STATS_CONTROLLERS if key in paths}
     for key, directory in stats_dirs.items():
         if not os.path.isdir(directory):
@@ -195,7 +226,14 @@ def read_stats(layout: CgroupLayout, cgroup: str) -> CgroupStats:
                            hint="the container's cgroup was removed or never created")
     if not stats_dirs and not any(os.path.isdir(d) for d in paths.values()):
         raise NotFound(f"cgroup {cgroup}", hint="the container's cgroup was removed or never created")
-    return _read_stats_v1(reader, stats_dirs, timestamp_ns)
+    stats = _read_stats_v1(reader, stats_dirs, timestamp_ns)
+    unified = paths.get("")
+    if unified is None or not os.path.isdir(unified):
+        return stats  # no cgroup2 hierarchy, or the runtime did not place the cgroup in it: no PSI
+    try:
+        return _with_pressure(stats, reader, unified)
+    except NotFound:
+        return stats  # its cgroup2 directory went first; the v1 counters stand
 
 
 def page_faults(layout: CgroupLayout, cgroup: str) -> tuple[int, int]:
@@ -682,3 +720,47 @@ def _read_stats_v2(reader: _Reader, directory: str, timestamp_ns: int) -> Cgroup
         blkio_write_bytes=write_bytes,
         oom_kills=events.get("oom_kill", 0),
     )
+
+
+# --- pressure (PSI) ------------------------------------------------------------
+
+
+def _with_pressure(stats: CgroupStats, reader: _Reader, directory: str) -> CgroupStats:
+    """``stats`` with the pressures of the cgroup2 ``directory``.  Raises
+    NotFound if the directory goes while it is read."""
+    cpu, memory, io = (_pressure(reader, directory, name)
+                       for name in ("cpu.pressure", "memory.pressure", "io.pressure"))
+    if cpu is None and memory is None and io is None:
+        return stats
+    return replace(stats, cpu_pressure=cpu, memory_pressure=memory, io_pressure=io)
+
+
+def _pressure(reader: _Reader, directory: str, name: str) -> Pressure | None:
+    try:
+        text = reader.text(directory, name)
+    except OSError as exc:
+        # EOPNOTSUPP: a kernel built with PSI off by default wants psi=1 on its
+        # command line.  (cgroup.pressure 0 hides the files: None above.)
+        if exc.errno == errno.EOPNOTSUPP:
+            return None
+        raise
+    return None if text is None else _parse_pressure(text)
+
+
+def _parse_pressure(text: str) -> Pressure | None:
+    """A pressure file's content (``some avg10=0.12 avg60=0.05 avg300=0.01
+    total=123456``, then the same for ``full``); None without a well-formed
+    ``some`` line."""
+    lines: dict[str, PsiData] = {}
+    for line in text.splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind not in ("some", "full"):
+            continue
+        values = dict(item.partition("=")[::2] for item in rest.split())
+        try:
+            lines[kind] = PsiData(total_us=int(values["total"]), avg10=float(values["avg10"]),
+                                  avg60=float(values["avg60"]), avg300=float(values["avg300"]))
+        except (KeyError, ValueError):
+            continue
+    some = lines.get("some")
+    return None if some is None else Pressure(some=some, full=lines.get("full"))

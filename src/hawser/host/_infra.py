@@ -23,8 +23,13 @@ from hawser.errors import DeadlineExceeded, FailedPrecondition
 START_TIMEOUT = 5.0
 
 
-def start_pid_namespace(marker: str, *, catatonit: str | None = None) -> tuple[int, int]:
+def start_pid_namespace(marker: str, *, catatonit: str | None = None, userns: str | None = None) -> tuple[int, int]:
     """Start an init holding a new pid namespace; ``(holder pid, init pid)``.
+
+    ``userns``: a pinned user namespace the pid namespace is to belong to
+    (a pod with a user namespace: its containers' root can mount /proc only
+    in a pid namespace their user namespace owns).  The holder enters it with
+    util-linux ``nsenter`` as the namespace's root, then execs ``unshare``.
 
     ``marker`` (the pod id) goes on the holder's command line so that
     ``stop_pid_namespace`` never signals a recycled pid.  FailedPrecondition if
@@ -36,7 +41,11 @@ def start_pid_namespace(marker: str, *, catatonit: str | None = None) -> tuple[i
         if not os.access(program, os.X_OK):
             raise FailedPrecondition(f"{program} is not installed", hint="run scripts/setup.sh (catatonit, util-linux)")
     # catatonit's -P: pause forever, reaping orphans; the trailing marker is ignored by it.
-    proc = subprocess.Popen([unshare, "--pid", "--fork", "--kill-child", init, "-P", "--", marker],
+    argv = [unshare, "--pid", "--fork", "--kill-child", init, "-P", "--", marker]
+    if userns is not None:
+        nsenter = shutil.which("nsenter") or "/usr/bin/nsenter"
+        argv = [nsenter, f"--user={userns}", "--setuid=0", "--setgid=0", "--", *argv]
+    proc = subprocess.Popen(argv,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, close_fds=True)
     # Reap the holder whenever it ends while this process lives.

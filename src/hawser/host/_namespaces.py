@@ -260,7 +260,7 @@ def unpin_namespace(path: str) -> None:
 def remove_pin_dir(directory: str) -> None:
     """Unpin every namespace in ``directory``, unmount the directory and remove
     it.  Idempotent.  Raises OSError (ENOTEMPTY if it holds anything else)."""
-    for kind in (*NAMESPACE_KINDS, "pid"):
+    for kind in (*NAMESPACE_KINDS, "pid", "user"):
         unpin_namespace(os.path.join(directory, kind))
     _umount_all(directory)
     try:

@@ -13,7 +13,7 @@ service tells its observers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 from hawser._dataclass import dataclass
@@ -56,6 +56,67 @@ class RegistrySource:
     def open_blob(self, desc: Descriptor, *, offset: int = 0) -> Iterator[Iterable[bytes]]:
         with self._client.fetch_blob(self._ref, desc, offset=offset) as stream:
             yield stream
+
+
+def stored_whole(store: Store, ref: Reference, root: Descriptor, platform: Platform) -> int | None:
+    """The number of layers of the image ``ref`` names in ``store`` if a pull of
+    ``ref``, resolved to ``root`` just now, would find everything it writes in
+    place already; None when anything differs or is missing (a moved tag, a
+    removed snapshot, a lost blob, other GC labels): then the pull must run.
+
+    In place means: the image record points at ``root``; the index (if any) is
+    stored, ``platform``'s manifest chosen from it as a pull chooses and named
+    by its GC labels; the manifest, its config and every layer stored and
+    recorded, the manifest's and config's GC labels those a pull writes, and
+    the top layer's snapshot committed.  Reads only (no lease, no write), as
+    containerd's CRI leaves a present image's record as it is."""
+    from hawser.errors import HawserError
+    from hawser.images._chain import chain_ids
+    from hawser.oci import MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES
+    from hawser.snapshots import Kind
+
+    try:
+        record = store.metadata.images.get(str(ref), namespace=store.namespace)
+        target = record.target
+        if (target.digest, target.media_type, target.size) != (root.digest, root.media_type, root.size):
+            return None
+        blobs, content, namespace = store.metadata.blobs, store.content, store.namespace
+        if root.media_type in media.INDEXES:
+            index_data = content.read_all(root.digest, limit=MAX_MANIFEST_BYTES)
+            manifest_desc = select_platform(parse_index(index_data, root.media_type), platform)
+            if not _labelled(blobs.get(str(root.digest), namespace=namespace).labels,
+                             index_labels([manifest_desc])):
+                return None
+        elif root.media_type in media.MANIFESTS:
+            manifest_desc = root
+        else:
+            return None
+        manifest = parse_manifest(content.read_all(manifest_desc.digest, limit=MAX_MANIFEST_BYTES),
+                                  manifest_desc.media_type)
+        if not _labelled(blobs.get(str(manifest_desc.digest), namespace=namespace).labels,
+                         manifest_labels(manifest)):
+            return None
+        if manifest.config.media_type not in media.CONFIGS:
+            return None
+        config = parse_config(content.read_all(manifest.config.digest, limit=MAX_CONFIG_BYTES))
+        if len(config.diff_ids) != len(manifest.layers):
+            return None
+        top = chain_ids(config.diff_ids)[-1] if config.diff_ids else None
+        if not _labelled(blobs.get(str(manifest.config.digest), namespace=namespace).labels,
+                         config_labels(store.snapshotter.name, top)):
+            return None
+        for layer in manifest.layers:
+            content.info(layer.digest)
+            blobs.get(str(layer.digest), namespace=namespace)
+        if top is not None and store.snapshotter.stat(str(top)).kind is not Kind.COMMITTED:
+            return None
+    except (HawserError, OSError):
+        return None  # missing (NotFound), unreadable or corrupt (DataLoss): the pull sorts it out
+    return len(manifest.layers)
+
+
+def _labelled(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in wanted.items())
 
 
 def pull_into(store: Store, client: RegistryClient, ref: Reference, options: PullOptions,

@@ -39,7 +39,8 @@ from hawser.host import run_process_async
 if TYPE_CHECKING:
     from hawser.config import Config
     from hawser.images._events import ImageEvent, PullStats
-    from hawser.registry import Credentials
+    from hawser.registry import Credentials, RegistryClient
+    from hawser.store import Store
 
 # After SIGTERM (a cancelled pull), how long the pull's process gets before SIGKILL.
 TERM_GRACE = 5.0
@@ -155,6 +156,79 @@ def run_pull(request: Mapping[str, Any]) -> tuple[int, Answer]:
         return 1, {"kind": kind, "message": f"pull failed: {exc}", "hint": None}
     stats = next((event.stats for event in heard if event.stats is not None), None)
     return 0, {"stats": stats.to_json() if stats is not None else None}
+
+
+# What hawserd's pull worker's checker (``check_present``) keeps from one pull to the next, keyed by
+# what they are made from; a few each (one store, a registry client per set of credentials, as a rule).
+_KEEP_STORES = 2
+_KEEP_CLIENTS = 4
+_stores: dict[str, Store] = {}
+_clients: dict[str, RegistryClient] = {}
+
+
+def check_present(request: Mapping[str, Any]) -> Answer | None:
+    """The answer to the pull ``request`` if it needs no pull: the reference,
+    resolved at its registry now (as every pull does: a moved tag is a new
+    image), names what the store holds whole already (``stored_whole``); or
+    the resolve's error kind, as the pull would fail with it.  None: the pull
+    must run (absent, moved, partly gone, or anything unexpected here).
+
+    Meant for a long-lived process (the pull worker's checker): the store and
+    the registry clients (their pooled connections, their tokens while fresh)
+    are kept for the next request, so an image already there costs one round
+    trip to its registry and a few reads of the store."""
+    from hawser.images._meter import RESOLVE, PullMeter
+    from hawser.images._pull import stored_whole
+    from hawser.oci import Platform, parse_reference
+
+    meter = PullMeter()
+    try:
+        ref = parse_reference(request["reference"])
+        store = _kept_store(request["config"], request["namespace"])
+        client = _kept_client(store.config, request.get("credentials"))
+    except (errors.HawserError, OSError, KeyError, TypeError, ValueError):
+        return None  # the pull meets it again and says so
+    meter.begin(RESOLVE)
+    try:
+        resolved = client.resolve(ref)
+    except errors.HawserError as exc:
+        return {"kind": errors.error_kind(exc), "message": exc.message, "hint": exc.hint}
+    meter.add_bytes(resolved.descriptor.size)
+    meter.end(RESOLVE)
+    layers = stored_whole(store, ref, resolved.descriptor, Platform.host())
+    if layers is None:
+        return None
+    for _ in range(layers):
+        meter.present()
+    return {"stats": meter.stats().to_json()}
+
+
+def _kept_store(config_doc: Mapping[str, Any], namespace: str) -> Store:
+    from hawser.config import config_from_dict
+    from hawser.store import Store
+
+    key = json.dumps([config_doc, namespace], sort_keys=True)
+    store = _stores.pop(key, None)
+    if store is None:
+        store = Store.open(config_from_dict(config_doc), namespace=namespace)
+    _stores[key] = store  # the most recently used last
+    while len(_stores) > _KEEP_STORES:
+        _stores.pop(next(iter(_stores))).close()
+    return store
+
+
+def _kept_client(config: Config, creds: Mapping[str, str] | None) -> RegistryClient:
+    from hawser.images._service import registry_options
+    from hawser.registry import RegistryClient
+
+    key = json.dumps([dataclasses.asdict(config.registry), creds], sort_keys=True)
+    client = _clients.pop(key, None)
+    if client is None:
+        client = RegistryClient(registry_options(config, credentials=_lookup(creds) if creds else None))
+    _clients[key] = client
+    while len(_clients) > _KEEP_CLIENTS:
+        _clients.pop(next(iter(_clients))).close()
+    return client
 
 
 def _lookup(creds: Mapping[str, str]) -> Any:

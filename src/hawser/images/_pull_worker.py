@@ -59,7 +59,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from hawser import errors
-from hawser.images._pull_process import TERM_GRACE, Answer, answer_of, outcome, pull_request, run_pull
+from hawser.images._pull_process import (
+    TERM_GRACE,
+    Answer,
+    answer_of,
+    check_present,
+    outcome,
+    pull_request,
+    run_pull,
+)
 
 if TYPE_CHECKING:
     from hawser.config import Config
@@ -88,6 +96,10 @@ _WARM_NAMES = (("hawser.snapshots", "OverlaySnapshotter"), ("hawser.snapshots", 
                ("hawser.registry", "RegistryClient"))
 
 Pull = Callable[[Mapping[str, Any]], tuple[int, Answer]]
+# The checker's question: the answer to a pull that needs no pull process, or None (fork one).
+Check = Callable[[Mapping[str, Any]], Answer | None]
+# The checker dying unexpectedly this many times in a row: the worker goes on without one.
+CHECKER_DEATHS = 3
 
 
 # --- hawserd's side --------------------------------------------------------------------
@@ -410,14 +422,38 @@ class _Running:
         self.kill_at: float | None = None  # SIGKILL then, after a cancellation's SIGTERM
 
 
+class _Checker:
+    """The worker's checker process, as the worker keeps track of it: one pull
+    at a time (``pending``) is asked of it."""
+
+    __slots__ = ("answers", "buffer", "cancelled", "kill_at", "pending", "pid", "pidfd", "requests")
+
+    def __init__(self, pid: int, pidfd: int, requests: int, answers: int) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.requests = requests  # write end of its stdin; -1 once closed (it exits then)
+        self.answers = answers  # read end of its answers; -1 once closed
+        self.buffer = bytearray()
+        self.pending: tuple[int, dict[str, Any]] | None = None  # (id, request) of the pull it checks
+        self.cancelled = False  # the pending pull was cancelled: the checker is being killed
+        self.kill_at: float | None = None  # SIGKILL then, if it has not exited since its stdin closed
+
+    @property
+    def idle(self) -> bool:
+        return self.pending is None and self.requests >= 0
+
+
 class _Worker:
     """The worker's loop: one thread, a selector over its stdin, each pull's
-    pipes and pidfd, and a self-pipe for SIGTERM."""
+    pipes and pidfd, the checker's, and a self-pipe for SIGTERM."""
 
-    def __init__(self, *, requests: int, answers: int, pull: Pull) -> None:
+    def __init__(self, *, requests: int, answers: int, pull: Pull, check: Check | None = None) -> None:
         self._requests = requests
         self._answers = answers
         self._pull = pull
+        self._check = check
+        self._checker: _Checker | None = None
+        self._checker_deaths = 0  # unexpected deaths in a row
         self._selector = selectors.DefaultSelector()
         self._running: dict[int, _Running] = {}
         self._input = bytearray()
@@ -431,7 +467,7 @@ class _Worker:
         signal.signal(signal.SIGTERM, self._on_sigterm)
         self._selector.register(self._requests, selectors.EVENT_READ, self._read_requests)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._read_wakeup)
-        while not (self._stopping and not self._running):
+        while not (self._stopping and not self._running and self._checker is None):
             for key, _ in self._selector.select(self._timeout()):
                 key.data(key.fd)
             if self._terminated and not self._stopping:
@@ -469,9 +505,15 @@ class _Worker:
         if self._stopping:
             self._send(request_id, {"cancelled": True})
             return
-        if request_id in self._running:
+        checking = self._checker.pending if self._checker is not None else None
+        if request_id in self._running or (checking is not None and checking[0] == request_id):
             self._send(request_id, {"kind": "Internal", "message": f"pull request id {request_id} is in use"})
             return
+        if not self._ask_checker(request_id, request):
+            self._fork(request_id, request)
+
+    def _fork(self, request_id: int, request: dict[str, Any]) -> None:
+        """Run the pull in a process of its own."""
         fds: list[int] = []
         try:
             out_r, out_w = os.pipe()
@@ -513,6 +555,13 @@ class _Worker:
         self._selector.register(pidfd, selectors.EVENT_READ, lambda _, r=running: self._exited(r))
 
     def _cancel(self, request_id: int) -> None:
+        checker = self._checker
+        if checker is not None and checker.pending is not None and checker.pending[0] == request_id:
+            if not checker.cancelled:
+                # Its pull has no lease nor temp file to unwind: SIGKILL, answered once it is reaped.
+                checker.cancelled = True
+                self._kill_checker(checker)
+            return
         running = self._running.get(request_id)
         if running is None or running.cancelled:
             return  # answered already
@@ -529,6 +578,12 @@ class _Worker:
             self._selector.unregister(self._requests)
         for request_id in list(self._running):
             self._cancel(request_id)
+        checker = self._checker
+        if checker is not None:
+            if checker.pending is not None:
+                self._cancel(checker.pending[0])
+            else:
+                self._close_checker_input(checker)
 
     # -- the pulls' processes
 
@@ -577,9 +632,14 @@ class _Worker:
             if running.kill_at is not None and running.kill_at <= now:
                 self._signal(running, signal.SIGKILL)
                 running.kill_at = None
+        checker = self._checker
+        if checker is not None and checker.kill_at is not None and checker.kill_at <= now:
+            self._kill_checker(checker)
 
     def _timeout(self) -> float | None:
         deadlines = [r.kill_at for r in self._running.values() if r.kill_at is not None]
+        if self._checker is not None and self._checker.kill_at is not None:
+            deadlines.append(self._checker.kill_at)
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     @staticmethod
@@ -587,6 +647,146 @@ class _Worker:
         # Through its pidfd: until it is reaped (by this loop only) it is the pull's process.
         with contextlib.suppress(ProcessLookupError):
             signal.pidfd_send_signal(running.pidfd, sig)
+
+    # -- the checker: pulls of an image that is there already, without a process each
+
+    def _ask_checker(self, request_id: int, request: dict[str, Any]) -> bool:
+        """Hand the pull to the checker if there is one and it is idle (else
+        the pull gets a process of its own: a slow registry's resolve never
+        holds up another pull).  False if it was not handed over."""
+        if self._check is None or self._stopping:
+            return False
+        checker = self._checker
+        if checker is None:
+            checker = self._checker = self._fork_checker(self._check)
+        if checker is None or not checker.idle:
+            return False
+        data = json.dumps(request).encode() + b"\n"
+        try:
+            while data:  # its stdin is blocking: it reads a whole line whenever it is idle, as it is now
+                data = data[os.write(checker.requests, data):]
+        except OSError:  # it is gone: reaped through its pidfd
+            self._close_checker_input(checker)
+            return False
+        checker.pending = (request_id, request)
+        return True
+
+    def _fork_checker(self, check: Check) -> _Checker | None:
+        fds: list[int] = []
+        try:
+            req_r, req_w = os.pipe()
+            fds += (req_r, req_w)
+            ans_r, ans_w = os.pipe()
+            fds += (ans_r, ans_w)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            try:
+                pid = os.fork()
+                if pid == 0:
+                    _checker_child(check, requests=req_r, answers=ans_w, worker=self._pid)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            print(f"pull worker: cannot start the checker: {exc}", file=sys.stderr, flush=True)
+            return None
+        os.close(req_r)
+        os.close(ans_w)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError as exc:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(req_w)
+            os.close(ans_r)
+            print(f"pull worker: cannot watch the checker: {exc}", file=sys.stderr, flush=True)
+            return None
+        os.set_blocking(ans_r, False)
+        checker = _Checker(pid, pidfd, req_w, ans_r)
+        self._selector.register(ans_r, selectors.EVENT_READ, lambda _, c=checker: self._read_checker(c))
+        self._selector.register(pidfd, selectors.EVENT_READ, lambda _, c=checker: self._checker_exited(c))
+        return checker
+
+    def _read_checker(self, checker: _Checker) -> None:
+        if checker.answers < 0:
+            return  # closed by _checker_exited earlier in the same round of events
+        try:
+            data = os.read(checker.answers, 1 << 16)
+        except BlockingIOError:
+            return
+        if not data:
+            self._close_checker_answers(checker)
+            return
+        checker.buffer += data
+        del checker.buffer[:-MAX_OUTPUT]
+        for line in _lines(checker.buffer):
+            self._checked(checker, line)
+
+    def _checked(self, checker: _Checker, line: bytes) -> None:
+        try:
+            reply = json.loads(line)
+            request_id, answer = reply["id"], reply["answer"]
+        except (ValueError, KeyError, TypeError):
+            print(f"pull worker: the checker said something else than an answer ({len(line)} bytes)",
+                  file=sys.stderr, flush=True)
+            return
+        pending = checker.pending
+        if pending is None or pending[0] != request_id or checker.cancelled:
+            return  # a cancelled pull is answered once the checker is reaped
+        checker.pending = None
+        self._checker_deaths = 0
+        if isinstance(answer, dict):
+            self._send(request_id, answer)
+        else:  # not there (or not whole): the pull runs
+            self._fork(request_id, pending[1])
+
+    def _checker_exited(self, checker: _Checker) -> None:
+        _, status = os.waitpid(checker.pid, 0)  # its pidfd is readable: this does not block
+        if checker.answers >= 0:
+            # An answer it wrote before it went counts.
+            with contextlib.suppress(BlockingIOError):
+                while data := os.read(checker.answers, 1 << 16):
+                    checker.buffer += data
+            for line in _lines(checker.buffer):
+                self._checked(checker, line)
+            self._close_checker_answers(checker)
+        self._close_checker_input(checker)
+        self._selector.unregister(checker.pidfd)
+        os.close(checker.pidfd)
+        self._checker = None
+        pending = checker.pending
+        if pending is None and self._stopping:
+            return
+        if pending is not None and (checker.cancelled or self._stopping):
+            self._send(pending[0], {"cancelled": True})
+            return
+        self._checker_deaths += 1
+        print(f"pull worker: the checker (pid {checker.pid}) died ({_status(os.waitstatus_to_exitcode(status))})",
+              file=sys.stderr, flush=True)
+        if self._checker_deaths >= CHECKER_DEATHS:
+            print("pull worker: every pull gets a process of its own from now on", file=sys.stderr, flush=True)
+            self._check = None
+        if pending is not None:
+            self._fork(*pending)  # the pull itself finds out what the check could not
+
+    def _kill_checker(self, checker: _Checker) -> None:
+        checker.kill_at = None
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(checker.pidfd, signal.SIGKILL)
+
+    def _close_checker_input(self, checker: _Checker) -> None:
+        """No more requests: it exits (SIGKILL after TERM_GRACE if it does not)."""
+        if checker.requests >= 0:
+            os.close(checker.requests)
+            checker.requests = -1
+            if checker.kill_at is None and not checker.cancelled:
+                checker.kill_at = time.monotonic() + TERM_GRACE
+
+    def _close_checker_answers(self, checker: _Checker) -> None:
+        if checker.answers >= 0:
+            self._selector.unregister(checker.answers)
+            os.close(checker.answers)
+            checker.answers = -1
 
     # -- answers and signals
 
@@ -656,8 +856,54 @@ def _pull_child(pull: Pull, request: Mapping[str, Any], *, out: int, err: int, w
         os._exit(code)
 
 
-def serve(parent: int, *, pull: Pull = run_pull) -> int:
-    """The worker's main: serve hawserd (``parent``) on stdin and stdout until stdin closes."""
+def _checker_child(check: Check, *, requests: int, answers: int, worker: int) -> NoReturn:
+    """The checker's process: answers the worker's questions (one request, a
+    JSON line, at a time) until its stdin closes; never returns into the
+    worker's loop.  It starts with SIGTERM blocked (the worker blocks it
+    around the fork)."""
+    code = 0
+    try:
+        from hawser.host import die_with_parent
+
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # it holds nothing to unwind: a read-only look
+        die_with_parent(signal.SIGKILL)
+        if os.getppid() != worker:
+            os._exit(1)
+        os.dup2(requests, 0)
+        # Answers on fd 3; fd 1 stays the worker's stderr, as for the worker, so a stray print is no answer.
+        os.dup2(answers, 3)
+        os.closerange(4, os.sysconf("SC_OPEN_MAX"))  # the worker's pipes, its pulls' pipes and pidfds
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        with open(0, "rb", buffering=1 << 16, closefd=False) as stdin:
+            for line in stdin:
+                request = json.loads(line)
+                try:
+                    answer = check(request)
+                except Exception:
+                    import traceback
+
+                    traceback.print_exc()  # hawserd logs it; the pull's own process goes on with the pull
+                    answer = None
+                data = json.dumps({"id": request["id"], "answer": answer}).encode() + b"\n"
+                while data:
+                    data = data[os.write(3, data):]
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def serve(parent: int, *, pull: Pull = run_pull, check: Check | None = None) -> int:
+    """The worker's main: serve hawserd (``parent``) on stdin and stdout until
+    stdin closes.  With ``check``, pulls go to the checker first (see the
+    module docstring)."""
     from hawser.host import die_with_parent
 
     os.umask(0o022)
@@ -672,7 +918,7 @@ def serve(parent: int, *, pull: Pull = run_pull) -> int:
     # What the pulls' processes share with the worker stays shared: the collector does not touch it.
     gc.collect()
     gc.freeze()
-    return _Worker(requests=0, answers=answers, pull=pull).run()
+    return _Worker(requests=0, answers=answers, pull=pull, check=check).run()
 
 
 def _warm_up() -> None:
@@ -690,4 +936,4 @@ def _warm_up() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(serve(int(sys.argv[1])))
+    sys.exit(serve(int(sys.argv[1]), check=check_present))

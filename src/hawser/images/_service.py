@@ -31,8 +31,10 @@ if TYPE_CHECKING:
     from typing import Any
 
     from hawser.images._events import ImageObserver, PullStats
+    from hawser.config import Config
     from hawser.images._progress import ProgressSink
     from hawser.metadata import GCReport
+    from hawser.registry import RegistryOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,15 +142,10 @@ class ImageService:
         from hawser.images._pull import PullOptions, pull_into
 
         progress = progress or discard
-        from hawser.registry import RegistryClient, RegistryOptions
+        from hawser.registry import RegistryClient
 
         ref = parse_reference(ref_text)
-        registry = self.config.registry
-        client = RegistryClient(RegistryOptions(
-            config_dir=registry.config_path, plain_http=plain_http, stall_timeout=registry.stall_timeout,
-            stall_bytes=registry.stall_bytes, max_retries=registry.max_retries, docker_config=_docker_config_path(registry.docker_config),
-            credentials=credentials,
-        ))
+        client = RegistryClient(registry_options(self.config, plain_http=plain_http, credentials=credentials))
         try:
             with self.store.lease() as lease:
                 root, meter = pull_into(self.store, client, ref,
@@ -326,6 +323,19 @@ class ImageService:
             "content": {"count": sum(1 for _ in self.content.walk()), "size": self.content.usage()},
             "snapshots": {"count": len(snapshots), "size": snap_bytes, "snapshotter": self.snapshotter.name},
         }
+
+
+def registry_options(config: Config, *, plain_http: bool = False, credentials: Any = None) -> RegistryOptions:
+    """The registry client's options for a pull into a store of ``config``
+    (hawserd's pull worker resolves with the same, see ``_pull_process``)."""
+    from hawser.registry import RegistryOptions
+
+    registry = config.registry
+    return RegistryOptions(
+        config_dir=registry.config_path, plain_http=plain_http, stall_timeout=registry.stall_timeout,
+        stall_bytes=registry.stall_bytes, max_retries=registry.max_retries,
+        docker_config=_docker_config_path(registry.docker_config), credentials=credentials,
+    )
 
 
 def _docker_config_path(configured: str) -> str:

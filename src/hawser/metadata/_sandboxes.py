@@ -68,8 +68,12 @@ class SQLSandboxes(SandboxRecords):
         return [self._sandbox(r) for r in rows]
 
     def update(self, id_: str, *, namespace: str | None = None, state: str | None = None,
-                       status: Mapping[str, Any] | None = None) -> SandboxRecord:
-        """Set a sandbox's state and/or status. NotFound if absent."""
+               status: Mapping[str, Any] | None = None,
+               status_entries: Mapping[str, Any] | None = None) -> SandboxRecord:
+        """Set a sandbox's state and/or status. ``status`` replaces the whole
+        status; ``status_entries`` sets only the keys it names in it (after
+        ``status``), in the same transaction, so that a writer of one entry
+        keeps the others'. NotFound if absent."""
         namespace = self.namespace if namespace is None else namespace
         with self._db.transaction(write=True) as c:
             if state is not None:
@@ -77,6 +81,12 @@ class SQLSandboxes(SandboxRecords):
             if status is not None:
                 c.execute("UPDATE sandboxes SET status = ? WHERE namespace = ? AND id = ?",
                           (json.dumps(dict(status)), namespace, id_))
+            if status_entries:
+                row = c.execute("SELECT status FROM sandboxes WHERE namespace = ? AND id = ?",
+                                (namespace, id_)).fetchone()
+                if row is not None:
+                    c.execute("UPDATE sandboxes SET status = ? WHERE namespace = ? AND id = ?",
+                              (json.dumps({**json.loads(row[0]), **status_entries}), namespace, id_))
             row = c.execute(f"SELECT {self._SANDBOX_COLUMNS} FROM sandboxes WHERE namespace = ? AND id = ?",
                             (namespace, id_)).fetchone()
         if row is None:

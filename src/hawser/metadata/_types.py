@@ -267,8 +267,12 @@ class SandboxRecords(Protocol):
         ...
 
     def update(self, id_: str, *, namespace: str | None = None, state: str | None = None,
-               status: Mapping[str, Any] | None = None) -> SandboxRecord:
-        """Set a sandbox's state and/or status. NotFound if absent."""
+               status: Mapping[str, Any] | None = None,
+               status_entries: Mapping[str, Any] | None = None) -> SandboxRecord:
+        """Set a sandbox's state and/or status. ``status`` replaces the whole
+        status; ``status_entries`` sets only the keys it names in it (after
+        ``status``), in the same transaction, so that a writer of one entry
+        keeps the others'. NotFound if absent."""
         ...
 
     def delete(self, id_: str, *, namespace: str | None = None) -> None:

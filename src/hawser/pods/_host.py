@@ -119,7 +119,8 @@ def lost_namespaces(record: SandboxRecord) -> list[str]:
     from hawser.host import namespace_kind
 
     status = record.status
-    lost = [kind for kind in ("net", "ipc", "uts") if status.get(kind) and namespace_kind(status[kind]) != kind]
+    lost = [kind for kind in ("user", "net", "ipc", "uts")
+            if status.get(kind) and namespace_kind(status[kind]) != kind]
     if status.get("infra_holder"):
         from hawser.host import pid_namespace_alive
 

@@ -55,7 +55,7 @@ from hawser.pods._types import (
 if TYPE_CHECKING:
     from hawser.metadata import SandboxRecords
     from hawser.network import PodNetworks
-    from hawser.runtime import ContainerManager
+    from hawser.runtime import ContainerManager, Resources
     from hawser.store import Store
 
 log = get_logger("hawser.pods")
@@ -242,7 +242,20 @@ class PodService:
             kinds.append("ipc")
         hostname = spec.hostname or (spec.name[:63] if spec.network_mode != NODE else os.uname().nodename)
         ns_dir = os.path.join(directory, "ns")
-        if kinds:
+        if spec.uid_map is not None:
+            from hawser.host import pin_user_namespace
+
+            # The user namespace owns the pod's others, so its containers' root may mount sysfs and mqueue.
+            pins = await self.blocking(pin_user_namespace, ns_dir, spec.uid_map, spec.gid_map, kinds,
+                                       hostname=hostname if "uts" in kinds else None)
+
+            async def unpin_user() -> None:
+                await self.blocking(remove_pin_dir, ns_dir)
+
+            undo.append(unpin_user)
+            status.update({kind: path for kind, path in pins.items()})
+            await save()
+        elif kinds:
             pins = await self.blocking(pin_namespaces, ns_dir, kinds,
                                        hostname=hostname if "uts" in kinds else None)
 
@@ -267,7 +280,7 @@ class PodService:
         if spec.pid_mode == POD:
             from hawser.host import pin_namespace_of, start_pid_namespace, stop_pid_namespace
 
-            holder, init = await self.blocking(start_pid_namespace, id_)
+            holder, init = await self.blocking(start_pid_namespace, id_, userns=status.get("user"))
 
             async def stop_init() -> None:
                 await self.blocking(stop_pid_namespace, holder, id_)
@@ -387,6 +400,24 @@ class PodService:
         return [c.id for c in self.containers.records.list()
                 if c.labels.get(LABEL_SANDBOX_ID) == sandbox_id]
 
+    # --- resources (kubelet's in-place resize) -----------------------------------------
+
+    async def update_resources(self, sandbox_id: str, *, resources: Resources, overhead: Resources) -> None:
+        """Keep the pod's new resources and overhead in its record and, when
+        its cgroup is hawser's own, set that cgroup's limits (see
+        ``pods._resources``).  NotFound for an unknown pod, FailedPrecondition
+        for one that is not ready, InvalidArgument for a bad value. Idempotent."""
+        from hawser.pods._resources import check_pod_resources, update_pod_resources
+
+        check_pod_resources(resources, "resources")
+        check_pod_resources(overhead, "overhead")
+        record = await self.blocking(self._record, sandbox_id)
+        async with self._lock(record.name):
+            # Read again under the lock: a stop may have come first.
+            record = await self.blocking(self._checked, await self.blocking(self.records.get, record.id))
+            await self.blocking(update_pod_resources, self.records, record, resources=resources, overhead=overhead,
+                                own_cgroup=f"{self.default_cgroup_parent}/pod-{record.id[:12]}")
+
     # --- recovery ----------------------------------------------------------------------
 
     async def recover(self) -> None:
@@ -432,10 +463,15 @@ def _view(record: SandboxRecord) -> Sandbox:
         hostname=str(status.get("hostname", "")), log_directory=str(config.get("log_directory", "")),
         cgroup_parent=str(status.get("cgroup_parent", "")), netns=status.get("net"), ipc=status.get("ipc"),
         uts=status.get("uts"), pid=status.get("pid"), host_pid=config.get("pid_mode") == NODE,
+        userns=status.get("user"), uid_map=_id_map(config.get("uid_map")), gid_map=_id_map(config.get("gid_map")),
         resolv_conf=status.get("resolv_conf"), hostname_file=status.get("hostname_file"),
         shm=status.get("shm"), ips=tuple(status.get("ips", ())), privileged=bool(config.get("privileged")),
         sysctls=dict(config.get("sysctls", {})), config=config, reason=str(status.get(REASON_KEY, "")),
     )
+
+
+def _id_map(value: Any) -> tuple[tuple[int, int, int], ...]:
+    return tuple((int(a), int(b), int(c)) for a, b, c in value or ())
 
 
 def _config_json(spec: PodSpec) -> dict[str, Any]:
@@ -446,6 +482,8 @@ def _config_json(spec: PodSpec) -> dict[str, Any]:
         "network_mode": spec.network_mode, "pid_mode": spec.pid_mode,
         "ipc_mode": spec.ipc_mode, "privileged": spec.privileged, "sysctls": dict(spec.sysctls),
         "cgroup_parent": spec.cgroup_parent,
+        **({"uid_map": [list(r) for r in spec.uid_map], "gid_map": [list(r) for r in spec.gid_map]}
+           if spec.uid_map is not None else {}),
         "port_mappings": [{"container_port": p.container_port, "host_port": p.host_port, "protocol": p.protocol,
                            "host_ip": p.host_ip} for p in spec.ports],
         "request": dict(spec.raw),

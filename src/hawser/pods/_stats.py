@@ -1,5 +1,6 @@
-"""Pod stats: a pod's CPU, memory and process counts are its cgroup parent's
-(on both cgroup versions the parent's counters include its containers');
+"""Pod stats: a pod's CPU, memory and process counts, block I/O and pressure
+(PSI, where the host has it) are its cgroup parent's (on both cgroup versions
+the parent's counters include its containers');
 network usage is read from ``/proc/thread-self/net/dev`` by a thread inside the
 pod's network namespace.  A pod with no container yet has no cgroup: it has no
 cgroup sample."""

@@ -62,6 +62,10 @@ class Sandbox:
     uts: str | None = None
     pid: str | None = None
     host_pid: bool = False
+    # The pod's own user namespace (pinned) and its maps; None: the host's.
+    userns: str | None = None
+    uid_map: tuple[tuple[int, int, int], ...] = ()
+    gid_map: tuple[tuple[int, int, int], ...] = ()
     # Files and mounts the pod's containers bind: /etc/resolv.conf,
     # /etc/hostname and /dev/shm (None with the host's IPC namespace).
     resolv_conf: str | None = None
@@ -114,6 +118,10 @@ class PodSpec:
     runtime_handler: str = ""
     # runtime_handler resolved to a configured handler's name (the default's for "").
     runtime: str = ""
+    # A user namespace of the pod's own (the CRI's userns_options mode POD):
+    # its uid and gid maps, (container id, host id, size) each; None: the host's.
+    uid_map: tuple[tuple[int, int, int], ...] | None = None
+    gid_map: tuple[tuple[int, int, int], ...] = ()
     # The request's PodSandboxConfig as JSON, kept for verbose status.
     raw: Mapping[str, Any] = field(default_factory=dict)
 

@@ -15,15 +15,19 @@ if TYPE_CHECKING:
 
     from hawser.runtime._attach import attach
     from hawser.runtime._containers import ContainerManager
+    from hawser.runtime._image_volumes import ImageVolumeError
     from hawser.runtime._logs import LogEntry, parse_since, read_log
     from hawser.runtime._options import (
         BindMount,
         ContainerOptions,
         Device,
         HostLimits,
+        ImageVolume,
         Namespaces,
         Resources,
         TmpfsMount,
+        UserNamespace,
+        check_id_mappings,
         devices_from_host,
         host_devices,
     )
@@ -53,10 +57,11 @@ if TYPE_CHECKING:
 
 # Loaded on first use: a command imports only the modules it runs.
 _EXPORTS = {
-    "attach": "_attach", "ContainerManager": "_containers", "Runc": "_runc",
+    "attach": "_attach", "ContainerManager": "_containers", "Runc": "_runc", "ImageVolumeError": "_image_volumes",
     **dict.fromkeys(("LogEntry", "parse_since", "read_log"), "_logs"),
-    **dict.fromkeys(("BindMount", "ContainerOptions", "Device", "HostLimits", "Namespaces", "Resources", "TmpfsMount",
-                     "devices_from_host", "host_devices"), "_options"),
+    **dict.fromkeys(("BindMount", "ContainerOptions", "Device", "HostLimits", "ImageVolume", "Namespaces", "Resources",
+                     "TmpfsMount", "UserNamespace", "check_id_mappings", "devices_from_host", "host_devices"),
+                    "_options"),
     **dict.fromkeys(("build_spec", "parse_cpus", "parse_memory", "seccomp_from_profile", "stop_signal"), "_spec"),
     **dict.fromkeys(("MAX_SAMPLE_AGE_NS", "ContainerStats", "ContainerStatsReader", "WritableLayer", "cgroup_of"),
                     "_stats"),
@@ -95,6 +100,8 @@ __all__ = [
     "ExecResult",
     "HostLimits",
     "ImageResolver",
+    "ImageVolume",
+    "ImageVolumeError",
     "LogEntry",
     "Namespaces",
     "ResolvedUser",
@@ -102,10 +109,12 @@ __all__ = [
     "Runc",
     "RunnableImage",
     "TmpfsMount",
+    "UserNamespace",
     "WritableLayer",
     "attach",
     "build_spec",
     "cgroup_of",
+    "check_id_mappings",
     "devices_from_host",
     "find_executable",
     "host_devices",

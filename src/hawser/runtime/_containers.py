@@ -195,6 +195,11 @@ class ContainerManager:
     def bundle(self, id_: str) -> str:
         return os.path.join(self.containers_dir, id_)
 
+    def _idmap_dir(self, id_: str) -> str:
+        """Where a container in a user namespace has the idmapped copies of
+        its bind mounts: outside its bundle, which is removed as a tree."""
+        return os.path.join(self.config.state, "idmap", id_)
+
     def log_path(self, id_: str) -> str:
         """The default log file of a container (one created without ``log_path``)."""
         return os.path.join(self.logs_dir, id_, "container.log")
@@ -434,8 +439,23 @@ class ContainerManager:
                 os.chmod(bundle, 0o700)
                 mounts = snapshotter.prepare(key, top)
                 undo.push(lambda: snapshotter.remove(key))
-                mount_all(mounts, rootfs)
-                undo.push(lambda: unmount_all(rootfs, detach=True))
+                if options.image_volumes:  # their binds join the others (a user namespace idmaps them too)
+                    from hawser.runtime._image_volumes import mount_image_volumes
+
+                    options = replace(options, mounts=options.mounts + mount_image_volumes(
+                        options.image_volumes, container_id=id_, container_snapshot=key, bundle=bundle,
+                        snapshotter=snapshotter, images=self.images, undo=undo.push, userns=options.userns))
+                if options.userns is None:
+                    mount_all(mounts, rootfs)
+                    undo.push(lambda: unmount_all(rootfs, detach=True))
+                else:
+                    from hawser.runtime._userns import idmap_binds, mount_rootfs, prepare_bundle, unmount_binds
+
+                    prepare_bundle(bundle, options.userns)
+                    mount_rootfs(mounts, rootfs, options.userns, os.path.join(bundle, "layers"))
+                    undo.push(lambda: unmount_all(rootfs, detach=True))
+                    undo.push(lambda: unmount_binds(self._idmap_dir(id_)))
+                    options = idmap_binds(options, self._idmap_dir(id_))
                 failpoint("create.after-mount")
                 spec = build_spec(runnable.config, options, rootfs=rootfs, host=self.host)
                 process = spec["process"]
@@ -657,9 +677,17 @@ class ContainerManager:
                         unmount_all(rootfs, detach=True)
                 with contextlib.suppress(NotFound):
                     self.snapshotter.remove(record.snapshot_key)
+                if "image_volumes" in record.config:
+                    from hawser.runtime._image_volumes import release_image_volumes
+
+                    release_image_volumes(record, bundle, self.snapshotter)
 
             self._forget_runtime(record.id, meanwhile=release_rootfs, strict=True, runc=runc)
             failpoint("remove.after-runc-delete")
+            if os.path.isdir(self._idmap_dir(record.id)):
+                from hawser.runtime._userns import unmount_binds
+
+                unmount_binds(self._idmap_dir(record.id))  # raises rather than leave a volume mounted
             shutil.rmtree(bundle, ignore_errors=True)
             remove_link_or_tree(os.path.join(self.sockets_dir, record.id))  # conmon's link to the attach socket
             # A log path given at create belongs to its caller (kubelet removes it).
@@ -684,9 +712,13 @@ class ContainerManager:
 
     def update_resources(self, text: str, resources: Resources) -> None:
         """Change the cgroup limits of a created, running or paused container
-        (``runc update``), and record them in its spec so that status shows
-        them.  Fields left None keep their value.  FailedPrecondition for an
-        exited container; InvalidArgument for a value the kernel refuses."""
+        (``runc update``), and record them in its spec and in its record's
+        options (``config["resources"]``, the ``Resources`` it was created
+        with): the spec is gone after a reboot, the record is not, so status
+        still shows them, and the options the record keeps stay the limits
+        the container has.
+        Fields left None keep their value.  FailedPrecondition for an exited
+        container; InvalidArgument for a value the kernel refuses."""
         from hawser.runtime._spec import update_spec_resources
 
         record = self.lookup(text)
@@ -700,6 +732,10 @@ class ContainerManager:
             self.runc_for(record).update(record.id,
                                          {k: v for k, v in changed.items() if k in ("cpu", "memory", "pids")})
             write_json(os.path.join(self.bundle(record.id), "config.json"), spec)
+            # Last, as every record write: after what it describes is in place.
+            # The merged values, not the request's: a new memory limit may move swap too.
+            self.records.update(record.id, namespace=record.namespace,
+                                config={"resources": _resources_options(changed)})
 
     def reopen_log(self, text: str, *, timeout: float = REOPEN_LOG_TIMEOUT) -> None:
         """Have conmon reopen the container's log file (after it was rotated:
@@ -887,6 +923,25 @@ class ContainerManager:
 
 
 # --- helpers ------------------------------------------------------------------
+
+
+# A spec's linux.resources entries -> the ``Resources`` field each one is set from.
+_SPEC_RESOURCES = {
+    ("cpu", "shares"): "cpu_shares", ("cpu", "quota"): "cpu_quota", ("cpu", "period"): "cpu_period",
+    ("cpu", "cpus"): "cpuset_cpus", ("cpu", "mems"): "cpuset_mems", ("memory", "limit"): "memory_limit",
+    ("memory", "swap"): "memory_swap", ("pids", "limit"): "pids_limit",
+}
+
+
+def _resources_options(resources: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``Resources`` fields (as the record's JSON has them) that a spec's
+    ``linux.resources`` sets; a field it does not set is left out (kept)."""
+    out: dict[str, Any] = {}
+    for (section, key), field_name in _SPEC_RESOURCES.items():
+        value = (resources.get(section) or {}).get(key)
+        if value is not None:
+            out[field_name] = value
+    return out
 
 
 def _options_json(options: ContainerOptions, stop_sig: int | None) -> dict[str, Any]:

@@ -9,11 +9,12 @@ at construction so a bad value fails where it was written.
 
 from __future__ import annotations
 
+import itertools
 import os
 import posixpath
 import resource
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from hawser._dataclass import dataclass, field
 from hawser.errors import InvalidArgument
@@ -35,11 +36,33 @@ class BindMount:
     propagation: str = "rprivate"
     # Submounts read-only too (runc's "rro": MOUNT_ATTR_RDONLY, recursively); needs readonly and rprivate.
     recursive_read_only: bool = False
+    # More mount(8) flags for the bind ("nosuid", "nodev", "noexec"): an image volume's.
+    options: tuple[str, ...] = ()
+    # The source is an idmapped mount made for the container's user namespace
+    # already (an image volume's layers), not to be idmapped again.
+    idmapped: bool = False
 
     def __post_init__(self) -> None:
         if self.propagation not in PROPAGATIONS:
             raise InvalidArgument(f"invalid propagation {self.propagation!r} for mount {self.destination!r}",
                                   hint="use one of " + ", ".join(PROPAGATIONS))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageVolume:
+    """A stored image mounted read-only at ``destination`` (the CRI's
+    ``Mount.image``, Kubernetes' image volumes): a view of its layers,
+    ``sub_path`` (a directory inside it, "" for its root) bound in with
+    ro, nosuid, nodev and noexec.  ``image`` is what ``ImageResolver.runnable``
+    takes: a stored name, an image ID or a unique prefix of one."""
+
+    image: str
+    destination: str
+    sub_path: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.image:
+            raise InvalidArgument(f"image volume at {self.destination!r}: no image given")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -190,6 +213,49 @@ class Namespaces:
     pid: str | None = None
 
 
+# (container id, host id, size): one line of /proc/<pid>/uid_map.
+IdMapping = tuple[int, int, int]
+
+
+def check_id_mappings(uids: Sequence[IdMapping], gids: Sequence[IdMapping]) -> None:
+    """ValueError unless each map has 1-340 ranges of positive size, inside
+    32-bit ids, not overlapping on either side (the kernel's own rules for
+    uid_map; checked first for a clear message)."""
+    for what, ranges in (("uid", uids), ("gid", gids)):
+        if not ranges:
+            raise ValueError(f"a user namespace needs at least one {what} mapping")
+        if len(ranges) > 340:
+            raise ValueError(f"{len(ranges)} {what} mappings: Linux takes at most 340")
+        for inside, outside, size in ranges:
+            if size <= 0 or inside < 0 or outside < 0 or inside + size > 1 << 32 or outside + size > 1 << 32:
+                raise ValueError(f"invalid {what} mapping {inside}:{outside}:{size}: "
+                                 "ids and sizes must fit in 32 bits and sizes be positive")
+        for side, name in ((0, "container"), (1, "host")):
+            spans = sorted((r[side], r[side] + r[2]) for r in ranges)
+            for (_, end), (start, _) in itertools.pairwise(spans):
+                if start < end:
+                    raise ValueError(f"{what} mappings overlap on the {name} side")
+
+
+def map_id(ranges: Sequence[IdMapping], inside: int) -> int | None:
+    """The host id of container id ``inside`` under ``ranges``; None if unmapped."""
+    for start, host, size in ranges:
+        if start <= inside < start + size:
+            return host + inside - start
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserNamespace:
+    """A user namespace to run in (a pod's, pinned at ``path``) and its id
+    maps, ``(container id, host id, size)`` each: the spec's uidMappings and
+    gidMappings, and the map the rootfs and bind mounts are idmapped with."""
+
+    path: str
+    uid_map: tuple[tuple[int, int, int], ...]
+    gid_map: tuple[tuple[int, int, int], ...]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ContainerOptions:
     """Everything a run/create request may set beyond the image configuration."""
@@ -212,6 +278,8 @@ class ContainerOptions:
     hostname: str = ""
     read_only: bool = False
     mounts: tuple[BindMount, ...] = ()
+    # Mounted by ContainerManager.create, which adds their binds to ``mounts``.
+    image_volumes: tuple[ImageVolume, ...] = ()
     tmpfs: tuple[TmpfsMount, ...] = ()
     cap_add: tuple[str, ...] = ()  # "NET_ADMIN", "CAP_NET_ADMIN", "all"
     cap_drop: tuple[str, ...] = ()
@@ -233,6 +301,7 @@ class ContainerOptions:
     # Privileged containers get neither.
     masked_paths: tuple[str, ...] | None = None
     readonly_paths: tuple[str, ...] | None = None
+    userns: UserNamespace | None = None  # None: the host's user namespace
 
 
 # Resource limits the spec may carry, by OCI name (the same names as resource.RLIMIT_*).

@@ -12,6 +12,7 @@ import json
 import os
 
 from hawser._dataclass import dataclass, field
+from hawser._logging import get_logger
 from hawser.config import find_runtime_binary, runtime_binary, runtime_root
 from hawser.errors import FailedPrecondition, HawserError, InvalidArgument, NotFound
 from hawser.host import proc_stat
@@ -36,7 +37,8 @@ class RuntimeFeatures:
 
     # The runtime knows the "rro" mount option and the kernel has mount_setattr.
     recursive_read_only_mounts: bool = False
-    # Pods in user namespaces with idmapped mounts: hawser does not make such pods yet.
+    # Pods in user namespaces: the runtime joins a user namespace and the
+    # kernel makes the idmapped mounts hawser gives their containers.
     user_namespaces: bool = False
 
 
@@ -50,17 +52,22 @@ def _kernel_at_least(release: str, wanted: tuple[int, int]) -> bool:
     return len(numbers) == 2 and (numbers[0], numbers[1]) >= wanted
 
 
-def features_of(output: bytes, *, kernel_release: str) -> RuntimeFeatures:
+def features_of(output: bytes, *, kernel_release: str, idmapped_mounts: bool = False) -> RuntimeFeatures:
     """The features a runtime's ``features`` command reports (runc >= 1.1:
-    JSON with ``mountOptions``), on a kernel of ``kernel_release``.  What
-    cannot be read is unsupported."""
+    JSON with ``mountOptions`` and ``linux.namespaces``), on a kernel of
+    ``kernel_release`` that makes idmapped mounts or not.  What cannot be
+    read is unsupported."""
     try:
         data = json.loads(output)
     except ValueError:
         data = None
-    options = (data.get("mountOptions") or []) if isinstance(data, dict) else []
+    if not isinstance(data, dict):
+        data = {}
+    options = data.get("mountOptions") or []
     rro = "rro" in options and _kernel_at_least(kernel_release, MOUNT_SETATTR_KERNEL)
-    return RuntimeFeatures(recursive_read_only_mounts=rro, user_namespaces=False)
+    linux = data.get("linux")
+    namespaces = (linux.get("namespaces") or []) if isinstance(linux, dict) else []
+    return RuntimeFeatures(recursive_read_only_mounts=rro, user_namespaces="user" in namespaces and idmapped_mounts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +76,23 @@ class RuncState:
     pid: int
     status: str  # creating | created | running | paused | stopped
     bundle: str
+
+
+log = get_logger(__name__)
+
+_IDMAPPED_MOUNTS: list[str] = []
+
+
+def _idmapped_mounts() -> bool:
+    """Whether this kernel makes idmapped mounts for a user namespace
+    (probed once per process; why not is logged)."""
+    if not _IDMAPPED_MOUNTS:
+        from hawser.host import idmapped_mounts_supported
+
+        _IDMAPPED_MOUNTS.append(idmapped_mounts_supported())
+        if _IDMAPPED_MOUNTS[0]:
+            log.info("pods cannot have user namespaces here", extra={"reason": _IDMAPPED_MOUNTS[0]})
+    return not _IDMAPPED_MOUNTS[0]
 
 
 def _gone(exc: CommandFailed) -> bool:
@@ -131,7 +155,8 @@ class Runc:
                 output = self._run("features", timeout=FEATURES_TIMEOUT).stdout
             except HawserError:
                 output = b""
-            self._features = features_of(output, kernel_release=os.uname().release)
+            self._features = features_of(output, kernel_release=os.uname().release,
+                                         idmapped_mounts=_idmapped_mounts())
         return self._features
 
     def state(self, id_: str) -> RuncState | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import posixpath
 import re
 import signal
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from os import path as _ospath
 
 from hawser.errors import InvalidArgument
@@ -93,6 +93,11 @@ def build_spec(image: ImageConfig, options: ContainerOptions, *, rootfs: str, ho
         "namespaces": _namespaces(ns),
         "resources": _resources(options.resources, privileged=options.privileged),
     }
+    if options.userns is not None:
+        # The pod's pinned namespace, and its maps: runc checks them against the namespace it joins.
+        linux["namespaces"].insert(0, {"type": "user", "path": options.userns.path})
+        linux["uidMappings"] = _id_mappings(options.userns.uid_map)
+        linux["gidMappings"] = _id_mappings(options.userns.gid_map)
     if options.devices:
         linux["devices"] = _devices(options.devices)
         if not options.privileged:
@@ -273,6 +278,7 @@ def _bind(m: BindMount) -> dict[str, Any]:
             raise InvalidArgument(f"invalid mount {dest}: a recursive read-only mount must have private "
                                   f"propagation, not {m.propagation}")
         options.insert(2, "rro")  # runc >= 1.1: mount_setattr(MOUNT_ATTR_RDONLY, AT_RECURSIVE)
+    options += [o for o in m.options if o not in options]
     return {"destination": dest, "type": "bind", "source": m.source, "options": options}
 
 
@@ -368,6 +374,10 @@ def _namespaces(ns: Namespaces) -> list[dict[str, Any]]:
         out.append(entry)
     out.append({"type": "mount"})
     return out
+
+
+def _id_mappings(ranges: Sequence[tuple[int, int, int]]) -> list[dict[str, int]]:
+    return [{"containerID": inside, "hostID": outside, "size": size} for inside, outside, size in ranges]
 
 
 def _hostname(hostname: str, ns: Namespaces) -> str:

@@ -1,5 +1,6 @@
-"""Container stats: one sample of a container's cgroup counters, its CPU rate
-since the previous sample, and its writable layer's usage.
+"""Container stats: one sample of a container's cgroup counters (with its CPU,
+memory and I/O pressure where the host has PSI), its CPU rate since the
+previous sample, and its writable layer's usage.
 
 The one reader behind ``hawser stats`` and the CRI's ContainerStats (kubelet's
 definitions: the working set is usage - inactive_file; the CPU rate is the

@@ -28,7 +28,7 @@ from hawser.cri._container_options import (
     resources_from_cri,
     resources_to_cri,
 )
-from hawser.errors import FailedPrecondition, HawserError, InvalidArgument, Unimplemented
+from hawser.errors import FailedPrecondition, HawserError, InvalidArgument
 from hawser.oci import ImageConfig, Platform
 from hawser.pods import LABEL_KIND, LABEL_SANDBOX_ID, Sandbox
 from hawser.runtime._defaults import DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS
@@ -238,8 +238,12 @@ ERRORS: list[tuple[str, Callable[[], api_pb2.ContainerConfig], type[HawserError]
     ("unknown-propagation", lambda: config(mounts=[api_pb2.Mount(container_path="/d", host_path="/srv/data",
                                                                  propagation=9)]),  # type: ignore[arg-type]
      InvalidArgument, "propagation"),
-    ("image-volume", lambda: config(mounts=[api_pb2.Mount(container_path="/d", image=api_pb2.ImageSpec(image="x"))]),
-     Unimplemented, "image volume"),
+    ("image-volume-writable", lambda: config(mounts=[api_pb2.Mount(container_path="/d",
+                                                                   image=api_pb2.ImageSpec(image="x"))]),
+     InvalidArgument, "image volume at /d: an image volume is read-only"),
+    ("image-volume-host-path", lambda: config(mounts=[api_pb2.Mount(container_path="/d", host_path="/srv",
+                                                                    readonly=True, image=api_pb2.ImageSpec(image="x"))]),
+     InvalidArgument, "host_path must be empty"),
     ("seccomp-type", lambda: config(linux__security_context=sc(seccomp=api_pb2.SecurityProfile(profile_type=5))),
      InvalidArgument, "seccomp profile type"),
     ("seccomp-missing", lambda: config(linux__security_context=sc(seccomp=api_pb2.SecurityProfile(

@@ -24,7 +24,8 @@ from hawser.runtime._options import BindMount, ContainerOptions, HostLimits
 from hawser.runtime._runc import Runc, RuntimeFeatures, RuntimeHandler, features_of, runtime_handlers
 from hawser.runtime._spec import build_spec
 
-RUNC_FEATURES = json.dumps({"ociVersionMin": "1.0.0", "mountOptions": ["rbind", "ro", "rro", "rprivate"]}).encode()
+RUNC_FEATURES = json.dumps({"ociVersionMin": "1.0.0", "mountOptions": ["rbind", "ro", "rro", "rprivate"],
+                            "linux": {"namespaces": ["mount", "network", "user"]}}).encode()
 
 
 def fake_runtime(path: Path, features: bytes | None) -> Path:
@@ -52,6 +53,17 @@ def fake_runtime(path: Path, features: bytes | None) -> Path:
 def test_features_of(output: bytes, release: str, rro: bool) -> None:
     assert features_of(output, kernel_release=release) == RuntimeFeatures(recursive_read_only_mounts=rro,
                                                                           user_namespaces=False)
+
+
+@pytest.mark.parametrize(("output", "idmapped", "userns"), [
+    (RUNC_FEATURES, True, True),
+    (RUNC_FEATURES, False, False),  # the kernel makes no idmapped mounts
+    (json.dumps({"linux": {"namespaces": ["mount", "network"]}}).encode(), True, False),  # no user namespaces
+    (json.dumps({"linux": ["user"]}).encode(), True, False),
+    (b"", True, False),
+])
+def test_user_namespaces_need_the_runtime_and_idmapped_mounts(output: bytes, idmapped: bool, userns: bool) -> None:
+    assert features_of(output, kernel_release="6.18.0", idmapped_mounts=idmapped).user_namespaces is userns
 
 
 def test_features_are_asked_once_of_the_runtime(tmp_path: Path) -> None:
