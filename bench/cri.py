@@ -76,7 +76,7 @@ BUSYBOX = ("bench/busybox", "cri")
 SMALL = ("bench/small", "cri")  # pulled and removed by the image loop: one small layer of its own
 # The image loop's calls, as the report names them.
 IMAGE_CALLS = ("PullImage (present)", "PullImage (absent)", "ImageStatus", "ListImages", "RemoveImage",
-               "ContainerStatus", "PodSandboxStatus", "ListContainers")
+               "ContainerStatus", "PodSandboxStatus", "ListContainers", "Version")
 PAUSE = ("bench/pause", "catatonit")
 CONTAINER_CMD = ("/bin/sleep", "3600")
 STOP_TIMEOUT = 0  # seconds; see the README: `sleep` as pid 1 ignores SIGTERM
@@ -881,6 +881,8 @@ def image_loop(daemons: Sequence[Daemon], small: str, n: int, warmup: int) -> No
                     e.call("ContainerStatus", api_pb2.ContainerStatusRequest(container_id=ctr_id), timings)
                     e.call("PodSandboxStatus", api_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod_id), timings)
                     e.call("ListContainers", api_pb2.ListContainersRequest(), timings)
+                    # An RPC that does nothing: what the server and client stacks cost alone.
+                    e.call("Version", api_pb2.VersionRequest(), timings)
 
                 _guarded(d, "image loop", one)
                 if i >= warmup:

@@ -266,3 +266,19 @@ def test_an_image_volume_in_a_user_namespaced_pod(pods: Pods, registry: Registry
     pods.rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod[0]))
     pods.pods.remove(pod[0])
     assert f"{pods.hawserd.state}/" not in Path("/proc/self/mountinfo").read_text()
+
+
+def test_a_retried_run_pod_sandbox_returns_the_same_pod(pods: Pods) -> None:
+    """kubelet retries RunPodSandbox after a timeout: the same request gets the
+    pod the first one made, its user namespace made once."""
+    pod_id, config = pods.pod("userns-retry", namespace_options=userns())
+    again = pods.rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config)).pod_sandbox_id
+    assert again == pod_id
+    pins = Path(pods.hawserd.state, "sandboxes", pod_id, "ns")
+    assert sorted(p.name for p in pins.iterdir()) == ["ipc", "net", "pid", "user", "uts"]
+    # Another map for the same pod's name is another pod: refused while this one lives.
+    other = api_pb2.PodSandboxConfig()
+    other.CopyFrom(config)
+    other.linux.security_context.namespace_options.CopyFrom(userns(base=HOST_BASE + SIZE))
+    code, _ = status_code(pods.rt.RunPodSandbox, api_pb2.RunPodSandboxRequest(config=other))
+    assert code == grpc.StatusCode.ALREADY_EXISTS

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -31,9 +31,3 @@ QUIET_METHODS = frozenset({
 async def serve(context: grpc.aio.ServicerContext[Any, Any], method: str, work: Awaitable[T]) -> T:
     """Await one CRI request's handler; on failure abort the call with its mapped status."""
     return await _grpc.serve(context, method, work, log=log, quiet=QUIET_METHODS)
-
-
-async def unimplemented(context: grpc.aio.ServicerContext[Any, Any], method: str) -> NoReturn:
-    """Answer UNIMPLEMENTED for a CRI method hawserd does not serve yet."""
-    log.debug("request failed", extra=dict(method=method, code="UNIMPLEMENTED"))
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented by hawserd yet")

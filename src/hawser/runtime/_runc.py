@@ -101,6 +101,10 @@ def _gone(exc: CommandFailed) -> bool:
             or ("/status`" in exc.stderr and "No such file or directory" in exc.stderr))
 
 
+# States kept by Runc._read_state: far more containers than a node runs.
+_STATES_KEPT = 4096
+
+
 class _Unsure(Exception):
     """runc's state directory is not what the fast read expects: ask runc."""
 
@@ -138,6 +142,10 @@ class Runc:
             self.binary = find_runtime_binary(binary or "runc") or binary or "/usr/sbin/runc"
         self.options = tuple(options)
         self._features: RuntimeFeatures | None = None
+        # What _read_state took from each state.json, by the file's identity:
+        # runc replaces the file (a rename) whenever the state changes, and a
+        # state.json carries the whole spec (tens of KB to parse per status).
+        self._states: dict[str, tuple[tuple[int, int, int], tuple[int, int, dict[str, str], str]]] = {}
 
     def argv(self, *args: str) -> list[str]:
         """A command line of this runtime: its binary, root and global flags, then ``args``."""
@@ -185,17 +193,28 @@ class Runc:
         directory = os.path.join(self.root, id_)
         try:
             with open(os.path.join(directory, "state.json"), "rb") as f:
-                data = json.loads(f.read())
-            pid = int(data["init_process_pid"])
-            start = int(data["init_process_start"])
-            cgroups = data.get("cgroup_paths") or {}
-            bundle = next((label.split("=", 1)[1] for label in (data.get("config") or {}).get("labels") or ()
-                           if isinstance(label, str) and label.startswith("bundle=")), "")
+                st = os.fstat(f.fileno())
+                identity = (st.st_ino, st.st_mtime_ns, st.st_size)
+                cached = self._states.get(id_)
+                if cached is not None and cached[0] == identity:
+                    pid, start, cgroups, bundle = cached[1]
+                else:
+                    data = json.loads(f.read())
+                    pid = int(data["init_process_pid"])
+                    start = int(data["init_process_start"])
+                    cgroups = dict(data.get("cgroup_paths") or {})
+                    bundle = next((label.split("=", 1)[1] for label in (data.get("config") or {}).get("labels")
+                                   or () if isinstance(label, str) and label.startswith("bundle=")), "")
+                    if len(self._states) >= _STATES_KEPT:
+                        self._states.clear()
+                    self._states[id_] = (identity, (pid, start, cgroups, bundle))
         except FileNotFoundError:
+            self._states.pop(id_, None)
             if os.path.isdir(directory):
                 raise _Unsure from None  # being created: runc knows best
             return None
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            self._states.pop(id_, None)
             raise _Unsure from None
         if not _alive(pid, start):
             return RuncState(id=id_, pid=0, status="stopped", bundle=bundle)
