@@ -25,7 +25,7 @@ from hawser.errors import HawserError, InvalidArgument, Unimplemented, error_kin
 from hawser.oci import parse_reference
 
 if TYPE_CHECKING:
-    from hawser.images import ImageSummary
+    from hawser.images import ImageService, ImageSummary, PullStats
     from hawser.registry import Credentials
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,7 @@ async def pull_image(deps: CriDeps, request: api_pb2.PullImageRequest) -> api_pb
         except HawserError as exc:
             await deps.blocking(deps.images.record_pull, key.reference, error=error_kind(exc))
             raise
-        await deps.blocking(deps.images.record_pull, key.reference, stats=stats)
-        summary = await deps.blocking(deps.images.summary, key.reference)
+        summary = await deps.blocking(_pulled, deps.images, key.reference, stats)
         log.info("pull done", extra={"image": key.reference, "id": str(summary.image_id),
                                      "duration": round(time.monotonic() - start, 3)})
         return summary
@@ -65,6 +64,12 @@ async def pull_image(deps: CriDeps, request: api_pb2.PullImageRequest) -> api_pb
         log.info("pull shared", extra={"image": key.reference})
     image_ref = str(summary.image_id or summary.target.digest)
     return api_pb2.PullImageResponse(image_ref=image_ref)
+
+
+def _pulled(images: ImageService, reference: str, stats: PullStats | None) -> ImageSummary:
+    """Tell the observers of the pull and read what it stored: one trip to a thread."""
+    images.record_pull(reference, stats=stats)
+    return images.summary(reference)
 
 
 def credentials_from(auth: api_pb2.AuthConfig | None, *, registry: str) -> Credentials | None:

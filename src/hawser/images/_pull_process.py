@@ -171,7 +171,8 @@ def check_present(request: Mapping[str, Any]) -> Answer | None:
     resolved at its registry now (as every pull does: a moved tag is a new
     image), names what the store holds whole already (``stored_whole``); or
     the resolve's error kind, as the pull would fail with it.  None: the pull
-    must run (absent, moved, partly gone, or anything unexpected here).
+    must run (no image of that name, which the registry is not asked about:
+    the pull asks; moved, partly gone, or anything unexpected here).
 
     Meant for a long-lived process (the pull worker's checker): the store and
     the registry clients (their pooled connections, their tokens while fresh)
@@ -186,8 +187,10 @@ def check_present(request: Mapping[str, Any]) -> Answer | None:
         ref = parse_reference(request["reference"])
         store = _kept_store(request["config"], request["namespace"])
         client = _kept_client(store.config, request.get("credentials"))
+        # No image of that name: the pull's own resolve is the only one (one round trip, not two).
+        store.metadata.images.get(str(ref), namespace=store.namespace)
     except (errors.HawserError, OSError, KeyError, TypeError, ValueError):
-        return None  # the pull meets it again and says so
+        return None  # absent, or the pull meets it again and says so
     meter.begin(RESOLVE)
     try:
         resolved = client.resolve(ref)

@@ -11,6 +11,22 @@ down that pull alone, and a cancelled pull is stopped as the child was:
 SIGTERM (it unwinds: its lease, its temp files), ``TERM_GRACE``, SIGKILL.
 The worker itself runs no pull and starts no thread, so forking it is safe.
 
+Most of kubelet's pulls are of an image that is there already (a pod on a
+node that ran its image before; imagePullPolicy Always).  Such a pull needs
+no process of its own: the tag is resolved at the registry again (a moved
+tag is a new image), and the store is found to hold that image whole
+(``_pull.stored_whole``); nothing is decompressed, nothing written.  The
+worker forks one more process for that, the checker, once: it keeps the
+store and the registry clients open (connections, tokens while fresh) from
+one pull to the next, and answers one pull at a time (``check_present``):
+the pull's answer, or "pull it" and the worker forks the pull's process as
+above.  A pull that comes while the checker is busy gets its process at
+once (a slow registry holds up no other pull).  A cancelled pull in the
+checker is stopped by SIGKILL (it holds no lease, no temp file); a checker
+that dies otherwise hands its pull to a process of its own, and the next
+pull forks another checker (after ``CHECKER_DEATHS`` deaths in a row, none).
+It goes when the worker does (its stdin closes; PR_SET_PDEATHSIG, SIGKILL).
+
 hawserd's side is ``PullWorker``: the first pull starts the worker, later
 ones reuse it, several at once; after ``IDLE_TIMEOUT`` seconds with no pull
 in flight hawserd closes the worker's stdin and the worker exits (hawserd
@@ -32,8 +48,11 @@ The protocol, JSON lines on the worker's stdin and stdout:
                        {"id": 7, "kind": "NotFound", "message": "...", "hint": "..." | null}
                        {"id": 7, "cancelled": true}                      stopped (cancelled, or the worker stopping)
 
-Exactly one answer per pull, sent once its process is reaped.  The worker's
-stderr is hawserd's to log: the worker writes there only what is wrong.
+Exactly one answer per pull, sent once its process (or, for a cancelled
+pull in the checker, the checker) is reaped.  Between the worker and its
+checker: the pull's request line, and ``{"id": 7, "answer": {...} | null}``
+(null: fork the pull).  The worker's stderr (and the checker's) is hawserd's
+to log: they write there only what is wrong.
 
 ``HAWSER_PULL_WORKER_IDLE`` (seconds), read when hawserd builds its
 ``PullWorker``, overrides ``IDLE_TIMEOUT``: tests use it, as they use
@@ -100,6 +119,8 @@ Pull = Callable[[Mapping[str, Any]], tuple[int, Answer]]
 Check = Callable[[Mapping[str, Any]], Answer | None]
 # The checker dying unexpectedly this many times in a row: the worker goes on without one.
 CHECKER_DEATHS = 3
+# The checker's name (/proc/PID/comm, what ps and top show): its command line is the worker's.
+CHECKER_NAME = "pull-checker"
 
 
 # --- hawserd's side --------------------------------------------------------------------
@@ -870,6 +891,8 @@ def _checker_child(check: Check, *, requests: int, answers: int, worker: int) ->
         die_with_parent(signal.SIGKILL)
         if os.getppid() != worker:
             os._exit(1)
+        with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+            comm.write(CHECKER_NAME)
         os.dup2(requests, 0)
         # Answers on fd 3; fd 1 stays the worker's stderr, as for the worker, so a stray print is no answer.
         os.dup2(answers, 3)
