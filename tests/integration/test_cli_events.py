@@ -52,3 +52,29 @@ def test_a_follower_is_stopped_by_until(overlay_env: Env) -> None:
     begun = time.monotonic()
     proc = overlay_env.cli("events", "--until", str(time.time() + 1.5), timeout=30)
     assert proc.returncode == 0 and 1.0 < time.monotonic() - begun < 20
+
+
+def test_a_container_that_exits_at_once_is_told_started_before_exited(overlay_env: Env,
+                                                                      busybox: tuple[str, BuiltImage]) -> None:
+    """Its exit can be read (here by a ``ps`` racing the start) before ``runc
+    start`` has returned and the start been told: the exit waits for it, so
+    the journal says start, then exit, as containerd's events do."""
+    env = overlay_env
+    ref, _ = busybox
+    env.cli("pull", "--plain-http", "-q", ref)
+    start = time.time()
+    # The start holds after runc start returned, before it tells anyone.
+    runner = env.popen("run", "-d", "--name", "quick", ref, "true",
+                       env={"HAWSER_FAILPOINTS": "start.after-runc=sleep:1.5"})
+    deadline = time.monotonic() + 20
+    while "quick" not in env.cli("ps", "-a").stdout and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # it has exited by now; this ps reads the exit while the start is held
+    env.cli("ps", "-a")
+    _, err = runner.communicate(timeout=30)
+    assert runner.returncode == 0, err
+    env.cli("rm", "quick")
+    told = env.cli("events", "--since", str(start), "--until", str(time.time()), "--format", "json").stdout
+    actions = [json.loads(line)["action"] for line in told.splitlines()
+               if json.loads(line)["type"] == "container"]
+    assert actions == ["create", "start", "exit", "remove"], actions

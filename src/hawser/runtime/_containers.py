@@ -91,6 +91,8 @@ CONMON_EXIT_TIMEOUT = 10.0
 # How long a status read waits for conmon to write the exit file of a container
 # runc already reports stopped (conmon writes it right after reaping).
 EXIT_RECORD_WAIT = 1.0
+# How long the exit of a container that ended at once waits for its start to be told (_after_start_told).
+START_TOLD_WAIT = 5.0
 KILL_WAIT = 10.0
 EXEC_CONMON_EXIT_GRACE = 5.0  # seconds an exec's conmon may take to exit after reporting the status
 
@@ -327,12 +329,27 @@ class ContainerManager:
 
     def _exit_seen(self, record: Container, status: ContainerStatus) -> None:
         # Observers hear of an exit once, from whichever process reads it first.
+        bundle = self.bundle(record.id)
         try:
-            os.close(os.open(os.path.join(self.bundle(record.id), "exit-seen"),
+            os.close(os.open(os.path.join(bundle, "exit-seen"),
                              os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
         except (FileExistsError, FileNotFoundError):  # heard already, or the bundle is gone
             return
+        self._after_start_told(bundle, status)
         self._notify(EVENT_STOPPED, record, exit_details(status))
+
+    @staticmethod
+    def _after_start_told(bundle: str, status: ContainerStatus) -> None:
+        """Wait (briefly) until the start of a container that exited at once
+        has been told to the observers (``_start``): its exit can be read
+        before ``runc start`` has returned.  A start long ago (one that
+        crashed, a bundle older than the marker) is not waited for."""
+        if status.started_at is None or time.time() - status.started_at > START_TOLD_WAIT:
+            return
+        marker = os.path.join(bundle, "start-told")
+        deadline = time.monotonic() + START_TOLD_WAIT
+        while not os.path.exists(marker) and time.monotonic() < deadline and os.path.isdir(bundle):
+            time.sleep(0.002)
 
     def _sweep(self, record: Container) -> None:
         # With a pid namespace of its own the kernel kills the rest when the
@@ -566,11 +583,19 @@ class ContainerManager:
 
     def _start(self, record: Container) -> None:
         # Stamp before starting: a container that exits at once must still show when it started.
-        write_text(os.path.join(self.bundle(record.id), "started"), repr(time.time()))
+        bundle = self.bundle(record.id)
+        write_text(os.path.join(bundle, "started"), repr(time.time()))
         failpoint("start.before-runc")
-        self.runc_for(record).start(record.id)
-        failpoint("start.after-runc")
-        self._notify(EVENT_STARTED, record)
+        try:
+            self.runc_for(record).start(record.id)
+            failpoint("start.after-runc")
+            self._notify(EVENT_STARTED, record)
+        finally:
+            # The exit of a container that ends at once waits for this (_exit_seen):
+            # observers hear "started" before "stopped", as containerd sends them.
+            with contextlib.suppress(OSError):
+                os.close(os.open(os.path.join(bundle, "start-told"), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
+                                 0o644))
 
     # --- signals, stop, wait --------------------------------------------------
 
