@@ -9,6 +9,8 @@ PACKAGES=(
     runc conmon containernetworking-plugins catatonit   # runtime, monitor, CNI, pid-namespace holder
     crun                                                # a second runtime handler the tests configure ([runtimes.crun])
     docker-registry busybox-static                      # a local registry and a userland for test images
+    skopeo                                              # an outside client the push tests inspect pushed images with
+    podman                                              # the archive tests' round trips (podman save/load)
     iproute2 iptables attr                              # netns/veth, portmap rules, xattr inspection
     gcc libc6-dev                                       # the static probe programs the security tests compile
     golang-github-containerd-containerd-dev             # containerd's .proto files: the containerd API stubs

@@ -97,6 +97,11 @@ gc.after-files                        metadata/_gc.py: blobs and ingests        
                                       swept, snapshots not yet
 gc.after-snapshots                    metadata/_gc.py: snapshots swept, crash   leftover dirs (id dirs, rm-*,       the next GC
                                       leftovers not cleaned up                  new-*)
+push.upload.after-chunk               registry/_upload.py: a chunk of a blob    nothing in the store; an upload     the registry's upload purging
+                                      upload acknowledged (@N: the Nth, over    session in the registry (a          (a ``raise`` or ``sleep`` there:
+                                      all blobs)                                next push starts anew)              this push resumes the session)
+commit.paused                         images/_commit.py: the container paused,  a paused container (the caller's    the caller resumes it (a raise);
+                                      its layer not yet read                    resume never runs)                  ``hawser unpause`` (a kill)
 ====================================  ========================================  ==================================  ==============================
 """
 
@@ -121,6 +126,8 @@ POINTS = frozenset({
     "cni.add.after-plugin", "cni.add.after-result", "cni.del.after-plugin",
     "sandbox.run.after-namespaces", "sandbox.remove.before-record-delete",
     "gc.after-records", "gc.after-files", "gc.after-snapshots",
+    "push.upload.after-chunk",
+    "commit.paused",
 })
 
 

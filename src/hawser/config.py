@@ -58,6 +58,7 @@ class RegistryConfig:
     stall_timeout: float = 30.0
     stall_bytes: int = 1024
     max_retries: int = 5
+    credential_helper_timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +193,9 @@ _DOCS: dict[str, str] = {
     "snapshotter": '"overlayfs", or "native" (copies each layer; for filesystems without overlayfs).',
     "registry.config_path":
         "containerd-style hosts.toml directory: certs.d/<host>/hosts.toml, certs.d/_default/hosts.toml.",
-    "registry.docker_config": 'Credentials are read from the "auths" of this docker config file.',
+    "registry.docker_config": 'Credentials are read from (and hawser login writes to) this docker config file:\n'
+                              'its credential helpers, else its "auths". For the default, $REGISTRY_AUTH_FILE\n'
+                              'or $DOCKER_CONFIG/config.json wins.',
     "registry.max_concurrent_downloads": "Layers fetched (and unpacked) at once per pull.",
     "registry.stall_timeout":
         "A transfer that brings fewer than stall_bytes bytes in stall_timeout seconds\n"
@@ -200,6 +203,9 @@ _DOCS: dict[str, str] = {
         "and the next pull resumes from there. stall_bytes = 0: silence only.",
     "registry.stall_bytes": "",
     "registry.max_retries": "Retries per request on 5xx, 429 and dropped connections.",
+    "registry.credential_helper_timeout":
+        "Seconds a credential helper (docker-credential-NAME, named by credsStore or credHelpers\n"
+        "in the docker config) may take to answer.",
     "gc.pull_lease_ttl": "An interrupted pull's partial data is protected this long, then collected.",
     "gc.grace_period":
         "Content and snapshots younger than this are never collected: a second guard,\n"

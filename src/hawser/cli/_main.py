@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 # name -> (module under hawser.cli, its builder function, summary for ``hawser --help``)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
     "pull": ("_images", "pull", "Pull an image from a registry."),
+    "push": ("_push", "push", "Push an image to a registry."),
+    "tag": ("_push", "tag", "Give an image another name."),
     "images": ("_images", "images", "List images."),
     "rmi": ("_images", "rmi", "Remove images."),
     "image": ("_images", "image", "Manage images (inspect, import, rm, ls)."),
@@ -43,6 +45,14 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "unpause": ("_containers", "unpause", "Unpause containers."),
     "wait": ("_containers", "wait", "Wait for containers to exit."),
     "events": ("_events", "events", "Show events (pulls, runs, exits, removals), live."),
+    "commit": ("_commit", "commit", "Make an image of a container's changes."),
+    "diff": ("_commit", "diff", "List what a container changed in its filesystem."),
+    "save": ("_archive", "save", "Save images to a tar archive (oci-archive or docker-archive)."),
+    "load": ("_archive", "load", "Load images from a tar archive or standard input."),
+    "export": ("_archive", "export", "Export a container's filesystem as a tar archive."),
+    "import": ("_archive", "import_", "Import a filesystem tar as a one-layer image."),
+    "login": ("_login", "login", "Log in to a registry."),
+    "logout": ("_login", "logout", "Log out of a registry."),
 }
 
 

@@ -144,6 +144,7 @@ def collect_info(ctx: CliContext) -> dict[str, Any]:
 
     from hawser import __version__
     from hawser.config import read_config_file
+    from hawser.registry import docker_config_path
 
     config = ctx.config
     store = ctx.store()
@@ -174,7 +175,8 @@ def collect_info(ctx: CliContext) -> dict[str, Any]:
             "config_file": config_file,
             "config_file_present": config_text is not None,
             "hosts_dir": config.registry.config_path,
-            "docker_config": os.path.expanduser(config.registry.docker_config),
+            # The file pulls and logins use ($REGISTRY_AUTH_FILE, $DOCKER_CONFIG honoured).
+            "docker_config": str(docker_config_path(config.registry.docker_config)),
         },
     }
 

@@ -12,12 +12,14 @@ TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every C
 if TYPE_CHECKING:
 
     from hawser.images._apply import ApplyResult
+    from hawser.images._commit import Change, CommitOptions, CommitResult, check_changes, container_changes
     from hawser.images._diff import DiffSource, WrittenLayer, write_layer
     from hawser.images._events import GC, IMPORT, PULL, REMOVE, ImageEvent, ImageObserver, PullStats
     from hawser.images._layer import unpack_blob
     from hawser.images._progress import LayerProgress, ProgressEvent, ProgressSink, PullMessage
     from hawser.images._pull_process import pull_in_child
     from hawser.images._pull_worker import PullWorker
+    from hawser.images._push import PushOptions, PushResult
     from hawser.images._service import ImageDetail, ImageService, ImageSummary, RunnableImage
 
 _EXPORTS = {
@@ -27,6 +29,9 @@ _EXPORTS = {
     "ImageEvent": "_events", "ImageObserver": "_events", "PullStats": "_events", "PULL": "_events",
     "IMPORT": "_events", "REMOVE": "_events", "GC": "_events",
     "unpack_blob": "_layer", "DiffSource": "_diff", "WrittenLayer": "_diff", "write_layer": "_diff",
+    "PushOptions": "_push", "PushResult": "_push",
+    "Change": "_commit", "CommitOptions": "_commit", "CommitResult": "_commit", "check_changes": "_commit",
+    "container_changes": "_commit",
 }
 
 
@@ -39,6 +44,9 @@ __all__ = [
     "PULL",
     "REMOVE",
     "ApplyResult",
+    "Change",
+    "CommitOptions",
+    "CommitResult",
     "DiffSource",
     "ImageDetail",
     "ImageEvent",
@@ -51,8 +59,12 @@ __all__ = [
     "PullMessage",
     "PullStats",
     "PullWorker",
+    "PushOptions",
+    "PushResult",
     "RunnableImage",
     "WrittenLayer",
+    "check_changes",
+    "container_changes",
     "pull_in_child",
     "unpack_blob",
     "write_layer",

@@ -7,7 +7,8 @@ from typing import Literal
 
 from hawser._dataclass import dataclass
 
-Stage = Literal["waiting", "fetching", "unpacking", "exists", "done", "failed"]
+# A push's blobs: waiting, pushing, then exists (the registry had it), mounted or done.
+Stage = Literal["waiting", "fetching", "unpacking", "exists", "done", "failed", "pushing", "mounted"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,6 @@ snapshotter."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 from hawser._dataclass import dataclass, field
@@ -30,10 +29,12 @@ TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every C
 if TYPE_CHECKING:
     from typing import Any
 
-    from hawser.images._events import ImageObserver, PullStats
     from hawser.config import Config
+    from hawser.images._commit import CommitOptions, CommitResult, Pause
+    from hawser.images._events import ImageObserver, PullStats
     from hawser.images._progress import ProgressSink
-    from hawser.metadata import GCReport
+    from hawser.images._push import PushOptions, PushResult
+    from hawser.metadata import Container, GCReport
     from hawser.registry import RegistryOptions
 
 
@@ -178,8 +179,106 @@ class ImageService:
             self._notify(IMPORT, name=image_name, digest=str(root.digest))
         return [self.summary(n) for n, _ in named]
 
+    def load_archive(self, path: str, *, name: str | None = None, platform: Platform | None = None,
+                     progress: ProgressSink | None = None) -> list[ImageSummary]:
+        """``hawser load``: the images of an archive (``path``, "-" for standard
+        input) in any format ``_archive_load`` reads, stored, unpacked, then recorded."""
+        from hawser.images._archive_load import load_archive
+        from hawser.images._progress import discard
+
+        with self.store.lease() as lease:
+            named = load_archive(self.store, path, name=name, platform=platform or Platform.host(),
+                                 progress=progress or discard, lease=lease)
+            for image_name, root in named:
+                self._put_image(image_name, root)
+        for image_name, root in named:
+            self._notify(IMPORT, name=image_name, digest=str(root.digest))
+        return [self.summary(n) for n in dict.fromkeys(n for n, _ in named)]
+
+    def save_archive(self, texts: Sequence[str], output: str, *, format: str = "oci-archive",
+                     platform: Platform | None = None) -> list[str]:
+        """``hawser save``: the images ``texts`` name (as ``resolve_name`` takes
+        them) written to ``output`` ("-": standard output) as ``format``
+        (``_archive_save``); the stored names saved."""
+        from hawser.images._archive_save import save_archive
+
+        names = list(dict.fromkeys(self.resolve_name(t) for t in texts))
+        images = [(n, self.images.get(n, namespace=self.namespace).target) for n in names]
+        with self.store.lease() as lease:
+            save_archive(self.store, images, output, format=format, platform=platform or Platform.host(),
+                         lease=lease)
+        return names
+
+    def export_snapshot(self, key: str, output: str) -> None:
+        """``hawser export``: the filesystem of the active snapshot ``key`` (a container's) as a tar."""
+        from hawser.images._export import export_snapshot
+
+        export_snapshot(self.store, key, output)
+
+    def import_rootfs(self, path: str, *, name: str | None = None, platform: Platform | None = None,
+                      progress: ProgressSink | None = None) -> ImageSummary:
+        """``hawser import``: a filesystem tar (``path``, "-" for standard input) as a one-layer image."""
+        from hawser.images._export import import_rootfs
+        from hawser.images._progress import discard
+
+        with self.store.lease() as lease:
+            [(image_name, root)] = import_rootfs(self.store, path, name=name, platform=platform or Platform.host(),
+                                                 progress=progress or discard, lease=lease)
+            self._put_image(image_name, root)
+        self._notify(IMPORT, name=image_name, digest=str(root.digest))
+        return self.summary(image_name)
+
     def _put_image(self, name: str, target: Descriptor) -> None:
         self.images.put(name, target, {}, namespace=self.namespace)
+
+    # --- push / tag (images/_push.py, images/_tag.py) ---------------------------
+
+    def push(self, source: str, destination: str | None = None, *, plain_http: bool = False,
+             options: PushOptions | None = None, progress: ProgressSink | None = None,
+             credentials: Any = None) -> PushResult:
+        """Push the stored image ``source`` (as for ``resolve_name``) to the
+        registry reference ``destination``, by default its own name."""
+        from hawser.images._progress import discard
+        from hawser.images._push import PUSH, PushOptions, destination_of, push_image
+        from hawser.registry import RegistryClient
+
+        name = self.resolve_name(source)
+        dest = destination_of(name, destination)
+        client = RegistryClient(registry_options(self.config, plain_http=plain_http, credentials=credentials))
+        try:
+            result = push_image(self.store, client, name, dest, options or PushOptions(), progress or discard)
+        except HawserError as exc:
+            self._notify(PUSH, name=str(dest), error=error_kind(exc))
+            raise
+        finally:
+            client.close()
+        self._notify(PUSH, name=result.reference, digest=str(result.descriptor.digest))
+        return result
+
+    def tag(self, source: str, target: str, *, force: bool = False) -> ImageSummary:
+        """Name the stored image ``source`` also ``target`` (see ``images._tag``)."""
+        from hawser.images._tag import TAG, tag_image
+
+        new = tag_image(self.store, self.resolve_name(source), target, force=force)
+        summary = self.summary(new)
+        self._notify(TAG, name=new, digest=str(summary.target.digest))
+        return summary
+
+    # --- commit (images/_commit.py) ------------------------------------------------
+
+    def commit(self, container: Container, target: str, *, options: CommitOptions | None = None,
+               pause: Pause | None = None) -> CommitResult:
+        """``hawser commit``: the container's changes as a new layer on the image it
+        was made from, recorded as ``target`` (see ``images._commit``)."""
+        from hawser.images._commit import COMMIT, CommitOptions, base_image, commit_container
+
+        name = str(parse_reference(target))
+        base = base_image(self, container)
+        result = commit_container(self.store, container, base_manifest=base.manifest,
+                                  base_config=self.content.read_all(base.config_digest), name=name,
+                                  options=options or CommitOptions(), pause=pause)
+        self._notify(COMMIT, name=name, digest=str(result.manifest.digest))
+        return result
 
     # --- queries ---------------------------------------------------------------
 
@@ -335,17 +434,16 @@ def registry_options(config: Config, *, plain_http: bool = False, credentials: A
         config_dir=registry.config_path, plain_http=plain_http, stall_timeout=registry.stall_timeout,
         stall_bytes=registry.stall_bytes, max_retries=registry.max_retries,
         docker_config=_docker_config_path(registry.docker_config), credentials=credentials,
+        credential_helper_timeout=registry.credential_helper_timeout,
     )
 
 
 def _docker_config_path(configured: str) -> str:
-    """The configured docker config.json; for the default, ``$DOCKER_CONFIG`` wins, as with docker."""
-    from hawser.config import RegistryConfig
+    """The configured docker config.json; for the default, ``$REGISTRY_AUTH_FILE`` or
+    ``$DOCKER_CONFIG`` wins, as with podman and docker (and ``hawser login``)."""
+    from hawser.registry import docker_config_path
 
-    env_dir = os.environ.get("DOCKER_CONFIG")
-    if env_dir and configured == RegistryConfig().docker_config:
-        return os.path.join(env_dir, "config.json")
-    return os.path.expanduser(configured)
+    return str(docker_config_path(configured))
 
 
 @dataclass(frozen=True, slots=True)

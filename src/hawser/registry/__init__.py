@@ -20,11 +20,24 @@ from hawser._lazy import lazy_exports
 TYPE_CHECKING = False  # typing stays unimported at run time
 if TYPE_CHECKING:
     from hawser.registry._client import BlobStream, RegistryClient
-    from hawser.registry._credentials import Credentials, CredentialsFunc, normalize_host
+    from hawser.registry._credentials import (
+        Credentials,
+        CredentialsFunc,
+        DockerConfig,
+        docker_config_path,
+        erase_credentials,
+        load_docker_config,
+        logged_in_hosts,
+        normalize_host,
+        store_credentials,
+    )
+    from hawser.registry._helpers import CredentialHelper
     from hawser.registry._hosts import RegistryHost, resolve_hosts
+    from hawser.registry._login import check_login
     from hawser.registry._platform import select_platform
     from hawser.registry._transport import default_ssl_context
     from hawser.registry._types import RegistryOptions, Resolved
+    from hawser.registry._upload import BlobPushed, UploadOptions
 
 # Loaded on first use: the client pulls in httpx and TLS (~10 MB), which code
 # that only names Credentials (hawserd's PullImage, which pulls in a child) should not pay.
@@ -33,6 +46,12 @@ _LAZY = {
     "CredentialsFunc": "_credentials", "normalize_host": "_credentials", "RegistryHost": "_hosts", "resolve_hosts": "_hosts",
     "select_platform": "_platform", "RegistryOptions": "_types", "Resolved": "_types",
     "default_ssl_context": "_transport",
+    # docker's config.json and credential helpers: login, logout, and every lookup.
+    "DockerConfig": "_credentials", "docker_config_path": "_credentials", "erase_credentials": "_credentials",
+    "load_docker_config": "_credentials", "logged_in_hosts": "_credentials", "store_credentials": "_credentials",
+    "CredentialHelper": "_helpers", "check_login": "_login",
+    # pushing: what a blob's push took, how blobs are sent.
+    "BlobPushed": "_upload", "UploadOptions": "_upload",
 }
 
 
@@ -40,6 +59,8 @@ __getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [
-    "BlobStream", "Credentials", "CredentialsFunc", "RegistryClient", "RegistryHost", "RegistryOptions",
-    "Resolved", "default_ssl_context", "normalize_host", "resolve_hosts", "select_platform",
+    "BlobPushed", "BlobStream", "CredentialHelper", "Credentials", "CredentialsFunc", "DockerConfig", "RegistryClient",
+    "RegistryHost", "RegistryOptions", "Resolved", "UploadOptions", "check_login", "default_ssl_context",
+    "docker_config_path", "erase_credentials", "load_docker_config", "logged_in_hosts", "normalize_host",
+    "resolve_hosts", "select_platform", "store_credentials",
 ]

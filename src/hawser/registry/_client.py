@@ -9,9 +9,7 @@ host's error is the one raised, with the skipped hosts named in it.
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import TypeVar
 
@@ -32,6 +30,7 @@ from hawser.registry._auth import scope_for
 from hawser.registry._hosts import CAP_PULL, CAP_PUSH, CAP_RESOLVE, RegistryHost
 from hawser.registry._transport import Engine, Operation, retryable, status_error
 from hawser.registry._types import RegistryOptions, Resolved
+from hawser.registry._upload import BlobData, BlobPushed, BlobSource, Uploader, UploadOptions, UploadProgress
 
 _T = TypeVar("_T")
 _log = logging.getLogger("hawser.registry")
@@ -39,7 +38,6 @@ _log = logging.getLogger("hawser.registry")
 # Hosts in a fallback list other than the last get this many retries each: a
 # failing mirror should cost little before the server is asked.
 _MIRROR_RETRIES = 0
-_UPLOAD_CHUNK = 1 << 20
 
 
 def _manifest_url(host: RegistryHost, ref: Reference, obj: str) -> httpx.URL:
@@ -301,79 +299,56 @@ class RegistryClient:
 
     # --- push ---------------------------------------------------------------
 
-    def push_blob(self, ref: Reference, data: bytes | str | os.PathLike[str], desc: Descriptor) -> None:
-        """Upload a blob (bytes, or a file's contents) unless the repository has it.
+    def push_blob(self, ref: Reference, data: BlobData, desc: Descriptor, *, mount_from: Sequence[str] = (),
+                  progress: UploadProgress | None = None, options: UploadOptions | None = None) -> BlobPushed:
+        """Upload a blob (bytes, a file's path, or a function opening its bytes)
+        unless the repository has it; see ``registry._upload`` for how.
 
-        Monolithic upload: POST for an upload URL, then PUT with ?digest=.
-        Idempotent.  Raises InvalidArgument (bytes do not match ``desc``),
-        DataLoss (the registry saw other bytes), PermissionDenied, NotFound,
-        Unavailable, DeadlineExceeded, Unimplemented (read-only registry).
+        ``mount_from`` names repositories of the same registry that may hold
+        the blob: it is mounted from the first that does.  ``progress`` hears
+        the offset as bytes go out.  Idempotent.  Raises InvalidArgument (data
+        does not match ``desc``), DataLoss (the registry saw other bytes),
+        PermissionDenied, NotFound, Unavailable (also after the retries of a
+        broken upload ran out), DeadlineExceeded, Unimplemented (read-only
+        registry).
         """
-        if isinstance(data, bytes):
-            if len(data) != desc.size or Digest.of(data, desc.digest.algorithm) != desc.digest:
-                raise InvalidArgument(f"blob data does not match its descriptor {desc.digest} ({desc.size} bytes)")
-            payload: bytes | Callable[[], Iterator[bytes]] = data
-        else:
-            path = Path(data)
-            try:
-                size = path.stat().st_size
-            except OSError as exc:
-                raise InvalidArgument(f"cannot read blob file {path}: {exc.strerror}") from None
-            if size != desc.size:
-                raise InvalidArgument(f"blob file {path} is {size} bytes, the descriptor says {desc.size}")
-
-            def read_file(path: Path = path) -> Iterator[bytes]:
-                # A fresh reader per try: a retried upload starts from byte 0.
-                with path.open("rb") as f:
-                    while chunk := f.read(_UPLOAD_CHUNK):
-                        yield chunk
-
-            payload = read_file
-
+        source = BlobSource(data, desc)
         op = self._engine.operation(f"pushing blob {desc.digest} to {ref.name}")
         hosts = self._engine.hosts(ref.domain, CAP_PUSH)
         scope = scope_for(ref.path, push=True)
 
-        def attempt(host: RegistryHost, retries: int | None) -> None:
-            if self._blob_exists(host, op, ref, str(desc.digest), scope):
-                return
-            what = f"uploading blob {desc.digest}"
-            budget = self.options.max_retries if retries is None else retries
-            tries = 0
-            while True:
-                upload = self._start_upload(host, op, ref, scope, what, retries)
-                try:
-                    resp = self._engine.request(
-                        host, op, "PUT", upload.copy_set_param("digest", str(desc.digest)), scope=scope,
-                        content=payload, retries=0,
-                        headers={"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)})
-                except Unavailable:
-                    if tries >= budget:
-                        raise
-                else:
-                    if resp.status_code in (201, 204):
-                        return
-                    err = status_error(resp, host=host, what=what, repository=ref.path, action="push")
-                    if not isinstance(err, Unavailable) or tries >= budget:
-                        raise err
-                # A failed PUT leaves the upload session in an unknown state:
-                # start a new one rather than retry the PUT.
-                self._engine.pause(op, self._engine.backoff(tries))
-                tries += 1
+        def attempt(host: RegistryHost, retries: int | None) -> BlobPushed:
+            uploader = Uploader(self._engine, host, op, ref, source, uploads_url=_url(host, f"{ref.path}/blobs/uploads/"),
+                                blob_url=_blob_url(host, ref, str(desc.digest)), scope=scope,
+                                options=options or UploadOptions(), progress=progress, retries=retries)
+            return uploader.run(mount_from)
 
-        self._over_hosts(hosts, op, attempt)
+        return self._over_hosts(hosts, op, attempt)
 
-    def _start_upload(self, host: RegistryHost, op: Operation, ref: Reference, scope: str, what: str,
-                      retries: int | None) -> httpx.URL:
-        resp = self._engine.request(host, op, "POST", _url(host, f"{ref.path}/blobs/uploads/"), scope=scope,
-                                    headers={"Content-Length": "0"}, retries=retries)
-        if resp.status_code != 202:
-            raise status_error(resp, host=host, what=what, repository=ref.path, action="push")
-        location = resp.headers.get("location")
-        if not location:
-            raise Unavailable(f"{what}: registry {host.host} gave no upload location")
-        # Location may be relative or absolute (distribution spec allows both).
-        return resp.url.join(location)
+    def manifest_exists(self, ref: Reference, obj: str) -> Descriptor | None:
+        """The descriptor of the manifest ``obj`` (a tag or digest) names in the
+        repository (HEAD), or None when it has none; asked of the first push host.
+
+        Raises PermissionDenied, Unavailable, DeadlineExceeded.
+        """
+        op = self._engine.operation(f"checking manifest {ref.name}:{obj}")
+        host = self._engine.hosts(ref.domain, CAP_PUSH)[0]
+        resp = self._engine.request(host, op, "HEAD", _manifest_url(host, ref, obj),
+                                    scope=scope_for(ref.path, push=True),
+                                    headers={"Accept": ", ".join(media.MANIFEST_ACCEPT)})
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise status_error(resp, host=host, what=f"checking manifest {obj}", repository=ref.path, action="push")
+        said = resp.headers.get("docker-content-digest", "")
+        length = resp.headers.get("content-length", "")
+        media_type = resp.headers.get("content-type", "").split(";")[0].strip()
+        try:
+            digest = Digest(said)
+        except InvalidArgument:
+            return None  # nothing to compare with: the caller pushes
+        return Descriptor(media_type=media_type or media.OCI_MANIFEST, digest=digest,
+                          size=int(length) if length.isdigit() else 0)
 
     def push_manifest(self, ref: Reference, data: bytes, media_type: str, *, tag: str | None = None) -> Descriptor:
         """PUT a manifest or index under ``tag`` (or under its digest when tag is None).

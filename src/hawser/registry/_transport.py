@@ -40,7 +40,13 @@ from hawser.errors import (
 )
 from hawser.registry._auth import AuthCache, Token, parse_token_response
 from hawser.registry._challenge import Challenge, parse_www_authenticate, pick_challenge
-from hawser.registry._credentials import Credentials, DockerConfig, load_docker_config, normalize_host
+from hawser.registry._credentials import (
+    Credentials,
+    DockerConfig,
+    docker_config_path,
+    load_docker_config,
+    normalize_host,
+)
 from hawser.registry._hosts import RegistryHost, TLSConfig, resolve_hosts, split_port
 from hawser.registry._types import RegistryOptions
 
@@ -241,7 +247,7 @@ def status_error(resp: httpx.Response, *, host: RegistryHost, what: str, reposit
             hint = (f"check the credentials for {name} (or log in, if the token was anonymous) "
                     f"and that they allow {action} on {repository}")
         else:
-            hint = f"log in to {name} (credentials in ~/.docker/config.json) or check the repository name"
+            hint = f"log in (hawser login {name}) or check the repository name"
         return PermissionDenied(f"{what}: registry {name} denied {action} access to repository {repository}"
                                 f" ({status}){suffix}", hint=hint)
     if status == 404:
@@ -353,13 +359,13 @@ class Engine:
                 return creds
         if self.opts.docker_config is None:
             return None
-        return self._docker_config().lookup(name)
+        return self._docker_config().lookup(name, helper_timeout=self.opts.credential_helper_timeout)
 
     def _docker_config(self) -> DockerConfig:
         """The docker config, parsed again only when the file changed (a login
         while a daemon runs must be seen, a re-read per request is waste)."""
         assert self.opts.docker_config is not None
-        path = Path(os.path.expanduser(os.fspath(self.opts.docker_config)))
+        path = docker_config_path(self.opts.docker_config)  # the default: $REGISTRY_AUTH_FILE, $DOCKER_CONFIG
         try:
             st = path.stat()
             stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -561,7 +567,7 @@ class Engine:
             raise unusable from None
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise unusable
-        scopes = [scope]
+        scopes = [scope] if scope else []  # none for a login's GET /v2/
         # Ask for what the registry said it wants too (a cross-repository
         # mount, say), beside the scope this client computed.
         for extra in extra_scope.split():
@@ -597,9 +603,9 @@ class Engine:
             detail = registry_error_detail(resp)
             who = f"user {creds.username!r}" if creds is not None and creds.username else "anonymous access"
             hint = (f"check the credentials for {normalize_host(host.host)}" if creds is not None
-                    else f"log in to {normalize_host(host.host)} (credentials in ~/.docker/config.json)")
+                    else f"log in: hawser login {normalize_host(host.host)}")
             raise PermissionDenied(
-                f"token server {parts.netloc} refused {who} for {scope} on registry {host.host}"
+                f"token server {parts.netloc} refused {who}{f' for {scope}' if scope else ''} on registry {host.host}"
                 + (f" ({detail})" if detail else ""), hint=hint)
         if resp.status_code != 200:
             detail = registry_error_detail(resp)

@@ -12,7 +12,7 @@ from hawser import __version__
 from hawser._dataclass import dataclass
 from hawser.errors import InvalidArgument
 from hawser.oci import Descriptor
-from hawser.registry._credentials import DEFAULT_DOCKER_CONFIG, CredentialsFunc
+from hawser.registry._credentials import DEFAULT_DOCKER_CONFIG, DEFAULT_HELPER_TIMEOUT, CredentialsFunc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +46,8 @@ class RegistryOptions:
     credentials: CredentialsFunc | None = None
     # docker config.json whose "auths" hold credentials; None: do not read one.
     docker_config: str | os.PathLike[str] | None = DEFAULT_DOCKER_CONFIG
+    # Seconds a credential helper the docker config names (docker-credential-NAME) may take per call.
+    credential_helper_timeout: float = DEFAULT_HELPER_TIMEOUT
     user_agent: str = f"hawser/{__version__}"
     # Size of the chunks a BlobStream yields.
     chunk_size: int = 1 << 20
@@ -54,7 +56,7 @@ class RegistryOptions:
     sleep: Callable[[float], None] = time.sleep
 
     def __post_init__(self) -> None:
-        for name in ("stall_timeout", "connect_timeout"):
+        for name in ("stall_timeout", "connect_timeout", "credential_helper_timeout"):
             if not getattr(self, name) > 0:
                 raise InvalidArgument(f"registry option {name} must be positive, not {getattr(self, name)!r}")
         if self.deadline is not None and not self.deadline > 0:
