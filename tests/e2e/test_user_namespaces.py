@@ -6,6 +6,7 @@ and the requests that cannot be honoured."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -216,6 +217,10 @@ def test_removal_leaves_no_mounts_or_pins(pods: Pods, tmp_path: Path) -> None:
     pod = pods.pod("userns-gone", namespace_options=userns())
     cid = pods.run(pod, with_userns(pods.config("c", "sleep", "1000", mounts=[volume(data, "/vol")])))
     assert out(pods, cid, "cat", "/vol/keep") == "kept\n"
+    # system check knows the idmapped copies and the user namespace pin: nothing to report.
+    check = pods.hawserd.cli("system", "check", "--format", "json", check=False)
+    problems = [f for f in json.loads(check.stdout) if f["severity"] == "problem"]
+    assert check.returncode == 0 and not problems, problems
     state = str(pods.hawserd.state)
     pods.rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod[0]))
     pods.rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod[0]))

@@ -73,6 +73,7 @@ class _Paths:
         self.attach = os.path.join(state, "attach")
         self.runc = os.path.join(state, "runc")
         self.pods = os.path.join(state, "sandboxes")
+        self.idmap = os.path.join(state, "idmap")  # a user-namespaced container's idmapped bind copies
         self.logs = os.path.join(root, "containers")
 
 
@@ -173,10 +174,11 @@ def _mounts_below(mounts: Iterable[MountPoint], tops: Sequence[str]) -> list[Mou
 def _owner(path: str, paths: _Paths) -> tuple[str, str, str] | None:
     """(``container`` or ``pod``, its id, the pod's ``ns`` dir for a namespace pin or "")
     of a mount point; None for one no container or pod would have made."""
-    rel = _under(path, paths.bundles)
-    if rel is not None:
-        id_ = rel.split("/", 1)[0]
-        return ("container", id_, "") if CONTAINER_ID.match(id_) else None
+    for top in (paths.bundles, paths.idmap):
+        rel = _under(path, top)
+        if rel is not None:
+            id_ = rel.split("/", 1)[0]
+            return ("container", id_, "") if CONTAINER_ID.match(id_) else None
     rel = _under(path, paths.pods)
     if rel is not None:
         parts = rel.split("/")

@@ -167,3 +167,17 @@ def test_an_error_of_the_checker_is_a_finding_and_the_check_goes_on(node: Node) 
     assert kinds(report) == sorted([(CHECK_ERROR, "cgroups"),
                                     (EXIT_FILE_ORPHAN, os.path.join(node.state, "exits", "1" * 64))])
     assert "no cgroup filesystem" in (report.findings[0].error or "") and report.exit_code == 1
+
+
+def test_idmapped_copies_belong_to_their_container(node: Node) -> None:
+    """A user-namespaced container's bind copies under state/idmap/<id>/ are its
+    own while its record lives, and orphans once it is gone."""
+    image = node.add_image()
+    live = node.add_container(image)
+    orphan = "f" * 64
+    for id_ in (live.id, orphan):
+        node.mount(os.path.join(node.state, "idmap", id_, "0"))
+    report = node.check()
+    assert kinds(report) == [(MOUNT_ORPHAN, os.path.join(node.state, "idmap", orphan, "0"))]
+    assert all(f.repaired for f in node.check(repair=True).findings)
+    assert node.host.calls == [("unmount", os.path.join(node.state, "idmap", orphan, "0"))]
