@@ -59,6 +59,8 @@ class RegistryConfig:
     stall_bytes: int = 1024
     max_retries: int = 5
     credential_helper_timeout: float = 30.0
+    # A containers-policy.json (podman's, CRI-O's format) every pull must satisfy; "": none, all accepted.
+    policy: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +208,10 @@ _DOCS: dict[str, str] = {
     "registry.credential_helper_timeout":
         "Seconds a credential helper (docker-credential-NAME, named by credsStore or credHelpers\n"
         "in the docker config) may take to answer.",
+    "registry.policy":
+        "A signature policy (containers-policy.json, e.g. /etc/containers/policy.json) every pull\n"
+        "must satisfy: insecureAcceptAnything, reject, sigstoreSigned (cosign keys) per scope.\n"
+        "Empty: no policy, every image accepted.",
     "gc.pull_lease_ttl": "An interrupted pull's partial data is protected this long, then collected.",
     "gc.grace_period":
         "Content and snapshots younger than this are never collected: a second guard,\n"

@@ -14,7 +14,7 @@ from hawser.cli._parser import UsageError, add_command_line
 TYPE_CHECKING = False  # see _parser: the CLI never imports typing
 if TYPE_CHECKING:
     from argparse import Namespace
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
 
     from hawser.cli._parser import Handler, Parser
@@ -71,11 +71,14 @@ def _build_options(a: Namespace) -> ContainerOptions:
         parts = spec.split(":")
         if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
             raise InvalidArgument(f"invalid volume {spec!r}: use SRC:DST[:ro|rw]")
+        if not os.path.isabs(parts[0]):  # never a bind of a path under the current directory
+            raise InvalidArgument(f"invalid volume {spec!r}: named volumes are not supported yet; "
+                                  "use an absolute host path")
         mode = parts[2].split(",") if len(parts) == 3 else []
         if any(m not in ("ro", "rw", "private", "rprivate", "shared", "rshared", "slave", "rslave") for m in mode):
             raise InvalidArgument(f"invalid volume mode in {spec!r}")
         propagation = next((m for m in mode if m not in ("ro", "rw")), "rprivate")
-        mounts.append(BindMount(source=os.path.abspath(parts[0]), destination=parts[1], readonly="ro" in mode,
+        mounts.append(BindMount(source=os.path.normpath(parts[0]), destination=parts[1], readonly="ro" in mode,
                                 propagation=propagation))
     tmpfs = []
     for spec in a.tmpfs:
@@ -124,7 +127,7 @@ def _labels(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _ensure_image(ctx: CliContext, image: str, plain_http: bool) -> None:
+def _ensure_image(ctx: CliContext, image: str, plain_http: bool, platform: str | None = None) -> None:
     from hawser.errors import NotFound
 
     store = ctx.images()
@@ -135,26 +138,50 @@ def _ensure_image(ctx: CliContext, image: str, plain_http: bool) -> None:
         from hawser.cli._progress import progress_display
 
         with progress_display(True) as sink:
-            store.pull(image, plain_http=plain_http, progress=sink)
+            from hawser.oci import Platform
+
+            store.pull(image, plain_http=plain_http, progress=sink,
+                       platform=Platform.parse(platform) if platform else None)
 
 
-def _create(ctx: CliContext, a: Namespace) -> ContainerInfo:
+def _create(ctx: CliContext, a: Namespace, *, exit_command: Sequence[str] = ()) -> ContainerInfo:
     options = _build_options(a)
-    _ensure_image(ctx, a.image, a.plain_http)
-    return _manager(ctx).create(a.image, options, name=a.name, labels=_labels(a.labels))
+    _ensure_image(ctx, a.image, a.plain_http, getattr(a, "platform", None))
+    return _manager(ctx).create(a.image, options, name=a.name, labels=_labels(a.labels), exit_command=exit_command)
+
+
+def _removal_on_exit(ctx: CliContext) -> list[str]:
+    """``run -d --rm``: no hawser process is left to remove the container when
+    it exits, so its conmon runs ``hawser rm`` then (as podman's does).  conmon
+    waits for its exit command and rm waits for conmon to be gone: ``setsid -f``
+    lets conmon go at once, the rm carrying on on its own."""
+    import shutil
+
+    return [shutil.which("setsid") or "/usr/bin/setsid", "-f", *ctx.hawser_argv("rm", "-f")]
+
+
+def _check_tty(*, tty: bool, interactive: bool) -> None:
+    """docker's refusal of a terminal whose input is not one (it would hang)."""
+    if tty and interactive and not os.isatty(0):
+        from hawser.errors import InvalidArgument
+
+        raise InvalidArgument("the input device is not a TTY", hint="drop -t, or run it from a terminal")
 
 
 def run(p: Parser) -> Handler:
     """Create and start a container from IMAGE (pulled if missing), running CMD."""
     p.add_argument("-d", "--detach", action="store_true", help="Run in the background; print the container id.")
     p.add_argument("--rm", dest="remove", action="store_true", help="Remove the container when it exits.")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to pull IMAGE for if missing.")
     _container_arguments(p)
     return _run
 
 
 def _run(ctx: CliContext, a: Namespace) -> int | None:
+    if not a.detach:
+        _check_tty(tty=a.tty, interactive=a.interactive)
     manager = _manager(ctx)
-    info = _create(ctx, a)
+    info = _create(ctx, a, exit_command=_removal_on_exit(ctx) if a.detach and a.remove else ())
     if a.detach:
         manager.start_created(info)
         echo(info.id)
@@ -223,6 +250,23 @@ def _create_command(ctx: CliContext, a: Namespace) -> None:
 
 def _containers(p: Parser, *, required: bool = True) -> None:
     p.add_argument("containers", nargs="+" if required else "*", metavar="CONTAINERS")
+
+
+def _each(names: Sequence[str], action: Callable[[str], object]) -> int | None:
+    """As docker with several names: each one is tried, each failure is one
+    line on stderr, each success its name on stdout; 1 if any failed."""
+    from hawser.errors import HawserError
+
+    failed = False
+    for name in names:
+        try:
+            action(name)
+        except HawserError as exc:
+            echo(f"hawser: {exc}", err=True)
+            failed = True
+        else:
+            echo(name)
+    return 1 if failed else None
 
 
 def start(p: Parser) -> Handler:
@@ -295,7 +339,8 @@ def _ps(ctx: CliContext, a: Namespace) -> None:
         return
     rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
     for i in infos:
-        command = " ".join(str(a) for a in (i.record.config.get("args") or i.record.config.get("entrypoint") or []))
+        entrypoint, cmd = i.command()
+        command = " ".join((*entrypoint, *cmd))
         if not no_trunc and len(command) > 20:
             command = command[:19] + "…"
         rows.append((i.id if no_trunc else i.id[:12], i.record.image, f'"{command}"',
@@ -319,6 +364,12 @@ def exec_(p: Parser) -> Handler:
 
 def _exec(ctx: CliContext, a: Namespace) -> int:
     # a.interactive: stdin is this process's own; runc relays it
+    if not a.detach:
+        _check_tty(tty=a.tty, interactive=a.interactive)
+        if a.tty and not any(os.isatty(fd) for fd in (0, 1, 2)):  # runc needs one to relay the terminal
+            from hawser.errors import InvalidArgument
+
+            raise InvalidArgument("the input device is not a TTY", hint="drop -t, or run it from a terminal")
     return _manager(ctx).exec_attached(a.container, tuple(a.command), tty=a.tty, detach=a.detach,
                                        env=tuple(a.env), user=a.user, workdir=a.workdir)
 
@@ -368,11 +419,9 @@ def stop(p: Parser) -> Handler:
     return _stop
 
 
-def _stop(ctx: CliContext, a: Namespace) -> None:
+def _stop(ctx: CliContext, a: Namespace) -> int | None:
     manager = _manager(ctx)
-    for c in a.containers:
-        manager.stop(c, a.timeout)
-        echo(c)
+    return _each(a.containers, lambda c: manager.stop(c, a.timeout))
 
 
 def _signal_number(text: str) -> int:
@@ -394,12 +443,10 @@ def kill(p: Parser) -> Handler:
     return _kill
 
 
-def _kill(ctx: CliContext, a: Namespace) -> None:
+def _kill(ctx: CliContext, a: Namespace) -> int | None:
     manager = _manager(ctx)
     number = _signal_number(a.signal)
-    for c in a.containers:
-        manager.kill(c, number)
-        echo(c)
+    return _each(a.containers, lambda c: manager.kill(c, number))
 
 
 def rm(p: Parser) -> Handler:
@@ -409,12 +456,10 @@ def rm(p: Parser) -> Handler:
     return _rm
 
 
-def _rm(ctx: CliContext, a: Namespace) -> None:
+def _rm(ctx: CliContext, a: Namespace) -> int | None:
     # As rmi and prune: on a full disk the store opens with the reserve given back.
     manager = ctx.containers(to_free_space=True)
-    for c in a.containers:
-        manager.remove(c, force=a.force)
-        echo(c)
+    return _each(a.containers, lambda c: manager.remove(c, force=a.force))
 
 
 def inspect(p: Parser) -> Handler:
@@ -423,14 +468,15 @@ def inspect(p: Parser) -> Handler:
     return _inspect
 
 
-def _inspect(ctx: CliContext, a: Namespace) -> None:
+def _inspect(ctx: CliContext, a: Namespace) -> int | None:
     import json
 
     from hawser.errors import NotFound
 
     manager = _manager(ctx)
     out = []
-    for n in a.names:
+    failed = False
+    for n in a.names:  # as docker: the ones found are shown, each one not found is a line on stderr
         try:
             out.append(manager.info(manager.lookup(n)).to_json())
         except NotFound:
@@ -438,8 +484,10 @@ def _inspect(ctx: CliContext, a: Namespace) -> None:
             try:
                 out.append(store.inspect(store.resolve_name(n)).to_json())
             except NotFound:
-                raise NotFound(f"no such container or image: {n}") from None
+                echo(f"hawser: no such container or image: {n}", err=True)
+                failed = True
     echo(json.dumps(out, indent=2))
+    return 1 if failed else None
 
 
 def _attached_start(manager: ContainerManager, record: Container) -> int:
@@ -463,11 +511,9 @@ def pause(p: Parser) -> Handler:
     return _pause
 
 
-def _pause(ctx: CliContext, a: Namespace) -> None:
+def _pause(ctx: CliContext, a: Namespace) -> int | None:
     manager = _manager(ctx)
-    for c in a.containers:
-        manager.pause(c)
-        echo(c)
+    return _each(a.containers, manager.pause)
 
 
 def unpause(p: Parser) -> Handler:
@@ -476,11 +522,9 @@ def unpause(p: Parser) -> Handler:
     return _unpause
 
 
-def _unpause(ctx: CliContext, a: Namespace) -> None:
+def _unpause(ctx: CliContext, a: Namespace) -> int | None:
     manager = _manager(ctx)
-    for c in a.containers:
-        manager.resume(c)
-        echo(c)
+    return _each(a.containers, manager.resume)
 
 
 def wait(p: Parser) -> Handler:

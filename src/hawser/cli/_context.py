@@ -66,6 +66,21 @@ class CliContext:
         manager.observers.append(container_observer(self.journal()))
         return manager
 
+    def hawser_argv(self, *args: str) -> list[str]:
+        """A hawser command line with this one's store, state and config (conmon
+        runs it on the command's behalf when a container exits: ``run -d --rm``)."""
+        import os
+
+        argv = [sys.executable, "-m", "hawser.cli._run", "-n", self.namespace]
+        given = {"--config": self._config_path, "--root": self._overrides["root"],
+                 "--state": self._overrides["state"], "--registry-config-dir": self._overrides["registry.config_path"]}
+        for flag, value in given.items():
+            if value is not None:  # conmon runs it in the container's bundle: paths made absolute
+                argv += [flag, os.path.abspath(value)]
+        if self._overrides["snapshotter"] is not None:
+            argv += ["--snapshotter", self._overrides["snapshotter"]]
+        return [*argv, *args]
+
     def journal(self) -> Journal:
         """The store's event journal (``hawser events``), which every command that changes something appends to."""
         from hawser.events import Journal

@@ -26,6 +26,8 @@ def pull(p: Parser) -> Handler:
     p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to pull [default: this host's].")
     p.add_argument("--plain-http", action="store_true", help="Talk http, not https, to the registry.")
     p.add_argument("-q", "--quiet", action="store_true", help="Print only the image name.")
+    p.add_argument("--signature-policy", metavar="FILE",
+                   help="A containers-policy.json the image must satisfy [default: registry.policy].")
     p.add_argument("reference", metavar="REFERENCE")
     return _pull
 
@@ -35,7 +37,8 @@ def _pull(ctx: CliContext, a: Namespace) -> None:
 
     store = ctx.images()
     with progress_display(a.quiet) as sink:
-        image = store.pull(a.reference, platform=_platform(a.platform), plain_http=a.plain_http, progress=sink)
+        image = store.pull(a.reference, platform=_platform(a.platform), plain_http=a.plain_http, progress=sink,
+                           signature_policy=a.signature_policy)
     echo(image.name if a.quiet else f"{image.name}: {image.target.digest}")
 
 
@@ -98,19 +101,65 @@ def _images(ctx: CliContext, a: Namespace) -> None:
 
 def rmi(p: Parser) -> Handler:
     """Remove images, then collect what no image uses any more."""
+    p.add_argument("-f", "--force", action="store_true",
+                   help="Remove an image containers use; an image ID removes all the image's names.")
     p.add_argument("references", nargs="+", metavar="REFERENCES")
     return _rmi
 
 
+def _rmi_names(ctx: CliContext, text: str, ids: dict[str, str], *, force: bool) -> list[str]:
+    """The names ``rmi TEXT`` removes, or docker's refusal without -f: an image
+    ID of an image with several names; the last name of an image a container uses."""
+    from hawser.errors import FailedPrecondition, InvalidArgument
+    from hawser.oci import parse_reference
+
+    store = ctx.images()
+    name = store.resolve_name(text)
+    image_id = ids.get(name, "")
+    try:
+        by_name = name == text or str(parse_reference(text)) == name
+    except InvalidArgument:
+        by_name = False
+    siblings = sorted(n for n, i in ids.items() if i == image_id) if image_id else [name]
+    if not by_name and len(siblings) > 1 and not force:
+        raise FailedPrecondition(f"conflict: unable to delete {text} (must be forced) - image is referenced in "
+                                 f"multiple repositories: {', '.join(siblings)}",
+                                 hint="remove it by name, or all its names with rmi -f")
+    names = [name] if by_name else siblings
+    if not force and set(siblings) <= set(names):  # the image goes: no container may use it
+        user = next((i for i in ctx.containers().list(all_=True)
+                     if (image_id and i.record.image_id == image_id) or i.record.image in names), None)
+        if user is not None:
+            raise FailedPrecondition(f"conflict: unable to remove repository reference {text} (must force) - "
+                                     f"container {user.id[:12]} is using its referenced image "
+                                     f"{image_id.removeprefix('sha256:')[:12] or name}",
+                                     hint=f"remove the container first (hawser rm {user.record.name}), or use -f")
+    return names
+
+
 def _rmi(ctx: CliContext, a: Namespace) -> int:
+    from hawser.errors import HawserError
+
     # Removing images is how a full disk gets room back: it may use the reserve.
     store = ctx.images(to_free_space=True)
-    for name in store.remove(list(a.references), prune=False):
-        echo(f"Untagged: {name}")
+    ids = {i.name: str(i.image_id or "") for i in store.list_images()}
+    failed = removed = False
+    for text in a.references:  # as docker: each one tried, each failure one line
+        try:
+            for name in _rmi_names(ctx, text, ids, force=a.force):
+                store.untag(name)
+                ids.pop(name, None)
+                removed = True
+                echo(f"Untagged: {name}")
+        except HawserError as exc:
+            echo(f"hawser: {exc}", err=True)
+            failed = True
+    if not removed:
+        return 1 if failed else 0
     report = store.prune()
     for err in report.errors:  # the images are gone; what they held may not all be
         echo(f"hawser: collecting what the images held: {err} (hint: hawser system prune retries)", err=True)
-    return 1 if report.errors else 0
+    return 1 if report.errors or failed else 0
 
 
 def inspect(p: Parser) -> Handler:
@@ -148,4 +197,8 @@ def _import(ctx: CliContext, a: Namespace) -> None:
 
 def image(p: Parser) -> Handler:
     """Manage images."""
-    return group(p, {"inspect": inspect, "import": import_, "rm": rmi, "ls": images, "pull": pull})
+    from hawser.cli._copy import copy
+    from hawser.cli._sign import sign
+
+    return group(p, {"inspect": inspect, "import": import_, "rm": rmi, "ls": images, "pull": pull, "copy": copy,
+                     "sign": sign})

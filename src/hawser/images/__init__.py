@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from hawser.images._apply import ApplyResult
     from hawser.images._commit import Change, CommitOptions, CommitResult, check_changes, container_changes
+    from hawser.images._copy import CopyOptions, CopyResult, copy_image
     from hawser.images._diff import DiffSource, WrittenLayer, write_layer
     from hawser.images._events import GC, IMPORT, PULL, REMOVE, ImageEvent, ImageObserver, PullStats
     from hawser.images._layer import unpack_blob
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from hawser.images._pull_worker import PullWorker
     from hawser.images._push import PushOptions, PushResult
     from hawser.images._service import ImageDetail, ImageService, ImageSummary, RunnableImage
+    from hawser.images._sign import generate_signing_key, sign_image
 
 _EXPORTS = {
     "LayerProgress": "_progress", "ProgressEvent": "_progress", "ProgressSink": "_progress",
@@ -32,6 +34,8 @@ _EXPORTS = {
     "PushOptions": "_push", "PushResult": "_push",
     "Change": "_commit", "CommitOptions": "_commit", "CommitResult": "_commit", "check_changes": "_commit",
     "container_changes": "_commit",
+    "CopyOptions": "_copy", "CopyResult": "_copy", "copy_image": "_copy",
+    "generate_signing_key": "_sign", "sign_image": "_sign",
 }
 
 
@@ -47,6 +51,8 @@ __all__ = [
     "Change",
     "CommitOptions",
     "CommitResult",
+    "CopyOptions",
+    "CopyResult",
     "DiffSource",
     "ImageDetail",
     "ImageEvent",
@@ -65,7 +71,10 @@ __all__ = [
     "WrittenLayer",
     "check_changes",
     "container_changes",
+    "copy_image",
+    "generate_signing_key",
     "pull_in_child",
+    "sign_image",
     "unpack_blob",
     "write_layer",
 ]

@@ -40,6 +40,7 @@ from hawser.store import Store
 class PullOptions:
     platform: Platform | None = None
     plain_http: bool = False
+    policy: str = ""  # a signature policy file (images._policy); "": none
 
 
 class RegistrySource:
@@ -130,6 +131,11 @@ def pull_into(store: Store, client: RegistryClient, ref: Reference, options: Pul
     resolved = client.resolve(ref)
     root = resolved.descriptor
     progress(PullMessage(f"resolved {ref} to {root.digest}"))
+    if options.policy:
+        from hawser.images._policy import enforce_policy
+
+        # Before anything is fetched or stored: a refused image leaves nothing behind.
+        enforce_policy(options.policy, client, ref, root)
     wanted = options.platform or Platform.host()
     index_desc: Descriptor | None = None
     index_data = b""

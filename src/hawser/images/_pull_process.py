@@ -198,6 +198,13 @@ def check_present(request: Mapping[str, Any]) -> Answer | None:
         return {"kind": errors.error_kind(exc), "message": exc.message, "hint": exc.hint}
     meter.add_bytes(resolved.descriptor.size)
     meter.end(RESOLVE)
+    if store.config.registry.policy:
+        from hawser.images._policy import enforce_policy
+
+        try:  # a present image is checked as a new one: the policy or its signatures may have changed
+            enforce_policy(store.config.registry.policy, client, ref, resolved.descriptor)
+        except errors.HawserError as exc:
+            return {"kind": errors.error_kind(exc), "message": exc.message, "hint": exc.hint}
     layers = stored_whole(store, ref, resolved.descriptor, Platform.host())
     if layers is None:
         return None

@@ -138,7 +138,8 @@ class ImageService:
     # --- pull / import ---------------------------------------------------------
 
     def pull(self, ref_text: str, *, platform: Platform | None = None, plain_http: bool = False,
-             progress: ProgressSink | None = None, credentials: Any = None) -> ImageSummary:
+             progress: ProgressSink | None = None, credentials: Any = None,
+             signature_policy: str | None = None) -> ImageSummary:
         from hawser.images._progress import PullMessage, discard
         from hawser.images._pull import PullOptions, pull_into
 
@@ -150,7 +151,10 @@ class ImageService:
         try:
             with self.store.lease() as lease:
                 root, meter = pull_into(self.store, client, ref,
-                                        PullOptions(platform=platform, plain_http=plain_http), progress, lease)
+                                        PullOptions(platform=platform, plain_http=plain_http,
+                                                    policy=self.config.registry.policy if signature_policy is None
+                                                    else signature_policy),
+                                        progress, lease)
                 failpoint("pull.before-image-record")
                 self._put_image(str(ref), root)
                 failpoint("pull.after-image-record")

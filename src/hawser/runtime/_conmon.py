@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 
 from hawser._dataclass import dataclass
 from hawser.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
@@ -98,11 +99,13 @@ def _parse_sync(line: str) -> tuple[int, str]:
 def conmon_argv(*, runc: Runc, container_id: str, session_id: str, name: str, paths: ConmonPaths,
                 tty: bool, stdin: bool, exec_process: str | None = None, timeout: int = 0,
                 log_size_max: int = 0, leave_stdin_open: bool = False, passthrough: bool = False,
-                conmon: str = "") -> list[str]:
+                conmon: str = "", exit_command: Sequence[str] = ()) -> list[str]:
     """conmon's command line for ``runc`` (its binary, root and global flags).
     ``passthrough``: the process gets conmon's own stdin, stdout and stderr
     (``ConmonSession(stdio=...)``) instead of pipes to a log; no terminal.
-    ``conmon``: the configured binary ("": the one on PATH)."""
+    ``conmon``: the configured binary ("": the one on PATH).
+    ``exit_command``: a program (and its arguments) conmon runs once the
+    container has exited and its exit file is written; conmon waits for it."""
     log = "passthrough:" if passthrough else f"k8s-file:{paths.log_path}"
     argv = [conmon or conmon_binary(), "--api-version", "1", "--cid", container_id, "--cuuid", session_id,
             "--name", name, "--runtime", runc.binary, "--runtime-arg", f"--root={runc.root}",
@@ -127,6 +130,9 @@ def conmon_argv(*, runc: Runc, container_id: str, session_id: str, name: str, pa
         argv += ["--timeout", str(timeout)]
     if log_size_max > 0:
         argv += ["--log-size-max", str(log_size_max)]
+    if exit_command:
+        argv += ["--exit-command", exit_command[0]]
+        argv += [arg for value in exit_command[1:] for arg in ("--exit-command-arg", value)]
     return argv
 
 

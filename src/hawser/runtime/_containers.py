@@ -69,7 +69,7 @@ from hawser.runtime._types import (
     ContainerStatus,
     ExecResult,
 )
-from hawser.runtime._user import find_executable
+from hawser.runtime._user import find_executable, resolve_in_root
 from hawser.snapshots import mount_all, unmount_all
 
 TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
@@ -387,7 +387,8 @@ class ContainerManager:
 
     def create(self, image: str, options: ContainerOptions, *, name: str | None = None,
                labels: Mapping[str, str] | None = None, log_path: str | None = None,
-               cgroup_parent: str | None = None, extra_config: Mapping[str, Any] | None = None) -> ContainerInfo:
+               cgroup_parent: str | None = None, extra_config: Mapping[str, Any] | None = None,
+               exit_command: Sequence[str] = ()) -> ContainerInfo:
         """Create a container from a stored image (it is not started).
 
         ``log_path``: where conmon writes the CRI-format log (an absolute path;
@@ -400,6 +401,8 @@ class ContainerManager:
         names the runtime handler ("" or none: the default one), whose
         allowed annotations are all of ``options.annotations`` that reach the
         spec.
+        ``exit_command``: a program its conmon runs when the container exits,
+        with the container's id appended (``run -d --rm`` removes it so).
 
         NotFound for an unknown image or runtime handler, AlreadyExists for a
         name in use, InvalidArgument for a bad option (unknown user, missing
@@ -430,6 +433,11 @@ class ContainerManager:
             # Its own UTS namespace and no name given: the short id, as docker does.
             options = replace(options, hostname=id_[:12])
         config = _options_json(options, named_stop_signal(runnable.config, options))
+        # What runs, by docker's rules (ps and inspect show it; the options keep only the overrides).
+        config["command"] = {"entrypoint": list(options.entrypoint if options.entrypoint is not None
+                                                else runnable.config.entrypoint),
+                             "cmd": list(options.args if options.args is not None
+                                         else () if options.entrypoint is not None else runnable.config.cmd)}
         if log_path is not None:
             config["log_path"] = log_path
         if extra_config:
@@ -491,7 +499,8 @@ class ContainerManager:
                     if not os.path.exists(log_path):
                         undo.push(lambda: unlink(log_path))
                 pid = self._conmon_create(record, bundle, tty=options.tty, stdin=options.stdin,
-                                          leave_stdin_open=options.stdin and not options.stdin_once, undo=undo)
+                                          leave_stdin_open=options.stdin and not options.stdin_once, undo=undo,
+                                          exit_command=[*exit_command, id_] if exit_command else ())
                 failpoint("create.after-conmon")
             except BaseException:
                 self._make_room()  # a full disk: the undo's records need room to be removed
@@ -504,7 +513,7 @@ class ContainerManager:
         return info
 
     def _conmon_create(self, record: Container, bundle: str, *, tty: bool, stdin: bool, undo: _Undo,
-                       leave_stdin_open: bool = False) -> int:
+                       leave_stdin_open: bool = False, exit_command: Sequence[str] = ()) -> int:
         id_ = record.id
         paths = ConmonPaths(bundle=bundle, pid_file=os.path.join(bundle, "pidfile"),
                             conmon_pid_file=os.path.join(bundle, "conmon.pid"), exit_dir=self.exits_dir,
@@ -512,7 +521,8 @@ class ContainerManager:
         runc = self.runc_for(record)
         argv = conmon_argv(runc=runc, container_id=id_, session_id=id_, name=record.name, paths=paths,
                            tty=tty, stdin=stdin, log_size_max=self.config.runtime.log_size_max,
-                           leave_stdin_open=leave_stdin_open, conmon=self.config.runtime.conmon)
+                           leave_stdin_open=leave_stdin_open, conmon=self.config.runtime.conmon,
+                           exit_command=exit_command)
         undo.push(lambda: self._forget_runtime(id_, runc=runc))
         session = ConmonSession(argv, cwd=bundle)
         try:
@@ -677,6 +687,13 @@ class ContainerManager:
         record = self.lookup(text)
         self._make_room()  # a removal on a full disk needs a little room to record it
         with self._locked(record.id) as lock:
+            try:
+                # Another removal may have finished while this one waited (``rm`` and a
+                # ``run -d --rm`` container's exit command, say).
+                self.records.get(record.id, namespace=record.namespace)
+            except NotFound:
+                lock.release(remove=True)
+                raise NotFound(f"no such container: {text}") from None
             status = self.status(record)
             if status.state in (RUNNING, PAUSED) and not force:
                 raise FailedPrecondition(f"container {record.name} is {status.state}",
@@ -889,6 +906,9 @@ class ContainerManager:
         terminal with ``tty``); its exit status. ``detach``: start it and return 0."""
         record = self._running(text)
         process = self._exec_process(record, argv, tty=tty and not detach, env=env, user=user, workdir=workdir)
+        if process["terminal"] and not any(e.startswith("TERM=") for e in process["env"]):
+            process["env"].append("TERM=xterm")  # as run -t, and docker's exec -t
+        self._check_exec(record, process)
         exec_dir = os.path.join(self.bundle(record.id), "exec", os.urandom(8).hex())
         os.makedirs(exec_dir, mode=0o700)
         try:
@@ -914,6 +934,31 @@ class ContainerManager:
             return proc.returncode
         finally:
             shutil.rmtree(exec_dir, ignore_errors=True)
+
+    def _check_exec(self, record: Container, process: Mapping[str, Any]) -> None:
+        """What runc would refuse with a raw log line and status 255, said first
+        in one line with docker's exit codes: 127 for a command that is not
+        found, 126 for one that cannot be invoked (a missing working directory).
+        Looked up in the container's own view of its files (its mounts too)."""
+        pid = self.status(record).pid
+        if not pid:
+            return
+        root = f"/proc/{pid}/root"
+        cwd = str(process.get("cwd") or "/")
+        if not os.path.isdir(resolve_in_root(root, cwd)):
+            error: HawserError = FailedPrecondition(f"exec in {record.name}: working directory {cwd!r} does not "
+                                                    "exist in the container, or is not a directory")
+            error.exit_code = 126
+            raise error
+        env_path = next((e[5:] for e in process.get("env", ()) if e.startswith("PATH=")), "")
+        try:
+            find_executable(root, process["args"][0], env_path, cwd)
+        except InvalidArgument:
+            error = NotFound(f"exec in {record.name}: {process['args'][0]!r}: executable file not found in "
+                             f"$PATH ({env_path})" if "/" not in process["args"][0] else
+                             f"exec in {record.name}: {process['args'][0]!r}: no such executable file")
+            error.exit_code = 127
+            raise error from None
 
     def exec_started(self, record: Container, exec_id: str, argv: Sequence[str]) -> None:
         """Tell the observers an exec began (the CRI's streaming exec runs its own)."""

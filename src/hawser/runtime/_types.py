@@ -50,14 +50,26 @@ class ContainerInfo:
     def id(self) -> str:
         return self.record.id
 
+    def command(self) -> tuple[list[str], list[str]]:
+        """The entrypoint and cmd the container runs (the image's where not
+        overridden, as docker decides); a record older than that knows only
+        its overrides."""
+        config = self.record.config
+        command = config.get("command") or {"entrypoint": config.get("entrypoint") or [],
+                                            "cmd": config.get("args") or []}
+        return [str(a) for a in command["entrypoint"]], [str(a) for a in command["cmd"]]
+
     def to_json(self) -> dict[str, Any]:
         r, s = self.record, self.status
+        entrypoint, cmd = self.command()
+        args = [*entrypoint, *cmd]
         return {
             "Id": r.id, "Name": r.name, "Image": r.image, "ImageId": r.image_id, "Created": _iso(r.created_at),
+            "Path": args[0] if args else "", "Args": args[1:],
             "State": {"Status": s.state, "Running": s.state == RUNNING, "Paused": s.state == PAUSED,
                       "Pid": s.pid, "ExitCode": s.exit_code, "OOMKilled": s.oom_killed,
                       "StartedAt": _iso(s.started_at), "FinishedAt": _iso(s.finished_at), "Reason": s.reason},
-            "Config": dict(r.config), "Labels": dict(r.labels), "Snapshot": {"Snapshotter": r.snapshotter,
+            "Config": {**r.config, "Entrypoint": entrypoint, "Cmd": cmd}, "Labels": dict(r.labels), "Snapshot": {"Snapshotter": r.snapshotter,
                                                                              "Key": r.snapshot_key},
             "Bundle": self.bundle, "LogPath": self.log_path,
         }
