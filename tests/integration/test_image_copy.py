@@ -172,3 +172,15 @@ def test_through_the_store(overlay_env: Env, busybox: tuple[str, BuiltImage], re
     got = json.loads(_raw(dest))
     assert got["config"]["digest"] == str(image.config_desc.digest)
     assert [layer["digest"] for layer in got["layers"]] == image.diff_ids
+
+
+def test_run_pulls_the_platform_it_is_asked_for(overlay_env: Env,
+                                                 two_platforms: tuple[str, bytes, dict[str, BuiltImage]]) -> None:
+    """``run --platform`` pulls that platform's image of an index (here one that cannot run: it has
+    no programs, so the run itself fails, after the pull)."""
+    ref, _, images = two_platforms
+    proc = overlay_env.cli("run", "--rm", "--plain-http", "--platform", "linux/arm64", ref, "/bin/true", check=False)
+    assert proc.returncode != 0
+    [info] = json.loads(overlay_env.cli("image", "inspect", ref).stdout)
+    assert str(images["arm64"].config_desc.digest) in json.dumps(info), info
+    assert str(images["amd64"].config_desc.digest) not in json.dumps(info)

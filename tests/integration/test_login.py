@@ -129,9 +129,17 @@ def test_credential_helper_login_pull_logout(overlay_env: Env, private: tuple[Re
 
     overlay_env.cli("pull", "--plain-http", "-q", ref, env=env)
     assert "get" in helper.calls()
+    # push takes its credentials from the helper too (the registry lets nobody push without).
+    pushed = f"{handle.host}/private/pushed:v1"
+    calls = len(helper.calls())
+    digest = overlay_env.cli("push", "--plain-http", "-q", ref, pushed, env=env).stdout.strip()
+    assert digest.startswith("sha256:") and "get" in helper.calls()[calls:]
 
     overlay_env.cli("logout", handle.host, env=env)
     assert helper.secrets() == {} and helper.calls()[-1] == "erase"
+    # Logged out: the same push is refused in one line.
+    line = one_line(overlay_env.cli("push", "--plain-http", "-q", ref, pushed, env=env, check=False))
+    assert line.startswith("hawser: "), line
 
 
 def test_cred_helpers_beat_creds_store(overlay_env: Env, private: tuple[RegistryHandle, str],
