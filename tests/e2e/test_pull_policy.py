@@ -18,6 +18,7 @@ from hawser.images._sign import push_signature, sign_payload, signature_payload
 from hawser.oci import parse_reference
 from hawser.registry import RegistryClient
 from tests.e2e.helpers import pull_request, small_image, spec, status_code
+from tests.e2e.test_containerd_pull import ctr
 from tests.support.hawserd import Hawserd
 from tests.support.images import BuiltImage, push_image
 from tests.support.registry_fixtures import Registry
@@ -95,3 +96,16 @@ def test_pull_image_under_a_signature_policy(hawserd: Hawserd, registry: Registr
     assert code == grpc.StatusCode.PERMISSION_DENIED, (code, message)
     assert f"scope docker:{host}/e2e-policy/signed: the policy rejects it" in message, message
     assert "no signature by a trusted key" in refused(by_other)
+
+    # ctr pulls through containerd's API (Content, then Images.Create names the image): the same policy.
+    write_policy(signed_only)
+    denied = ctr(hawserd, "images", "pull", "--plain-http", unsigned, check=False)
+    assert denied.returncode != 0 and "SignatureValidationFailed" in denied.stderr, denied.stderr
+    assert unsigned not in ctr(hawserd, "images", "ls", "-q").stdout.split()
+    rejected_by_key = ctr(hawserd, "images", "pull", "--plain-http", by_other, check=False)
+    assert rejected_by_key.returncode != 0 and "no signature by a trusted key" in rejected_by_key.stderr
+    ctr(hawserd, "images", "pull", "--plain-http", signed)
+    assert signed in ctr(hawserd, "images", "ls", "-q").stdout.split()
+    # Retagging onto an unsigned image's target is a new name for it: checked too.
+    moved = ctr(hawserd, "images", "tag", signed, f"{host}/e2e-policy/other-key:1", check=False)
+    assert moved.returncode != 0

@@ -151,6 +151,14 @@ class Images(images_pb2_grpc.ImagesServicer):
     def _images(self) -> ImageRecords:
         return self._deps.store.metadata.images
 
+    async def _admit(self, name: str, target: Descriptor) -> None:
+        """The signature policy (``registry.policy``), as a pull meets it: a
+        client that pulls through Content (``ctr pull``) names its image here."""
+        if self._deps.store.config.registry.policy:
+            from hawser.images import enforce_on_record
+
+            await self._deps.blocking(enforce_on_record, self._deps.store.config, name, target)
+
     def _collect(self) -> None:
         # The store's GC, as `hawser system prune` runs it: it spans every namespace.
         service = ImageService(self._deps.store)
@@ -185,6 +193,7 @@ class Images(images_pb2_grpc.ImagesServicer):
             namespace = namespace_of(context)
             name = _check_name(request.image.name)
             target = to_descriptor(request.image.target)
+            await self._admit(name, target)
             made = await self._deps.blocking(self._images.create, name, target, _labels(request.image.labels),
                                              namespace=namespace)
             message = to_message(made)
@@ -200,6 +209,8 @@ class Images(images_pb2_grpc.ImagesServicer):
             name = _check_name(request.image.name)
             current = await self._deps.blocking(self._images.get, name, namespace=namespace)
             change = image_update(list(request.update_mask.paths), request.image, current)
+            if change.target is not None and change.target.digest != current.target.digest:
+                await self._admit(name, change.target)
             # One transaction: two clients setting different labels keep each other's.
             updated = await self._deps.blocking(self._images.update, name, target=change.target,
                                                 labels=change.labels, merge=change.merge, namespace=namespace)

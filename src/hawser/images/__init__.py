@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from hawser.images._diff import DiffSource, WrittenLayer, write_layer
     from hawser.images._events import GC, IMPORT, PULL, REMOVE, ImageEvent, ImageObserver, PullStats
     from hawser.images._layer import unpack_blob
+    from hawser.images._policy import enforce_on_record
     from hawser.images._progress import LayerProgress, ProgressEvent, ProgressSink, PullMessage
     from hawser.images._pull_process import pull_in_child
     from hawser.images._pull_worker import PullWorker
@@ -35,7 +36,7 @@ _EXPORTS = {
     "Change": "_commit", "CommitOptions": "_commit", "CommitResult": "_commit", "check_changes": "_commit",
     "container_changes": "_commit",
     "CopyOptions": "_copy", "CopyResult": "_copy", "copy_image": "_copy",
-    "generate_signing_key": "_sign", "sign_image": "_sign",
+    "generate_signing_key": "_sign", "sign_image": "_sign", "enforce_on_record": "_policy",
 }
 
 
@@ -72,6 +73,7 @@ __all__ = [
     "check_changes",
     "container_changes",
     "copy_image",
+    "enforce_on_record",
     "generate_signing_key",
     "pull_in_child",
     "sign_image",

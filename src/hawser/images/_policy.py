@@ -48,6 +48,7 @@ from hawser.errors import HawserError, InvalidArgument, NotFound, PermissionDeni
 from hawser.oci import Descriptor, Digest, Reference, media, parse_manifest
 
 if TYPE_CHECKING:
+    from hawser.config import Config
     from hawser.registry import RegistryClient
 
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -270,6 +271,27 @@ def enforce_policy(path: str, client: RegistryClient, ref: Reference, root: Desc
                                    f"scope {scope}: {why}",
                                    hint="sign the image (hawser image sign --key KEY.pem IMAGE) "
                                         "or change the policy")
+
+
+def enforce_on_record(config: Config, name: str, target: Descriptor) -> None:
+    """The policy of ``config`` (``registry.policy``) applied to an image
+    record a client writes itself (containerd's Images.Create and Update:
+    ``ctr pull`` fetches through Content and names the image last): as for a
+    pull, PermissionDenied unless it accepts ``target`` under ``name``.  A
+    name that is no registry reference (a local import's) has no scope in
+    the policy's ``docker`` transport and is not checked."""
+    if not config.registry.policy:
+        return
+    from hawser.images._service import registry_options
+    from hawser.oci import parse_reference
+    from hawser.registry import RegistryClient
+
+    try:
+        ref = parse_reference(name)
+    except InvalidArgument:
+        return
+    with RegistryClient(registry_options(config)) as client:
+        enforce_policy(config.registry.policy, client, ref, target)
 
 
 def _unmet(requirement: Requirement, client: RegistryClient, ref: Reference, digest: Digest) -> str:
