@@ -567,7 +567,9 @@ class Engine:
             raise unusable from None
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise unusable
-        scopes = [scope] if scope else []  # none for a login's GET /v2/
+        # A scope may be several, space-separated (a mount's: push here, pull at the source);
+        # none for a login's GET /v2/.
+        scopes = scope.split()
         # Ask for what the registry said it wants too (a cross-repository
         # mount, say), beside the scope this client computed.
         for extra in extra_scope.split():

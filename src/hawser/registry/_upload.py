@@ -35,6 +35,7 @@ from hawser._dataclass import dataclass
 from hawser._failpoints import failpoint
 from hawser.errors import DataLoss, DeadlineExceeded, HawserError, InvalidArgument, PermissionDenied, Unavailable
 from hawser.oci import Descriptor, Digest, Reference
+from hawser.registry._auth import scope_for
 from hawser.registry._hosts import RegistryHost
 from hawser.registry._transport import Engine, Operation, status_error
 
@@ -220,8 +221,11 @@ class Uploader:
         """A new upload session, or (None, repository) when a mount from it worked."""
         for i, source in enumerate(mount_from):
             url = self._uploads_url.copy_add_param("mount", str(self._desc.digest)).copy_add_param("from", source)
+            # The token must grant pull at the source too: without it a registry does not
+            # refuse (no 401 to learn the scope from), it starts an upload instead.
+            scope = f"{self._scope} {scope_for(source)}"
             try:
-                resp = self._engine.request(self._host, self._op, "POST", url, scope=self._scope,
+                resp = self._engine.request(self._host, self._op, "POST", url, scope=scope,
                                             headers={"Content-Length": "0"}, retries=self._retries)
             except PermissionDenied as exc:
                 # A token server may refuse pull access to the source: upload instead.
