@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 
 from tests.integration.conftest import Env, container_env, one_line
 from tests.support.images import BuiltImage
+from tests.support.terminal import read_terminal
 
 pytestmark = pytest.mark.integration
 
@@ -44,20 +44,7 @@ def _on_pty(env: Env, *args: str) -> tuple[int, str]:
     os.close(slave)
     output = b""
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1)
-            if not ready:
-                if proc.poll() is not None:
-                    break
-                continue
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # EIO: the last holder of the slave side is gone
-                break
-            if not chunk:
-                break
-            output += chunk
+        output = read_terminal(master, proc)
         code = proc.wait(30)
     finally:
         if proc.poll() is None:

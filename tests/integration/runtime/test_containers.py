@@ -19,6 +19,7 @@ from tests.integration.conftest import Env, container_env
 from tests.support.aio import conmons_of
 from tests.support.host import cgroups_under, mounts_under
 from tests.support.images import BuiltImage
+from tests.support.terminal import read_terminal
 
 pytestmark = pytest.mark.integration
 
@@ -325,7 +326,6 @@ def test_exec_sync_timeout_holds_with_a_background_process_on_stdout(ctr: tuple[
 def test_run_it_gives_a_real_terminal(ctr: tuple[Env, str]) -> None:
     import fcntl
     import pty
-    import select
     import struct
     import termios
 
@@ -338,20 +338,7 @@ def test_run_it_gives_a_real_terminal(ctr: tuple[Env, str]) -> None:
     output = b""
     try:
         os.write(master, b"tty; stty size; echo $((6*7)); exit 3\n")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1)
-            if not ready:
-                if proc.poll() is not None:
-                    break
-                continue
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # EIO: the last holder of the slave side is gone
-                break
-            if not chunk:
-                break
-            output += chunk
+        output = read_terminal(master, proc)
         assert proc.wait(30) == 3, output
     finally:
         if proc.poll() is None:
