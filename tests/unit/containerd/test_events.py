@@ -19,6 +19,7 @@ import grpc
 import pytest
 from google.protobuf import any_pb2
 
+from hawser.config import Config
 from hawser.containerd._api.events import container_pb2, content_pb2, image_pb2, namespace_pb2, snapshot_pb2, task_pb2
 from hawser.containerd._api.services.content.v1 import content_pb2 as content_api
 from hawser.containerd._api.services.events.v1 import events_pb2 as pb
@@ -364,7 +365,8 @@ def test_publish_and_forward_check_what_containerd_checks(journal: Journal) -> N
 def parts(tmp_path: Path, journal: Journal) -> Iterator[SimpleNamespace]:
     metadata = Metadata(tmp_path / "metadata.db")
     snapshotter = NativeSnapshotter(str(tmp_path / "native"))
-    store = SimpleNamespace(metadata=metadata, content=LocalStore(tmp_path / "content"), snapshotter=snapshotter)
+    store = SimpleNamespace(metadata=metadata, content=LocalStore(tmp_path / "content"), snapshotter=snapshotter,
+                            config=Config())
     deps = ContainerdDeps(store=store, blocking=blocking, journal=journal)  # type: ignore[arg-type]
     try:
         yield SimpleNamespace(store=store, deps=deps, journal=journal)

@@ -13,6 +13,7 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
+from hawser.config import Config
 from hawser.containerd._api.services.images.v1 import images_pb2 as pb
 from hawser.containerd._api.types import descriptor_pb2
 from hawser.containerd._deps import ContainerdDeps
@@ -130,7 +131,7 @@ def test_other_paths_are_invalid(path: str) -> None:
 @pytest.fixture
 def parts(tmp_path: Path) -> Iterator[SimpleNamespace]:
     metadata = Metadata(tmp_path / "metadata.db")
-    store = SimpleNamespace(metadata=metadata)
+    store = SimpleNamespace(metadata=metadata, config=Config())  # no signature policy
     try:
         yield SimpleNamespace(store=store, service=Images(ContainerdDeps(store=store, blocking=blocking)))  # type: ignore[arg-type]
     finally:
