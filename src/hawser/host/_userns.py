@@ -36,9 +36,10 @@ from hawser.host._libc import load_libc, sys_mount, sys_umount2
 from hawser.host._mount import MNT_DETACH, is_mountpoint
 from hawser.host._namespaces import (
     NAMESPACE_KINDS,
+    _check,
     _ensure_shared_dir,
     _loopback_up,
-    _mount,
+    pin_namespace_of,
     remove_pin_dir,
     run_in_namespaces,
     unpin_namespace,
@@ -58,7 +59,6 @@ _MOVE_MOUNT_F_EMPTY_PATH = 0x4
 _MOUNT_ATTR_RDONLY = 0x1
 _MOUNT_ATTR_IDMAP = 0x00100000
 _MOUNT_ATTR = struct.Struct("QQQQ")  # attr_set, attr_clr, propagation, userns_fd
-_MS_BIND = 0x1000
 
 _UNSHARE_FLAGS = {"net": "--net", "ipc": "--ipc", "uts": "--uts"}
 _START_TIMEOUT = 10.0
@@ -101,9 +101,7 @@ def pin_user_namespace(directory: str, uids: Sequence[IdMapping], gids: Sequence
         _write_map(f"/proc/{proc.pid}/uid_map", uids)
         _write_map(f"/proc/{proc.pid}/gid_map", gids)
         for kind, path in pins.items():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o444)
-            os.close(fd)
-            _mount(f"/proc/{proc.pid}/ns/{kind}", path, _MS_BIND)
+            pin_namespace_of(proc.pid, kind, path)
         joined: dict[str, str] = {k: pins[k] for k in ("net", "uts") if k in pins}
         if joined and (hostname is not None or (loopback_up and "net" in pins)):
             run_in_namespaces(joined, lambda: _set_up(hostname, loopback_up and "net" in pins))
@@ -135,9 +133,7 @@ def _write_map(path: str, ranges: Sequence[IdMapping]) -> None:
 def _set_up(hostname: str | None, loopback: bool) -> None:
     if hostname is not None:
         name = hostname.encode()
-        if load_libc().sethostname(name, len(name)) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"sethostname {hostname!r}: {os.strerror(err)}")
+        _check(load_libc().sethostname(name, len(name)), f"sethostname {hostname!r}")
     if loopback:
         _loopback_up()
 

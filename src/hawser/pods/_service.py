@@ -242,22 +242,16 @@ class PodService:
             kinds.append("ipc")
         hostname = spec.hostname or (spec.name[:63] if spec.network_mode != NODE else os.uname().nodename)
         ns_dir = os.path.join(directory, "ns")
-        if spec.uid_map is not None:
-            from hawser.host import pin_user_namespace
+        if spec.uid_map is not None or kinds:
+            named = hostname if "uts" in kinds else None
+            if spec.uid_map is not None:
+                from hawser.host import pin_user_namespace
 
-            # The user namespace owns the pod's others, so its containers' root may mount sysfs and mqueue.
-            pins = await self.blocking(pin_user_namespace, ns_dir, spec.uid_map, spec.gid_map, kinds,
-                                       hostname=hostname if "uts" in kinds else None)
-
-            async def unpin_user() -> None:
-                await self.blocking(remove_pin_dir, ns_dir)
-
-            undo.append(unpin_user)
-            status.update({kind: path for kind, path in pins.items()})
-            await save()
-        elif kinds:
-            pins = await self.blocking(pin_namespaces, ns_dir, kinds,
-                                       hostname=hostname if "uts" in kinds else None)
+                # The user namespace owns the pod's others, so its containers' root may mount sysfs and mqueue.
+                pins = await self.blocking(pin_user_namespace, ns_dir, spec.uid_map, spec.gid_map, kinds,
+                                           hostname=named)
+            else:
+                pins = await self.blocking(pin_namespaces, ns_dir, kinds, hostname=named)
 
             async def unpin() -> None:
                 await self.blocking(remove_pin_dir, ns_dir)
