@@ -535,38 +535,15 @@ class _Worker:
 
     def _fork(self, request_id: int, request: dict[str, Any]) -> None:
         """Run the pull in a process of its own."""
-        fds: list[int] = []
         try:
-            out_r, out_w = os.pipe()
-            fds += (out_r, out_w)
-            err_r, err_w = os.pipe()
-            fds += (err_r, err_w)
-            # SIGTERM waits until the child has its own handler (a cancellation right after the fork).
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-            try:
-                pid = os.fork()
-                if pid == 0:
-                    _pull_child(self._pull, request, out=out_w, err=err_w, worker=self._pid)
-            finally:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-        except OSError as exc:
-            for fd in fds:
-                os.close(fd)
-            exhausted = exc.errno in (errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE)
+            pid, pidfd, (out_r, err_r) = _fork_piped(
+                lambda out_w, err_w: _pull_child(self._pull, request, out=out_w, err=err_w, worker=self._pid),
+                child_ends=(1, 3))
+        except _ForkFailed as failed:
+            exc = failed.error
+            exhausted = failed.stage == "watch" or exc.errno in (errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE)
             self._send(request_id, {"kind": "ResourceExhausted" if exhausted else "Unavailable",
-                                    "message": f"cannot start the pull's process: {exc}", "hint": None})
-            return
-        os.close(out_w)
-        os.close(err_w)
-        try:
-            pidfd = os.pidfd_open(pid)
-        except OSError as exc:  # out of fds: no way to watch it
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            os.close(out_r)
-            os.close(err_r)
-            self._send(request_id, {"kind": "ResourceExhausted",
-                                    "message": f"cannot watch the pull's process: {exc}", "hint": None})
+                                    "message": f"cannot {failed.stage} the pull's process: {exc}", "hint": None})
             return
         running = _Running(request_id, pid, pidfd, out_r, err_r)
         self._running[request_id] = running
@@ -693,34 +670,12 @@ class _Worker:
         return True
 
     def _fork_checker(self, check: Check) -> _Checker | None:
-        fds: list[int] = []
         try:
-            req_r, req_w = os.pipe()
-            fds += (req_r, req_w)
-            ans_r, ans_w = os.pipe()
-            fds += (ans_r, ans_w)
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-            try:
-                pid = os.fork()
-                if pid == 0:
-                    _checker_child(check, requests=req_r, answers=ans_w, worker=self._pid)
-            finally:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-        except OSError as exc:
-            for fd in fds:
-                os.close(fd)
-            print(f"pull worker: cannot start the checker: {exc}", file=sys.stderr, flush=True)
-            return None
-        os.close(req_r)
-        os.close(ans_w)
-        try:
-            pidfd = os.pidfd_open(pid)
-        except OSError as exc:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            os.close(req_w)
-            os.close(ans_r)
-            print(f"pull worker: cannot watch the checker: {exc}", file=sys.stderr, flush=True)
+            pid, pidfd, (req_w, ans_r) = _fork_piped(
+                lambda req_r, ans_w: _checker_child(check, requests=req_r, answers=ans_w, worker=self._pid),
+                child_ends=(0, 3))
+        except _ForkFailed as failed:
+            print(f"pull worker: cannot {failed.stage} the checker: {failed.error}", file=sys.stderr, flush=True)
             return None
         os.set_blocking(ans_r, False)
         checker = _Checker(pid, pidfd, req_w, ans_r)
@@ -834,6 +789,51 @@ def _keep(running: _Running, fd: int, data: bytes) -> None:
     else:
         running.stderr += data
         del running.stderr[:-STDERR_TAIL]
+
+
+class _ForkFailed(Exception):
+    """A child could not be started (``stage`` "start") or watched ("watch")."""
+
+    def __init__(self, stage: str, error: OSError) -> None:
+        super().__init__(f"cannot {stage}: {error}")
+        self.stage, self.error = stage, error
+
+
+def _fork_piped(child: Callable[[int, int], NoReturn], *, child_ends: tuple[int, int]
+                ) -> tuple[int, int, tuple[int, int]]:
+    """Fork a child over two new pipes ``[r0, w0, r1, w1]``: it runs
+    ``child(*child_ends' fds)``; the parent gets ``(pid, pidfd, its two ends
+    in order)``.  SIGTERM stays blocked across the fork, so a cancellation
+    right after it waits until the child has its own handler.  _ForkFailed
+    with nothing left open (a child that cannot be watched is killed and
+    reaped)."""
+    fds: list[int] = []
+    try:
+        for _ in range(2):
+            fds += os.pipe()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            pid = os.fork()
+            if pid == 0:
+                child(*(fds[i] for i in child_ends))
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    except OSError as exc:
+        for fd in fds:
+            os.close(fd)
+        raise _ForkFailed("start", exc) from None
+    mine = tuple(fd for i, fd in enumerate(fds) if i not in child_ends)
+    for i in child_ends:
+        os.close(fds[i])
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError as exc:  # out of fds: no way to watch it
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        for fd in mine:
+            os.close(fd)
+        raise _ForkFailed("watch", exc) from None
+    return pid, pidfd, (mine[0], mine[1])
 
 
 def _pull_child(pull: Pull, request: Mapping[str, Any], *, out: int, err: int, worker: int) -> NoReturn:
