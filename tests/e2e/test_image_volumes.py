@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,26 +259,13 @@ def test_removal_after_a_restart_takes_the_mount_and_snapshot(pods: Pods, data_i
     check_clean(hawserd)
 
 
-def _start_armed(hawserd: Hawserd, env: dict[str, str], timeout: float = 20.0) -> None:
-    """hawserd started with ``env`` in its environment only (a failpoint armed for the daemon)."""
-    seen = len(hawserd.log())
-    with open(hawserd.log_path, "ab") as log:
-        hawserd.process = subprocess.Popen(hawserd.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                           env={**os.environ, **env})
-    deadline = time.monotonic() + timeout
-    while "msg=serving" not in hawserd.log()[seen:]:
-        assert hawserd.process.poll() is None, hawserd.log()
-        assert time.monotonic() < deadline, hawserd.log()
-        time.sleep(0.02)
-
-
 def test_a_crash_during_create_leaves_nothing_after_removal(pods: Pods, data_image: DataImage, tmp_path: Path) -> None:
     hawserd = pods.hawserd
     pod = pods.pod()
     log = tmp_path / "failpoints.log"
     assert hawserd.stop() == 0
     # Killed once the volume is mounted, before conmon: a record, a bundle, a mounted view.
-    _start_armed(hawserd, failpoint_env("create.after-mount=kill", log))
+    hawserd.start(env=failpoint_env("create.after-mount=kill", log))
     code, _ = status_code(pods.create, pod, pods.config("victim", "sleep", "1000", mounts=[volume(data_image.ref)]))
     assert code == grpc.StatusCode.UNAVAILABLE
     assert hawserd.process is not None and hawserd.process.wait(10) == -signal.SIGKILL

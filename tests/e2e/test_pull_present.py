@@ -11,8 +11,6 @@ cancelled pull must all come out as they would without the checker.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from cri_api.v1 import api_pb2
 
 from hawser.registry import Credentials, RegistryClient, RegistryOptions
 from tests.e2e.helpers import pull_request, small_image, spec, status_code
+from tests.e2e.test_pull_worker import start_with
 from tests.support.failpoints import failpoint_env, fired
 from tests.support.hawserd import Hawserd
 from tests.support.images import BuiltImage, push_image
@@ -31,21 +30,6 @@ from tests.support.registry_fixtures import Registry
 from tests.support.registry_server import RegistryHandle, start_registry
 
 USERS = {"alice": "alice-password", "bob": "bob-password"}
-
-
-def start_with(hawserd: Hawserd, env: dict[str, str]) -> None:
-    """hawserd restarted with ``env`` added to its environment only."""
-    if hawserd.running:
-        assert hawserd.stop() == 0, hawserd.log()
-    seen = len(hawserd.log())
-    with open(hawserd.log_path, "ab") as log:
-        hawserd.process = subprocess.Popen(hawserd.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                           env={**os.environ, **env})
-    deadline = time.monotonic() + 20
-    while "msg=serving" not in hawserd.log()[seen:] and hawserd.process.poll() is None:
-        assert time.monotonic() < deadline, f"hawserd did not serve:\n{hawserd.log()}"
-        time.sleep(0.05)
-    assert hawserd.running, hawserd.log()
 
 
 @pytest.fixture

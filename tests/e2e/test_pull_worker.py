@@ -104,13 +104,7 @@ def start_with(hawserd: Hawserd, env: dict[str, str]) -> None:
     """hawserd restarted with ``env`` added to its environment only."""
     if hawserd.running:
         assert hawserd.stop() == 0, hawserd.log()
-    seen = len(hawserd.log())
-    with open(hawserd.log_path, "ab") as log:
-        hawserd.process = subprocess.Popen(hawserd.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                           env={**os.environ, **env})
-    eventually(lambda: "msg=serving" in hawserd.log()[seen:] or hawserd.process.poll() is not None, 20,
-               "hawserd to serve")
-    assert hawserd.running, hawserd.log()
+    hawserd.start(env=env)
 
 
 # --- images -------------------------------------------------------------------------------

@@ -85,11 +85,14 @@ class Hawserd:
 
     # --- the process --------------------------------------------------------------
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 20.0, *, env: dict[str, str] | None = None) -> None:
+        """Start hawserd and wait until it serves; ``env``: added to its
+        environment only (a failpoint armed for the daemon, say)."""
         assert self.process is None or self.process.poll() is not None, "hawserd is running already"
         seen = len(self.log())
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            self.process = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                            env=None if env is None else {**os.environ, **env})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
