@@ -24,6 +24,7 @@ from hawser.config import Config, GCConfig, RuntimeConfig
 from hawser.store import Store
 from tests.support.aio import conmons_of
 from tests.support.host import cgroups_under, remove_cgroup_parent, remove_store_cgroups, unmount_under
+from tests.support.images import BuiltImage
 
 pytestmark = pytest.mark.integration
 
@@ -132,6 +133,15 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
     yield Env(root=str(root), state=str(state), snapshotter=request.param)
     unmount_under(str(tmp_path))
     remove_store_cgroups(str(root))
+
+
+@pytest.fixture
+def ctr(tmp_path: Path, busybox: tuple[str, BuiltImage]) -> Iterator[tuple[Env, str]]:
+    """An overlayfs store with the session's busybox image pulled, and its
+    reference; every container removed at the end, nothing left (``container_env``)."""
+    ref, _ = busybox
+    with container_env(tmp_path, ref, "/hawser-test") as env:
+        yield env, ref
 
 
 @pytest.fixture

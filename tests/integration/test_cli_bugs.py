@@ -8,23 +8,14 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Env, container_env, one_line
-from tests.support.images import BuiltImage
+from tests.integration.conftest import Env, one_line
 from tests.support.terminal import read_terminal
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def ctr(tmp_path: Path, busybox: tuple[str, BuiltImage]) -> Iterator[tuple[Env, str]]:
-    ref, _ = busybox
-    with container_env(tmp_path, ref, "/hawser-test") as env:
-        yield env, ref
 
 
 def _no_stdin(env: Env, *args: str, timeout: float = 60, cwd: str | None = None,

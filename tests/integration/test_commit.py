@@ -27,13 +27,6 @@ CHANGES = ("echo new > /added.txt; echo changed >> /etc/motd; rm /etc/layer3; "
            "rm -rf /opt/app/data; mkdir /opt/app/data; echo only > /opt/app/data/only.txt")
 
 
-@pytest.fixture
-def ctr(tmp_path: Path, busybox: tuple[str, BuiltImage]) -> Iterator[tuple[Env, str]]:
-    ref, _ = busybox
-    with container_env(tmp_path, ref, "/hawser-test") as env:
-        yield env, ref
-
-
 @pytest.fixture(params=["overlayfs", "native"])
 def any_ctr(request: pytest.FixtureRequest, tmp_path: Path, busybox: tuple[str, BuiltImage]) -> Iterator[tuple[Env, str]]:
     """As ``ctr``, on either snapshotter (the store's commands, its teardown too, use the one chosen)."""

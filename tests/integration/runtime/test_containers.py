@@ -11,24 +11,15 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.integration.conftest import Env, container_env
+from tests.integration.conftest import Env
 from tests.support.aio import conmons_of
 from tests.support.host import cgroups_under, mounts_under
-from tests.support.images import BuiltImage
 from tests.support.terminal import read_terminal
 
 pytestmark = pytest.mark.integration
-
-@pytest.fixture
-def ctr(tmp_path: Path, busybox: tuple[str, BuiltImage]) -> Iterator[tuple[Env, str]]:
-    ref, _ = busybox
-    with container_env(tmp_path, ref, "/hawser-test") as env:
-        yield env, ref
-
 
 def test_run_foreground_output_and_exit_code(ctr: tuple[Env, str]) -> None:
     env, ref = ctr
