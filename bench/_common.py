@@ -378,6 +378,56 @@ class TreeSampler(threading.Thread):
 # --------------------------------------------------------------------------- stats and output
 
 
+def run_captured(argv: Sequence[str], timeout: float, env: Mapping[str, str] | None = None
+                 ) -> subprocess.CompletedProcess[str]:
+    """``argv`` run with stdin closed and its output captured as text, in
+    ``safe_env()`` unless ``env`` is given."""
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                          env=dict(env) if env else safe_env(), stdin=subprocess.DEVNULL)
+
+
+def tool_version(argv: Sequence[str]) -> str:
+    """The first line a tool prints for its version ("" when it cannot say)."""
+    try:
+        r = run_captured(argv, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    text = (r.stdout or r.stderr).strip()
+    return text.splitlines()[0] if text else ""
+
+
+@dataclass
+class TimedRuns:
+    """One tool's timed runs in a benchmark, or why it has none."""
+
+    name: str
+    seconds: list[float] = field(default_factory=list)
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.seconds)
+
+    def summary(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"ok": self.ok, "runs": self.seconds, "error": self.error, "notes": self.notes}
+        if self.seconds:
+            d.update(median=median(self.seconds), min=min(self.seconds), max=max(self.seconds))
+        return d
+
+    def line(self, width: int, error_chars: int) -> str:
+        """The report's row: median, min, max, count and every run (or why none)."""
+        if not self.ok:
+            return f"  {self.name:<{width}} {'FAILED':>9}   {(self.error or 'no runs').splitlines()[0][:error_chars]}"
+        s = self.seconds
+        return (f"  {self.name:<{width}} {median(s):8.2f}s {min(s):8.2f}s {max(s):8.2f}s   {len(s)}   "
+                + " ".join(f"{x:.2f}" for x in s))
+
+
+def skipped_line(name: str, width: int) -> str:
+    return f"  {name:<{width}} {'skipped':>9}"
+
+
 def median(xs: Sequence[float]) -> float:
     s = sorted(xs)
     n = len(s)

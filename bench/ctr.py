@@ -54,10 +54,12 @@ from _common import (
     processes,
     remove_cgroup,
     remove_tree,
+    run_captured,
     run_containerd,
     run_registry,
     safe_env,
     tail,
+    tool_version,
 )
 from _image import BuiltImage, load_or_build, push
 from cri import build_image, busybox_layer, kill_leftovers, push_image
@@ -124,8 +126,7 @@ class ToolResult:
 
 
 def _run(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=safe_env(),
-                          stdin=subprocess.DEVNULL)
+    return run_captured(argv, timeout)
 
 
 def _ctr(sock: Path, *args: str, namespace: str = NAMESPACE) -> list[str]:
@@ -781,15 +782,6 @@ def report_tasks(results: dict[str, TasksResult], extra: dict[str, Any]) -> dict
 # --------------------------------------------------------------------------- report
 
 
-def _tool_version(argv: list[str]) -> str:
-    try:
-        r = _run(argv, timeout=20)
-        text = (r.stdout or r.stderr).strip()
-        return text.splitlines()[0] if text else ""
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-
-
 def _ms(x: float) -> str:
     return f"{x * 1000:.1f} ms"
 
@@ -993,9 +985,9 @@ def main(argv: list[str] | None = None) -> int:
             extra: dict[str, Any] = {
                 "scratch": scratch_mode, "load_before": loadavg(), "cpus": os.cpu_count(),
                 "kernel": platform.release(), "calls": args.calls, "idle": args.idle,
-                "containerd_version": _tool_version(["containerd", "--version"]),
-                "ctr_version": _tool_version(["ctr", "--version"]),
-                "hawserd_version": _tool_version([args.hawserd, "--version"]) if not args.skip_hawserd else None,
+                "containerd_version": tool_version(["containerd", "--version"]),
+                "ctr_version": tool_version(["ctr", "--version"]),
+                "hawserd_version": tool_version([args.hawserd, "--version"]) if not args.skip_hawserd else None,
                 "hawserd_log_level": args.log_level,
             }
             if img is not None and blobdir is not None:

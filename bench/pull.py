@@ -30,6 +30,7 @@ from _common import (
     Children,
     Registry,
     Scratch,
+    TimedRuns,
     ToolError,
     TreeSample,
     TreeSampler,
@@ -43,9 +44,12 @@ from _common import (
     median,
     mounts_under,
     remove_tree,
+    run_captured,
     run_registry,
     safe_env,
+    skipped_line,
     tail,
+    tool_version,
 )
 from _image import BuiltImage, load_or_build, push
 
@@ -55,21 +59,11 @@ TARGET_RATIO = 0.5
 TARGET_RSS = 150 * MB
 
 @dataclass
-class ToolResult:
-    name: str
-    seconds: list[float] = field(default_factory=list)
-    error: str | None = None
-    notes: list[str] = field(default_factory=list)
+class ToolResult(TimedRuns):
     rss: list[dict[str, int]] = field(default_factory=list)  # hawser only, one per run
 
-    @property
-    def ok(self) -> bool:
-        return self.error is None and bool(self.seconds)
-
     def summary(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"ok": self.ok, "runs": self.seconds, "error": self.error, "notes": self.notes}
-        if self.seconds:
-            d.update(median=median(self.seconds), min=min(self.seconds), max=max(self.seconds))
+        d = super().summary()
         if self.rss:
             d["rss"] = self.rss
             d["main_peak_rss"] = max(r["main_peak"] for r in self.rss)
@@ -80,8 +74,7 @@ class ToolResult:
 
 
 def _run(argv: list[str], timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env or safe_env(),
-                          stdin=subprocess.DEVNULL)
+    return run_captured(argv, timeout, env)
 
 
 def _wait(children: Children, proc: subprocess.Popen[bytes], timeout: float, what: str) -> int:
@@ -243,23 +236,6 @@ def hawser_preflight(hawser: str) -> str | None:
 # --------------------------------------------------------------------------- report
 
 
-def _tool_version(argv: list[str]) -> str:
-    try:
-        r = _run(argv, timeout=20)
-        return (r.stdout or r.stderr).strip().splitlines()[0] if (r.stdout or r.stderr).strip() else ""
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-
-
-def _line(name: str, res: ToolResult | None) -> str:
-    if res is None:
-        return f"  {name:<12} {'skipped':>9}"
-    if not res.ok:
-        return f"  {name:<12} {'FAILED':>9}   {(res.error or '').splitlines()[0][:90] if res.error else 'no runs'}"
-    s = res.seconds
-    return f"  {name:<12} {median(s):8.2f}s {min(s):8.2f}s {max(s):8.2f}s   {len(s)}   " + " ".join(f"{x:.2f}" for x in s)
-
-
 def report(img: BuiltImage, ref: str, results: dict[str, ToolResult | None], extra: dict[str, Any],
            out: Path) -> None:
     floor, ctrd, hws = results.get("floor"), results.get("containerd"), results.get("hawser")
@@ -274,7 +250,8 @@ def report(img: BuiltImage, ref: str, results: dict[str, ToolResult | None], ext
     print()
     print(f"  {'cold pull':<12} {'median':>9} {'min':>9} {'max':>9}   n   runs (s)")
     for name in ("floor", "containerd", "hawser"):
-        print(_line(name, results.get(name)))
+        res = results.get(name)
+        print(skipped_line(name, 12) if res is None else res.line(12, 90))
     print()
     ratios: dict[str, float | None] = {"hawser_over_containerd": None, "hawser_over_floor": None,
                                        "containerd_over_floor": None}
@@ -393,8 +370,8 @@ def main(argv: list[str] | None = None) -> int:
                 hws.error = hawser_preflight(args.hawser)
             extra: dict[str, Any] = {
                 "scratch": scratch_mode, "load_before": loadavg(), "cpus": os.cpu_count(), "kernel": platform.release(),
-                "containerd_version": _tool_version(["containerd", "--version"]),
-                "hawser_version": _tool_version([args.hawser, "--version"]) if hws else None,
+                "containerd_version": tool_version(["containerd", "--version"]),
+                "hawser_version": tool_version([args.hawser, "--version"]) if hws else None,
             }
             for i in range(args.runs):
                 print(f"== round {i + 1}/{args.runs}", flush=True)

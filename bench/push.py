@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from _common import (
     Children,
     Registry,
     Scratch,
+    TimedRuns,
     ToolError,
     bench_lock,
     check_free_space,
@@ -37,8 +38,11 @@ from _common import (
     loop_available,
     median,
     remove_tree,
+    run_captured,
     run_registry,
     safe_env,
+    skipped_line,
+    tool_version,
 )
 from _image import OCI_MANIFEST, BuiltImage, load_or_build
 
@@ -49,27 +53,8 @@ TARGET_RATIO = 1.0  # hawser / skopeo
 TOOLS = ("hawser", "skopeo", "podman")
 
 
-@dataclass
-class ToolResult:
-    name: str
-    seconds: list[float] = field(default_factory=list)
-    error: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and bool(self.seconds)
-
-    def summary(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"ok": self.ok, "runs": self.seconds, "error": self.error, "notes": self.notes}
-        if self.seconds:
-            d.update(median=median(self.seconds), min=min(self.seconds), max=max(self.seconds))
-        return d
-
-
 def _run(argv: list[str], timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env or safe_env(),
-                          stdin=subprocess.DEVNULL)
+    return run_captured(argv, timeout, env)
 
 
 def _first_line(text: str) -> str:
@@ -170,24 +155,7 @@ def timed_push(tool: str, reg: Registry, args: argparse.Namespace, work: Path, l
 # --------------------------------------------------------------------------- report
 
 
-def _tool_version(argv: list[str]) -> str:
-    try:
-        r = _run(argv, timeout=20)
-        return _first_line(r.stdout or r.stderr)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-
-
-def _line(name: str, res: ToolResult | None) -> str:
-    if res is None:
-        return f"  {name:<8} {'skipped':>9}"
-    if not res.ok:
-        return f"  {name:<8} {'FAILED':>9}   {(res.error or 'no runs').splitlines()[0][:100]}"
-    s = res.seconds
-    return f"  {name:<8} {median(s):8.2f}s {min(s):8.2f}s {max(s):8.2f}s   {len(s)}   " + " ".join(f"{x:.2f}" for x in s)
-
-
-def report(img: BuiltImage, results: dict[str, ToolResult | None], extra: dict[str, Any], out: Path) -> None:
+def report(img: BuiltImage, results: dict[str, TimedRuns | None], extra: dict[str, Any], out: Path) -> None:
     print()
     print(f"image  {len(img.layers)} layers, {fmt_bytes(img.compressed)} compressed "
           f"(manifest {img.manifest_digest[:19]}...)")
@@ -196,7 +164,8 @@ def report(img: BuiltImage, results: dict[str, ToolResult | None], extra: dict[s
     print()
     print(f"  {'push':<8} {'median':>9} {'min':>9} {'max':>9}   n   runs (s)")
     for name in TOOLS:
-        print(_line(name, results.get(name)))
+        res = results.get(name)
+        print(skipped_line(name, 8) if res is None else res.line(8, 100))
     print()
     ratios: dict[str, float | None] = {"hawser_over_skopeo": None, "hawser_over_podman": None}
     hws, sko, pod = results.get("hawser"), results.get("skopeo"), results.get("podman")
@@ -263,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir = work / "push-runs"
     remove_tree(runs_dir)  # leftovers of an interrupted run (we hold the lock)
     children = Children()
-    results: dict[str, ToolResult | None] = {t: None if getattr(args, f"skip_{t}") else ToolResult(t) for t in TOOLS}
+    results: dict[str, TimedRuns | None] = {t: None if getattr(args, f"skip_{t}") else TimedRuns(t) for t in TOOLS}
     pods = results["podman"]
     if pods is not None and not shutil.which("podman"):
         pods.error = "podman is not installed (apt-get install podman)"
@@ -303,9 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   page cache warmed: {fmt_bytes(warmed)} read", flush=True)
         extra: dict[str, Any] = {
             "scratch": scratch_mode, "load_before": loadavg(), "cpus": os.cpu_count(), "kernel": platform.release(),
-            "hawser_version": _tool_version([args.hawser, "--version"]),
-            "skopeo_version": _tool_version(["skopeo", "--version"]),
-            "podman_version": _tool_version(["podman", "--version"]) if shutil.which("podman") else None,
+            "hawser_version": tool_version([args.hawser, "--version"]),
+            "skopeo_version": tool_version(["skopeo", "--version"]),
+            "podman_version": tool_version(["podman", "--version"]) if shutil.which("podman") else None,
             "chunk_size": args.chunk_size,
         }
         digests: dict[str, set[str]] = {}
