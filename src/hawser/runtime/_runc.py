@@ -8,6 +8,7 @@ configured ones (``[runtimes.NAME]``), its binary, root and global flags.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -80,19 +81,16 @@ class RuncState:
 
 log = get_logger(__name__)
 
-_IDMAPPED_MOUNTS: list[str] = []
-
-
+@functools.cache
 def _idmapped_mounts() -> bool:
     """Whether this kernel makes idmapped mounts for a user namespace
     (probed once per process; why not is logged)."""
-    if not _IDMAPPED_MOUNTS:
-        from hawser.host import idmapped_mounts_supported
+    from hawser.host import idmapped_mounts_supported
 
-        _IDMAPPED_MOUNTS.append(idmapped_mounts_supported())
-        if _IDMAPPED_MOUNTS[0]:
-            log.info("pods cannot have user namespaces here", extra={"reason": _IDMAPPED_MOUNTS[0]})
-    return not _IDMAPPED_MOUNTS[0]
+    why_not = idmapped_mounts_supported()
+    if why_not:
+        log.info("pods cannot have user namespaces here", extra={"reason": why_not})
+    return not why_not
 
 
 def _gone(exc: CommandFailed) -> bool:
