@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 
 import pytest
 from tests.integration.conftest import Env
-from tests.integration.runtime.test_containers import ctr
 from tests.support.aio import eventually, processes_running, run
 from tests.support.k8s_stream_client import V4, V5, spdy_attach, spdy_exec, spdy_port_forward, ws_attach, ws_exec
 
@@ -35,8 +34,6 @@ from hawser.pods import SANDBOX_NOTREADY, SANDBOX_READY, Sandbox
 from hawser.runtime import ContainerManager
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["ctr"]
 
 T = TypeVar("T")
 Ctr = tuple[Env, str]
