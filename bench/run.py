@@ -388,13 +388,15 @@ class HawserTool:
                f"hawser pull {self.ref}")
 
     def once(self) -> float:
-        dt, r = timed(self.cli("run", "--rm", self.ref, "/bin/true"), self.timeout)
+        # no network, as ctr's (bench/cli_network.py times the default bridge network)
+        dt, r = timed(self.cli("run", "--rm", "--network", "none", self.ref, "/bin/true"), self.timeout)
         if r.returncode != 0:
             raise ToolError(f"hawser run --rm exited {r.returncode}: {_output(r)}")
         return dt
 
     def start_idle(self, k: int) -> None:
-        r = _check(_run_detaching(self.cli("run", "-d", "--name", f"bench-idle-{k}", self.ref, *IDLE_CMD),
+        r = _check(_run_detaching(self.cli("run", "-d", "--network", "none", "--name", f"bench-idle-{k}", self.ref,
+                                           *IDLE_CMD),
                                   timeout=self.timeout), "hawser run -d")
         out = r.stdout.decode().split()
         self.ids.append(out[-1] if out else f"bench-idle-{k}")

@@ -19,6 +19,7 @@ PACKAGES=(
     containerd                                          # ctr, the client the containerd API tests drive
     prometheus                                          # promtool: the metrics tests check hawserd's exposition
     criu                                                # checkpoints (CheckpointContainer), where the kernel allows
+    man-db groff-base zsh                               # hawser's man pages and completion scripts, checked by the tests
     python3 python3-venv ca-certificates
 )
 missing=()
@@ -55,3 +56,22 @@ fi
 .venv/bin/python -c 'import sys; from hawser.network import write_default_conflist as w
 p = w("/etc/cni/net.d")
 p and print("setup: wrote", p)' 
+
+# Shell completion (bash, zsh) and man pages, generated from the CLI's parser: they
+# cover whatever commands the table has now.
+mkdir -p /usr/share/bash-completion/completions
+.venv/bin/python -m hawser.cli._docs bash > /usr/share/bash-completion/completions/hawser.tmp &&
+    mv /usr/share/bash-completion/completions/hawser.tmp /usr/share/bash-completion/completions/hawser
+mkdir -p /usr/share/zsh/vendor-completions
+.venv/bin/python -m hawser.cli._docs zsh > /usr/share/zsh/vendor-completions/_hawser.tmp &&
+    mv /usr/share/zsh/vendor-completions/_hawser.tmp /usr/share/zsh/vendor-completions/_hawser
+.venv/bin/python -m hawser.cli._docs man /usr/local/share/man/man1
+if command -v mandb >/dev/null; then mandb -q 2>/dev/null || true; fi
+
+# Restart policies across a reboot: a boot-time unit starts the always/unless-stopped containers.
+if [[ -d /etc/systemd/system ]]; then
+    sed "s|@HAWSER@|$PWD/.venv/bin/hawser|" contrib/hawser-restart.service > /etc/systemd/system/hawser-restart.service
+    if [[ -d /run/systemd/system ]]; then
+        systemctl daemon-reload && systemctl enable -q hawser-restart.service || true
+    fi
+fi

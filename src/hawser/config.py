@@ -79,6 +79,8 @@ class RuntimeConfig:
     log_size_max: int = 0
     # The [runtimes.NAME] table of the handler used when a request names none.
     default_runtime: str = DEFAULT_RUNTIME
+    # What the CLI's run and create join without --network: bridge, host, none or a network's name.
+    default_network: str = "bridge"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,10 @@ class CRIConfig:
 class CNIConfig:
     conf_dir: str = "/etc/cni/net.d"
     bin_dir: str = "/usr/lib/cni"
+    # The CLI's default network ("bridge", docker's name): its subnet and bridge interface; "": chosen
+    # when it is made (a free /24 of 10.87.0.0/16; hw-<store id[:12]>).
+    bridge_subnet: str = ""
+    bridge_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +231,8 @@ _DOCS: dict[str, str] = {
     "runtime.log_size_max": "Bytes of log per container before conmon rotates it; 0: unlimited.",
     "runtime.default_runtime": "The runtime handler ([runtimes.NAME]) of a pod whose RunPodSandbox names none,\n"
                                "and of the CLI's containers.",
+    "runtime.default_network": "The network of the CLI's run and create without --network: bridge (docker's\n"
+                               "default network, [cni] bridge_subnet and bridge_name), host, none or a name.",
     "runtimes": "Runtime handlers: a pod picks one by name (RunPodSandbox's runtime_handler, a RuntimeClass'\n"
                 "handler). Each is an OCI runtime with runc's command line (runc, crun); the tables are\n"
                 "merged over the default runc one. crun needs a cgroup v2 or v1-only host (not a hybrid one).",
@@ -236,6 +244,10 @@ _DOCS: dict[str, str] = {
     "cri.stream_port": "",
     "cni.conf_dir": "CNI network configs, and the plugins.",
     "cni.bin_dir": "",
+    "cni.bridge_subnet": "The CLI's default network (\"bridge\", made on first use): its subnet and bridge\n"
+                         "interface; empty: a free /24 of 10.87.0.0/16 and hw-<store id[:12]>, so that two\n"
+                         "stores on one host never share them. Other networks: hawser network create.",
+    "cni.bridge_name": "",
     "metrics.address": "hawserd: HOST:PORT ([::1]:PORT for IPv6) of the Prometheus metrics endpoint; empty: none.",
 }
 """The comment above each key (dotted) in the default file; "" shares the comment above."""

@@ -126,7 +126,8 @@ def test_config_file_sections_and_flags_over_them(hawserd: Hawserd) -> None:
     hawserd.start()  # its flags still say --cni-conf-dir and --log-level debug
     config = json.loads(hawserd.client().runtime.Status(api_pb2.StatusRequest(verbose=True)).info["config"])
     assert config["cri"] == {"stream_address": "127.0.0.2", "stream_port": 10010}
-    assert config["cni"] == {"conf_dir": str(hawserd.cni_conf), "bin_dir": "/opt/cni/bin"}
+    assert config["cni"] == {"conf_dir": str(hawserd.cni_conf), "bin_dir": "/opt/cni/bin", "bridge_subnet": "",
+                             "bridge_name": ""}
     assert config["daemon"]["log_level"] == "debug"
     assert config["gc"]["grace_period"] == 0
     assert config["config_file"] == str(hawserd.config_file)

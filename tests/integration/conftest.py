@@ -66,7 +66,9 @@ class Env:
         os.makedirs(self.root, exist_ok=True)
         self.config_file = os.path.join(os.path.dirname(self.root), "config.toml")
         with open(self.config_file, "w", encoding="utf-8") as f:
-            f.write(TEST_CONFIG + f'[runtime]\ncgroup_parent = "{self.cgroup_parent}"\n')
+            # No network unless a test asks (test_cli_network.py gives its stores a subnet and bridge of
+            # their own): stores sharing the default bridge and subnet would hand out the same addresses.
+            f.write(TEST_CONFIG + f'[runtime]\ncgroup_parent = "{self.cgroup_parent}"\ndefault_network = "none"\n')
 
     def config(self) -> Config:
         return Config(root=self.root, state=self.state, snapshotter=self.snapshotter, gc=GCConfig(grace_period=0),

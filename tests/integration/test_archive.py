@@ -70,7 +70,7 @@ def test_podman_save_into_hawser_load(overlay_env: Env, podman: Podman, busybox:
     got = _inspect(overlay_env, ref)
     reference = skopeo_inspect(f"{fmt}:{archive}")
     assert got["Id"] == f"sha256:{podman.inspect(ref)['Id']}" == str(image.config_desc.digest)
-    assert [layer["digest"] for layer in got["RootFS"]["Layers"]] == reference["Layers"]
+    assert [layer["digest"] for layer in got["Layers"]] == reference["Layers"]
     assert got["RootFS"]["DiffIDs"] == image.diff_ids
     if fmt == "oci-archive":
         # podman recompresses the layers it saves: its manifest is its own, and kept as it is.
@@ -93,9 +93,9 @@ def test_skopeo_copy_into_hawser_load(overlay_env: Env, podman: Podman, busybox:
     assert got["Id"] == str(image.config_desc.digest) and got["RootFS"]["DiffIDs"] == image.diff_ids
     if fmt == "oci-archive":  # skopeo copies the registry's blobs as they are: every digest is the registry's
         assert got["ManifestDigest"] == str(image.manifest_desc.digest)
-        assert [layer["digest"] for layer in got["RootFS"]["Layers"]] == [str(d.digest) for d, _ in image.layers]
+        assert [layer["digest"] for layer in got["Layers"]] == [str(d.digest) for d, _ in image.layers]
     else:
-        assert [layer["digest"] for layer in got["RootFS"]["Layers"]] == image.diff_ids
+        assert [layer["digest"] for layer in got["Layers"]] == image.diff_ids
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

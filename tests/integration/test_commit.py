@@ -81,7 +81,7 @@ def test_commit_then_run_sees_the_changes_and_diff_lists_them(any_ctr: tuple[Env
     rootfs, base_rootfs = info["RootFS"], base["RootFS"]
     assert isinstance(rootfs, dict) and isinstance(base_rootfs, dict)
     assert rootfs["DiffIDs"][:-1] == base_rootfs["DiffIDs"] and len(rootfs["Layers"]) == len(base_rootfs["Layers"]) + 1
-    assert rootfs["Layers"][-1]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+    assert info["Layers"][-1]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"  # the manifest's
     # overlay's whiteout and opaque dir are OCI whiteouts in the layer (native's tree
     # comparison writes one whiteout per name deleted).
     names = _top_layer_names(env, "committed:1")

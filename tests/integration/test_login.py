@@ -80,7 +80,7 @@ def test_login_pull_logout(overlay_env: Env, private: tuple[RegistryHandle, str]
     assert doc["psFormat"] == "table {{.ID}}" and list(doc["auths"]) == [handle.host]
     assert mode_of(config) == 0o600
     overlay_env.cli("pull", "--plain-http", "-q", ref, env=env)
-    assert ref in overlay_env.cli("images").stdout
+    assert ref in overlay_env.cli("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.splitlines()
 
     # Logout removes it; a second logout says there was nothing to remove.
     proc = overlay_env.cli("logout", handle.host, env=env)

@@ -124,7 +124,9 @@ def test_index_platform_selection_and_digest_pull(overlay_env: Env, registry: Re
     # By digest.
     by_digest = f"{registry.host}/test/multi@{host.manifest_desc.digest}"
     overlay_env.cli("pull", "--plain-http", by_digest)
-    assert by_digest in overlay_env.cli("images").stdout
+    repository, digest = by_digest.split("@")
+    assert f"{repository} <none> {digest}" in overlay_env.cli(
+        "images", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}").stdout.splitlines()
 
 
 HOSTILE = {
@@ -282,7 +284,7 @@ def test_import_oci_layout(env: Env, tmp_path: Path, as_tar: bool) -> None:
     name = "127.0.0.1/imported/busybox:1"
     path = write_layout(str(tmp_path / ("layout.tar" if as_tar else "layout")), [(name, image)], as_tar=as_tar)
     env.cli("image", "import", path)
-    assert name in env.cli("images").stdout
+    assert name in env.cli("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.splitlines()
     _check_tree(env, name, tars, tmp_path)
     # Unnamed archive: --name is required, and then used.
     unnamed = write_layout(str(tmp_path / "unnamed"), [(None, build_image([_tar(("f", "a", "b"))]))])

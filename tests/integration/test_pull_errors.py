@@ -68,7 +68,7 @@ def test_auth_refused_then_docker_config_credentials(overlay_env: Env, auth_regi
     # The right ones from config.json `auths`: the pull works.
     good = _docker_config(tmp_path / "good", handle.host, user, handle.users[user])
     overlay_env.cli("pull", "--plain-http", ref, env={"DOCKER_CONFIG": good})
-    assert ref in overlay_env.cli("images").stdout
+    assert ref in overlay_env.cli("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.splitlines()
 
 
 def _tmpfs(path: Path, size: str) -> None:
@@ -110,7 +110,7 @@ def test_disk_full_mid_pull_is_one_line_and_loses_nothing(tiny_env: Env, busybox
     # Room again (the disk grows): the same pull completes, nothing lost or doubled.
     subprocess.run(["mount", "-o", "remount,size=16m", os.path.dirname(tiny_env.root)], check=True)
     tiny_env.cli("pull", "--plain-http", ref)
-    assert ref in tiny_env.cli("images").stdout
+    assert ref in tiny_env.cli("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.splitlines()
     _check_consistent(tiny_env)
 
 

@@ -42,7 +42,7 @@ def assert_clean(env: Env) -> None:
 
 def _layers(env: Env, ref: str) -> list[str]:
     detail = json.loads(env.cli("image", "inspect", ref).stdout)[0]
-    return [layer["digest"] for layer in detail["RootFS"]["Layers"]]
+    return [layer["digest"] for layer in detail["Layers"]]  # the manifest's (RootFS.Layers: docker's diff ids)
 
 
 def _blob_path(env: Env, digest: str) -> str:

@@ -37,7 +37,8 @@ from tests.support.host import remove_store_cgroups, unmount_under
 HAWSERD = [sys.executable, "-m", "hawser.daemon"]
 HAWSER = [sys.executable, "-m", "hawser.cli._run"]
 # Tests prune right after removals: nothing is young enough to need the grace period.
-TEST_CONFIG = "[gc]\ngrace_period = 0\n"
+# The CLI's containers join no network (a store's default bridge would outlive the test's store).
+TEST_CONFIG = "[gc]\ngrace_period = 0\n[runtime]\ndefault_network = \"none\"\n"
 
 
 @dataclass

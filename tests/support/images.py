@@ -44,7 +44,8 @@ def compress(data: bytes, compression: str) -> bytes:
 def build_image(layer_tars: Sequence[bytes], *, compression: str = "gzip", docker: bool = False,
                 platform: Platform | None = None, cmd: Sequence[str] = ("/bin/sh",),
                 env: Sequence[str] = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",),
-                diff_ids: Sequence[str] | None = None, labels: dict[str, str] | None = None) -> BuiltImage:
+                diff_ids: Sequence[str] | None = None, labels: dict[str, str] | None = None,
+                volumes: Sequence[str] = ()) -> BuiltImage:
     """An image from uncompressed layer tars. ``diff_ids`` overrides the true
     ones (to build a lying image)."""
     platform = platform or Platform.host()
@@ -63,7 +64,8 @@ def build_image(layer_tars: Sequence[bytes], *, compression: str = "gzip", docke
         "architecture": platform.architecture,
         "os": platform.os,
         **({"variant": platform.variant} if platform.variant else {}),
-        "config": {"Cmd": list(cmd), "Env": list(env), "WorkingDir": "/", "Labels": labels or {}},
+        "config": {"Cmd": list(cmd), "Env": list(env), "WorkingDir": "/", "Labels": labels or {},
+                   **({"Volumes": {v: {} for v in volumes}} if volumes else {})},
         "rootfs": {"type": "layers", "diff_ids": list(diff_ids or true_ids)},
         "history": [{"created_by": f"layer {i}"} for i in range(len(layer_tars))],
     }

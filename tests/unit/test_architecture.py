@@ -26,10 +26,13 @@ ALLOWED: dict[str, set[str]] = {
     "images": {"oci", "host", "content", "metadata", "snapshots", "registry", "store"},
     "network": {"oci", "host"},
     "runtime": {"oci", "host", "content", "metadata", "snapshots", "store"},
+    # docker's local volumes of a store's namespace; the CLI binds them into containers.
+    "volumes": {"oci", "host", "metadata", "store"},
     "pods": {"oci", "host", "metadata", "snapshots", "store", "network", "runtime"},
     # The event journal: every front end appends to it and reads it.
     "events": {"host"},
-    "check": {"oci", "host", "content", "metadata", "snapshots", "store", "images", "network", "runtime", "pods"},
+    "check": {"oci", "host", "content", "metadata", "snapshots", "store", "images", "network", "runtime", "pods",
+              "volumes"},
     # hawserd's Prometheus metrics: collectors over the records the parts below keep.
     "metrics": {"oci", "host", "metadata", "store", "runtime", "pods"},
     # No host: the CRI is a protocol adapter over the services.
@@ -38,9 +41,9 @@ ALLOWED: dict[str, set[str]] = {
     "containerd": {"oci", "content", "metadata", "snapshots", "registry", "store", "images", "runtime", "pods",
                    "events"},
     "daemon": {"oci", "host", "content", "metadata", "snapshots", "registry", "store", "images", "network",
-               "runtime", "pods", "check", "cri", "containerd", "events", "metrics"},
+               "runtime", "pods", "check", "cri", "containerd", "events", "metrics", "volumes"},
     "cli": {"oci", "host", "content", "metadata", "snapshots", "registry", "store", "images", "network",
-            "runtime", "pods", "check", "events"},
+            "runtime", "pods", "check", "events", "volumes"},
 }
 SHARED = {"errors", "config", "_logging", "_dataclass", "_failpoints", "_lazy", "_grpc"}
 

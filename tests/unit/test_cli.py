@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from hawser import __version__
-from hawser.cli import _containers, _images
+from hawser.cli import _containers, _images, _volumes
 from hawser.cli._parser import Parser
 from hawser.config import default_toml
 
@@ -57,14 +57,14 @@ def test_command_help() -> None:
     out = run("run", "--help").stdout
     assert out.startswith("Usage: hawser run [OPTIONS] IMAGE [COMMAND [ARG...]]\n")
     # -h is --hostname here, as in docker; -v is --volume.
-    assert "-h, --hostname TEXT" in out and "-v, --volume SRC:DST[:ro]" in out and "\n  --help " in out
-    assert "-m, --memory SIZE" in out and "--network [none|host]" in out
+    assert "-h, --hostname TEXT" in out and "-v, --volume [SRC:]DST[:ro]" in out and "\n  --help " in out
+    assert "-m, --memory SIZE" in out and "--network bridge|host|none|NAME" in out
     out = run("exec", "--help").stdout
     assert out.startswith("Usage: hawser exec [OPTIONS] CONTAINER COMMAND [ARG...]\n") and "-h, --help" in out
     out = run("image", "--help").stdout
     assert out.startswith("Usage: hawser image [OPTIONS] COMMAND [ARGS]...")
     assert all(f"\n  {name} " in out for name in ("import", "inspect", "ls", "pull", "rm"))
-    assert run("image", "ls", "--help").stdout.startswith("Usage: hawser image ls [OPTIONS]\n")
+    assert run("image", "ls", "--help").stdout.startswith("Usage: hawser image ls [OPTIONS] [REPOSITORY[:TAG]]\n")
     assert run("stop", "--help").stdout.startswith("Usage: hawser stop [OPTIONS] CONTAINERS...\n")
 
 
@@ -74,7 +74,7 @@ def test_command_help() -> None:
     (["--snapshotter", "zfs", "images"], "hawser", "argument --snapshotter: invalid choice: 'zfs'"),
     (["run"], "hawser run", "the following arguments are required: IMAGE"),
     (["run", "--cpu-shares", "x", "img"], "hawser run", "argument --cpu-shares: invalid int value: 'x'"),
-    (["ps", "--format", "xml"], "hawser ps", "argument --format: invalid choice: 'xml'"),
+    (["ps", "--last", "x"], "hawser ps", "argument -n/--last: invalid int value: 'x'"),
     (["stop"], "hawser stop", "the following arguments are required: CONTAINERS"),
     (["stop", "-t", "x", "c"], "hawser stop", "argument -t/--time: invalid float value: 'x'"),
     (["exec"], "hawser exec", "the following arguments are required: CONTAINER, COMMAND"),
@@ -87,7 +87,7 @@ def test_command_help() -> None:
 ])
 def test_usage_error_is_one_line_and_a_hint(argv: list[str], prog: str, message: str) -> None:
     proc = run(*argv)
-    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.returncode == (125 if argv[0] == "run" else 2) and proc.stdout == ""  # docker's 125 for run's
     line, hint = proc.stderr.splitlines()
     assert line.startswith(f"{prog}: {message}"), proc.stderr
     assert hint == f"Try '{prog} --help' for help."
@@ -129,14 +129,16 @@ def test_run_options_accumulate_combine_and_take_equals() -> None:
     assert (a.cpu_shares, a.pids_limit, a.network, a.read_only, a.command) == (512, 8, "host", True, ["sh"])
     options = _containers._build_options(a)
     assert options.env == ("A=1", "B=2", "C=3") and options.tty and options.stdin and options.read_only
-    assert [m.destination for m in options.mounts] == ["/b", "/d"] and options.mounts[1].readonly
+    requests = _volumes.mount_requests(a)  # -v and --mount are resolved at create (named volumes)
+    assert [(r.type, r.source, r.destination, r.readonly) for r in requests] == [
+        ("bind", "/a", "/b", False), ("bind", "/c", "/d", True)]
     assert options.cap_add == ("NET_ADMIN", "SYS_TIME") and not options.seccomp
     assert options.resources.memory_swap == -1 and options.resources.pids_limit == 8
 
 
 def test_run_defaults() -> None:
     a = parse(_containers.run, "img")
-    assert (a.detach, a.remove, a.name, a.hostname, a.network, a.entrypoint) == (False, False, None, "", "none", None)
+    assert (a.detach, a.remove, a.name, a.hostname, a.network, a.entrypoint) == (False, False, None, "", "", None)
     assert (a.env, a.volumes, a.tmpfs, a.cap_add, a.cap_drop, a.labels) == ([], [], [], [], [], [])
     a = parse(_containers.create, "--entrypoint", "", "img", "a", "-b")
     assert (a.image, a.command, a.entrypoint) == ("img", ["a", "-b"], "")
@@ -161,8 +163,8 @@ def test_container_commands_options() -> None:
     assert parse(_containers.kill, "web").signal == "KILL"
     a = parse(_containers.logs, "-ft", "-n", "3", "--since", "10m", "web")
     assert (a.follow, a.timestamps, a.tail, a.since, a.container) == (True, True, "3", "10m", "web")
-    a = parse(_containers.ps, "-aq", "--no-trunc")
-    assert (a.all, a.quiet, a.no_trunc, a.format) == (True, True, True, "table")
+    a = parse(_containers.ps, "-aq", "--no-trunc", "-f", "status=exited", "--format", "{{.ID}}")
+    assert (a.all, a.quiet, a.no_trunc, a.format, a.filters) == (True, True, True, "{{.ID}}", ["status=exited"])
     assert parse(_containers.rm, "-f", "a", "b").containers == ["a", "b"]
     a = parse(_containers.stats, "--no-stream", "--format", "json")
     assert (a.no_stream, a.format, a.containers) == (True, "json", [])

@@ -179,6 +179,7 @@ def test_hawserd_reports_it_as_a_bad_configuration_and_exits_2(tmp_path: Path) -
 
 
 def test_runtime_config_keeps_its_fields() -> None:
-    # The older keys of [runtime] stay, beside the new default_runtime.
-    assert {"runc", "conmon", "cgroup_parent", "stop_timeout", "log_size_max", "default_runtime"} == set(
+    # The older keys of [runtime] stay, beside the new default_runtime and default_network.
+    assert {"runc", "conmon", "cgroup_parent", "stop_timeout", "log_size_max", "default_runtime",
+            "default_network"} == set(
         asdict(RuntimeConfig()))

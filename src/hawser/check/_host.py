@@ -139,7 +139,11 @@ class SystemHost:
 
         # ContainerManager works in its store's namespace: a view of the same store in the record's.
         view = store.in_namespace(record.namespace)
-        ContainerManager.of(view, ImageService(view)).remove(record.id, force=True)
+        manager = ContainerManager.of(view, ImageService(view))
+        from hawser.pods import ContainerNetworks
+
+        manager.networking = ContainerNetworks.of(view.config)  # a CLI container's network goes with it
+        manager.remove(record.id, force=True)
 
     def cgroup_layout(self) -> CgroupLayout:
         return CgroupLayout.detect()

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from hawser.check._context import Context, NotRepaired, Resolved, listdir
+from hawser.check._networks import check_container_networks, list_container_networks
 from hawser.check._types import (
     ATTACH_DIR_ORPHAN,
     BUNDLE_ORPHAN,
@@ -84,7 +85,13 @@ def check_runtime(ctx: Context) -> None:
               for name, path in (("bundles", paths.bundles), ("exits", paths.exits), ("attach", paths.attach),
                                  ("runc", paths.runc), ("pods", paths.pods), ("logs", paths.logs))}
     conmons = [p for p in ctx.host.processes("conmon") if _conmon_id(p, paths.runc)]
-    mounts = _mounts_below(ctx.host.mounts(), (paths.state, paths.root))
+    # A CLI container's network pins are the network check's (check_container_networks, below).
+    mounts = [m for m in _mounts_below(ctx.host.mounts(), (paths.state, paths.root))
+              if _under(m.path, os.path.join(paths.state, "networks")) is None
+              and _under(m.path, os.path.join(paths.root, "volumes")) is None]  # a volume's own (tmpfs) mount
+    networks: list[str] = []
+    with ctx.guard("container networks"):
+        networks = list_container_networks(ctx)
     cgroups: dict[str, list[str]] | None = None
     layout: CgroupLayout | None = None
     with ctx.guard("cgroups"):
@@ -141,6 +148,8 @@ def check_runtime(ctx: Context) -> None:
         with ctx.guard(f"attach directory {id_}"):
             orphan.file(ATTACH_DIR_ORPHAN, id_, os.path.join(paths.attach, id_),
                         "conmon's attach socket directory (hawser rm leaves it behind)", info=True)
+    with ctx.guard("container networks"):
+        check_container_networks(ctx, networks, containers)
     if cgroups is not None and layout is not None:
         known = _known_cgroups(records.containers, records.sandboxes)
         for cgroup, directories in _orphan_cgroups(ctx.config.runtime.cgroup_parent, cgroups, known):

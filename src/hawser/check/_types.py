@@ -48,6 +48,7 @@ EXIT_FILE_ORPHAN = "exit-file-orphan"
 LOG_DIR_ORPHAN = "log-dir-orphan"
 ATTACH_DIR_ORPHAN = "attach-dir-orphan"    # info: conmon leaves it behind after every rm
 CGROUP_ORPHAN = "cgroup-orphan"
+CONTAINER_NETWORK_ORPHAN = "container-network"  # a CLI container's netns pin, CNI attachment, endpoint
 # the checker itself
 CHECK_ERROR = "check-error"
 

@@ -31,12 +31,17 @@ def _manager(ctx: CliContext) -> ContainerManager:
 
 def _container_arguments(p: Parser) -> None:
     p.add_argument("--name", metavar="NAME", help="Name the container.")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V", help="Set an environment variable.")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
+                   help="Set an environment variable (K alone: the host's value).")
+    p.add_argument("--env-file", action="append", default=[], metavar="FILE", help="Read K=V lines from FILE.")
     p.add_argument("-w", "--workdir", metavar="DIR", help="Working directory inside the container.")
     p.add_argument("-u", "--user", metavar="USER[:GROUP]", help="User (name or uid) to run as.")
     p.add_argument("--entrypoint", metavar="CMD", help="Override the image's entrypoint ('' clears it).")
-    p.add_argument("-v", "--volume", dest="volumes", action="append", default=[], metavar="SRC:DST[:ro]",
-                   help="Bind mount.")
+    p.add_argument("-v", "--volume", dest="volumes", action="append", default=[], metavar="[SRC:]DST[:ro]",
+                   help="Bind mount (SRC an absolute path), named volume (SRC a name) or anonymous volume.")
+    from hawser.cli._volumes import mount_arguments
+
+    mount_arguments(p)
     p.add_argument("--tmpfs", action="append", default=[], metavar="DST[:SIZE]", help="Mount a tmpfs.")
     p.add_argument("--memory", "-m", metavar="SIZE", help="Memory limit (e.g. 64m).")
     p.add_argument("--memory-swap", metavar="SIZE", help="Memory plus swap limit.")
@@ -50,8 +55,9 @@ def _container_arguments(p: Parser) -> None:
     p.add_argument("--privileged", action="store_true", help="All capabilities, devices, no seccomp.")
     p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
                    help="no-new-privileges[:false], seccomp=unconfined.")
-    p.add_argument("--network", default="none", choices=("none", "host"), metavar="[none|host]",
-                   help="Network namespace: a new empty one (none) or the host's.")
+    from hawser.cli._network import network_arguments
+
+    network_arguments(p)  # --network, -p, -P, --add-host, --dns...
     p.add_argument("--hostname", "-h", default="", metavar="TEXT", help="Container host name.")
     p.add_argument("--sysctl", action="append", default=[], metavar="K=V", help="Namespaced kernel parameter.")
     p.add_argument("--stop-signal", metavar="SIG", help="Signal to stop the container.")
@@ -59,6 +65,9 @@ def _container_arguments(p: Parser) -> None:
     p.add_argument("-i", "--interactive", action="store_true", help="Keep stdin open.")
     p.add_argument("-t", "--tty", action="store_true", help="Allocate a terminal.")
     p.add_argument("--plain-http", action="store_true", help="Pull a missing image over plain http.")
+    from hawser.cli._lifecycle import add_arguments
+
+    add_arguments(p)  # --restart, --health-*
     add_command_line(p, "image", command_required=False)
 
 
@@ -66,20 +75,7 @@ def _build_options(a: Namespace) -> ContainerOptions:
     from hawser.errors import InvalidArgument
     from hawser.runtime import BindMount, ContainerOptions, Namespaces, Resources, TmpfsMount, parse_cpus, parse_memory
 
-    mounts = []
-    for spec in a.volumes:
-        parts = spec.split(":")
-        if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
-            raise InvalidArgument(f"invalid volume {spec!r}: use SRC:DST[:ro|rw]")
-        if not os.path.isabs(parts[0]):  # never a bind of a path under the current directory
-            raise InvalidArgument(f"invalid volume {spec!r}: named volumes are not supported yet; "
-                                  "use an absolute host path")
-        mode = parts[2].split(",") if len(parts) == 3 else []
-        if any(m not in ("ro", "rw", "private", "rprivate", "shared", "rshared", "slave", "rslave") for m in mode):
-            raise InvalidArgument(f"invalid volume mode in {spec!r}")
-        propagation = next((m for m in mode if m not in ("ro", "rw")), "rprivate")
-        mounts.append(BindMount(source=os.path.normpath(parts[0]), destination=parts[1], readonly="ro" in mode,
-                                propagation=propagation))
+    mounts: list[BindMount] = []  # -v and --mount: hawser.cli._volumes.with_volumes, in _create
     tmpfs = []
     for spec in a.tmpfs:
         dst, _, size = spec.partition(":")
@@ -111,12 +107,18 @@ def _build_options(a: Namespace) -> ContainerOptions:
         sysctls[k] = v
     entrypoint = None if a.entrypoint is None else (tuple([a.entrypoint]) if a.entrypoint else ())
     return ContainerOptions(
-        args=tuple(a.command) if a.command else None, entrypoint=entrypoint, env=tuple(a.env), workdir=a.workdir,
-        user=a.user, tty=a.tty, stdin=a.interactive, hostname=a.hostname,
+        args=tuple(a.command) if a.command else None, entrypoint=entrypoint, env=_environment(a), workdir=a.workdir,
+        user=a.user, tty=a.tty, stdin=a.interactive, stdin_once=not a.tty, hostname=a.hostname,
         read_only=a.read_only, mounts=tuple(mounts), tmpfs=tuple(tmpfs), cap_add=tuple(a.cap_add),
         cap_drop=tuple(a.cap_drop), privileged=a.privileged, no_new_privileges=no_new_privs,
         resources=resources, sysctls=sysctls, seccomp=seccomp, stop_signal=a.stop_signal,
         namespaces=Namespaces(network="host" if a.network == "host" else None))
+
+
+def _environment(a: Namespace) -> tuple[str, ...]:
+    from hawser.cli._scripting import environment
+
+    return environment(a.env, a.env_file)
 
 
 def _labels(items: Sequence[str]) -> dict[str, str]:
@@ -134,6 +136,9 @@ def _ensure_image(ctx: CliContext, image: str, plain_http: bool, platform: str |
     try:
         store.resolve_name(image)
     except NotFound:
+        from hawser.oci import parse_reference
+
+        parse_reference(image)  # a name no registry could have is refused before any "Unable to find"
         echo(f"Unable to find image '{image}' locally; pulling", err=True)
         from hawser.cli._progress import progress_display
 
@@ -145,19 +150,21 @@ def _ensure_image(ctx: CliContext, image: str, plain_http: bool, platform: str |
 
 
 def _create(ctx: CliContext, a: Namespace, *, exit_command: Sequence[str] = ()) -> ContainerInfo:
+    from hawser.cli._lifecycle import create_config
+    from hawser.cli._volumes import mount_requests, with_volumes
+
+    requests = mount_requests(a)  # refused before anything is pulled
+    # The restart policy and healthcheck; with a policy or -d --rm, conmon's exit command applies them.
+    extra, cleanup = create_config(ctx, a, remove=getattr(a, "remove", False), detach=getattr(a, "detach", False))
+    exit_command = cleanup or exit_command
     options = _build_options(a)
     _ensure_image(ctx, a.image, a.plain_http, getattr(a, "platform", None))
-    return _manager(ctx).create(a.image, options, name=a.name, labels=_labels(a.labels), exit_command=exit_command)
+    manager = _manager(ctx)
+    with with_volumes(ctx, manager, a.image, options, requests) as options:
+        from hawser.cli._network import network_request
 
-
-def _removal_on_exit(ctx: CliContext) -> list[str]:
-    """``run -d --rm``: no hawser process is left to remove the container when
-    it exits, so its conmon runs ``hawser rm`` then (as podman's does).  conmon
-    waits for its exit command and rm waits for conmon to be gone: ``setsid -f``
-    lets conmon go at once, the rm carrying on on its own."""
-    import shutil
-
-    return [shutil.which("setsid") or "/usr/bin/setsid", "-f", *ctx.hawser_argv("rm", "-f")]
+        return manager.create(a.image, options, name=a.name, labels=_labels(a.labels), exit_command=exit_command,
+                              network=network_request(a), extra_config=extra)
 
 
 def _check_tty(*, tty: bool, interactive: bool) -> None:
@@ -165,7 +172,9 @@ def _check_tty(*, tty: bool, interactive: bool) -> None:
     if tty and interactive and not os.isatty(0):
         from hawser.errors import InvalidArgument
 
-        raise InvalidArgument("the input device is not a TTY", hint="drop -t, or run it from a terminal")
+        error = InvalidArgument("the input device is not a TTY", hint="drop -t, or run it from a terminal")
+        error.exit_code = 1  # docker's: this one is not its 125
+        raise error
 
 
 def run(p: Parser) -> Handler:
@@ -173,41 +182,53 @@ def run(p: Parser) -> Handler:
     p.add_argument("-d", "--detach", action="store_true", help="Run in the background; print the container id.")
     p.add_argument("--rm", dest="remove", action="store_true", help="Remove the container when it exits.")
     p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to pull IMAGE for if missing.")
+    p.add_argument("--detach-keys", metavar="KEYS", help="Keys that detach from -it [default: ctrl-p,ctrl-q].")
     _container_arguments(p)
     return _run
 
 
 def _run(ctx: CliContext, a: Namespace) -> int | None:
+    from hawser.cli._volumes import remove_container
+
     if not a.detach:
         _check_tty(tty=a.tty, interactive=a.interactive)
     manager = _manager(ctx)
-    info = _create(ctx, a, exit_command=_removal_on_exit(ctx) if a.detach and a.remove else ())
+    info = _create(ctx, a)  # -d --rm: conmon's exit command removes it (_lifecycle.create_config)
     if a.detach:
         manager.start_created(info)
         echo(info.id)
         return None
     try:
-        code = _run_foreground(manager, info, interactive=a.interactive, tty=a.tty)
+        code = _run_foreground(manager, info, interactive=a.interactive, tty=a.tty, detach_keys=a.detach_keys)
+        if code is None:  # detached (Ctrl-P Ctrl-Q): it runs on, and --rm still holds
+            if a.remove:
+                from hawser.cli._container_group import remove_when_exited
+
+                remove_when_exited(ctx, info.id)
+            return None
     except Exception:
         if a.remove:  # --rm holds when the container cannot start too (as with docker)
             try:
-                manager.remove(info.id, force=True)
+                remove_container(ctx, manager, info.id, force=True, volumes=True)
             except Exception:
                 pass  # the error to report is the first one
         raise
     if a.remove:
-        manager.remove(info.id, force=True)
+        remove_container(ctx, manager, info.id, force=True, volumes=True)
     return code
 
 
-def _run_foreground(manager: ContainerManager, info: ContainerInfo, *, interactive: bool, tty: bool) -> int:
-    """Start the container and relay its output until it exits; signals go to it."""
+def _run_foreground(manager: ContainerManager, info: ContainerInfo, *, interactive: bool, tty: bool,
+                    detach_keys: str | None = None) -> int | None:
+    """Start the container and relay its output until it exits; signals go to it.
+    None when the user detached (-i: the detach keys)."""
     from hawser.runtime import EXITED
 
     if interactive or tty:
-        from hawser.runtime import attach
+        from hawser.runtime import DETACH_KEYS, attach, parse_detach_keys
 
-        return attach(manager, info, stdin=interactive, tty=tty)
+        keys = DETACH_KEYS if detach_keys is None else parse_detach_keys(detach_keys)
+        return attach(manager, info, stdin=interactive, tty=tty, detach_keys=keys)
     record = info.record
     forwarded: list[int] = []
 
@@ -270,8 +291,10 @@ def _each(names: Sequence[str], action: Callable[[str], object]) -> int | None:
 
 
 def start(p: Parser) -> Handler:
-    """Start created containers."""
+    """Start created or exited containers."""
     p.add_argument("-a", "--attach", action="store_true", help="Relay the container's output until it exits.")
+    p.add_argument("-i", "--interactive", action="store_true", help="Attach standard input too (with -a).")
+    p.add_argument("--detach-keys", metavar="KEYS", help="Keys that detach from -ai [default: ctrl-p,ctrl-q].")
     _containers(p)
     return _start
 
@@ -280,74 +303,29 @@ def _start(ctx: CliContext, a: Namespace) -> int | None:
     if a.attach and len(a.containers) != 1:
         raise UsageError("--attach takes one container")
     manager = _manager(ctx)
+    if a.attach and a.interactive:  # through conmon's attach socket, as attach: the detach keys work
+        from hawser.runtime import DETACH_KEYS, parse_detach_keys, start_attached
+
+        keys = DETACH_KEYS if a.detach_keys is None else parse_detach_keys(a.detach_keys)
+        code = start_attached(manager, manager.lookup(a.containers[0]), stdin=True, detach_keys=keys)
+        return 0 if code is None else code
     if a.attach:
         return _attached_start(manager, manager.lookup(a.containers[0]))
-    for c in a.containers:
-        echo(manager.start(c).record.name)
-    return None
+    from hawser.cli._lifecycle import start_command
 
-
-def _ago(t: float | None) -> str:
-    if t is None:
-        return ""
-    seconds = max(0.0, time.time() - t)
-    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
-        if seconds >= size:
-            n = int(seconds // size)
-            return f"{n} {unit}{'s' if n > 1 else ''}"
-    return f"{int(seconds)} second{'s' if int(seconds) != 1 else ''}"
-
-
-def _status_text(info: ContainerInfo) -> str:
-    s = info.status
-    if s.state == "running":
-        return f"Up {_ago(s.started_at)}"
-    if s.state == "paused":
-        return f"Up {_ago(s.started_at)} (Paused)"
-    if s.state == "exited":
-        code = "?" if s.exit_code is None else str(s.exit_code)
-        return f"Exited ({code}) {_ago(s.finished_at)} ago" if s.finished_at else f"Exited ({code})"
-    if s.state == "created":
-        return "Created"
-    return f"Unknown: {s.reason}"
+    return start_command(ctx, a.containers)  # created or exited ones; each name reported as docker
 
 
 def _format(p: Parser) -> None:
-    p.add_argument("--format", choices=("table", "json"), default="table", metavar="[table|json]")
+    p.add_argument("--format", default="table", metavar="FORMAT",
+                   help="table, json, or a Go template ('{{.Name}} {{.CPUPerc}}', 'table {{.Name}}\\t{{.MemUsage}}').")
 
 
 def ps(p: Parser) -> Handler:
     """List containers."""
-    p.add_argument("-a", "--all", action="store_true", help="Show all containers, not only running ones.")
-    p.add_argument("-q", "--quiet", action="store_true", help="Only ids.")
-    p.add_argument("--no-trunc", action="store_true", help="Full ids and commands.")
-    _format(p)
-    return _ps
+    from hawser.cli._scripting import ps as build  # --format templates and --filter
 
-
-def _ps(ctx: CliContext, a: Namespace) -> None:
-    no_trunc = a.no_trunc
-    infos = _manager(ctx).list(all_=a.all)
-    if a.quiet:
-        for i in infos:
-            echo(i.id if no_trunc else i.id[:12])
-        return
-    if a.format == "json":
-        import json
-
-        echo(json.dumps([i.to_json() for i in infos], indent=2))
-        return
-    rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
-    for i in infos:
-        entrypoint, cmd = i.command()
-        command = " ".join((*entrypoint, *cmd))
-        if not no_trunc and len(command) > 20:
-            command = command[:19] + "…"
-        rows.append((i.id if no_trunc else i.id[:12], i.record.image, f'"{command}"',
-                     f"{_ago(i.record.created_at)} ago", _status_text(i), i.record.name))
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    for r in rows:
-        echo("   ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    return build(p)
 
 
 def exec_(p: Parser) -> Handler:
@@ -356,6 +334,7 @@ def exec_(p: Parser) -> Handler:
     p.add_argument("-i", "--interactive", action="store_true", help="Keep stdin open.")
     p.add_argument("-t", "--tty", action="store_true", help="Allocate a terminal.")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
+    p.add_argument("--env-file", action="append", default=[], metavar="FILE", help="Read K=V lines from FILE.")
     p.add_argument("-u", "--user", metavar="USER[:GROUP]")
     p.add_argument("-w", "--workdir", metavar="DIR")
     add_command_line(p, "container", command_required=True)
@@ -371,7 +350,7 @@ def _exec(ctx: CliContext, a: Namespace) -> int:
 
             raise InvalidArgument("the input device is not a TTY", hint="drop -t, or run it from a terminal")
     return _manager(ctx).exec_attached(a.container, tuple(a.command), tty=a.tty, detach=a.detach,
-                                       env=tuple(a.env), user=a.user, workdir=a.workdir)
+                                       env=_environment(a), user=a.user, workdir=a.workdir)
 
 
 def logs(p: Parser) -> Handler:
@@ -420,8 +399,10 @@ def stop(p: Parser) -> Handler:
 
 
 def _stop(ctx: CliContext, a: Namespace) -> int | None:
+    from hawser.runtime.restart import user_stop
+
     manager = _manager(ctx)
-    return _each(a.containers, lambda c: manager.stop(c, a.timeout))
+    return _each(a.containers, lambda c: user_stop(manager, c, a.timeout))  # no restart policy follows
 
 
 def _signal_number(text: str) -> int:
@@ -446,56 +427,41 @@ def kill(p: Parser) -> Handler:
 def _kill(ctx: CliContext, a: Namespace) -> int | None:
     manager = _manager(ctx)
     number = _signal_number(a.signal)
-    return _each(a.containers, lambda c: manager.kill(c, number))
+    from hawser.runtime.restart import user_kill
+
+    return _each(a.containers, lambda c: user_kill(manager, c, number))  # no restart policy follows
 
 
 def rm(p: Parser) -> Handler:
     """Remove containers."""
     p.add_argument("-f", "--force", action="store_true", help="Kill a running container first.")
+    p.add_argument("-v", "--volumes", action="store_true", help="Remove the container's anonymous volumes too.")
     _containers(p)
     return _rm
 
 
 def _rm(ctx: CliContext, a: Namespace) -> int | None:
     # As rmi and prune: on a full disk the store opens with the reserve given back.
+    from hawser.cli._volumes import remove_container
+
     manager = ctx.containers(to_free_space=True)
-    return _each(a.containers, lambda c: manager.remove(c, force=a.force))
+    return _each(a.containers, lambda c: remove_container(ctx, manager, c, force=a.force, volumes=a.volumes))
 
 
 def inspect(p: Parser) -> Handler:
-    """Show containers (or images) as JSON."""
-    p.add_argument("names", nargs="+", metavar="NAMES")
-    return _inspect
+    """Show containers (or images) as JSON, in docker's layout."""
+    from hawser.cli._scripting import inspect as build  # docker's layout, -f templates
 
-
-def _inspect(ctx: CliContext, a: Namespace) -> int | None:
-    import json
-
-    from hawser.errors import NotFound
-
-    manager = _manager(ctx)
-    out = []
-    failed = False
-    for n in a.names:  # as docker: the ones found are shown, each one not found is a line on stderr
-        try:
-            out.append(manager.info(manager.lookup(n)).to_json())
-        except NotFound:
-            store = ctx.images()
-            try:
-                out.append(store.inspect(store.resolve_name(n)).to_json())
-            except NotFound:
-                echo(f"hawser: no such container or image: {n}", err=True)
-                failed = True
-    echo(json.dumps(out, indent=2))
-    return 1 if failed else None
+    return build(p)
 
 
 def _attached_start(manager: ContainerManager, record: Container) -> int:
     """start -a: start an existing container and relay its output until it exits."""
     from hawser.runtime import EXITED
+    from hawser.runtime.restart import user_start
 
     start = os.path.getsize(manager.log_path(record.id)) if os.path.exists(manager.log_path(record.id)) else 0
-    manager.start(record.id)
+    user_start(manager, record.id)
     out, err = sys.stdout.buffer, sys.stderr.buffer
     for entry in manager.follow_output(record, start):
         stream = out if entry.stream == "stdout" else err
@@ -578,14 +544,17 @@ def _stats(ctx: CliContext, a: Namespace) -> None:
                          "oom_kills": s.oom_kills})
         if fmt == "json":
             echo(json.dumps(rows))
+        elif fmt != "table":  # a Go template of docker's fields
+            from hawser.cli._scripting import print_stats
+
+            print_stats(rows, {r.id: manager.status(r).pid for r in records}, fmt)
         else:
-            echo(f"{'CONTAINER ID':14}{'NAME':24}{'CPU %':>8}  {'MEM USAGE / LIMIT':>26}  {'PIDS':>5}  "
-                       f"{'BLOCK I/O':>20}")
-            for row in rows:
-                limit = _mb(row["memory_limit"]) if row["memory_limit"] else "unlimited"
-                echo(f"{row['id'][:12]:14}{row['name'][:23]:24}{row['cpu_percent']:>7.2f}%  "
-                           f"{_mb(row['memory_working_set']) + ' / ' + limit:>26}  {row['pids']:>5}  "
-                           f"{_mb(row['block_read']) + ' / ' + _mb(row['block_write']):>20}")
+            from hawser.cli._stats_table import stats_lines
+
+            # NET I/O: the counters of the container's network namespace, through its init.
+            pids = {r.id: manager.status(r).pid for r in records}
+            for line in stats_lines(rows, pids):
+                echo(line)
         if a.no_stream:
             return
         time.sleep(1.0)

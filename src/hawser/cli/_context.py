@@ -64,6 +64,12 @@ class CliContext:
         images = self.images(to_free_space=to_free_space)
         manager = ContainerManager.of(images.store, images)
         manager.observers.append(container_observer(self.journal()))
+        from hawser.cli._lifecycle import start_observer
+
+        manager.observers.append(start_observer(self, manager))  # healthcheck monitors; restart policies' specs
+        from hawser.pods import ContainerNetworks
+
+        manager.networking = ContainerNetworks.of(self.config)  # touches nothing until a container needs it
         return manager
 
     def hawser_argv(self, *args: str) -> list[str]:

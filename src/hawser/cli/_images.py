@@ -68,17 +68,32 @@ def _age(created: str) -> str:
     return "just now"
 
 
+# docker's default table; --digests puts the DIGEST column after TAG.
+_IMAGE_TABLE = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+_IMAGE_TABLE_DIGESTS = "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+
+
 def images(p: Parser) -> Handler:
-    """List images: name, digest, size, created."""
+    """List images: repository, tag, image ID, created, size."""
     p.add_argument("-q", "--quiet", action="store_true", help="Only image IDs.")
-    p.add_argument("--format", choices=("table", "json"), default="table", metavar="[table|json]")
-    p.add_argument("--no-trunc", action="store_true", help="Full digests.")
+    p.add_argument("--format", default="table", metavar="FORMAT",
+                   help="table, json, or a Go template of docker's fields ('{{.Repository}}:{{.Tag}}').")
+    p.add_argument("--digests", action="store_true", help="Show the DIGEST column.")
+    p.add_argument("--no-trunc", action="store_true", help="Full image IDs.")
+    from hawser.cli._scripting import add_image_listing
+
+    add_image_listing(p)  # REPOSITORY[:TAG], -f/--filter
     return _images
 
 
 def _images(ctx: CliContext, a: Namespace) -> None:
+    from hawser.cli._scripting import image_rows, print_images, select_images
+
     no_trunc = a.no_trunc
-    rows = sorted(ctx.images().list_images(), key=lambda i: i.name)
+    rows = select_images(ctx, sorted(ctx.images().list_images(), key=lambda i: i.name), a.filters, a.repository)
+    if a.format not in ("table", "json") and not a.quiet:
+        print_images(image_rows(rows, no_trunc=no_trunc), a.format)
+        return
     if a.format == "json":
         import json
 
@@ -89,14 +104,7 @@ def _images(ctx: CliContext, a: Namespace) -> None:
         for i in rows:
             echo(str(i.image_id or "") if no_trunc else str(i.image_id or "").removeprefix("sha256:")[:12])
         return
-    table = [("NAME", "DIGEST", "IMAGE ID", "SIZE", "CREATED")]
-    for i in rows:
-        digest = str(i.target.digest) if no_trunc else str(i.target.digest)[:19]
-        image_id = str(i.image_id or "") if no_trunc else str(i.image_id or "").removeprefix("sha256:")[:12]
-        table.append((i.name, digest, image_id, _human(i.size), _age(i.created)))
-    widths = [max(len(r[c]) for r in table) for c in range(5)]
-    for r in table:
-        echo("   ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    print_images(image_rows(rows, no_trunc=no_trunc), _IMAGE_TABLE_DIGESTS if a.digests else _IMAGE_TABLE)
 
 
 def rmi(p: Parser) -> Handler:
@@ -163,18 +171,10 @@ def _rmi(ctx: CliContext, a: Namespace) -> int:
 
 
 def inspect(p: Parser) -> Handler:
-    """Show images as JSON."""
-    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]")
-    p.add_argument("references", nargs="+", metavar="REFERENCES")
-    return _inspect
+    """Show images as JSON, in docker's layout."""
+    from hawser.cli._scripting import image_inspect  # docker's layout, -f templates
 
-
-def _inspect(ctx: CliContext, a: Namespace) -> None:
-    import json
-
-    store = ctx.images()
-    out = [store.inspect(store.resolve_name(r), _platform(a.platform)).to_json() for r in a.references]
-    echo(json.dumps(out, indent=2))
+    return image_inspect(p)
 
 
 def import_(p: Parser) -> Handler:

@@ -32,18 +32,25 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "version": ("_version", "version", "Show the client's and the daemon's versions."),
     "run": ("_containers", "run", "Create and start a container."),
     "create": ("_containers", "create", "Create a container."),
-    "start": ("_containers", "start", "Start created containers."),
-    "ps": ("_containers", "ps", "List containers."),
+    "start": ("_containers", "start", "Start created or exited containers."),
+    "ps": ("_scripting", "ps", "List containers."),
     "exec": ("_containers", "exec_", "Run a command in a running container."),
     "logs": ("_containers", "logs", "Print a container's output."),
     "stop": ("_containers", "stop", "Stop containers."),
     "kill": ("_containers", "kill", "Signal containers."),
     "rm": ("_containers", "rm", "Remove containers."),
-    "inspect": ("_containers", "inspect", "Show containers or images as JSON."),
+    "inspect": ("_scripting", "inspect", "Show containers or images as JSON."),
     "stats": ("_containers", "stats", "Container resource usage."),
     "pause": ("_containers", "pause", "Pause containers."),
     "unpause": ("_containers", "unpause", "Unpause containers."),
     "wait": ("_containers", "wait", "Wait for containers to exit."),
+    "attach": ("_container_group", "attach", "Attach to a running container (Ctrl-P Ctrl-Q detaches)."),
+    "rename": ("_container_group", "rename", "Rename a container."),
+    "top": ("_container_group", "top", "Show the processes of a container."),
+    "cp": ("_cp", "cp", "Copy files between a container and the host."),
+    "container": ("_container_group", "container", "Manage containers (ls, run, cp, prune, ...)."),
+    "restart": ("_lifecycle", "restart", "Restart containers."),
+    "healthcheck": ("_lifecycle", "healthcheck", "Run a container's healthcheck."),
     "events": ("_events", "events", "Show events (pulls, runs, exits, removals), live."),
     "commit": ("_commit", "commit", "Make an image of a container's changes."),
     "diff": ("_commit", "diff", "List what a container changed in its filesystem."),
@@ -51,8 +58,12 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "load": ("_archive", "load", "Load images from a tar archive or standard input."),
     "export": ("_archive", "export", "Export a container's filesystem as a tar archive."),
     "import": ("_archive", "import_", "Import a filesystem tar as a one-layer image."),
+    "volume": ("_volumes", "volume", "Manage volumes (create, ls, inspect, rm, prune)."),
+    "network": ("_network", "network", "Manage networks (create, ls, inspect, rm, prune)."),
+    "port": ("_network", "port", "List a container's published ports."),
     "login": ("_login", "login", "Log in to a registry."),
     "logout": ("_login", "logout", "Log out of a registry."),
+    "completion": ("_docs", "completion", "Print a shell completion script (bash or zsh)."),
 }
 
 
@@ -86,15 +97,21 @@ def _parser() -> Parser:
 
 def run() -> None:
     debug = False
+    failure = 1  # the exit code of an error of hawser itself: docker's 125 for run and create
     try:
         parser = _parser()
         args = parser.parse_args()
         debug = args.debug
+        failure = _failure_code(args.command, args.arguments)
         ctx = CliContext(config_path=args.config, root=args.root, state=args.state,
                          registry_config_dir=args.registry_config_dir, snapshotter=args.snapshotter, debug=debug,
                          namespace=args.namespace)
         try:
             code = parser.run_command(ctx, args, _load)
+        except SystemExit as exc:
+            if exc.code == 2 and failure != 1:  # a usage error of run or create
+                sys.exit(failure)
+            raise
         finally:
             ctx.close()
     except KeyboardInterrupt:
@@ -107,12 +124,22 @@ def run() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)
     except Exception as exc:
-        _fail(exc, debug=debug)
+        _fail(exc, debug=debug, failure=failure)
     sys.exit(code)
 
 
-def _fail(exc: Exception, *, debug: bool) -> NoReturn:
-    """One line on stderr, and the exit code of the error's kind."""
+def _failure_code(command: str | None, arguments: list[str]) -> int:
+    """docker's exit code for a failure of the tool itself: 125 for ``run`` and
+    ``create`` (``container run``...), so that a script tells it from the
+    container's own code (126, 127: its command cannot be invoked, is not
+    found); 1 for the other commands."""
+    if command == "container":
+        command = next((a for a in arguments if not a.startswith("-")), None)
+    return 125 if command in ("run", "create") else 1
+
+
+def _fail(exc: Exception, *, debug: bool, failure: int = 1) -> NoReturn:
+    """One line on stderr, and the exit code of the error's kind (``failure`` for a plain error)."""
     from hawser.errors import HawserError
 
     if debug:
@@ -121,9 +148,10 @@ def _fail(exc: Exception, *, debug: bool) -> NoReturn:
         traceback.print_exc()
     if isinstance(exc, HawserError):
         echo(f"hawser: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        # an exit code the error was given (``error.exit_code = 126``) stands; its kind's becomes ``failure``
+        sys.exit(exc.exit_code if "exit_code" in vars(exc) else failure if failure != 1 else exc.exit_code)
     if isinstance(exc, OSError) and exc.errno == 28:
         echo(f"hawser: no space left on device: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(failure)
     echo(f"hawser: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
-    sys.exit(70)
+    sys.exit(70 if failure == 1 else failure)

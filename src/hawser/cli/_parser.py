@@ -42,6 +42,8 @@ class Parser(ArgumentParser):
         super().__init__(prog=prog, description=description, add_help=False, allow_abbrev=False,
                          formatter_class=_Formatter)
         self.commands: dict[str, str] = {}
+        self.builders: dict[str, Builder] = {}
+        """A group's subcommands (see group()), for the completion scripts and man pages."""
 
     def add_help_option(self) -> None:
         """-h/--help, last in the help; only --help where the command uses -h itself (run --hostname)."""
@@ -158,6 +160,7 @@ class _CommandLine(Action):
 def group(parser: Parser, builders: Mapping[str, Builder]) -> Handler:
     """A command made of subcommands (``hawser image ls``); each builder's docstring gives its summary."""
     parser.add_commands({name: _summary(build) for name, build in builders.items()})
+    parser.builders = dict(builders)
 
     def handler(ctx: CliContext, args: Namespace) -> int | None:
         return parser.run_command(ctx, args, builders.__getitem__)
@@ -166,7 +169,11 @@ def group(parser: Parser, builders: Mapping[str, Builder]) -> Handler:
 
 
 def _summary(build: Builder) -> str:
-    return (build.__doc__ or "").strip().split("\n", 1)[0]
+    """The first sentence of the builder's docstring, however many lines it spans."""
+    import re
+
+    paragraph = " ".join((build.__doc__ or "").strip().split("\n\n", 1)[0].split())
+    return re.split(r"(?<=\.)\s+(?=[A-Z])", paragraph, maxsplit=1)[0]
 
 
 class _Formatter(HelpFormatter):

@@ -17,34 +17,65 @@ if TYPE_CHECKING:
     from hawser.images import ProgressEvent, ProgressSink
 
 
+FINAL = frozenset({"done", "exists", "failed", "mounted"})
+"""The stages that end a layer's part of a pull (or of a push)."""
+
+
 def _short(digest: str) -> str:
     return digest.split(":", 1)[-1][:12]
 
 
 class LineProgress:
-    """A line per stage change of a layer (logs and CI read these)."""
+    """A line per stage change of a layer (logs and CI read these), and one final line per layer.
+
+    A layer can end twice: fetched ("done"), then found unpacked already
+    ("exists"), or fetched, then unpacked ("done" again). So a final stage is
+    held back until the layer goes on (it was not final: dropped), another
+    final stage comes (ignored: the first one says what happened to the
+    layer), a pull message comes, or the pull ends (``flush``).
+    """
 
     def __init__(self) -> None:
         self._stage: dict[str, str] = {}
         self._lock = threading.Lock()
         self._start: dict[str, float] = {}
+        self._held: dict[str, str] = {}
+        self._ended: set[str] = set()
 
     def __call__(self, event: ProgressEvent) -> None:
         from hawser.images import LayerProgress
 
         with self._lock:
             if not isinstance(event, LayerProgress):
+                self._flush()
                 echo(event.text)
                 return
-            if self._stage.get(event.digest) == event.stage:
+            digest, stage = event.digest, event.stage
+            if digest in self._ended or self._stage.get(digest) == stage:
                 return
-            self._stage[event.digest] = event.stage
             now = time.monotonic()
-            start = self._start.setdefault(event.digest, now)
-            extra = f" {event.total} bytes" if event.stage in ("done", "exists") else ""
-            if event.stage == "done":
-                extra += f" in {now - start:.2f}s"
-            echo(f"{_short(event.digest)}: {event.stage}{extra}")
+            start = self._start.setdefault(digest, now)
+            if stage in FINAL:
+                if digest not in self._held:
+                    extra = f" {event.total} bytes" if stage in ("done", "exists") else ""
+                    if stage == "done":
+                        extra += f" in {now - start:.2f}s"
+                    self._held[digest] = f"{_short(digest)}: {stage}{extra}"
+                return
+            self._held.pop(digest, None)
+            self._stage[digest] = stage
+            echo(f"{_short(digest)}: {stage}")
+
+    def flush(self) -> None:
+        """Print the final line of every layer that has one held back."""
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        for digest, line in self._held.items():
+            echo(line)
+            self._ended.add(digest)
+        self._held.clear()
 
 
 class RichProgress:
@@ -57,7 +88,8 @@ class RichProgress:
         from hawser.images import LayerProgress
 
         if not isinstance(event, LayerProgress):
-            self._progress.console.print(event.text)
+            # As it is: rich's highlighter would colour a digest's hex as an IPv6 address.
+            self._progress.console.print(event.text, markup=False, highlight=False)
             return
         with self._lock:
             task = self._tasks.get(event.digest)
@@ -77,7 +109,11 @@ def progress_display(quiet: bool) -> Iterator[ProgressSink]:
         yield _quiet
         return
     if not sys.stdout.isatty():
-        yield LineProgress()
+        lines = LineProgress()
+        try:
+            yield lines
+        finally:
+            lines.flush()
         return
     from rich.progress import (
         BarColumn,

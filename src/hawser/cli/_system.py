@@ -17,7 +17,10 @@ if TYPE_CHECKING:
 
 def system(p: Parser) -> Handler:
     """Store usage, garbage collection, consistency check and host information."""
-    return group(p, {"df": df, "prune": prune, "check": check, "info": info})
+    from hawser.cli._lifecycle import restart_containers
+
+    return group(p, {"df": df, "prune": prune, "check": check, "info": info,
+                     "restart-containers": restart_containers})
 
 
 def df(p: Parser) -> Handler:
@@ -28,27 +31,51 @@ def df(p: Parser) -> Handler:
 
 def _df(ctx: CliContext, a: Namespace) -> None:
     from hawser.cli._images import _human
+    from hawser.cli._volumes import usage as volume_usage
 
     usage = ctx.images().usage()
+    usage["volumes"] = volume_usage(ctx)
     if a.format == "json":
         import json
 
         echo(json.dumps(usage, indent=2))
         return
     echo(f"{'TYPE':<12}{'COUNT':>8}{'SIZE':>12}")
-    for kind in ("images", "content", "snapshots"):
+    for kind in ("images", "content", "snapshots", "volumes"):
         echo(f"{kind:<12}{usage[kind]['count']:>8}{_human(usage[kind]['size']):>12}")
 
 
 def prune(p: Parser) -> Handler:
-    """Collect garbage: blobs, snapshots and ingests no image or live lease uses."""
+    """Remove stopped containers, then collect garbage: blobs, snapshots and ingests no image or live lease uses.
+
+    As docker's, it asks first on a terminal (-f does not); without one it
+    collects garbage but keeps the stopped containers unless -f is given. The
+    CRI's namespace (k8s.io) keeps its containers: the kubelet owns them.
+    """
+    p.add_argument("-f", "--force", action="store_true", help="Remove stopped containers without asking.")
     p.add_argument("--dry-run", action="store_true", help="Say what would be removed, and why; remove nothing.")
+    p.add_argument("--volumes", action="store_true", help="Remove the anonymous volumes no container uses too.")
     return _prune
+
+
+PRUNE_WARNING = """WARNING! This will remove:
+  - all stopped containers
+  - all blobs, snapshots and ingests no image or live lease uses
+"""
+CRI_NAMESPACE = "k8s.io"
 
 
 def _prune(ctx: CliContext, a: Namespace) -> int:
     from hawser.cli._images import _human
 
+    removed = _prune_containers(ctx, force=a.force, dry_run=a.dry_run)
+    if removed is None:
+        echo("hawser: system prune has been cancelled", err=True)
+        return 1
+    if getattr(a, "volumes", False) and not a.dry_run:
+        from hawser.cli._volumes import prune_anonymous
+
+        prune_anonymous(ctx)
     report = ctx.images(to_free_space=not a.dry_run).prune(dry_run=a.dry_run)
     verb = "would remove" if a.dry_run else "removed"
     for item in report.removed:
@@ -56,7 +83,51 @@ def _prune(ctx: CliContext, a: Namespace) -> int:
     for err in report.errors:
         echo(f"error: {err}", err=True)
     echo(f"{verb} {len(report.removed)} objects, {_human(report.bytes_reclaimed)}")
-    return 1 if report.errors else 0
+    return 1 if report.errors or removed is False else 0
+
+
+def _prune_containers(ctx: CliContext, *, force: bool, dry_run: bool) -> bool | None:
+    """Remove the namespace's stopped (exited or created) containers, as ``Deleted Containers:`` and their
+    ids: True if all went, False if one failed, None if the user said no at the prompt."""
+    import os
+    import sys
+
+    from hawser.errors import HawserError, NotFound
+    from hawser.runtime import CREATED, EXITED
+
+    if ctx.namespace == CRI_NAMESPACE:
+        return True
+    manager = ctx.containers()
+    stopped = [i.record for i in manager.list(all_=True) if i.status.state in (EXITED, CREATED)]
+    if not stopped:
+        return True
+    if dry_run:
+        for record in stopped:
+            echo(f"would remove container {record.id}: {record.name} is stopped")
+        return True
+    if not force:
+        if not (os.isatty(0) and os.isatty(1)):
+            echo(f"hawser: kept {len(stopped)} stopped container{'s' if len(stopped) != 1 else ''}: "
+                 "without a terminal to ask on, `system prune -f` removes them", err=True)
+            return True
+        echo(PRUNE_WARNING)
+        echo("Are you sure you want to continue? [y/N] ", end="")
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return None
+    ok = True
+    echo("Deleted Containers:")
+    for record in stopped:
+        try:
+            manager.remove(record.id)
+        except NotFound:
+            continue  # removed meanwhile (a ``run --rm`` container's own exit command)
+        except HawserError as exc:
+            echo(f"hawser: {exc}", err=True)
+            ok = False
+            continue
+        echo(record.id)
+    echo()
+    return ok
 
 
 def check(p: Parser) -> Handler:

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
         spawn_process,
         uncancellable,
     )
+    from hawser.host._resolve import open_in_root, private_mount_namespace
     from hawser.host._userns import (
         IdMapping,
         detach,
@@ -81,7 +82,8 @@ _LAZY = {
     "parse_options": "_mount", "unmount": "_mount", "unmount_all": "_mount",
     "OverlayFeatures": "_overlay", "overlay_features": "_overlay", "overlay_mount_options": "_overlay",
     "probe_overlay": "_overlay",
-    "ProcStat": "_proc", "proc_stat": "_proc",
+    "ProcStat": "_proc", "proc_stat": "_proc", "open_in_root": "_resolve",
+    "private_mount_namespace": "_resolve",
     "Process": "_process", "ProcessResult": "_process", "ProcessTimedOut": "_process", "run_process": "_process", "kill_process": "_process",
     "die_with_parent": "_process", "run_process_async": "_process", "spawn_process": "_process", "uncancellable": "_process",
     "atomic_write": "_files", "fsync_dir": "_files",
@@ -127,6 +129,7 @@ __all__ = [
     "mount",
     "namespace_kind",
     "oom_kills",
+    "open_in_root",
     "overlay_features",
     "overlay_mount_options",
     "page_faults",
@@ -135,6 +138,7 @@ __all__ = [
     "pin_namespace_of",
     "pin_namespaces",
     "pin_user_namespace",
+    "private_mount_namespace",
     "probe_overlay",
     "proc_stat",
     "read_stats",

@@ -124,9 +124,29 @@ class _Layer:
     overlay: bool
 
     def source(self) -> DiffSource:
+        skip = _mount_points(self)
         if self.overlay:
-            return DiffSource(upper=self.upper, overlay=True)
-        return DiffSource(upper=self.upper, lower=self.lowers[0] if self.lowers else None)
+            return DiffSource(upper=self.upper, overlay=True, skip=skip)
+        return DiffSource(upper=self.upper, lower=self.lowers[0] if self.lowers else None, skip=skip)
+
+
+# The files every CLI container gets bound in (its network's /etc/hosts and
+# resolv.conf, /etc/hostname).  Where the image has none, runc makes an empty
+# mount point in the container's own layer; docker keeps those in an "init"
+# layer below the container's, so they are never a change: here they are
+# skipped by diff and commit instead (one snapshot less per container).
+RUNTIME_MOUNT_POINTS = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
+
+
+def _mount_points(layer: _Layer) -> frozenset[str]:
+    """The runtime's mount points in the container's layer: empty files the image does not have."""
+    found = set()
+    for rel in RUNTIME_MOUNT_POINTS:
+        st = _lstat(os.path.join(layer.upper, rel))
+        if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == 0 and \
+                _lower_stat(layer.lowers, rel, layer.overlay) is None:
+            found.add(rel)
+    return frozenset(found)
 
 
 def _container_layer(snapshotter: Snapshotter, record: Container) -> _Layer:
@@ -211,9 +231,12 @@ def _opaque(path: str) -> bool:
         return False
 
 
-def _same_dir(lpath: str, lower: os.stat_result, upath: str, upper: os.stat_result) -> bool:
-    return (stat.S_ISDIR(lower.st_mode) and (lower.st_mode, lower.st_uid, lower.st_gid, lower.st_mtime_ns)
-            == (upper.st_mode, upper.st_uid, upper.st_gid, upper.st_mtime_ns)
+def _same_dir(lpath: str, lower: os.stat_result, upath: str, upper: os.stat_result, *,
+              any_mtime: bool = False) -> bool:
+    """``any_mtime``: a runtime mount point made in it changed its mtime; that alone is no change."""
+    return (stat.S_ISDIR(lower.st_mode) and (lower.st_mode, lower.st_uid, lower.st_gid)
+            == (upper.st_mode, upper.st_uid, upper.st_gid)
+            and (any_mtime or lower.st_mtime_ns == upper.st_mtime_ns)
             and _kept_xattrs(lpath) == _kept_xattrs(upath))
 
 
@@ -227,7 +250,11 @@ def _raw_changes(layer: _Layer) -> Iterator[tuple[str, str]]:
 
 def _changes_of(layer: _Layer) -> list[Change]:
     found: dict[str, str] = {}
+    skip = _mount_points(layer)
+    holding = {rel.rpartition("/")[0] for rel in skip}  # their directories: changed by them alone (mtime)
     for kind, rel in _raw_changes(layer):
+        if rel in skip:
+            continue
         if kind == _DELETE:
             if _lower_stat(layer.lowers, rel, layer.overlay) is not None:
                 found[rel] = "D"
@@ -242,7 +269,8 @@ def _changes_of(layer: _Layer) -> list[Change]:
                 continue
             upath = os.path.join(layer.upper, rel)
             upper = os.lstat(upath)
-            if layer.overlay and stat.S_ISDIR(upper.st_mode) and _same_dir(*lower, upath, upper):
+            if layer.overlay and stat.S_ISDIR(upper.st_mode) and _same_dir(*lower, upath, upper,
+                                                                         any_mtime=rel in holding):
                 continue  # copied up as a parent of a change: that change marks it below
             found[rel] = "C"
     for rel in list(found):

@@ -67,6 +67,7 @@ class DiffSource:
     upper: str
     lower: str | None = None
     overlay: bool = False
+    skip: frozenset[str] = frozenset()  # paths (relative to upper) left out of the layer
 
     def __post_init__(self) -> None:
         if self.overlay and self.lower is not None:
@@ -135,7 +136,8 @@ def _write_tar(out: _Hashing, source: DiffSource) -> None:
                       encoding="utf-8") as tar:
         writer = _TarWriter(tar, source.upper)
         for kind, rel in changes:
-            writer.change(kind, rel)
+            if rel not in source.skip:
+                writer.change(kind, rel)
 
 
 # --- finding the changes ----------------------------------------------------------

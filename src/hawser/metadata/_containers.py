@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 
-from hawser.errors import AlreadyExists, NotFound
+from hawser.errors import AlreadyExists, InvalidArgument, NotFound
 from hawser.metadata._database import Database, check_identifier, dump_labels, load_labels
 from hawser.metadata._types import DEFAULT_NAMESPACE, Container, ContainerRecords
 
@@ -13,6 +14,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
+
+# docker's container names (runtime's create checks the same).
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,511}$")
 
 
 class _Config(Mapping[str, object]):
@@ -164,6 +168,27 @@ class SQLContainers(ContainerRecords):
                       (current.image if image is None else image, current.image_id if image_id is None else image_id,
                        current.snapshot_key if snapshot_key is None else snapshot_key, dump_labels(new_labels),
                        json.dumps(new_config), namespace, id_))
+            row = c.execute(f"SELECT {self._CONTAINER_COLUMNS} FROM containers WHERE namespace = ? AND id = ?",
+                            (namespace, id_)).fetchone()
+        return self._container(row)
+
+    def rename(self, id_: str, name: str, *, namespace: str | None = None) -> Container:
+        """Give a container another name. NotFound if absent, AlreadyExists if
+        another container of its namespace has the name, InvalidArgument for a
+        name docker would refuse. Idempotent."""
+        if not _NAME_RE.match(name):
+            raise InvalidArgument(f"invalid container name {name!r}: use letters, digits, '_', '.', '-' "
+                                  "(a letter or digit first)")
+        namespace = self.namespace if namespace is None else namespace
+        with self._db.transaction(write=True) as c:
+            taken = c.execute("SELECT id FROM containers WHERE namespace = ? AND name = ? AND id != ?",
+                              (namespace, name, id_)).fetchone()
+            if taken is not None:
+                raise AlreadyExists(f"container name {name!r} is already in use by container {taken[0][:12]}",
+                                    hint="remove that container or choose another name")
+            if c.execute("UPDATE containers SET name = ? WHERE namespace = ? AND id = ?",
+                         (name, namespace, id_)).rowcount == 0:
+                raise NotFound(f"container {id_} not found in namespace {namespace}")
             row = c.execute(f"SELECT {self._CONTAINER_COLUMNS} FROM containers WHERE namespace = ? AND id = ?",
                             (namespace, id_)).fetchone()
         return self._container(row)

@@ -242,6 +242,12 @@ class ContainerRecords(Protocol):
         InvalidArgument for a bad label. Idempotent."""
         ...
 
+    def rename(self, id_: str, name: str, *, namespace: str | None = None) -> Container:
+        """Give a container another name. NotFound if absent, AlreadyExists if
+        another container of its namespace has the name, InvalidArgument for an
+        invalid name. Idempotent."""
+        ...
+
     def delete(self, id_: str, *, namespace: str | None = None) -> None:
         """Forget a container (its snapshot goes at the next GC). Idempotent."""
         ...

@@ -6,6 +6,7 @@ from hawser.oci._image import (
     MAX_CONFIG_BYTES,
     MAX_MANIFEST_BYTES,
     Descriptor,
+    Healthcheck,
     ImageConfig,
     Index,
     Manifest,
@@ -20,7 +21,7 @@ from hawser.oci._image import (
 from hawser.oci._reference import Reference, parse_reference
 
 __all__ = [
-    "MAX_CONFIG_BYTES", "MAX_MANIFEST_BYTES", "Descriptor", "Digest", "ImageConfig", "Index", "Manifest",
+    "MAX_CONFIG_BYTES", "MAX_MANIFEST_BYTES", "Descriptor", "Digest", "Healthcheck", "ImageConfig", "Index", "Manifest",
     "Platform", "Reference", "media", "normalize_arch", "parse_config", "parse_descriptor", "parse_index", "parse_manifest",
     "parse_reference", "sniff_media_type",
 ]

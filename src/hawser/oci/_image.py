@@ -119,6 +119,19 @@ class Index:
 
 
 @dataclass(frozen=True, slots=True)
+class Healthcheck:
+    """An image's HEALTHCHECK (docker's config.Healthcheck): ``test`` is
+    ``["NONE"]``, ``["CMD", arg...]`` or ``["CMD-SHELL", command]`` (empty:
+    inherit); durations in seconds (0: docker's default); ``retries`` 0: default."""
+
+    test: tuple[str, ...] = ()
+    interval: float = 0.0
+    timeout: float = 0.0
+    start_period: float = 0.0
+    retries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ImageConfig:
     """The parts of an image configuration hawser uses (OCI config.md)."""
 
@@ -135,6 +148,7 @@ class ImageConfig:
     stop_signal: str = ""
     exposed_ports: tuple[str, ...] = ()
     volumes: tuple[str, ...] = ()
+    healthcheck: Healthcheck | None = None
 
 
 # --- parsing ---------------------------------------------------------------
@@ -302,4 +316,25 @@ def parse_config(data: bytes) -> ImageConfig:
         stop_signal=_str(cfg, "StopSignal", what),
         exposed_ports=tuple(sorted((cfg.get("ExposedPorts") or {}).keys())) if isinstance(cfg.get("ExposedPorts") or {}, dict) else (),
         volumes=tuple(sorted((cfg.get("Volumes") or {}).keys())) if isinstance(cfg.get("Volumes") or {}, dict) else (),
+        healthcheck=_healthcheck(cfg.get("Healthcheck"), what),
     )
+
+
+def _healthcheck(obj: Any, what: str) -> Healthcheck | None:
+    """docker's config.Healthcheck: durations in nanoseconds."""
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise InvalidArgument(f"{what}: 'Healthcheck' must be an object")
+
+    def seconds(key: str) -> float:
+        value = obj.get(key) or 0
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidArgument(f"{what}: Healthcheck {key!r} must be a non-negative integer (nanoseconds)")
+        return value / 1e9
+
+    retries = obj.get("Retries") or 0
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise InvalidArgument(f"{what}: Healthcheck 'Retries' must be a non-negative integer")
+    return Healthcheck(test=_str_list(obj, "Test", f"{what}: Healthcheck"), interval=seconds("Interval"),
+                       timeout=seconds("Timeout"), start_period=seconds("StartPeriod"), retries=retries)

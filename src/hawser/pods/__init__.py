@@ -38,6 +38,7 @@ from hawser.pods._types import (
 TYPE_CHECKING = False  # typing stays unimported at run time
 if TYPE_CHECKING:
     from hawser.host import CgroupStats as CgroupStats  # the samples the metric families read
+    from hawser.pods._container_networks import ContainerNetworks, parse_add_host, parse_port
     from hawser.pods._host import connect_in_pod
     from hawser.pods._service import PodService
     from hawser.pods._stats import InterfaceUsage, PodStats, read_pod_stats
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "PodService": "_service", "connect_in_pod": "_host", "InterfaceUsage": "_stats", "PodStats": "_stats",
     "read_pod_stats": "_stats",
+    **dict.fromkeys(("ContainerNetworks", "parse_add_host", "parse_port"), "_container_networks"),
 }
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)
@@ -68,6 +70,7 @@ __all__ = [
     "SANDBOX_READY",
     "TARGET",
     "CgroupFamily",
+    "ContainerNetworks",
     "InterfaceUsage",
     "NetworkFamily",
     "PodPort",
@@ -79,5 +82,7 @@ __all__ = [
     "SandboxLookup",
     "cgroup_id",
     "connect_in_pod",
+    "parse_add_host",
+    "parse_port",
     "read_pod_stats",
 ]

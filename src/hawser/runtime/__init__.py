@@ -13,10 +13,20 @@ from hawser._lazy import lazy_exports
 TYPE_CHECKING = False  # typing stays unimported at run time (~2.5 ms of every CLI start)
 if TYPE_CHECKING:
 
-    from hawser.runtime._attach import attach
+    from hawser.runtime._attach import DETACH_KEYS, attach, attach_running, parse_detach_keys, start_attached
     from hawser.runtime._containers import ContainerManager
+    from hawser.runtime._cp import (
+        CopySide,
+        archive_tree,
+        container_side,
+        copy_tree,
+        extract_tar,
+        open_source,
+        tar_entries,
+    )
     from hawser.runtime._image_volumes import ImageVolumeError
     from hawser.runtime._logs import LogEntry, parse_since, read_log
+    from hawser.runtime._networking import ContainerNetworking, NetworkJoin, NetworkRequest, PortRequest
     from hawser.runtime._options import (
         BindMount,
         ContainerOptions,
@@ -57,8 +67,12 @@ if TYPE_CHECKING:
 
 # Loaded on first use: a command imports only the modules it runs.
 _EXPORTS = {
+    **dict.fromkeys(("CopySide", "archive_tree", "container_side", "copy_tree", "extract_tar", "open_source",
+                     "tar_entries"), "_cp"),
+    **dict.fromkeys(("DETACH_KEYS", "attach_running", "parse_detach_keys", "start_attached"), "_attach"),
     "attach": "_attach", "ContainerManager": "_containers", "Runc": "_runc", "ImageVolumeError": "_image_volumes",
     **dict.fromkeys(("LogEntry", "parse_since", "read_log"), "_logs"),
+    **dict.fromkeys(("ContainerNetworking", "NetworkJoin", "NetworkRequest", "PortRequest"), "_networking"),
     **dict.fromkeys(("BindMount", "ContainerOptions", "Device", "HostLimits", "ImageVolume", "Namespaces", "Resources",
                      "TmpfsMount", "UserNamespace", "check_id_mappings", "devices_from_host", "host_devices"),
                     "_options"),
@@ -78,6 +92,7 @@ __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "CREATED",
+    "DETACH_KEYS",
     "EVENT_CREATED",
     "EVENT_DELETED",
     "EVENT_EXEC_EXITED",
@@ -92,10 +107,12 @@ __all__ = [
     "BindMount",
     "ContainerInfo",
     "ContainerManager",
+    "ContainerNetworking",
     "ContainerOptions",
     "ContainerStats",
     "ContainerStatsReader",
     "ContainerStatus",
+    "CopySide",
     "Device",
     "ExecResult",
     "HostLimits",
@@ -104,6 +121,9 @@ __all__ = [
     "ImageVolumeError",
     "LogEntry",
     "Namespaces",
+    "NetworkJoin",
+    "NetworkRequest",
+    "PortRequest",
     "ResolvedUser",
     "Resources",
     "Runc",
@@ -111,15 +131,22 @@ __all__ = [
     "TmpfsMount",
     "UserNamespace",
     "WritableLayer",
+    "archive_tree",
     "attach",
+    "attach_running",
     "build_spec",
     "cgroup_of",
     "check_id_mappings",
+    "container_side",
+    "copy_tree",
     "devices_from_host",
+    "extract_tar",
     "find_executable",
     "host_devices",
     "open_attach",
+    "open_source",
     "parse_cpus",
+    "parse_detach_keys",
     "parse_memory",
     "parse_since",
     "plan_exec",
@@ -129,5 +156,7 @@ __all__ = [
     "run_exec",
     "running_container",
     "seccomp_from_profile",
+    "start_attached",
     "stop_signal",
+    "tar_entries",
 ]

@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     from hawser.config import Config
     from hawser.host import CgroupLayout
     from hawser.metadata import ContainerRecords
+    from hawser.runtime._networking import ContainerNetworking, NetworkJoin, NetworkRequest
     from hawser.runtime._types import ImageResolver
     from hawser.snapshots import Snapshotter
     from hawser.store import Store
@@ -172,6 +173,8 @@ class ContainerManager:
         self._host = host
         self._layout: CgroupLayout | None = None
         self.observers: list[Observer] = []
+        # Attaches the containers ``create`` is given a NetworkRequest for (the CLI's); removals detach them.
+        self.networking: ContainerNetworking | None = None
 
     @classmethod
     def of(cls, store: Store, images: ImageResolver, *, host: HostLimits | None = None) -> ContainerManager:
@@ -388,7 +391,7 @@ class ContainerManager:
     def create(self, image: str, options: ContainerOptions, *, name: str | None = None,
                labels: Mapping[str, str] | None = None, log_path: str | None = None,
                cgroup_parent: str | None = None, extra_config: Mapping[str, Any] | None = None,
-               exit_command: Sequence[str] = ()) -> ContainerInfo:
+               exit_command: Sequence[str] = (), network: NetworkRequest | None = None) -> ContainerInfo:
         """Create a container from a stored image (it is not started).
 
         ``log_path``: where conmon writes the CRI-format log (an absolute path;
@@ -403,6 +406,8 @@ class ContainerManager:
         spec.
         ``exit_command``: a program its conmon runs when the container exits,
         with the container's id appended (``run -d --rm`` removes it so).
+        ``network``: attach it through ``self.networking`` (its namespace,
+        /etc/hosts and resolv.conf replace ``options``'); detached at removal.
 
         NotFound for an unknown image or runtime handler, AlreadyExists for a
         name in use, InvalidArgument for a bad option (unknown user, missing
@@ -442,7 +447,18 @@ class ContainerManager:
             config["log_path"] = log_path
         if extra_config:
             config.update(extra_config)
+        if "healthcheck" in config:  # the CLI's overrides (hawser.runtime.health) laid over the image's HEALTHCHECK
+            from hawser.runtime.health import merge_healthcheck
+
+            health = merge_healthcheck(runnable.config.healthcheck, config.pop("healthcheck"))
+            if health["test"]:  # none given and none in the image: the record has none
+                config["healthcheck"] = health
+        if exit_command:  # a start of the exited container arms its new conmon with it too
+            config["exit_command"] = list(exit_command)
         config[self.RUNTIME_HANDLER] = handler.name  # resolved: a later default_runtime does not move it
+        networking = self.networking if network is not None else None
+        if networking is not None and network is not None:
+            config.update(networking.plan(network, exposed_ports=runnable.config.exposed_ports))
         record = Container(namespace=self.namespace, id=id_, name=name, image=image_name,
                            image_id=runnable.image_id, snapshotter=snapshotter.name, snapshot_key=key,
                            config=config, labels=dict(labels or {}), created_at=time.time())
@@ -462,6 +478,13 @@ class ContainerManager:
                 os.makedirs(rootfs, mode=0o700)
                 undo.push(lambda: shutil.rmtree(bundle, ignore_errors=True))
                 os.chmod(bundle, 0o700)
+                joining = None
+                if networking is not None:  # its CNI ADD runs while the rootfs is made
+                    from hawser.runtime._networking import Background
+
+                    undo.push(lambda: networking.leave(record))
+                    joining = Background(networking.join, record, hostname=options.hostname)
+                    undo.push(joining.wait_quietly)  # (undone first: leave runs once join is over)
                 mounts = snapshotter.prepare(key, top)
                 undo.push(lambda: snapshotter.remove(key))
                 if options.image_volumes:  # their binds join the others (a user namespace idmaps them too)
@@ -470,6 +493,7 @@ class ContainerManager:
                     options = replace(options, mounts=options.mounts + mount_image_volumes(
                         options.image_volumes, container_id=id_, container_snapshot=key, bundle=bundle,
                         snapshotter=snapshotter, images=self.images, undo=undo.push, userns=options.userns))
+                fills = [m for m in options.mounts if m.copy_up]  # before a user namespace's idmapped sources
                 if options.userns is None:
                     mount_all(mounts, rootfs)
                     undo.push(lambda: unmount_all(rootfs, detach=True))
@@ -481,7 +505,18 @@ class ContainerManager:
                     undo.push(lambda: unmount_all(rootfs, detach=True))
                     undo.push(lambda: unmount_binds(self._idmap_dir(id_)))
                     options = idmap_binds(options, self._idmap_dir(id_))
+                if fills:  # new volumes get the image's content at their destination (docker's copy-up)
+                    from hawser.runtime._copy_up import copy_up
+
+                    for m in fills:
+                        copy_up(rootfs, m.destination, m.source)
                 failpoint("create.after-mount")
+                if joining is not None:
+                    joined: NetworkJoin = joining.wait()
+                    options = replace(options, mounts=options.mounts + joined.mounts,
+                                      namespaces=replace(options.namespaces, network=joined.netns))
+                    if joined.networks:
+                        record = self.records.update(id_, config={"networks": joined.networks})
                 spec = build_spec(runnable.config, options, rootfs=rootfs, host=self.host)
                 process = spec["process"]
                 env_path = next((e[5:] for e in process.get("env", ()) if e.startswith("PATH=")), "")
@@ -576,15 +611,69 @@ class ContainerManager:
                     os.kill(conmon.pid, signal.SIGKILL)
 
     def start(self, text: str) -> ContainerInfo:
-        """Start a created container. FailedPrecondition in any other state."""
+        """Start a created container, or start again one that has exited
+        (docker's start of a stopped container: the same id, name, writable
+        layer and log, a new process).  FailedPrecondition in any other
+        state, and for an exited container the CRI or containerd's API made
+        (kubelet makes a new container; a containerd client a new task)."""
         record = self.lookup(text)
         with self._locked(record.id):
-            status = self.status(record)
-            if status.state != CREATED:
-                raise FailedPrecondition(f"container {record.name} is {status.state}; only a created container "
-                                         "can start", hint="create a new one (hawser run)")
-            self._start(record)
+            self._start_any(record, self.status(record))
         return self.info(record)
+
+    def _start_any(self, record: Container, status: ContainerStatus) -> None:
+        """``start`` with the container's lock held and its status read."""
+        if status.state == CREATED:
+            self._start(record)
+        elif status.state == EXITED and self.restartable(record):
+            self._start_again(record)
+        elif status.state == EXITED:
+            raise FailedPrecondition(f"container {record.name} is exited; a container made through the CRI or "
+                                     "containerd's API starts only once", hint="create a new one")
+        else:
+            raise FailedPrecondition(f"container {record.name} is {status.state}; only a created or exited "
+                                     "container can start", hint="create a new one (hawser run)")
+
+    @staticmethod
+    def restartable(record: Container) -> bool:
+        """Whether an exited container can start again: one the CLI made, not the CRI's or containerd's."""
+        return "containerd" not in record.config and not any(key.startswith("cri.") for key in record.config)
+
+    def _start_again(self, record: Container) -> None:
+        """Start an exited container again, in its own bundle: runc's old
+        container and conmon's exit file go (_forget_runtime), a new conmon
+        creates it again from the same config.json over the same rootfs
+        (mounted again if something unmounted it), then runc starts it.
+        Namespaces the spec names by path (the network a CLI container was
+        given) are joined again as they are."""
+        id_ = record.id
+        bundle = self.bundle(id_)
+        if not os.path.exists(os.path.join(bundle, "config.json")):
+            raise FailedPrecondition(f"container {record.name} has no runtime state (a reboot?)",
+                                     hint="hawser system restart-containers makes it again; or rm and run")
+        runc = self.runc_for(record)
+        self._forget_runtime(id_, runc=runc)
+        for stale in ("exit-seen", "start-told", "oom", "pidfile", "conmon.pid"):
+            unlink(os.path.join(bundle, stale))
+        remove_link_or_tree(os.path.join(self.sockets_dir, id_))  # conmon links it again
+        rootfs = os.path.join(bundle, "rootfs")
+        if not os.path.ismount(rootfs):
+            if record.config.get("userns"):
+                raise FailedPrecondition(f"container {record.name}: its rootfs is no longer mounted",
+                                         hint="remove it and run a new one")
+            mount_all(self.snapshotter.mounts(record.snapshot_key), rootfs)
+        config = record.config
+        stdin = bool(config.get("stdin"))
+        exit_command = [str(a) for a in config.get("exit_command") or ()]
+        undo = _Undo()
+        try:
+            self._conmon_create(record, bundle, tty=bool(config.get("tty")), stdin=stdin, undo=undo,
+                                leave_stdin_open=stdin and not config.get("stdin_once"),
+                                exit_command=[*exit_command, id_] if exit_command else ())
+        except BaseException:
+            undo.run()
+            raise
+        self._start(record)
 
     def start_created(self, info: ContainerInfo) -> None:
         """Start a container this process has just created (no state check: run's fast path)."""
@@ -669,7 +758,10 @@ class ContainerManager:
 
     def pause(self, text: str) -> None:
         record = self.lookup(text)
-        if self.status(record).state != RUNNING:
+        state = self.status(record).state
+        if state == PAUSED:  # docker: "Container X is already paused"
+            raise FailedPrecondition(f"container {record.name} is already paused")
+        if state != RUNNING:
             raise FailedPrecondition(f"container {record.name} is not running")
         self.runc_for(record).pause(record.id)
 
@@ -710,6 +802,12 @@ class ContainerManager:
                 with contextlib.suppress(DeadlineExceeded):
                     self._wait_exit(record, KILL_WAIT)
             bundle = self.bundle(record.id)
+            leaving = None
+            if self.networking is not None and "network" in record.config:
+                from hawser.runtime._networking import Background
+
+                # CNI DEL (iptables, mostly) while runc forgets it and the rootfs goes
+                leaving = Background(self.networking.leave, record)
 
             def release_rootfs() -> None:
                 # The container's processes are gone: its rootfs can go while runc deletes.
@@ -726,6 +824,12 @@ class ContainerManager:
 
             self._forget_runtime(record.id, meanwhile=release_rootfs, strict=True, runc=runc)
             failpoint("remove.after-runc-delete")
+            if leaving is not None:
+                leaving.wait()  # raises rather than leak: the record stays for a retry
+            if "healthcheck" in record.config:  # its monitor would go with conmon; it goes now
+                from hawser.runtime.health import stop_monitor
+
+                stop_monitor(bundle)
             if os.path.isdir(self._idmap_dir(record.id)):
                 from hawser.runtime._userns import unmount_binds
 
@@ -953,7 +1057,12 @@ class ContainerManager:
         env_path = next((e[5:] for e in process.get("env", ()) if e.startswith("PATH=")), "")
         try:
             find_executable(root, process["args"][0], env_path, cwd)
-        except InvalidArgument:
+        except InvalidArgument as exc:
+            if exc.exit_code == 126:  # there, but a directory or not executable
+                denied = FailedPrecondition(f"exec in {record.name}: {process['args'][0]!r}: permission denied "
+                                            "(a directory, or not an executable file)")
+                denied.exit_code = 126
+                raise denied from None
             error = NotFound(f"exec in {record.name}: {process['args'][0]!r}: executable file not found in "
                              f"$PATH ({env_path})" if "/" not in process["args"][0] else
                              f"exec in {record.name}: {process['args'][0]!r}: no such executable file")

@@ -41,6 +41,11 @@ class BindMount:
     # The source is an idmapped mount made for the container's user namespace
     # already (an image volume's layers), not to be idmapped again.
     idmapped: bool = False
+    # The source is this volume's mountpoint (``hawser.volumes``): "" for a bind of a host path.
+    volume: str = ""
+    # Fill an empty source with the image's content at ``destination`` before
+    # the container runs (docker's copy-up of a new volume).
+    copy_up: bool = False
 
     def __post_init__(self) -> None:
         if self.propagation not in PROPAGATIONS:

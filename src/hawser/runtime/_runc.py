@@ -107,6 +107,32 @@ class _Unsure(Exception):
     """runc's state directory is not what the fast read expects: ask runc."""
 
 
+def _state_fields(raw: bytes) -> tuple[int, int, dict[str, Any], str]:
+    """(init pid, its start time, cgroup paths, bundle) of runc's state.json.
+
+    The file holds the whole container config (30 kB); ``ps`` reads one per
+    container, so the four fields are picked out without parsing the rest:
+    a JSON string cannot hold an unescaped quote, so ``"init_process_pid":``
+    matches the key only.  Anything unexpected: the whole file is parsed."""
+    import re
+
+    pid = re.search(rb'"init_process_pid":(\d+)', raw)
+    start = re.search(rb'"init_process_start":(\d+)', raw)
+    cgroups = re.search(rb'"cgroup_paths":(\{[^{}]*\}|null)', raw)
+    labels = re.search(rb'"labels":(\[(?:[^\]"]|"(?:[^"\\]|\\.)*")*\]|null)', raw)
+    if pid and start and cgroups and labels:
+        paths = json.loads(cgroups.group(1)) or {}
+        label = next((item for item in json.loads(labels.group(1)) or () if isinstance(item, str)
+                      and item.startswith("bundle=")), "bundle=")
+        if isinstance(paths, dict):
+            return int(pid.group(1)), int(start.group(1)), paths, label.split("=", 1)[1]
+    data = json.loads(raw)
+    bundle_label = next((label for label in (data.get("config") or {}).get("labels") or ()
+                         if isinstance(label, str) and label.startswith("bundle=")), "bundle=")
+    return (int(data["init_process_pid"]), int(data["init_process_start"]), dict(data.get("cgroup_paths") or {}),
+            bundle_label.split("=", 1)[1])
+
+
 def _alive(pid: int, start: int) -> bool:
     """Whether ``pid`` is the process runc started (same start time), not a zombie."""
     stat = proc_stat(pid)
@@ -197,12 +223,7 @@ class Runc:
                 if cached is not None and cached[0] == identity:
                     pid, start, cgroups, bundle = cached[1]
                 else:
-                    data = json.loads(f.read())
-                    pid = int(data["init_process_pid"])
-                    start = int(data["init_process_start"])
-                    cgroups = dict(data.get("cgroup_paths") or {})
-                    bundle = next((label.split("=", 1)[1] for label in (data.get("config") or {}).get("labels")
-                                   or () if isinstance(label, str) and label.startswith("bundle=")), "")
+                    pid, start, cgroups, bundle = _state_fields(f.read())
                     if len(self._states) >= _STATES_KEPT:
                         self._states.clear()
                     self._states[id_] = (identity, (pid, start, cgroups, bundle))

@@ -212,13 +212,27 @@ def find_executable(rootfs: str, argv0: str, path_env: str, workdir: str) -> str
         candidate = posixpath.normpath(posixpath.join(workdir or "/", argv0))
         if _is_executable(rootfs, candidate):
             return candidate
-        raise InvalidArgument(f"executable {argv0!r} not found in the image, or not an executable file",
-                              hint=f"looked for {candidate}")
+        # docker's exit codes: 126 for a command that cannot be invoked (a directory,
+        # not executable), 127 for one that is not there
+        found = resolve_in_root(rootfs, candidate)
+        if os.path.isdir(found):
+            error = InvalidArgument(f"cannot run {argv0!r}: it is a directory in the image")
+            error.exit_code = 126
+        elif os.path.lexists(found):
+            error = InvalidArgument(f"cannot run {argv0!r}: permission denied (not an executable file)",
+                                    hint=f"looked at {candidate}")
+            error.exit_code = 126
+        else:
+            error = InvalidArgument(f"executable {argv0!r} not found in the image", hint=f"looked for {candidate}")
+            error.exit_code = 127
+        raise error
     for directory in path_env.split(":"):
         # An empty $PATH entry means the working directory, as in execvp().
         base = posixpath.join(workdir or "/", directory or ".")
         candidate = posixpath.normpath(posixpath.join(base, argv0))
         if _is_executable(rootfs, candidate):
             return candidate
-    raise InvalidArgument(f"executable {argv0!r} not found in the image ($PATH {path_env})",
-                          hint="give the full path, or check the image's PATH")
+    error = InvalidArgument(f"executable {argv0!r} not found in the image ($PATH {path_env})",
+                            hint="give the full path, or check the image's PATH")
+    error.exit_code = 127
+    raise error

@@ -35,7 +35,7 @@ def test_create_fails(runc_env: FaultEnv) -> None:
     assert env.images is not None and env.faults is not None
     env.faults.fail("runc.create")
     proc = env.run("run", "-d", "--name", "victim", env.images.busybox, "sleep", "1000", check=False)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 125, proc.stderr  # docker's code for run's own errors
     assert proc.stderr.startswith("hawser: runc: injected failure of runc create"), proc.stderr
     assert env.ids() == []
     _clean(env)
@@ -65,7 +65,7 @@ def test_start_fails_in_run_rm(runc_env: FaultEnv) -> None:
     assert env.images is not None and env.faults is not None
     env.faults.fail("runc.start")
     proc = env.run("run", "--rm", env.images.busybox, "true", check=False)
-    assert proc.returncode == 1 and "injected failure of runc start" in proc.stderr, proc.stderr
+    assert proc.returncode == 125 and "injected failure of runc start" in proc.stderr, proc.stderr
     assert env.ids() == []
     _clean(env)
     env.faults.heal()

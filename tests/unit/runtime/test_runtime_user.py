@@ -133,7 +133,7 @@ def test_find_executable(rootfs: Path, argv0: str, path_env: str, workdir: str, 
         ("nothere", "/usr/local/bin:/bin", "executable 'nothere' not found in the image ($PATH /usr/local/bin:/bin)"),
         ("data.txt", "/usr/local/bin", "executable 'data.txt' not found in the image ($PATH /usr/local/bin)"),
         ("bin", "/", "executable 'bin' not found"),  # a directory is not a program
-        ("/usr/local/bin/data.txt", "/bin", "executable '/usr/local/bin/data.txt' not found in the image"),
+        ("/usr/local/bin/data.txt", "/bin", "cannot run '/usr/local/bin/data.txt': permission denied"),  # 126
         ("/no/such", "/bin", "executable '/no/such' not found in the image"),
         ("", "/bin", "empty command name"),
     ],
