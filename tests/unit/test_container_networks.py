@@ -37,6 +37,13 @@ def test_add_host() -> None:
     assert parse_add_host("v6:[::1]") == ("v6", "::1")
     with pytest.raises(InvalidArgument):
         parse_add_host("db:nowhere")
+    assert parse_add_host("host.docker.internal:host-gateway") == ("host.docker.internal", "host-gateway")
+
+
+def test_add_host_gateway_is_the_networks_gateway() -> None:
+    own = Endpoint(container_id="a" * 64, network="app", name="web", ip="10.1.0.2", gateway="10.1.0.1",
+                   extra_hosts=("host.docker.internal:host-gateway",))
+    assert "10.1.0.1\thost.docker.internal\n" in ContainerNetworks._hosts_text(own, [own])
 
 
 def test_resolv_conf_drops_loopback_resolvers(tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ _BASE_HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\
                "ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
 _DEFAULT_DNS = ("8.8.8.8", "8.8.4.4")  # docker's, when the host has only loopback resolvers
 _PROTOCOLS = ("tcp", "udp", "sctp")
+HOST_GATEWAY = "host-gateway"  # docker's --add-host value for the host as the container reaches it
 
 
 def parse_port(spec: str) -> PortRequest:
@@ -93,7 +94,9 @@ def parse_port(spec: str) -> PortRequest:
 
 
 def parse_add_host(spec: str) -> tuple[str, str]:
-    """``NAME:IP`` (or ``NAME=IP``) as (name, ip).  InvalidArgument if malformed."""
+    """``NAME:IP`` (or ``NAME=IP``) as (name, ip); IP may be docker's
+    ``host-gateway`` (the network's gateway: the host as the container reaches
+    it).  InvalidArgument if malformed."""
     import ipaddress
 
     sep = "=" if "=" in spec else ":"
@@ -101,9 +104,10 @@ def parse_add_host(spec: str) -> tuple[str, str]:
     if ip.startswith("[") and ip.endswith("]"):
         ip = ip[1:-1]
     try:
-        ipaddress.ip_address(ip)
+        if ip != HOST_GATEWAY:
+            ipaddress.ip_address(ip)
     except ValueError:
-        raise InvalidArgument(f"invalid --add-host {spec!r}: use NAME:IP") from None
+        raise InvalidArgument(f"invalid --add-host {spec!r}: use NAME:IP or NAME:host-gateway") from None
     if not name or any(c.isspace() for c in name):
         raise InvalidArgument(f"invalid --add-host {spec!r}: use NAME:IP")
     return name, ip
@@ -258,9 +262,9 @@ class ContainerNetworks:
             netns = HOST
             try:
                 with open("/etc/hosts", encoding="utf-8", errors="replace") as f:
-                    files["hosts"] = f.read() + _extra_lines(extra)
+                    files["hosts"] = f.read() + _extra_lines(extra, "127.0.0.1")
             except OSError:
-                files["hosts"] = _BASE_HOSTS + _extra_lines(extra)
+                files["hosts"] = _BASE_HOSTS + _extra_lines(extra, "127.0.0.1")
         elif mode == NONE:
             files["hosts"] = _BASE_HOSTS + _extra_lines(extra)
         else:
@@ -303,7 +307,7 @@ class ContainerNetworks:
         from hawser._dataclass import replace
 
         endpoint = replace(endpoint, ip=ip.ip if ip else "", prefix_len=ip.address.network.prefixlen if ip else 0,
-                           gateway=str(ip.gateway) if ip and ip.gateway else "", mac=mac)
+                           gateway=str(ip.gateway) if ip and ip.gateway else network.gateway, mac=mac)
         with networks.locked():
             networks.write_endpoint(endpoint)
             with open(hosts_path, "w", encoding="utf-8") as f:
@@ -316,7 +320,7 @@ class ContainerNetworks:
     def _hosts_text(own: Endpoint, endpoints: Sequence[Endpoint]) -> str:
         from hawser.network import DEFAULT_NETWORK
 
-        text = _BASE_HOSTS + _extra_lines(own.extra_hosts)
+        text = _BASE_HOSTS + _extra_lines(own.extra_hosts, own.gateway)
         if own.ip:
             names = " ".join(dict.fromkeys(n for n in (own.hostname, own.name) if n))
             text += f"{own.ip}\t{names}\n"
@@ -389,9 +393,15 @@ class ContainerNetworks:
         return sorted(found - set(live))
 
 
-def _extra_lines(extra: Sequence[str]) -> str:
+def _extra_lines(extra: Sequence[str], gateway: str = "") -> str:
+    """The --add-host lines; ``gateway`` stands for host-gateway (none: InvalidArgument)."""
     lines = []
     for item in extra:
         name, ip = parse_add_host(item)
+        if ip == HOST_GATEWAY:
+            if not gateway:
+                raise InvalidArgument(f"--add-host {item!r}: a container without a network has no gateway",
+                                      hint="use an address, or a network (--network bridge|host|NAME)")
+            ip = gateway
         lines.append(f"{ip}\t{name}\n")
     return "".join(lines)
