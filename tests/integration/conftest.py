@@ -25,6 +25,7 @@ from hawser.store import Store
 from tests.support.aio import conmons_of
 from tests.support.host import cgroups_under, remove_cgroup_parent, remove_store_cgroups, unmount_under
 from tests.support.images import BuiltImage
+from tests.support.podman import Podman
 
 pytestmark = pytest.mark.integration
 
@@ -163,3 +164,14 @@ def system_check(env: Env, *args: str) -> tuple[int, list[dict[str, Any]]]:
 def problems(findings: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """The (kind, subject) of each problem finding, sorted."""
     return sorted((f["kind"], f["subject"]) for f in findings if f["severity"] == "problem")
+
+
+@pytest.fixture
+def podman() -> Iterator[Podman]:
+    """podman with a private store (tests/support/podman.py); its containers removed, the store with it."""
+    p = Podman()
+    try:
+        yield p
+    finally:
+        p("rm", "-a", "-f", "-t", "0", check=False)
+        p.close()

@@ -16,7 +16,6 @@ import hashlib
 import json
 import subprocess
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +33,6 @@ pytestmark = pytest.mark.skipif(not tools_available(),
                                 reason="podman and skopeo are not installed (scripts/setup.sh installs them)")
 
 FORMATS = ["oci-archive", "docker-archive"]
-
-
-@pytest.fixture
-def podman() -> Iterator[Podman]:
-    p = Podman()
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 def _inspect(env: Env, name: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Env, one_line
-from tests.support.terminal import read_terminal
+from tests.support.terminal import run_on_pty
 
 pytestmark = pytest.mark.integration
 
@@ -26,23 +26,8 @@ def _no_stdin(env: Env, *args: str, timeout: float = 60, cwd: str | None = None,
 
 
 def _on_pty(env: Env, *args: str) -> tuple[int, str]:
-    """A CLI run with a terminal for its stdin, stdout and stderr: its status and output."""
-    import pty
-
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(env._argv(args), stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                            close_fds=True)
-    os.close(slave)
-    output = b""
-    try:
-        output = read_terminal(master, proc)
-        code = proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-    return code, output.decode(errors="replace")
+    """A CLI run on a terminal: its status and what the terminal shows."""
+    return run_on_pty(env._argv(args))
 
 
 def _ids(env: Env) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import Env
+from tests.support.aio import processes_where
 
 pytestmark = pytest.mark.integration
 
@@ -66,35 +67,14 @@ def _restart_count(env: Env, name: str) -> int:
 
 def _monitors(env: Env) -> list[int]:
     """The healthcheck monitors of this store still running."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"monitor" in argv and b"healthcheck" in argv and env.state.encode() in argv:
-            found.append(int(entry))
-    return found
+    return processes_where(lambda argv: b"monitor" in argv and b"healthcheck" in argv and env.state.encode() in argv)
 
 
 def _cleanups(env: Env, name: str = "") -> list[int]:
     """The exit commands (``container cleanup``) of this store running (for one container: by its name)."""
     id_ = _inspect(env, name)["Id"].encode() if name else b""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"cleanup" in argv and env.state.encode() in argv and (not id_ or id_ in argv):
-            found.append(int(entry))
-    return found
+    return processes_where(lambda argv: b"cleanup" in argv and env.state.encode() in argv
+                           and (not id_ or id_ in argv))
 
 
 def test_on_failure_restarts_exactly_n_times(ctr: tuple[Env, str]) -> None:

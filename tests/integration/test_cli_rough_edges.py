@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Env
-from tests.support.terminal import read_terminal
+from tests.support.terminal import run_on_pty
 
 pytestmark = pytest.mark.integration
 
@@ -26,23 +26,7 @@ def _no_tty(env: Env, *args: str, timeout: float = 120) -> subprocess.CompletedP
 
 def _on_pty(env: Env, *args: str, typed: bytes = b"") -> tuple[int, str]:
     """A CLI run on a terminal, ``typed`` waiting in its input: its status and what the terminal shows."""
-    import pty
-
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(env._argv(args), stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                            close_fds=True)
-    os.close(slave)
-    try:
-        if typed:
-            os.write(master, typed)
-        output = read_terminal(master, proc)
-        code = proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-    return code, output.decode(errors="replace")
+    return run_on_pty(env._argv(args), typed=typed)
 
 
 def _sleeper(env: Env, ref: str, *args: str) -> str:

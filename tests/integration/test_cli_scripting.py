@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,16 +37,6 @@ def _make(cli: object, ref: str, extra: tuple[str, ...] = ()) -> None:
         proc = cli(verb, *flags, *extra, "--name", name, "--label", f"kind={how}", ref, *command,  # type: ignore[operator]
                    check=False)
         assert proc.returncode == (3 if name == "s-three" else 0), proc.stderr
-
-
-@pytest.fixture
-def podman() -> Iterator[Podman]:
-    p = Podman()
-    try:
-        yield p
-    finally:
-        p("rm", "-a", "-f", "-t", "0", check=False)
-        p.close()
 
 
 @pytest.mark.skipif(not tools_available(), reason="podman is not installed (scripts/setup.sh installs it)")

@@ -29,8 +29,8 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 10) -> None
         await asyncio.sleep(0.02)
 
 
-def processes_running(marker: str) -> list[int]:
-    """Pids of the processes with ``marker`` as one of their arguments."""
+def processes_where(match: Callable[[list[bytes]], bool]) -> list[int]:
+    """Pids of the processes whose argv (``/proc/PID/cmdline``, split) ``match`` takes."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -39,22 +39,17 @@ def processes_running(marker: str) -> list[int]:
                     argv = f.read().split(b"\0")
             except OSError:
                 continue
-            if marker.encode() in argv:
+            if match(argv):
                 found.append(int(entry))
     return found
 
 
+def processes_running(marker: str) -> list[int]:
+    """Pids of the processes with ``marker`` as one of their arguments."""
+    return processes_where(lambda argv: marker.encode() in argv)
+
+
 def conmons_of(state: str) -> list[int]:
     """Pids of the conmon processes working for the hawser state dir ``state``."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"conmon") and any(state.encode() in a for a in argv):
-            pids.append(int(entry))
-    return pids
+    return processes_where(lambda argv: bool(argv) and argv[0].endswith(b"conmon")
+                           and any(state.encode() in a for a in argv))

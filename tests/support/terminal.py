@@ -29,3 +29,25 @@ def read_terminal(master: int, proc: subprocess.Popen[bytes], timeout: float = 6
             break
         output += chunk
     return output
+
+
+def run_on_pty(argv: list[str], *, typed: bytes = b"", timeout: float = 30) -> tuple[int, str]:
+    """Run ``argv`` with a new terminal for its stdin, stdout and stderr, ``typed``
+    waiting in its input: its exit status and what the terminal shows."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True, close_fds=True)
+    os.close(slave)
+    output = b""
+    try:
+        if typed:
+            os.write(master, typed)
+        output = read_terminal(master, proc)
+        code = proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    return code, output.decode(errors="replace")
