@@ -98,7 +98,7 @@ def test_second_daemon_on_the_same_root_is_refused(hawserd: Hawserd, pod_network
         assert answer.stdout == b"still here\n"
 
         # The CLI beside its daemon, on the same root (and state), as before.
-        assert ref in hawserd.cli("-n", "k8s.io", "images").stdout
+        assert ref in hawserd.cli("-n", "k8s.io", "images", "--format", "{{.Repository}}:{{.Tag}}").stdout.splitlines()
 
         rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
         pod_id = ""

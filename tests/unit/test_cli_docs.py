@@ -98,7 +98,8 @@ def test_bash_completes_commands_subcommands_options_and_choices(bash_file: Path
     assert "--network" in complete(bash_file, "hawser", "run", "--net")  # and docker's --net, if there
     assert complete(bash_file, "hawser", "run", "--netw") == ["--network"]
     assert complete(bash_file, "hawser", "image", "") == sorted(["inspect", "import", "rm", "ls", "pull", "copy",
-                                                                   "sign"])
+                                                                   "sign", "history", "tag", "push", "save", "load",
+                                                                   "prune"])
     assert complete(bash_file, "hawser", "--root", "/tmp/x", "-n", "ns", "sys") == ["system"]
     assert complete(bash_file, "hawser", "system", "p") == ["prune"]
     assert complete(bash_file, "hawser", "image", "ls", "--no") == ["--no-trunc"]
@@ -210,7 +211,7 @@ zpty -d z
 @pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed (scripts/setup.sh)")
 @pytest.mark.parametrize(("typed", "shown"), [
     ("hawser ru", "hawser run "),
-    ("hawser --root /x image l", "hawser --root /x image ls "),
+    ("hawser --root /x image hi", "hawser --root /x image history "),
     ("hawser run --netw", "hawser run --network "),
     ("hawser system pr", "hawser system prune "),
 ])

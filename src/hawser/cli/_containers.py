@@ -39,9 +39,11 @@ def _container_arguments(p: Parser) -> None:
     p.add_argument("--entrypoint", metavar="CMD", help="Override the image's entrypoint ('' clears it).")
     p.add_argument("-v", "--volume", dest="volumes", action="append", default=[], metavar="[SRC:]DST[:ro]",
                    help="Bind mount (SRC an absolute path), named volume (SRC a name) or anonymous volume.")
+    from hawser.cli._extras import volumes_from_argument
     from hawser.cli._volumes import mount_arguments
 
     mount_arguments(p)
+    volumes_from_argument(p)  # --volumes-from
     p.add_argument("--tmpfs", action="append", default=[], metavar="DST[:SIZE]", help="Mount a tmpfs.")
     p.add_argument("--memory", "-m", metavar="SIZE", help="Memory limit (e.g. 64m).")
     p.add_argument("--memory-swap", metavar="SIZE", help="Memory plus swap limit.")
@@ -160,11 +162,19 @@ def _create(ctx: CliContext, a: Namespace, *, exit_command: Sequence[str] = ()) 
     options = _build_options(a)
     _ensure_image(ctx, a.image, a.plain_http, getattr(a, "platform", None))
     manager = _manager(ctx)
+    if a.volumes_from:  # the other containers' volumes and binds, after -v's and --mount's
+        from hawser.cli._extras import volumes_from
+
+        requests = volumes_from(ctx, a.volumes_from, requests)
     with with_volumes(ctx, manager, a.image, options, requests) as options:
         from hawser.cli._network import network_request
+        from hawser.cli._network_container import container_network, shares_network
 
+        request = network_request(a)
+        if shares_network(a):  # --network container:NAME: its namespace, files and host name
+            request, options = container_network(ctx, manager, a, request, options)
         return manager.create(a.image, options, name=a.name, labels=_labels(a.labels), exit_command=exit_command,
-                              network=network_request(a), extra_config=extra)
+                              network=request, extra_config=extra)
 
 
 def _check_tty(*, tty: bool, interactive: bool) -> None:

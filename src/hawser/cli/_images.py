@@ -197,8 +197,12 @@ def _import(ctx: CliContext, a: Namespace) -> None:
 
 def image(p: Parser) -> Handler:
     """Manage images."""
+    from hawser.cli._archive import load, save
     from hawser.cli._copy import copy
+    from hawser.cli._extras import history, image_prune
+    from hawser.cli._push import push, tag
     from hawser.cli._sign import sign
 
     return group(p, {"inspect": inspect, "import": import_, "rm": rmi, "ls": images, "pull": pull, "copy": copy,
-                     "sign": sign})
+                     "sign": sign, "history": history, "tag": tag, "push": push, "save": save, "load": load,
+                     "prune": image_prune})

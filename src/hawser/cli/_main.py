@@ -26,7 +26,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "tag": ("_push", "tag", "Give an image another name."),
     "images": ("_images", "images", "List images."),
     "rmi": ("_images", "rmi", "Remove images."),
-    "image": ("_images", "image", "Manage images (inspect, import, rm, ls)."),
+    "image": ("_images", "image", "Manage images (ls, pull, push, tag, history, save, load, prune, ...)."),
     "system": ("_system", "system", "Store usage, garbage collection, consistency check."),
     "config": ("_config", "config", "Show configuration."),
     "version": ("_version", "version", "Show the client's and the daemon's versions."),
@@ -64,6 +64,9 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "login": ("_login", "login", "Log in to a registry."),
     "logout": ("_login", "logout", "Log out of a registry."),
     "completion": ("_docs", "completion", "Print a shell completion script (bash or zsh)."),
+    "history": ("_extras", "history", "Show the history of an image."),
+    "info": ("_extras", "info", "Show system-wide information."),
+    "update": ("_extras", "update", "Update the resource limits or restart policy of containers."),
 }
 
 

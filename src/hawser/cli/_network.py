@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 def network_arguments(p: Parser) -> None:
     """The network flags of run and create."""
     p.add_argument("--network", default="", metavar="bridge|host|none|NAME",
-                   help="Network: the default bridge, the host's, none (loopback only), or a named one "
-                        "[default: runtime.default_network, bridge].")
+                   help="Network: the default bridge, the host's, none (loopback only), a named one, or "
+                        "container:NAME (another container's) [default: runtime.default_network, bridge].")
     p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:][HOST:]CONTAINER[/PROTO]",
                    help="Publish a container port on the host (HOST empty: a free port).")
     p.add_argument("-P", "--publish-all", action="store_true", help="Publish the image's exposed ports on free ports.")
@@ -102,9 +102,11 @@ def _port(ctx: CliContext, a: Namespace) -> int | None:
 
 
 def network(p: Parser) -> Handler:
-    """Manage networks: create, ls, inspect, rm, prune."""
+    """Manage networks: create, ls, inspect, rm, prune, connect, disconnect."""
+    from hawser.cli._network_container import connect, disconnect
+
     return group(p, {"create": create, "ls": ls, "list": ls, "inspect": inspect, "rm": rm, "remove": rm,
-                     "prune": prune})
+                     "prune": prune, "connect": connect, "disconnect": disconnect})
 
 
 def _networks(ctx: CliContext) -> UserNetworks:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from hawser.images._copy import CopyOptions, CopyResult, copy_image
     from hawser.images._diff import DiffSource, WrittenLayer, write_layer
     from hawser.images._events import GC, IMPORT, PULL, REMOVE, ImageEvent, ImageObserver, PullStats
+    from hawser.images._history import HistoryEntry, history_entries, image_history
     from hawser.images._layer import unpack_blob
     from hawser.images._policy import enforce_on_record
     from hawser.images._progress import LayerProgress, ProgressEvent, ProgressSink, PullMessage
@@ -37,6 +38,7 @@ _EXPORTS = {
     "container_changes": "_commit",
     "CopyOptions": "_copy", "CopyResult": "_copy", "copy_image": "_copy",
     "generate_signing_key": "_sign", "sign_image": "_sign", "enforce_on_record": "_policy",
+    "HistoryEntry": "_history", "history_entries": "_history", "image_history": "_history",
 }
 
 
@@ -55,6 +57,7 @@ __all__ = [
     "CopyOptions",
     "CopyResult",
     "DiffSource",
+    "HistoryEntry",
     "ImageDetail",
     "ImageEvent",
     "ImageObserver",
@@ -75,6 +78,8 @@ __all__ = [
     "copy_image",
     "enforce_on_record",
     "generate_signing_key",
+    "history_entries",
+    "image_history",
     "pull_in_child",
     "sign_image",
     "unpack_blob",

@@ -135,13 +135,15 @@ class SQLContainers(ContainerRecords):
     def update(self, id_: str, *, namespace: str | None = None, image: str | None = None,
                image_id: str | None = None, snapshot_key: str | None = None,
                labels: Mapping[str, str] | None = None, merge: bool = False,
-               config: Mapping[str, Mapping[str, Any]] | None = None) -> Container:
+               config: Mapping[str, Mapping[str, Any]] | None = None,
+               drop: Mapping[str, Sequence[str]] | None = None) -> Container:
         """Change a container's record in one transaction; None keeps a field.
         ``labels`` replace the record's, or with ``merge`` set only the given
         keys (an empty value deleting its key). ``config`` maps top-level keys
         of the record's config to the entries to set in the mapping under
         that key (made, or replacing a value that is not a mapping), so that
-        writers of different entries keep each other's. NotFound if absent,
+        writers of different entries keep each other's; ``drop`` maps
+        top-level keys to the entries to delete under them. NotFound if absent,
         InvalidArgument for a bad label. Idempotent."""
         namespace = self.namespace if namespace is None else namespace
         with self._db.transaction(write=True) as c:
@@ -163,6 +165,10 @@ class SQLContainers(ContainerRecords):
             for key, entries in (config or {}).items():
                 under = new_config.get(key)
                 new_config[key] = {**(under if isinstance(under, dict) else {}), **entries}
+            for key, names in (drop or {}).items():
+                under = new_config.get(key)
+                if isinstance(under, dict):
+                    new_config[key] = {k: v for k, v in under.items() if k not in names}
             c.execute("UPDATE containers SET image = ?, image_id = ?, snapshot_key = ?, labels = ?, config = ?"
                       " WHERE namespace = ? AND id = ?",
                       (current.image if image is None else image, current.image_id if image_id is None else image_id,

@@ -11,7 +11,7 @@ first record written in it, and ``"default"`` exists from the start.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from hawser._dataclass import dataclass
 from hawser.oci import Descriptor, Digest
@@ -232,13 +232,15 @@ class ContainerRecords(Protocol):
     def update(self, id_: str, *, namespace: str | None = None, image: str | None = None,
                image_id: str | None = None, snapshot_key: str | None = None,
                labels: Mapping[str, str] | None = None, merge: bool = False,
-               config: Mapping[str, Mapping[str, Any]] | None = None) -> Container:
+               config: Mapping[str, Mapping[str, Any]] | None = None,
+               drop: Mapping[str, Sequence[str]] | None = None) -> Container:
         """Change a container's record in one transaction; None keeps a field.
         ``labels`` replace the record's, or with ``merge`` set only the given
         keys (an empty value deleting its key). ``config`` maps top-level keys
         of the record's config to the entries to set in the mapping under
         that key (made, or replacing a value that is not a mapping), so that
-        writers of different entries keep each other's. NotFound if absent,
+        writers of different entries keep each other's; ``drop`` maps
+        top-level keys to the entries to delete under them. NotFound if absent,
         InvalidArgument for a bad label. Idempotent."""
         ...
 

@@ -234,6 +234,8 @@ class CNINetwork:
                                 capability_args=json.dumps(caps, separators=(",", ":"), sort_keys=True))
         async with self._locks.hold(request.pod_id):
             for old in await asyncio.to_thread(self._cache.entries, request.pod_id):
+                if old.network != net.name and old.ifname != request.ifname:
+                    continue  # another attachment of the same container (the CLI's `network connect`)
                 if (old.result is not None and old.netns == request.netns and old.network == net.name
                         and old.ifname == request.ifname):
                     return self._pod_network(old, result_from_json(json.loads(old.result), source="the CNI cache"))
@@ -294,7 +296,7 @@ class CNINetwork:
 
     # -- detach ----------------------------------------------------------------
 
-    async def teardown(self, pod_id: str, netns: str | None = None) -> None:
+    async def teardown(self, pod_id: str, netns: str | None = None, *, network: str | None = None) -> None:
         """DEL every attachment recorded for the pod, with the config it was
         added with (the config dir may have changed or be empty since).
         ``netns`` overrides the recorded path; a namespace that is gone is
@@ -304,13 +306,15 @@ class CNINetwork:
         already detached) succeeds at once.  Raises InvalidArgument for a bad
         pod id, and the CNIError of the first failing plugin (after running
         the rest of the chain) when a DEL failed; the record is then kept so a
-        later teardown retries.
+        later teardown retries.  ``network``: only the attachment to that
+        network (the CLI's ``network disconnect``).
         """
         _validate_pod_id(pod_id)
         async with self._locks.hold(pod_id):
             failures: list[PluginFailure] = []
             for entry in await asyncio.to_thread(self._cache.entries, pod_id):
-                failures += await self._delete(entry, netns)
+                if network is None or entry.network == network:
+                    failures += await self._delete(entry, netns)
             if failures:
                 raise cni_error(f"detaching pod {pod_id} from its CNI network failed", failures)
 

@@ -89,12 +89,15 @@ class Endpoint:
     hosts_path: str = ""  # the container's /etc/hosts on the host (rewritten with its peers)
     extra_hosts: tuple[str, ...] = ()  # --add-host lines, "NAME:IP"
     state_dir: str = ""  # where its pinned netns and files are
+    ifname: str = "eth0"  # its interface: eth0 for the network it ran with, eth1... for `network connect`ed ones
+    aliases: tuple[str, ...] = ()  # `network connect --alias`: more names its peers on this network resolve
 
     def to_json(self) -> bytes:
         return json.dumps({"container_id": self.container_id, "network": self.network, "name": self.name,
                            "hostname": self.hostname, "ip": self.ip, "prefix_len": self.prefix_len,
                            "gateway": self.gateway, "mac": self.mac, "hosts_path": self.hosts_path,
-                           "extra_hosts": list(self.extra_hosts), "state_dir": self.state_dir}).encode()
+                           "extra_hosts": list(self.extra_hosts), "state_dir": self.state_dir,
+                           "ifname": self.ifname, "aliases": list(self.aliases)}).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> Endpoint:
@@ -102,7 +105,14 @@ class Endpoint:
         return cls(container_id=str(doc["container_id"]), network=str(doc["network"]), name=str(doc["name"]),
                    hostname=str(doc["hostname"]), ip=str(doc["ip"]), prefix_len=int(doc["prefix_len"]),
                    gateway=str(doc["gateway"]), mac=str(doc["mac"]), hosts_path=str(doc["hosts_path"]),
-                   extra_hosts=tuple(str(h) for h in doc["extra_hosts"]), state_dir=str(doc["state_dir"]))
+                   extra_hosts=tuple(str(h) for h in doc["extra_hosts"]), state_dir=str(doc["state_dir"]),
+                   ifname=str(doc.get("ifname") or "eth0"), aliases=tuple(str(a) for a in doc.get("aliases") or ()))
+
+    @property
+    def file_name(self) -> str:
+        """``<id>.json`` for its first attachment (eth0), ``<id>@<network>.json``
+        for each one ``network connect`` adds (a network name has no '@')."""
+        return f"{self.container_id}.json" if self.ifname == "eth0" else f"{self.container_id}@{self.network}.json"
 
 
 def check_network_name(name: str) -> None:
@@ -409,14 +419,28 @@ class UserNetworks:
         except (ValueError, KeyError, TypeError):
             return Endpoint(container_id=container_id, network="")
 
+    def endpoints_of(self, container_id: str) -> list[Endpoint]:
+        """Every attachment of a container (one per network), eth0's first."""
+        return sorted((e for e in self.endpoints() if e.container_id == container_id),
+                      key=lambda e: (len(e.ifname), e.ifname))
+
     def write_endpoint(self, endpoint: Endpoint) -> None:
         os.makedirs(self.endpoints_dir, mode=0o700, exist_ok=True)
-        atomic_write(os.path.join(self.endpoints_dir, f"{endpoint.container_id}.json"), endpoint.to_json(),
+        atomic_write(os.path.join(self.endpoints_dir, endpoint.file_name), endpoint.to_json(),
                      mode=0o600, durable=False)
 
-    def remove_endpoint(self, container_id: str) -> None:
+    def remove_endpoint(self, container_id: str, network: str | None = None) -> None:
+        """Forget the container's attachment to ``network``, or all of them."""
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.endpoints_dir, f"{container_id}.json"))
+            for n in os.listdir(self.endpoints_dir):
+                if n == f"{container_id}.json" or n.startswith(f"{container_id}@"):
+                    path = os.path.join(self.endpoints_dir, n)
+                    if network is not None:
+                        with contextlib.suppress(OSError, ValueError, KeyError, TypeError), open(path, "rb") as f:
+                            if Endpoint.from_json(f.read()).network != network:
+                                continue
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
 
 
 def _rules(network: UserNetwork) -> list[tuple[str, list[str]]]:

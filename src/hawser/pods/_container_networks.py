@@ -38,7 +38,7 @@ import os
 import shutil
 from collections.abc import Callable, Collection, Mapping, Sequence
 
-from hawser.errors import InvalidArgument
+from hawser.errors import FailedPrecondition, InvalidArgument
 from hawser.runtime import BindMount, NetworkJoin, NetworkRequest, PortRequest
 
 TYPE_CHECKING = False
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from hawser.network import Endpoint, UserNetworks
 
 HOST, NONE = "host", "none"
+CONTAINER = "container:"  # docker's --network container:ID: another container's network namespace
 _BASE_HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n"
                "ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
 _DEFAULT_DNS = ("8.8.8.8", "8.8.4.4")  # docker's, when the host has only loopback resolvers
@@ -216,6 +217,8 @@ class ContainerNetworks:
 
     def plan(self, request: NetworkRequest, *, exposed_ports: Sequence[str]) -> dict[str, Any]:
         mode = request.network or self.default_network
+        if mode.startswith(CONTAINER):
+            return _plan_shared(request, mode)
         for item in request.add_hosts:
             parse_add_host(item)
         if mode not in (HOST, NONE):
@@ -248,6 +251,9 @@ class ContainerNetworks:
     def join(self, record: Container, *, hostname: str) -> NetworkJoin:
         plan: Mapping[str, Any] = record.config["network"]
         mode = str(plan["mode"])
+        if mode.startswith(CONTAINER):
+            return self._share(record, mode[len(CONTAINER):], str(plan.get("netns") or ""),
+                               int(plan.get("netns_inode") or 0))
         directory = self.directory(record.id)
         os.makedirs(directory, mode=0o711, exist_ok=True)
         extra = tuple(str(h) for h in plan.get("add_hosts") or ())
@@ -278,6 +284,42 @@ class ContainerNetworks:
         mounts = tuple(BindMount(source=os.path.join(directory, name), destination=f"/etc/{name}")
                        for name in ("hosts", "resolv.conf", "hostname"))
         return NetworkJoin(netns=netns, mounts=mounts, networks=networks)
+
+    def pinned_netns(self, container_id: str) -> str | None:
+        """The network namespace pinned for a container (a bridge network's),
+        or None (host, none, or not made yet)."""
+        path = os.path.join(self.directory(container_id), "ns", "net")
+        if not os.path.exists(path):  # host and none have no pin (nor the import)
+            return None
+        from hawser.host import is_netns
+
+        return path if is_netns(path) else None
+
+    def _share(self, record: Container, owner: str, source: str, inode: int) -> NetworkJoin:
+        """``--network container:OWNER``: pin the owner's namespace (``source``:
+        its pin or its init's /proc/PID/ns/net) again under the container's own
+        directory, and bind the owner's hosts, resolv.conf and hostname files.
+        The container's own pin, not the owner's path, is what its spec names:
+        a /proc path would mean another process once the pid is reused, and the
+        owner's pin goes with the owner.  So the owner can be removed while this
+        container runs (as docker allows): its CNI DEL takes the interface away,
+        the namespace lives on (loopback only) until this container's rm unpins it."""
+        import threading
+
+        from hawser.host import is_netns, pin_namespace_of, run_in_netns
+
+        if not source or not is_netns(source) or (inode and _inode(source) != inode):
+            # (a /proc path whose process is gone, its pid perhaps another's since: the inode tells)
+            raise FailedPrecondition(f"cannot join network of container {owner[:12]}: its network namespace is gone",
+                                     hint="start that container first")
+        directory = self.directory(record.id)
+        os.makedirs(directory, mode=0o711, exist_ok=True)
+        pin = os.path.join(directory, "ns", "net")
+        run_in_netns(source, lambda: pin_namespace_of(threading.get_native_id(), "net", pin))
+        files = self.directory(owner)
+        mounts = tuple(BindMount(source=os.path.join(files, name), destination=f"/etc/{name}")
+                       for name in ("hosts", "resolv.conf", "hostname") if os.path.exists(os.path.join(files, name)))
+        return NetworkJoin(netns=pin, mounts=mounts)
 
     def _attach(self, record: Container, mode: str, hostname: str,
                 extra: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
@@ -317,18 +359,23 @@ class ContainerNetworks:
                                             "gateway": endpoint.gateway, "mac": endpoint.mac}}
 
     @staticmethod
-    def _hosts_text(own: Endpoint, endpoints: Sequence[Endpoint]) -> str:
+    def _hosts_text(first: Endpoint, endpoints: Sequence[Endpoint]) -> str:
+        """A container's /etc/hosts: its own name on its first network's
+        address (``first``: its first endpoint), then the peers of every
+        network it is on (its endpoints among ``endpoints``)."""
         from hawser.network import DEFAULT_NETWORK
 
-        text = _BASE_HOSTS + _extra_lines(own.extra_hosts, own.gateway)
-        if own.ip:
-            names = " ".join(dict.fromkeys(n for n in (own.hostname, own.name) if n))
-            text += f"{own.ip}\t{names}\n"
-        if own.network != DEFAULT_NETWORK:  # docker's default bridge resolves no container names
-            for peer in endpoints:
-                if peer.container_id != own.container_id and peer.network == own.network and peer.ip:
-                    names = " ".join(dict.fromkeys(n for n in (peer.name, peer.hostname) if n))
-                    text += f"{peer.ip}\t{names}\n"
+        own = [first, *(e for e in endpoints if e.container_id == first.container_id)]
+        text = _BASE_HOSTS + _extra_lines(first.extra_hosts, first.gateway)
+        if first.ip:
+            names = " ".join(dict.fromkeys(n for n in (first.hostname, first.name) if n))
+            text += f"{first.ip}\t{names}\n"
+        # docker's default bridge resolves no container names
+        mine = {e.network for e in own if e.network != DEFAULT_NETWORK}
+        for peer in endpoints:
+            if peer.container_id != first.container_id and peer.network in mine and peer.ip:
+                names = " ".join(dict.fromkeys(n for n in (peer.name, peer.hostname, *peer.aliases) if n))
+                text += f"{peer.ip}\t{names}\n"
         return text
 
     def _tell_peers(self, changed: Endpoint, endpoints: Sequence[Endpoint]) -> None:
@@ -336,15 +383,103 @@ class ContainerNetworks:
 
         if changed.network == DEFAULT_NETWORK:
             return
+        told = set()
         for peer in endpoints:
-            if peer.container_id != changed.container_id and peer.network == changed.network and peer.hosts_path:
-                _rewrite(peer.hosts_path, self._hosts_text(peer, endpoints))
+            if peer.container_id != changed.container_id and peer.network == changed.network and peer.hosts_path \
+                    and peer.container_id not in told:
+                told.add(peer.container_id)
+                _rewrite(peer.hosts_path, self._hosts_text(_own(peer.container_id, endpoints)[0], endpoints))
+
+    # --- network connect / disconnect --------------------------------------------
+
+    def connect(self, record: Container, network: str, *, aliases: Sequence[str] = ()) -> dict[str, Any]:
+        """``network connect``: one more interface (eth1, eth2...) in the
+        container's pinned namespace, a CNI ADD on ``network`` (no published
+        ports: those are the first network's), the hosts files of the container
+        and of its new peers rewritten.  Returns the record's ``networks``
+        entry.  FailedPrecondition for a container on host, none or another's
+        namespace, AlreadyExists when it is on ``network`` already."""
+        import asyncio
+        import itertools
+
+        from hawser._dataclass import replace
+        from hawser.errors import AlreadyExists
+        from hawser.network import Endpoint, PodNetworkRequest, ensure_rules
+
+        mode = str((record.config.get("network") or {}).get("mode") or NONE)
+        refusals = {HOST: "container cannot be disconnected from host network or connected to host network",
+                    NONE: "container cannot be connected to multiple networks with one of the networks in "
+                          "private (none) mode"}
+        if mode in refusals or mode.startswith(CONTAINER):
+            raise FailedPrecondition(refusals.get(mode, "container sharing network namespace with another container "
+                                                        "or host cannot be connected to any other network"))
+        netns = self.pinned_netns(record.id)
+        if netns is None:
+            raise FailedPrecondition(f"container {record.name} has no network namespace (a reboot?)",
+                                     hint="start it, or rm and run it again")
+        networks = self.networks
+        target = networks.get(network)  # NotFound
+        directory = self.directory(record.id)
+        with networks.locked():
+            own = networks.endpoints_of(record.id)
+            if any(e.network == target.name for e in own):
+                raise AlreadyExists(f"endpoint with name {record.name} already exists in network {target.name}")
+            used = {e.ifname for e in own}
+            ifname = next(f"eth{i}" for i in itertools.count() if f"eth{i}" not in used)
+            endpoint = Endpoint(container_id=record.id, network=target.name, name=record.name,
+                                hostname=own[0].hostname if own else str(record.config.get("hostname") or ""),
+                                hosts_path=os.path.join(directory, "hosts"),
+                                extra_hosts=own[0].extra_hosts if own else (), state_dir=directory, ifname=ifname,
+                                aliases=tuple(aliases))
+            networks.write_endpoint(endpoint)  # first: what a crash leaves is findable
+            ensure_rules(target, networks.marker(target))
+        request = PodNetworkRequest(pod_id=record.id, netns=netns, name=record.name, namespace="", ifname=ifname)
+        try:
+            attached = asyncio.run(networks.cni(target).setup(request))  # undoes its own ADD on failure
+        except BaseException:
+            with networks.locked():
+                networks.remove_endpoint(record.id, target.name)
+            raise
+        ip = attached.ip_configs[0] if attached.ip_configs else None
+        mac = next((i.mac for i in attached.result.interfaces if i.sandbox and i.name == ifname), "")
+        endpoint = replace(endpoint, ip=ip.ip if ip else "", prefix_len=ip.address.network.prefixlen if ip else 0,
+                           gateway=str(ip.gateway) if ip and ip.gateway else target.gateway, mac=mac)
+        with networks.locked():
+            networks.write_endpoint(endpoint)
+            endpoints = networks.endpoints()
+            _rewrite(endpoint.hosts_path, self._hosts_text(_own(record.id, endpoints)[0], endpoints))
+            self._tell_peers(endpoint, endpoints)
+        return {target.name: {"ip": endpoint.ip, "prefix_len": endpoint.prefix_len, "gateway": endpoint.gateway,
+                              "mac": endpoint.mac}}
+
+    def disconnect(self, record: Container, network: str) -> str:
+        """``network disconnect``: CNI DEL of the container's attachment to
+        ``network`` (its interface goes), its endpoint forgotten, the hosts
+        files rewritten.  Returns the network's name.  FailedPrecondition when
+        the container is not on it."""
+        import asyncio
+
+        networks = self.networks
+        name = networks.get(network).name  # NotFound
+        endpoint = next((e for e in networks.endpoints_of(record.id) if e.network == name), None)
+        if endpoint is None:
+            raise FailedPrecondition(f"container {record.name} is not connected to network {name}")
+        asyncio.run(networks.teardown_cni().teardown(record.id, network=name))  # raises, endpoint kept, to retry
+        with networks.locked():
+            networks.remove_endpoint(record.id, name)
+            endpoints = networks.endpoints()
+            own = _own(record.id, endpoints)
+            _rewrite(endpoint.hosts_path, self._hosts_text(own[0], endpoints) if own else
+                     _BASE_HOSTS + _extra_lines(endpoint.extra_hosts, endpoint.gateway))
+            self._tell_peers(endpoint, endpoints)
+        return name
 
     # --- leave -----------------------------------------------------------------
 
     def leave(self, record: Container) -> None:
         plan = record.config.get("network") or {}
-        if plan.get("mode") in (HOST, NONE):  # no CNI: its files only (and no import of the network part)
+        if plan.get("mode") in (HOST, NONE) or str(plan.get("mode")).startswith(CONTAINER):
+            # no CNI: its files and pin only (and no import of the network part)
             self._remove_dir(record.id)
             return
         self.leave_id(record.id)
@@ -362,16 +497,18 @@ class ContainerNetworks:
         """Undo whatever ``join`` made for ``container_id`` (any part of it).
         Idempotent.  Raises the CNI DEL's error (its cache entry is kept)."""
         networks = self.networks
-        endpoint = networks.endpoint(container_id)
-        if endpoint is not None or self._cached(container_id):
+        own = networks.endpoints_of(container_id)  # one per network it is on
+        if own or self._cached(container_id):
             import asyncio
 
             asyncio.run(networks.teardown_cni().teardown(container_id))
         self._remove_dir(container_id)
-        if endpoint is not None:
+        if own or networks.endpoint(container_id) is not None:  # (an unreadable one too)
             with networks.locked():
                 networks.remove_endpoint(container_id)
-                self._tell_peers(endpoint, networks.endpoints())
+                endpoints = networks.endpoints()
+                for endpoint in own:
+                    self._tell_peers(endpoint, endpoints)
 
     def _cached(self, container_id: str) -> bool:
         try:
@@ -391,6 +528,36 @@ class ContainerNetworks:
         found.update(e.container_id for e in self.networks.endpoints())
         found.update(self.networks.cached_container_ids())
         return sorted(found - set(live))
+
+
+def _own(container_id: str, endpoints: Sequence[Endpoint]) -> list[Endpoint]:
+    """A container's endpoints among ``endpoints``, eth0's first."""
+    return sorted((e for e in endpoints if e.container_id == container_id), key=lambda e: (len(e.ifname), e.ifname))
+
+
+def _plan_shared(request: NetworkRequest, mode: str) -> dict[str, Any]:
+    """The plan of ``--network container:ID`` (the CLI resolved the name to the
+    id and found ``request.netns``): docker's refusals of what the owner's
+    network already decides."""
+    conflicts = ((request.ports or request.publish_all, "port publishing and the container type network mode"),
+                 (request.add_hosts, "custom host-to-IP mapping and the network mode"),
+                 (request.dns or request.dns_search or request.dns_options, "dns and the network mode"))
+    for given, what in conflicts:
+        if given:
+            raise InvalidArgument(f"conflicting options: {what}")
+    if not request.netns:
+        raise InvalidArgument(f"--network {mode}: no network namespace given for it")
+    plan: dict[str, Any] = {"mode": mode, "netns": request.netns}
+    if request.netns.startswith("/proc/"):  # a process's: what it names must not change under us
+        plan["netns_inode"] = _inode(request.netns)
+    return {"network": plan, "ports": []}
+
+
+def _inode(path: str) -> int:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return -1
 
 
 def _extra_lines(extra: Sequence[str], gateway: str = "") -> str:

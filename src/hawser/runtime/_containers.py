@@ -664,7 +664,9 @@ class ContainerManager:
             mount_all(self.snapshotter.mounts(record.snapshot_key), rootfs)
         config = record.config
         stdin = bool(config.get("stdin"))
-        exit_command = [str(a) for a in config.get("exit_command") or ()]
+        # create's, or the one `update --restart` (runtime.restart) gave a container created without
+        exit_command = [str(a) for a in config.get("exit_command") or (config.get("restart") or {}).get(
+            "exit_command") or ()]
         undo = _Undo()
         try:
             self._conmon_create(record, bundle, tty=bool(config.get("tty")), stdin=stdin, undo=undo,

@@ -39,7 +39,8 @@ class PortRequest:
 class NetworkRequest:
     """docker's network flags of run/create."""
 
-    network: str = ""  # bridge, host, none, or a network's name; "": the configured default
+    network: str = ""  # bridge, host, none, a network's name, or container:ID; "": the configured default
+    netns: str = ""  # container:ID: that container's network namespace (its pin, or /proc/PID/ns/net)
     ports: tuple[PortRequest, ...] = ()
     publish_all: bool = False  # -P: the image's EXPOSE ports on free host ports
     add_hosts: tuple[str, ...] = ()  # "NAME:IP"

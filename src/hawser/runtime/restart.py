@@ -32,7 +32,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from hawser._dataclass import dataclass
 from hawser._logging import get_logger
@@ -178,6 +178,50 @@ def user_restart(manager: ContainerManager, text: str, timeout: float | None) ->
     if status.state in (RUNNING, PAUSED):
         manager.stop(record.id, timeout)
     return user_start(manager, record.id)
+
+
+def update_policy(manager: ContainerManager, text: str, policy: RestartPolicy, exit_command: Sequence[str]
+                  ) -> bool:
+    """``hawser update --restart``: the container's new policy, kept in its
+    record (NotFound as ``lookup``).  ``exit_command``: the cleanup command
+    (as create's), kept in the record for the container's next conmon when it
+    has none.  Whether the policy applies to the container's current or next
+    run: an exited container's next start gets a conmon with the command; a
+    created, running or paused one's conmon (started at create) must have been
+    given it (the cleanup it runs reads the policy from the record at the
+    exit), else the policy applies from its next start after this run.
+    InvalidArgument for a policy on a container removed when it exits (docker's refusal)."""
+    record = manager.lookup(text)
+    state = _state(record)
+    if policy.restarts and state.get("auto_remove"):
+        raise InvalidArgument(f"cannot update container {record.name}: restart policy cannot be updated "
+                              "because AutoRemove is enabled for the container")
+    entries: dict[str, Any] = {"policy": policy.name, "max": policy.maximum}
+    if not state:
+        entries = {**restart_config(policy, auto_remove=False), **entries}
+    if policy.restarts and not (record.config.get("exit_command") or state.get("exit_command")):
+        entries["exit_command"] = list(exit_command)
+    record = manager.records.update(record.id, namespace=record.namespace, config={KEY: entries})
+    refresh_spec_copy(manager, record)
+    return manager.status(record).state == EXITED or _conmon_armed(manager, record)
+
+
+def _conmon_armed(manager: ContainerManager, record: Container) -> bool:
+    """Whether the container's conmon runs an exit command (its command line says)."""
+    try:
+        with open(os.path.join(manager.bundle(record.id), "conmon.pid"), encoding="ascii") as f:
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"\0--exit-command\0" in f.read()
+    except (OSError, ValueError):
+        return bool(record.config.get("exit_command"))
+
+
+def refresh_spec_copy(manager: ContainerManager, record: Container) -> None:
+    """After ``update``: a running container with a policy gets the copy of its
+    spec a reboot restarts it from (as at its start), with the limits it has now."""
+    if policy_of(record).restarts and manager.status(record).state in (RUNNING, PAUSED):
+        keep_spec(manager, record)
 
 
 # --- the exit command -----------------------------------------------------------
