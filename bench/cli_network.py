@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, TimedRuns, free_port, median, safe_env, tool_version
+from _common import REPO, TimedRuns, free_port, median, remove_cgroup, safe_env, tool_version
 
 TARGET_RATIO = 1.0
 PODMAN = "/usr/bin/podman"
@@ -120,6 +120,9 @@ def main() -> int:
         if not podman_bridge_existed:
             subprocess.run(["ip", "link", "del", "cni-podman0"], capture_output=True)
         subprocess.run(["umount", "-R", "-l", str(work)], capture_output=True)
+        store_id = work / "h-root" / "store-id"
+        if store_id.exists():  # the store's cgroup parent, /hawser/<store id[:12]>
+            remove_cgroup(f"hawser/{store_id.read_text().strip()[:12]}")
         shutil.rmtree(work, ignore_errors=True)
     print(f"CLI run --rm with a published port, {args.runs} runs each (after {args.warmup} warm-up)")
     print(f"  hawser {tool_version([HAWSER, '--version'])}; {tool_version([PODMAN, '--version'])}")
