@@ -58,7 +58,9 @@ def test_joins_a_containers_network_and_rm_of_either_leaves_nothing(net: NetEnv)
     links = net.cli("exec", "b", "ip", "-o", "link").stdout.splitlines()
     assert len(links) == 1 and links[0].startswith("1: lo:"), links  # eth0 went with a's CNI DEL
     net.cli("stop", "-t", "0", "b")
-    assert net.cli("start", "b", check=False).returncode != 0  # a's files went with a: docker refuses it too
+    refused = net.cli("start", "b", check=False)  # a's files went with a: docker refuses it too
+    assert refused.returncode == 1 and "cannot start again: the source of its mount at /etc/" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr  # one line, not runc's
     net.cli("rm", "-f", "b")
     assert net.cli("network", "rm", network).stdout == f"{network}\n"
     assert _leftovers(net) == NOTHING

@@ -164,6 +164,22 @@ def test_start_of_an_exited_container_appends_to_its_log(ctr: tuple[Env, str]) -
     assert proc.returncode == 4 and proc.stdout == "hello\n"
 
 
+def test_start_again_with_a_bind_source_gone_is_one_line(ctr: tuple[Env, str], tmp_path: Any) -> None:
+    env, ref = ctr
+    source = tmp_path / "data"
+    source.mkdir()
+    env.cli("run", "--name", "bound", "--network", "none", "-v", f"{source}:/data", ref, "true")
+    source.rmdir()  # the host directory goes while the container is exited
+    proc = env.cli("start", "bound", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"hawser: container bound cannot start again: the source of its mount at /data is gone ({source}) "
+        "(hint: remove it and run a new one)"]
+    assert _state(env, "bound") == "exited"  # nothing half-started
+    source.mkdir()
+    assert env.cli("start", "bound").stdout.strip() == "bound"  # back: it starts
+
+
 def test_healthcheck_healthy_and_unhealthy(ctr: tuple[Env, str]) -> None:
     env, ref = ctr
     env.cli("run", "-d", "--name", "well", "--health-cmd", "test -e /tmp/ok", "--health-interval", "0.3s",

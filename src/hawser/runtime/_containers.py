@@ -651,6 +651,7 @@ class ContainerManager:
         if not os.path.exists(os.path.join(bundle, "config.json")):
             raise FailedPrecondition(f"container {record.name} has no runtime state (a reboot?)",
                                      hint="hawser system restart-containers makes it again; or rm and run")
+        _check_bind_sources(record.name, os.path.join(bundle, "config.json"))
         runc = self.runc_for(record)
         self._forget_runtime(id_, runc=runc)
         for stale in ("exit-seen", "start-told", "oom", "pidfile", "conmon.pid"):
@@ -1112,6 +1113,19 @@ _SPEC_RESOURCES = {
     ("cpu", "cpus"): "cpuset_cpus", ("cpu", "mems"): "cpuset_mems", ("memory", "limit"): "memory_limit",
     ("memory", "swap"): "memory_swap", ("pids", "limit"): "pids_limit",
 }
+
+
+def _check_bind_sources(name: str, config_path: str) -> None:
+    """Before a container starts again: every bind mount's source must still
+    be there (a removed host directory, or the files of the container whose
+    network it joined), else one line saying which, not runc's mount error."""
+    with open(config_path, "rb") as f:
+        spec = json.load(f)
+    for mount in spec.get("mounts") or ():
+        if mount.get("type") == "bind" and not os.path.lexists(str(mount.get("source", ""))):
+            raise FailedPrecondition(f"container {name} cannot start again: the source of its mount at "
+                                     f"{mount.get('destination')} is gone ({mount.get('source')})",
+                                     hint="remove it and run a new one")
 
 
 def _resources_options(resources: Mapping[str, Any]) -> dict[str, Any]:
