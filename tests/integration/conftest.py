@@ -100,8 +100,9 @@ class Env:
 @contextlib.contextmanager
 def container_env(tmp_path: Path, ref: str, cgroup_prefix: str) -> Iterator[Env]:
     """A fresh overlayfs store under ``tmp_path`` with ``ref`` pulled, its containers
-    under a cgroup parent of its own; at the end every container is removed, and
-    no conmon or cgroup may be left (mounts under ``tmp_path`` are undone)."""
+    under a cgroup parent of its own; at the end every container is removed, the
+    store's networks' bridges and iptables rules too, and no conmon or cgroup
+    may be left (mounts under ``tmp_path`` are undone)."""
     env = Env(root=str(tmp_path / "root"), state=str(tmp_path / "state"), snapshotter="overlayfs",
               cgroup_parent=f"{cgroup_prefix}-{secrets.token_hex(4)}")
     env.cli("pull", "--plain-http", "-q", ref)
@@ -110,6 +111,12 @@ def container_env(tmp_path: Path, ref: str, cgroup_prefix: str) -> Iterator[Env]
     finally:
         for id_ in env.cli("ps", "-a", "-q", "--no-trunc", check=False).stdout.split():
             env.cli("rm", "-f", id_, check=False)
+        if os.path.isdir(os.path.join(env.root, "networks")):  # a test's `--network bridge`: the store's
+            from hawser.network import UserNetworks, delete_bridge, remove_rules  # bridge and rules outlive it
+
+            for network in UserNetworks(env.root).all_networks():
+                remove_rules(network)
+                delete_bridge(network.bridge)
         leftovers = {"conmon": conmons_of(env.state), "cgroups": cgroups_under(env.cgroup_parent)}
         for pid in leftovers["conmon"]:
             os.kill(pid, signal.SIGKILL)
