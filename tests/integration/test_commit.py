@@ -134,7 +134,9 @@ def test_change_instructions_are_applied(ctr: tuple[Env, str]) -> None:
 def test_commit_of_a_running_container_pauses_and_resumes_it(ctr: tuple[Env, str]) -> None:
     env, ref = ctr
     id_ = env.cli("run", "-d", "--name", "busy", ref, "sh", "-c",
-                  "i=0; while :; do i=$((i+1)); echo $i > /tick; sleep 0.05; done").stdout.strip()
+                  # a rename, not `echo > /tick`: the pause may freeze it between truncate and write
+                  "i=0; while :; do i=$((i+1)); echo $i > /tick.new; mv /tick.new /tick; sleep 0.05; done"
+                  ).stdout.strip()
 
     def state() -> str:
         status = json.loads(env.cli("inspect", id_).stdout)[0]["State"]["Status"]
