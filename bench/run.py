@@ -35,6 +35,7 @@ from _common import (
     Containerd,
     ProcInfo,
     Scratch,
+    TimedRuns,
     ToolError,
     bench_lock,
     descendants,
@@ -70,17 +71,9 @@ SHIM_SOCKET_DIRS = (Path("/run/containerd/s"), Path("/run/containerd"))
 
 
 @dataclass
-class Series:
-    """Latencies of one command, in seconds."""
-
-    name: str
-    seconds: list[float] = field(default_factory=list)
-    error: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and bool(self.seconds)
+class Series(TimedRuns):
+    """Latencies of one command, in seconds (its report adds the count and
+    keeps each note once)."""
 
     def fail(self, why: str) -> None:
         if self.error is None:
